@@ -1,0 +1,489 @@
+//! The actor that hosts one plugin: its mailbox serialises every call, so the plugin needs no
+//! locks, and its failures stay inside it.
+//!
+//! The protocol ([`PluginMsg`]) is three messages: execute an input, take a lifecycle step, or
+//! restart (sent by the supervisor when a sibling's failure requires it). A panic inside the
+//! plugin is caught here, the caller is answered with [`PluginError::Panicked`], and the actor
+//! asks its supervisor what to do *before* taking the next message from its mailbox: so the
+//! messages queued behind the poison message are served by the restarted plugin, none are lost.
+
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bilayer_plugins::{
+    AgentPlugin, CallChain, PluginContext, PluginError, PluginResult, PluginState,
+};
+use futures::FutureExt;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::oneshot;
+use tracing::Instrument;
+
+use crate::registry::PluginShared;
+use crate::supervisor::{RestartDecision, SupervisorMsg};
+use crate::system::Envelope;
+
+/// Builds a fresh plugin instance; given at registration so a restart starts clean.
+pub type PluginFactory = Arc<dyn Fn() -> Box<dyn AgentPlugin> + Send + Sync>;
+
+/// The messages a plugin actor understands.
+pub enum PluginMsg {
+    /// Run the plugin on one input. `chain` is the caller's call chain (without this plugin).
+    Execute {
+        input: String,
+        chain: CallChain,
+        reply: oneshot::Sender<PluginResult<String>>,
+    },
+    /// Move the plugin one step along its lifecycle.
+    Lifecycle {
+        step: LifecycleStep,
+        reply: oneshot::Sender<PluginResult<()>>,
+    },
+    /// Restart because `cause` failed (one_for_all / rest_for_one).
+    Restart { cause: String },
+    /// Run the plugin as an agent on a message of an agent system, then hand the output to
+    /// the system's router (no reply: the envelope's ticket carries the outcome).
+    Deliver(Envelope),
+}
+
+/// The lifecycle steps, in the only order the manager allows:
+/// `Load` (load + init_plugin), `Start`, `Stop`, `Unload`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LifecycleStep {
+    Load,
+    Start,
+    Stop,
+    Unload,
+}
+
+impl LifecycleStep {
+    fn name(self) -> &'static str {
+        match self {
+            LifecycleStep::Load => "load",
+            LifecycleStep::Start => "start",
+            LifecycleStep::Stop => "stop",
+            LifecycleStep::Unload => "unload",
+        }
+    }
+
+    /// The state the step starts from, and the state it leads to.
+    fn transition(self) -> (PluginState, PluginState) {
+        match self {
+            LifecycleStep::Load => (PluginState::Unloaded, PluginState::Loaded),
+            LifecycleStep::Start => (PluginState::Loaded, PluginState::Running),
+            LifecycleStep::Stop => (PluginState::Running, PluginState::Loaded),
+            LifecycleStep::Unload => (PluginState::Loaded, PluginState::Unloaded),
+        }
+    }
+}
+
+/// What a plugin actor is spawned with.
+pub(crate) struct PluginActorArgs {
+    pub plugin: Box<dyn AgentPlugin>,
+    pub factory: Option<PluginFactory>,
+    pub ctx: PluginContext,
+    pub shared: Arc<PluginShared>,
+    pub supervisor: ActorRef<SupervisorMsg>,
+    /// Bound on one agent hop (`Deliver`); execute calls are bounded by their caller.
+    pub hop_timeout: Option<std::time::Duration>,
+}
+
+pub(crate) struct PluginActor;
+
+pub(crate) struct PluginActorState {
+    plugin: Box<dyn AgentPlugin>,
+    factory: Option<PluginFactory>,
+    ctx: PluginContext,
+    shared: Arc<PluginShared>,
+    supervisor: ActorRef<SupervisorMsg>,
+    /// The host's view of the lifecycle (authoritative; the plugin's own `state()` is advisory).
+    lifecycle: PluginState,
+    /// Where a restart brings the plugin back to: the last state a lifecycle step reached.
+    target: PluginState,
+    metrics: PluginMetrics,
+    /// Created on the first routed message, so plain plugins do not report agent metrics.
+    agent_metrics: Option<AgentMetrics>,
+    hop_timeout: Option<std::time::Duration>,
+}
+
+/// Per-agent metrics of an agent system (the plugin metrics count the same calls per plugin).
+struct AgentMetrics {
+    messages_in: metrics::Counter,
+    messages_out: metrics::Counter,
+    failures: metrics::Counter,
+    latency: metrics::Histogram,
+}
+
+impl AgentMetrics {
+    fn new(agent: &str) -> Self {
+        let labels = [("agent", agent.to_string())];
+        Self {
+            messages_in: metrics::counter!("bilayer_agent_messages_in_total", &labels),
+            messages_out: metrics::counter!("bilayer_agent_messages_out_total", &labels),
+            failures: metrics::counter!("bilayer_agent_failures_total", &labels),
+            latency: metrics::histogram!("bilayer_agent_hop_seconds", &labels),
+        }
+    }
+}
+
+struct PluginMetrics {
+    calls: metrics::Counter,
+    errors: metrics::Counter,
+    latency: metrics::Histogram,
+    restarts: metrics::Counter,
+}
+
+impl PluginMetrics {
+    fn new(manager: &str, plugin: &str) -> Self {
+        let labels = [
+            ("manager", manager.to_string()),
+            ("plugin", plugin.to_string()),
+        ];
+        Self {
+            calls: metrics::counter!("bilayer_plugin_calls_total", &labels),
+            errors: metrics::counter!("bilayer_plugin_errors_total", &labels),
+            latency: metrics::histogram!("bilayer_plugin_execute_seconds", &labels),
+            restarts: metrics::counter!("bilayer_plugin_restarts_total", &labels),
+        }
+    }
+}
+
+impl Actor for PluginActor {
+    type Msg = PluginMsg;
+    type State = PluginActorState;
+    type Arguments = PluginActorArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<PluginMsg>,
+        args: PluginActorArgs,
+    ) -> Result<PluginActorState, ActorProcessingErr> {
+        let metrics = PluginMetrics::new(args.ctx.manager_name(), &args.shared.id);
+        Ok(PluginActorState {
+            plugin: args.plugin,
+            factory: args.factory,
+            ctx: args.ctx,
+            shared: args.shared,
+            supervisor: args.supervisor,
+            lifecycle: PluginState::Unloaded,
+            target: PluginState::Unloaded,
+            metrics,
+            agent_metrics: None,
+            hop_timeout: args.hop_timeout,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<PluginMsg>,
+        message: PluginMsg,
+        state: &mut PluginActorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            PluginMsg::Execute {
+                input,
+                chain,
+                reply,
+            } => state.execute(input, chain, reply).await,
+            PluginMsg::Lifecycle { step, reply } => {
+                let result = state.step(step).await;
+                if result.is_ok() {
+                    state.target = state.lifecycle;
+                }
+                let _ = reply.send(result);
+            }
+            PluginMsg::Deliver(envelope) => state.deliver(envelope).await,
+            PluginMsg::Restart { cause } => {
+                if state.lifecycle != PluginState::Error {
+                    if let Err(e) = state.restart().await {
+                        state
+                            .recover(format!("restart after `{cause}` failed: {e}"))
+                            .await;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl PluginActorState {
+    async fn execute(
+        &mut self,
+        input: String,
+        chain: CallChain,
+        mut reply: oneshot::Sender<PluginResult<String>>,
+    ) {
+        if self.lifecycle != PluginState::Running {
+            let _ = reply.send(Err(self.refusal("execute", "Running")));
+            return;
+        }
+        let span = tracing::debug_span!(
+            "plugin.execute",
+            plugin = %self.shared.id,
+            outcome = tracing::field::Empty,
+            micros = tracing::field::Empty,
+        );
+        let started = Instant::now();
+        let run = AssertUnwindSafe(chain.scope(self.shared.id.clone(), self.plugin.execute(input)))
+            .catch_unwind()
+            .instrument(span.clone());
+        // A caller that stopped waiting (its timeout fired) cancels the call, so an async plugin
+        // stuck on I/O does not hold the mailbox forever.
+        let outcome = tokio::select! {
+            biased;
+            outcome = run => Some(outcome),
+            _ = reply.closed() => None,
+        };
+        let elapsed = started.elapsed();
+        self.metrics.calls.increment(1);
+        self.metrics.latency.record(elapsed.as_secs_f64());
+        span.record("micros", elapsed.as_micros() as u64);
+        match outcome {
+            Some(Ok(result)) => {
+                let ok = result.is_ok();
+                self.shared.stats.record_call(elapsed, ok);
+                if !ok {
+                    self.metrics.errors.increment(1);
+                }
+                span.record("outcome", if ok { "ok" } else { "error" });
+                let _ = reply.send(result);
+            }
+            Some(Err(panic)) => {
+                self.shared.stats.record_call(elapsed, false);
+                self.shared.stats.record_panic();
+                self.metrics.errors.increment(1);
+                span.record("outcome", "panic");
+                let message = panic_message(panic.as_ref());
+                let _ = reply.send(Err(PluginError::Panicked {
+                    id: self.shared.id.to_string(),
+                    message: message.clone(),
+                }));
+                self.recover(format!("panicked: {message}")).await;
+            }
+            None => {
+                self.shared.stats.record_call(elapsed, false);
+                self.metrics.errors.increment(1);
+                span.record("outcome", "cancelled");
+                tracing::warn!(plugin = %self.shared.id, ?elapsed, "call cancelled: its caller timed out");
+            }
+        }
+    }
+
+    /// Runs the plugin as an agent on one message and routes its output onward.
+    async fn deliver(&mut self, mut envelope: Envelope) {
+        envelope.hops.push(self.shared.id.clone());
+        let core = envelope.ticket.core.clone();
+        if self.lifecycle != PluginState::Running {
+            let reason = format!(
+                "agent `{}` is not running (it is {:?})",
+                self.shared.id, self.lifecycle
+            );
+            return core.dead_letter(envelope, reason);
+        }
+        let span = tracing::debug_span!(
+            "agent.hop",
+            agent = %self.shared.id,
+            trace_id = envelope.ticket.trace_id,
+            input = envelope.ticket.input,
+        );
+        // The message is kept so that a failure can put it in the dead-letter queue as it was.
+        let input = envelope.payload.clone();
+        let started = Instant::now();
+        let run = AssertUnwindSafe(
+            CallChain::default().scope(self.shared.id.clone(), self.plugin.execute_json(input)),
+        )
+        .catch_unwind()
+        .instrument(span);
+        let outcome = match self.hop_timeout {
+            Some(limit) => tokio::time::timeout(limit, run).await.map_err(|_| limit),
+            None => Ok(run.await),
+        };
+        let elapsed = started.elapsed();
+        self.metrics.calls.increment(1);
+        self.metrics.latency.record(elapsed.as_secs_f64());
+        let id = &self.shared.id;
+        let agent_metrics = self
+            .agent_metrics
+            .get_or_insert_with(|| AgentMetrics::new(id));
+        agent_metrics.messages_in.increment(1);
+        agent_metrics.latency.record(elapsed.as_secs_f64());
+        if matches!(outcome, Ok(Ok(Ok(_)))) {
+            agent_metrics.messages_out.increment(1);
+        } else {
+            agent_metrics.failures.increment(1);
+        }
+        match outcome {
+            Ok(Ok(Ok(output))) => {
+                self.shared.stats.record_call(elapsed, true);
+                core.forward(envelope, output);
+            }
+            Ok(Ok(Err(error))) => {
+                self.shared.stats.record_call(elapsed, false);
+                self.metrics.errors.increment(1);
+                let reason = format!("agent `{}` failed: {error}", self.shared.id);
+                core.dead_letter(envelope, reason);
+            }
+            Ok(Err(panic)) => {
+                self.shared.stats.record_call(elapsed, false);
+                self.shared.stats.record_panic();
+                self.metrics.errors.increment(1);
+                let message = panic_message(panic.as_ref());
+                let reason = format!("agent `{}` panicked: {message}", self.shared.id);
+                core.dead_letter(envelope, reason);
+                self.recover(format!("panicked: {message}")).await;
+            }
+            Err(limit) => {
+                self.shared.stats.record_call(elapsed, false);
+                self.shared.stats.record_timeout();
+                self.metrics.errors.increment(1);
+                let reason = format!("agent `{}` did not answer within {limit:?}", self.shared.id);
+                core.dead_letter(envelope, reason);
+            }
+        }
+    }
+
+    /// Reports a failure to the supervisor and carries out its decision, until the plugin is
+    /// back in service or the supervisor gives up on it.
+    async fn recover(&mut self, mut reason: String) {
+        loop {
+            let decision = self
+                .supervisor
+                .call(
+                    |reply| SupervisorMsg::ChildFailed {
+                        id: self.shared.id.to_string(),
+                        reason: reason.clone(),
+                        reply,
+                    },
+                    None,
+                )
+                .await;
+            match decision {
+                Ok(ractor::rpc::CallResult::Success(RestartDecision::Restart)) => {
+                    self.metrics.restarts.increment(1);
+                    match self.restart().await {
+                        Ok(()) => return,
+                        Err(e) => reason = format!("restart failed: {e}"),
+                    }
+                }
+                _ => {
+                    self.set_lifecycle(PluginState::Error);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Tears the instance down (best effort), rebuilds it from the factory when there is one,
+    /// and brings it back to the state it was in.
+    async fn restart(&mut self) -> PluginResult<()> {
+        if self.lifecycle == PluginState::Running {
+            let _ = guarded(&self.shared.id, self.plugin.stop()).await;
+        }
+        if matches!(self.lifecycle, PluginState::Running | PluginState::Loaded) {
+            let _ = guarded(&self.shared.id, self.plugin.unload()).await;
+        }
+        if let Some(factory) = &self.factory {
+            self.plugin = factory();
+        }
+        self.set_lifecycle(PluginState::Unloaded);
+        for step in [LifecycleStep::Load, LifecycleStep::Start] {
+            if self.lifecycle == self.target {
+                break;
+            }
+            self.step(step).await?;
+        }
+        Ok(())
+    }
+
+    async fn step(&mut self, step: LifecycleStep) -> PluginResult<()> {
+        let (from, to) = step.transition();
+        if self.lifecycle != from {
+            return Err(self.refusal(step.name(), state_name(from)));
+        }
+        let id = self.shared.id.clone();
+        let result = match step {
+            LifecycleStep::Load => {
+                self.set_lifecycle(PluginState::Loading);
+                let loaded = guarded(&id, self.plugin.load(&self.ctx)).await;
+                match loaded {
+                    Ok(()) => guarded(&id, self.plugin.init_plugin()).await,
+                    Err(e) => Err(e),
+                }
+            }
+            LifecycleStep::Start => guarded(&id, self.plugin.start()).await,
+            LifecycleStep::Stop => guarded(&id, self.plugin.stop()).await,
+            LifecycleStep::Unload => guarded(&id, self.plugin.unload()).await,
+        };
+        match result {
+            Ok(()) => {
+                self.set_lifecycle(to);
+                tracing::debug!(plugin = %id, step = step.name(), "lifecycle step done");
+                Ok(())
+            }
+            Err(e) => {
+                self.set_lifecycle(from);
+                tracing::warn!(plugin = %id, step = step.name(), error = %e, "lifecycle step failed");
+                Err(e)
+            }
+        }
+    }
+
+    fn set_lifecycle(&mut self, state: PluginState) {
+        self.lifecycle = state;
+        self.shared.set_state(state);
+    }
+
+    fn refusal(&self, operation: &'static str, expected: &'static str) -> PluginError {
+        if self.lifecycle == PluginState::Error {
+            PluginError::Failed {
+                id: self.shared.id.to_string(),
+                restarts: self.shared.stats.restarts(),
+            }
+        } else {
+            PluginError::InvalidState {
+                id: self.shared.id.to_string(),
+                operation,
+                state: self.lifecycle,
+                expected,
+            }
+        }
+    }
+}
+
+fn state_name(state: PluginState) -> &'static str {
+    match state {
+        PluginState::Unloaded => "Unloaded",
+        PluginState::Loading => "Loading",
+        PluginState::Loaded => "Loaded",
+        PluginState::Running => "Running",
+        PluginState::Paused => "Paused",
+        PluginState::Error => "Error",
+    }
+}
+
+/// Runs a lifecycle call of the plugin, turning a panic into [`PluginError::Panicked`].
+async fn guarded<F>(id: &str, call: F) -> PluginResult<()>
+where
+    F: std::future::Future<Output = PluginResult<()>>,
+{
+    match AssertUnwindSafe(call).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => Err(PluginError::Panicked {
+            id: id.to_string(),
+            message: panic_message(panic.as_ref()),
+        }),
+    }
+}
+
+/// The text of a panic payload (`panic!("...")` gives a `&str` or a `String`).
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_string()
+    }
+}

@@ -1,0 +1,149 @@
+//! What the manager knows about each plugin without asking its actor: the actor's address,
+//! the metadata, a lock-free mirror of the lifecycle state, call statistics, and the plugin's
+//! host-owned state store.
+//!
+//! Reading these never waits behind a busy plugin, so listing plugins stays instant even when
+//! one of them is stuck in a long call.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bilayer_plugins::{PluginMetadata, PluginState, PluginStateStore};
+use ractor::ActorRef;
+use serde::Serialize;
+
+use crate::plugin_actor::PluginMsg;
+
+/// The registry entry of one plugin.
+#[derive(Clone)]
+pub(crate) struct PluginSlot {
+    pub actor: ActorRef<PluginMsg>,
+    pub shared: Arc<PluginShared>,
+}
+
+/// State shared between a plugin's actor (writer) and the manager (reader).
+pub(crate) struct PluginShared {
+    pub id: Arc<str>,
+    /// Registration order; `rest_for_one` restarts the plugins registered after the failed one.
+    pub order: u64,
+    pub metadata: RwLock<PluginMetadata>,
+    state: AtomicU8,
+    pub stats: PluginStats,
+    pub store: PluginStateStore,
+}
+
+impl PluginShared {
+    pub fn new(metadata: PluginMetadata, order: u64, store: PluginStateStore) -> Self {
+        Self {
+            id: metadata.id.as_str().into(),
+            order,
+            metadata: RwLock::new(metadata),
+            state: AtomicU8::new(PluginState::Unloaded.as_u8()),
+            stats: PluginStats::default(),
+            store,
+        }
+    }
+
+    pub fn state(&self) -> PluginState {
+        PluginState::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    pub fn set_state(&self, state: PluginState) {
+        self.state.store(state.as_u8(), Ordering::Release);
+    }
+
+    pub fn metadata(&self) -> PluginMetadata {
+        self.metadata
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    pub fn info(&self) -> PluginInfo {
+        PluginInfo {
+            metadata: self.metadata(),
+            state: self.state(),
+            stats: self.stats.snapshot(),
+        }
+    }
+}
+
+/// Counters of one plugin's calls, updated with relaxed atomics on the hot path.
+#[derive(Default)]
+pub(crate) struct PluginStats {
+    calls: AtomicU64,
+    errors: AtomicU64,
+    panics: AtomicU64,
+    timeouts: AtomicU64,
+    restarts: AtomicU32,
+    busy_nanos: AtomicU64,
+    max_nanos: AtomicU64,
+}
+
+impl PluginStats {
+    pub fn record_call(&self, elapsed: Duration, ok: bool) {
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        if !ok {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        self.busy_nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.max_nanos.fetch_max(nanos, Ordering::Relaxed);
+    }
+
+    pub fn record_panic(&self) {
+        self.panics.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_timeout(&self) {
+        self.timeouts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one restart and returns the total.
+    pub fn record_restart(&self) -> u32 {
+        self.restarts.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub fn restarts(&self) -> u32 {
+        self.restarts.load(Ordering::Relaxed)
+    }
+
+    pub fn snapshot(&self) -> PluginStatsSnapshot {
+        let calls = self.calls.load(Ordering::Relaxed);
+        let busy = self.busy_nanos.load(Ordering::Relaxed);
+        PluginStatsSnapshot {
+            calls,
+            errors: self.errors.load(Ordering::Relaxed),
+            panics: self.panics.load(Ordering::Relaxed),
+            timeouts: self.timeouts.load(Ordering::Relaxed),
+            restarts: self.restarts.load(Ordering::Relaxed),
+            mean_latency: Duration::from_nanos(busy.checked_div(calls).unwrap_or(0)),
+            max_latency: Duration::from_nanos(self.max_nanos.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+/// A point-in-time copy of a plugin's call statistics. Latencies are the plugin's own
+/// execution time inside its actor (not the queueing before it), in nanosecond resolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PluginStatsSnapshot {
+    /// Executions that reached the plugin (successful or not).
+    pub calls: u64,
+    /// Executions that returned an error (panics included).
+    pub errors: u64,
+    pub panics: u64,
+    /// Calls whose caller gave up waiting (the execute timeout).
+    pub timeouts: u64,
+    pub restarts: u32,
+    pub mean_latency: Duration,
+    pub max_latency: Duration,
+}
+
+/// One row of `PluginManager::list()`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PluginInfo {
+    pub metadata: PluginMetadata,
+    pub state: PluginState,
+    pub stats: PluginStatsSnapshot,
+}

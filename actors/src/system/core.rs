@@ -1,0 +1,204 @@
+//! The shared heart of an agent system: the agents' addresses, the routing decision after each
+//! hop, the dead-letter queue and the totals. Plugin actors call into it (through the ticket
+//! every envelope carries) right after their agent produced an output, so routing costs no
+//! extra mailbox hop.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use ractor::ActorRef;
+use serde_json::Value;
+
+use super::dead_letter::{DeadLetter, DeadLetterQueue};
+use super::envelope::Envelope;
+use super::outcome::{Outcome, OutcomeStatus};
+use crate::plugin_actor::PluginMsg;
+
+/// Decides where a message goes after an agent, overriding the output's own `next_agent`.
+/// Implemented by routing scripts; swappable at run time (hot reload).
+pub trait RoutingPolicy: Send + Sync + 'static {
+    /// `Ok(Some(next))` overrides the route with `next` (a name, a list of names, or `null`
+    /// for terminal); `Ok(None)` keeps the output's `next_agent`; `Err` dead-letters the
+    /// message with that reason.
+    fn route(&self, agent: &str, output: &Value) -> Result<Option<Value>, String>;
+}
+
+/// Where a message goes next.
+enum Next {
+    Terminal,
+    One(String),
+    Many(Vec<String>),
+}
+
+pub(crate) struct SystemCore {
+    pub agents: HashMap<Arc<str>, ActorRef<PluginMsg>>,
+    pub routing: RwLock<Option<Arc<dyn RoutingPolicy>>>,
+    pub max_hops: usize,
+    pub dead_letters: DeadLetterQueue,
+    pub totals: Totals,
+}
+
+#[derive(Default)]
+pub(crate) struct Totals {
+    pub ok: AtomicU64,
+    pub error: AtomicU64,
+    pub dead_letter: AtomicU64,
+}
+
+impl SystemCore {
+    /// Delivers an envelope to `target`, or dead-letters it.
+    pub fn deliver(&self, envelope: Envelope, target: &str) {
+        if envelope.hops.len() >= self.max_hops {
+            let reason = format!(
+                "hop limit of {} exceeded on the way to `{target}` (a routing loop?)",
+                self.max_hops
+            );
+            return self.dead_letter(envelope, reason);
+        }
+        let Some(actor) = self.agents.get(target) else {
+            let reason = format!("unknown next_agent `{target}`");
+            return self.dead_letter(envelope, reason);
+        };
+        if let Err(err) = actor.send_message(PluginMsg::Deliver(envelope)) {
+            let reason = format!("agent `{target}` is not running");
+            match err {
+                ractor::MessagingErr::SendErr(PluginMsg::Deliver(envelope)) => {
+                    self.dead_letter(envelope, reason)
+                }
+                _ => tracing::error!(%reason, "undeliverable message lost its envelope"),
+            }
+        }
+    }
+
+    /// Called by an agent's actor with the output its plugin produced.
+    pub fn forward(&self, envelope: Envelope, output: Value) {
+        let agent = envelope
+            .hops
+            .last()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let next = match self.next(&agent, &output) {
+            Ok(next) => next,
+            Err(reason) => {
+                let envelope = Envelope {
+                    payload: output,
+                    ..envelope
+                };
+                return self.dead_letter(envelope, reason);
+            }
+        };
+        match next {
+            Next::Terminal => {
+                let ticket = envelope.ticket.clone();
+                ticket.finish_branch(Outcome {
+                    input: ticket.input,
+                    status: OutcomeStatus::Ok,
+                    agent: Some(agent),
+                    hops: hop_names(&envelope.hops),
+                    output: Some(output),
+                    trace_id: ticket.trace_id_hex(),
+                    error: None,
+                    reason: None,
+                    branches: Vec::new(),
+                    latency: Default::default(),
+                });
+            }
+            Next::One(target) => self.deliver(
+                Envelope {
+                    payload: output,
+                    ..envelope
+                },
+                &target,
+            ),
+            Next::Many(targets) => {
+                envelope.ticket.add_branches(targets.len() - 1);
+                for target in &targets {
+                    let copy = Envelope {
+                        payload: output.clone(),
+                        hops: envelope.hops.clone(),
+                        ticket: envelope.ticket.clone(),
+                    };
+                    self.deliver(copy, target);
+                }
+            }
+        }
+    }
+
+    /// Ends one branch in the dead-letter queue.
+    pub fn dead_letter(&self, envelope: Envelope, reason: String) {
+        let ticket = envelope.ticket;
+        let hops = hop_names(&envelope.hops);
+        let agent = hops.last().cloned();
+        self.dead_letters.push(DeadLetter {
+            input: ticket.input,
+            trace_id: ticket.trace_id_hex(),
+            agent: agent.clone(),
+            hops: hops.clone(),
+            reason: reason.clone(),
+            payload: envelope.payload,
+        });
+        ticket.finish_branch(Outcome {
+            input: ticket.input,
+            status: OutcomeStatus::DeadLetter,
+            agent,
+            hops,
+            output: None,
+            trace_id: ticket.trace_id_hex(),
+            error: None,
+            reason: Some(reason),
+            branches: Vec::new(),
+            latency: Default::default(),
+        });
+    }
+
+    pub fn record_outcome(&self, outcome: &Outcome) {
+        let counter = match outcome.status {
+            OutcomeStatus::Ok => &self.totals.ok,
+            OutcomeStatus::Error => &self.totals.error,
+            OutcomeStatus::DeadLetter => &self.totals.dead_letter,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn next(&self, agent: &str, output: &Value) -> Result<Next, String> {
+        let policy = self
+            .routing
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(policy) = policy {
+            if let Some(decided) = policy.route(agent, output)? {
+                return parse_next(&decided);
+            }
+        }
+        match output.get("next_agent") {
+            Some(next) => parse_next(next),
+            None => Ok(Next::Terminal),
+        }
+    }
+}
+
+fn parse_next(next: &Value) -> Result<Next, String> {
+    match next {
+        Value::Null => Ok(Next::Terminal),
+        Value::String(name) => Ok(Next::One(name.clone())),
+        Value::Array(names) if !names.is_empty() => names
+            .iter()
+            .map(|n| {
+                n.as_str().map(str::to_string).ok_or_else(|| {
+                    format!("next_agent list must hold agent names (strings), found {n}")
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Next::Many),
+        Value::Array(_) => Err("next_agent is an empty list".to_string()),
+        other => Err(format!(
+            "next_agent must be an agent name or a list of names, found {other}"
+        )),
+    }
+}
+
+fn hop_names(hops: &[Arc<str>]) -> Vec<String> {
+    hops.iter().map(|h| h.to_string()).collect()
+}

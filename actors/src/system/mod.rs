@@ -1,0 +1,514 @@
+//! Agent systems: named agents, each backed by one plugin in its own actor, exchanging
+//! messages routed by the `next_agent` field of each output.
+//!
+//! ```text
+//! AgentSystem::send(input) ─► admission (bounded in-flight) ─► entry agent's mailbox
+//!   ─► plugin.execute_json ─► SystemCore::forward: routing policy, else output.next_agent
+//!   ─► next agent's mailbox ─► … ─► no next_agent: terminal ─► the input's ticket completes
+//!                                  unknown agent / hop limit / failure: dead letter
+//! ```
+//!
+//! Supervision tree: the system's `PluginManager` supervisor → one actor per agent (its plugin)
+//! and per support plugin (callable by agents through `call_plugin`).
+//!
+//! **Backpressure.** ractor mailboxes are unbounded, so the system bounds admission instead: at
+//! most `max_in_flight` inputs (default 16 384) are between admission and outcome; `send` and
+//! `submit` wait for a slot. For `submit`, a slot is freed only when the consumer *receives*
+//! the outcome from the stream, so an unread stream slows producers down instead of growing
+//! memory. Dropping the stream frees slots as outcomes are produced.
+//!
+//! ```
+//! use bilayer_actors::AgentSystem;
+//! # use bilayer_plugins::*;
+//! # use std::any::Any;
+//! # struct Step(PluginMetadata, Option<&'static str>);
+//! # #[async_trait]
+//! # impl AgentPlugin for Step {
+//! #     fn metadata(&self) -> &PluginMetadata { &self.0 }
+//! #     fn state(&self) -> PluginState { PluginState::Running }
+//! #     async fn load(&mut self, _: &PluginContext) -> PluginResult<()> { Ok(()) }
+//! #     async fn init_plugin(&mut self) -> PluginResult<()> { Ok(()) }
+//! #     async fn start(&mut self) -> PluginResult<()> { Ok(()) }
+//! #     async fn stop(&mut self) -> PluginResult<()> { Ok(()) }
+//! #     async fn unload(&mut self) -> PluginResult<()> { Ok(()) }
+//! #     async fn execute(&mut self, _input: String) -> PluginResult<String> {
+//! #         Ok(match self.1 { Some(next) => format!(r#"{{"next_agent":"{next}"}}"#), None => "{\"done\":true}".into() })
+//! #     }
+//! #     fn as_any(&self) -> &dyn Any { self }
+//! #     fn as_any_mut(&mut self) -> &mut dyn Any { self }
+//! #     fn into_any(self: Box<Self>) -> Box<dyn Any> { self }
+//! # }
+//! # fn step(next: Option<&'static str>) -> Step { Step(PluginMetadata::new("step", "Step", PluginType::Tool), next) }
+//! # #[tokio::main]
+//! # async fn main() -> PluginResult<()> {
+//! let system = AgentSystem::builder()
+//!     .agent("intake", step(Some("manager")))
+//!     .agent("manager", step(None))
+//!     .build()
+//!     .await?;
+//! let outcome = system.send(serde_json::json!({"id": 1})).await;
+//! assert!(outcome.is_ok());
+//! assert_eq!(outcome.hops, ["intake", "manager"]);
+//! system.shutdown().await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod core;
+mod dead_letter;
+mod envelope;
+mod outcome;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bilayer_plugins::{AgentPlugin, PluginError, PluginResult};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+
+pub use self::core::RoutingPolicy;
+pub use dead_letter::DeadLetter;
+pub(crate) use envelope::Envelope;
+pub use outcome::{Outcome, OutcomeStatus};
+
+use self::core::{SystemCore, Totals};
+use self::dead_letter::DeadLetterQueue;
+use self::envelope::{OutcomeSink, Ticket};
+use crate::{PluginManager, PluginOptions, RestartIntensity, SupervisionStrategy};
+
+/// Default bound on inputs between admission and outcome.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 16_384;
+/// Default bound on agents visited by one message (a routing loop ends here).
+pub const DEFAULT_MAX_HOPS: usize = 32;
+
+/// Builds an [`AgentSystem`].
+pub struct AgentSystemBuilder {
+    name: String,
+    agents: Vec<(String, Box<dyn AgentPlugin>, PluginOptions)>,
+    plugins: Vec<(Box<dyn AgentPlugin>, PluginOptions)>,
+    entry: Option<String>,
+    routing: Option<Arc<dyn RoutingPolicy>>,
+    max_hops: usize,
+    max_in_flight: usize,
+    strategy: SupervisionStrategy,
+    intensity: RestartIntensity,
+    hop_timeout: Option<Duration>,
+    dead_letter_capacity: usize,
+}
+
+impl AgentSystemBuilder {
+    /// Names the system (its manager, in logs and metrics). Default `agents`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Adds an agent backed by `plugin`. The first agent added is the entry agent unless
+    /// [`AgentSystemBuilder::entry`] says otherwise.
+    pub fn agent<P: AgentPlugin>(self, name: impl Into<String>, plugin: P) -> Self {
+        self.agent_with(name, Box::new(plugin), PluginOptions::new())
+    }
+
+    /// Adds an agent backed by a boxed plugin, with registration options (config, factory).
+    pub fn agent_with(
+        mut self,
+        name: impl Into<String>,
+        plugin: Box<dyn AgentPlugin>,
+        options: PluginOptions,
+    ) -> Self {
+        self.agents.push((name.into(), plugin, options));
+        self
+    }
+
+    /// Adds a support plugin that agents can call through `call_plugin` but that receives no
+    /// routed messages.
+    pub fn plugin<P: AgentPlugin>(mut self, plugin: P) -> Self {
+        self.plugins.push((Box::new(plugin), PluginOptions::new()));
+        self
+    }
+
+    /// Adds a boxed support plugin with options.
+    pub fn plugin_with(mut self, plugin: Box<dyn AgentPlugin>, options: PluginOptions) -> Self {
+        self.plugins.push((plugin, options));
+        self
+    }
+
+    /// The agent every input is delivered to first.
+    pub fn entry(mut self, agent: impl Into<String>) -> Self {
+        self.entry = Some(agent.into());
+        self
+    }
+
+    /// A routing policy consulted after every agent (before the output's `next_agent`).
+    pub fn routing_policy(mut self, policy: Arc<dyn RoutingPolicy>) -> Self {
+        self.routing = Some(policy);
+        self
+    }
+
+    pub fn max_hops(mut self, max_hops: usize) -> Self {
+        self.max_hops = max_hops.max(1);
+        self
+    }
+
+    pub fn max_in_flight(mut self, max_in_flight: usize) -> Self {
+        self.max_in_flight = max_in_flight.clamp(1, Semaphore::MAX_PERMITS);
+        self
+    }
+
+    pub fn strategy(mut self, strategy: SupervisionStrategy) -> Self {
+        self.strategy = strategy;
+        self
+    }
+
+    pub fn restart_intensity(mut self, max_restarts: u32, within: Duration) -> Self {
+        self.intensity = RestartIntensity {
+            max_restarts,
+            within,
+        };
+        self
+    }
+
+    /// Bound on one agent's processing of one message (default 30 s); past it the message is
+    /// dead-lettered.
+    pub fn hop_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.hop_timeout = timeout;
+        self
+    }
+
+    /// How many recent dead letters `AgentSystem::dead_letters()` keeps (all are counted).
+    pub fn dead_letter_capacity(mut self, capacity: usize) -> Self {
+        self.dead_letter_capacity = capacity.max(1);
+        self
+    }
+
+    /// Spawns every agent and plugin under the system's supervisor, loads and starts them.
+    pub async fn build(self) -> PluginResult<AgentSystem> {
+        if self.agents.is_empty() {
+            return Err(PluginError::Config(
+                "an agent system needs at least one agent; add one with .agent(name, plugin)"
+                    .into(),
+            ));
+        }
+        let entry = self
+            .entry
+            .clone()
+            .unwrap_or_else(|| self.agents[0].0.clone());
+        if !self.agents.iter().any(|(name, _, _)| *name == entry) {
+            return Err(PluginError::Config(format!(
+                "entry agent `{entry}` is not one of the agents ({})",
+                self.agents
+                    .iter()
+                    .map(|(n, _, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        let manager = PluginManager::builder(self.name.clone())
+            .strategy(self.strategy)
+            .restart_intensity(self.intensity.max_restarts, self.intensity.within)
+            .execute_timeout(self.hop_timeout)
+            .build();
+        for (plugin, options) in self.plugins {
+            manager.register_with(plugin, options).await?;
+        }
+        let mut agent_names = Vec::with_capacity(self.agents.len());
+        for (name, plugin, options) in self.agents {
+            manager
+                .register_with(plugin, options.id(name.clone()))
+                .await?;
+            agent_names.push(name);
+        }
+        manager.load_all().await?;
+        manager.start_all().await?;
+
+        let mut agents = HashMap::new();
+        for name in &agent_names {
+            let actor = manager
+                .actor(name)
+                .ok_or_else(|| PluginError::NotFound(name.clone()))?;
+            agents.insert(Arc::<str>::from(name.as_str()), actor);
+        }
+        let core = Arc::new(SystemCore {
+            agents,
+            routing: RwLock::new(self.routing),
+            max_hops: self.max_hops,
+            dead_letters: DeadLetterQueue::new(self.dead_letter_capacity),
+            totals: Totals::default(),
+        });
+        let (stream_tx, stream_rx) = mpsc::unbounded_channel();
+        Ok(AgentSystem {
+            inner: Arc::new(SystemInner {
+                manager,
+                core,
+                entry: entry.as_str().into(),
+                agent_names,
+                admission: Arc::new(Semaphore::new(self.max_in_flight)),
+                max_in_flight: self.max_in_flight,
+                next_input: AtomicU64::new(1),
+                trace_seed: trace_seed(),
+                closed: AtomicBool::new(false),
+                stream_tx,
+                stream_rx: Mutex::new(Some(stream_rx)),
+            }),
+        })
+    }
+}
+
+/// A running agent system. Cheap to clone.
+#[derive(Clone)]
+pub struct AgentSystem {
+    inner: Arc<SystemInner>,
+}
+
+struct SystemInner {
+    manager: PluginManager,
+    core: Arc<SystemCore>,
+    entry: Arc<str>,
+    agent_names: Vec<String>,
+    admission: Arc<Semaphore>,
+    max_in_flight: usize,
+    next_input: AtomicU64,
+    trace_seed: u64,
+    closed: AtomicBool,
+    stream_tx: mpsc::UnboundedSender<(Outcome, OwnedSemaphorePermit)>,
+    stream_rx: Mutex<Option<mpsc::UnboundedReceiver<(Outcome, OwnedSemaphorePermit)>>>,
+}
+
+/// Totals of the outcomes so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SystemTotals {
+    pub ok: u64,
+    pub error: u64,
+    pub dead_letter: u64,
+}
+
+/// The outcomes of inputs given to [`AgentSystem::submit`], in completion order.
+pub struct OutcomeStream {
+    rx: mpsc::UnboundedReceiver<(Outcome, OwnedSemaphorePermit)>,
+}
+
+impl OutcomeStream {
+    /// The next outcome; `None` once the system is gone. Receiving frees the input's
+    /// admission slot.
+    pub async fn recv(&mut self) -> Option<Outcome> {
+        self.rx.recv().await.map(|(outcome, _permit)| outcome)
+    }
+}
+
+impl AgentSystem {
+    pub fn builder() -> AgentSystemBuilder {
+        AgentSystemBuilder {
+            name: "agents".to_string(),
+            agents: Vec::new(),
+            plugins: Vec::new(),
+            entry: None,
+            routing: None,
+            max_hops: DEFAULT_MAX_HOPS,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            strategy: SupervisionStrategy::default(),
+            intensity: RestartIntensity::default(),
+            hop_timeout: Some(crate::DEFAULT_EXECUTE_TIMEOUT),
+            dead_letter_capacity: 10_000,
+        }
+    }
+
+    /// The manager hosting the agents' plugins (for listing, statistics, supervision events).
+    pub fn manager(&self) -> &PluginManager {
+        &self.inner.manager
+    }
+
+    pub fn entry(&self) -> &str {
+        &self.inner.entry
+    }
+
+    /// The agents' names, in the order they were added.
+    pub fn agents(&self) -> &[String] {
+        &self.inner.agent_names
+    }
+
+    /// Sends one input to the entry agent and waits for its outcome.
+    pub async fn send(&self, input: Value) -> Outcome {
+        let number = self.inner.next_input.fetch_add(1, Ordering::Relaxed);
+        let (reply, answer) = oneshot::channel();
+        if let Err(refused) = self
+            .admit(number, input, |_| OutcomeSink::Reply(reply))
+            .await
+        {
+            return refused;
+        }
+        answer.await.unwrap_or_else(|_| {
+            self.refusal(
+                number,
+                "the system stopped before the input finished".into(),
+            )
+        })
+    }
+
+    /// Parses `input` as JSON and sends it; malformed JSON is an `error` outcome.
+    pub async fn send_str(&self, input: &str) -> Outcome {
+        match serde_json::from_str(input) {
+            Ok(value) => self.send(value).await,
+            Err(e) => {
+                let number = self.inner.next_input.fetch_add(1, Ordering::Relaxed);
+                self.refusal(number, format!("input is not valid JSON: {e}"))
+            }
+        }
+    }
+
+    /// Takes the stream on which the outcomes of [`AgentSystem::submit`] arrive. There is one
+    /// stream per system; a second call returns `None`.
+    pub fn outcome_stream(&self) -> Option<OutcomeStream> {
+        self.inner
+            .stream_rx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .map(|rx| OutcomeStream { rx })
+    }
+
+    /// Submits one input without waiting for its outcome (which arrives on the outcome
+    /// stream). Waits only for an admission slot. Returns the input's number.
+    pub async fn submit(&self, input: Value) -> u64 {
+        let number = self.inner.next_input.fetch_add(1, Ordering::Relaxed);
+        self.submit_numbered(number, input).await;
+        number
+    }
+
+    /// [`AgentSystem::submit`] with a caller-chosen input number (e.g. a line number).
+    pub async fn submit_numbered(&self, number: u64, input: Value) {
+        let stream = self.inner.stream_tx.clone();
+        if let Err(refused) = self
+            .admit(number, input, |_| OutcomeSink::Stream(stream.clone()))
+            .await
+        {
+            self.report_refusal(refused).await;
+        }
+    }
+
+    /// Reports an input that never entered the system (e.g. a malformed line) on the outcome
+    /// stream, so a consumer counting outcomes sees every input.
+    pub async fn submit_refused(&self, number: u64, error: String) {
+        let refused = self.refusal(number, error);
+        self.report_refusal(refused).await;
+    }
+
+    /// Totals of the outcomes so far.
+    pub fn totals(&self) -> SystemTotals {
+        let t = &self.inner.core.totals;
+        SystemTotals {
+            ok: t.ok.load(Ordering::Relaxed),
+            error: t.error.load(Ordering::Relaxed),
+            dead_letter: t.dead_letter.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The most recent dead letters (see `dead_letter_capacity`).
+    pub fn dead_letters(&self) -> Vec<DeadLetter> {
+        self.inner.core.dead_letters.recent()
+    }
+
+    /// How many messages were dead-lettered in total.
+    pub fn dead_letter_count(&self) -> u64 {
+        self.inner.core.dead_letters.total()
+    }
+
+    /// Replaces the routing policy (hot reload); `None` removes it.
+    pub fn set_routing_policy(&self, policy: Option<Arc<dyn RoutingPolicy>>) {
+        *self
+            .inner
+            .core
+            .routing
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = policy;
+    }
+
+    /// Stops admitting inputs, waits until every accepted input has its outcome delivered
+    /// (outcomes on the stream must be received, or the stream dropped), then stops the
+    /// agents and plugins in reverse dependency order.
+    pub async fn shutdown(&self) -> PluginResult<()> {
+        self.inner.closed.store(true, Ordering::SeqCst);
+        let all = u32::try_from(self.inner.max_in_flight).unwrap_or(u32::MAX);
+        let drained = self
+            .inner
+            .admission
+            .acquire_many(all)
+            .await
+            .map_err(|_| PluginError::execution("the system is already shut down"))?;
+        self.inner.admission.close();
+        drop(drained);
+        self.inner.manager.shutdown().await
+    }
+
+    async fn admit(
+        &self,
+        number: u64,
+        input: Value,
+        sink: impl FnOnce(u64) -> OutcomeSink,
+    ) -> Result<(), Outcome> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(self.refusal(number, "the system is shutting down".into()));
+        }
+        let permit = self
+            .inner
+            .admission
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| self.refusal(number, "the system is shut down".into()))?;
+        let ticket = Ticket::new(
+            number,
+            self.trace_id(number),
+            self.inner.core.clone(),
+            sink(number),
+            permit,
+        );
+        let envelope = Envelope {
+            payload: input,
+            hops: Vec::with_capacity(4),
+            ticket,
+        };
+        self.inner.core.deliver(envelope, &self.inner.entry);
+        Ok(())
+    }
+
+    async fn report_refusal(&self, refused: Outcome) {
+        self.inner.core.record_outcome(&refused);
+        // Refusals hold a slot like any outcome, so the stream stays bounded.
+        if let Ok(permit) = self.inner.admission.clone().acquire_owned().await {
+            let _ = self.inner.stream_tx.send((refused, permit));
+        }
+    }
+
+    fn refusal(&self, number: u64, error: String) -> Outcome {
+        Outcome {
+            input: number,
+            status: OutcomeStatus::Error,
+            agent: None,
+            hops: Vec::new(),
+            output: None,
+            trace_id: format!("{:016x}", self.trace_id(number)),
+            error: Some(error),
+            reason: None,
+            branches: Vec::new(),
+            latency: Duration::ZERO,
+        }
+    }
+
+    fn trace_id(&self, number: u64) -> u64 {
+        // Distinct per input and per run: a splitmix of the input number and a run seed.
+        let mut z = self.inner.trace_seed ^ number.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+fn trace_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    nanos ^ u64::from(std::process::id()).rotate_left(32)
+}

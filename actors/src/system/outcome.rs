@@ -1,0 +1,104 @@
+//! How one input to an agent system ended: exactly one [`Outcome`] per input.
+//!
+//! The serialised form is the line `bilayer run` prints: `input`, `status`, `agent`, `hops`,
+//! `output`, `trace_id`, and `error` or `reason` where they apply.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// The three ways an input can end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeStatus {
+    /// A terminal agent produced the output.
+    Ok,
+    /// The input was refused before any agent saw it (malformed, or the system is shutting
+    /// down).
+    Error,
+    /// Routing or an agent failed; the message went to the dead-letter queue with `reason`.
+    DeadLetter,
+}
+
+impl OutcomeStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutcomeStatus::Ok => "ok",
+            OutcomeStatus::Error => "error",
+            OutcomeStatus::DeadLetter => "dead_letter",
+        }
+    }
+}
+
+/// The end of one input's journey through the agents.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Outcome {
+    /// 1-based number of the input (its line in `bilayer run`).
+    pub input: u64,
+    pub status: OutcomeStatus,
+    /// The terminal agent (for a dead letter: the agent where the message stopped).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// The agents visited, in order.
+    pub hops: Vec<String>,
+    /// The terminal agent's output (for a fan-out: every branch's output, in branch order).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    pub trace_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// For a fan-out (`next_agent` given as a list): the outcome of every branch.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub branches: Vec<Outcome>,
+    /// Time from admission to this outcome.
+    #[serde(skip)]
+    pub latency: Duration,
+}
+
+impl Outcome {
+    pub fn is_ok(&self) -> bool {
+        self.status == OutcomeStatus::Ok
+    }
+
+    /// Joins the outcomes of a fanned-out input: `ok` only if every branch is, otherwise the
+    /// first failing branch's status, error and reason.
+    pub(crate) fn join(input: u64, trace_id: String, mut branches: Vec<Outcome>) -> Outcome {
+        if branches.len() == 1 {
+            return branches.pop().expect("one branch");
+        }
+        let failed = branches.iter().find(|b| !b.is_ok());
+        let status = failed.map_or(OutcomeStatus::Ok, |b| b.status);
+        let error = failed.and_then(|b| b.error.clone());
+        let reason = failed.and_then(|b| b.reason.clone());
+        let outputs = branches
+            .iter()
+            .map(|b| b.output.clone().unwrap_or(Value::Null))
+            .collect();
+        // The shared prefix of every branch's hops is the path before the split.
+        let mut hops = branches[0].hops.clone();
+        for branch in &branches[1..] {
+            let common = hops
+                .iter()
+                .zip(&branch.hops)
+                .take_while(|(a, b)| a == b)
+                .count();
+            hops.truncate(common);
+        }
+        let latency = branches.iter().map(|b| b.latency).max().unwrap_or_default();
+        Outcome {
+            input,
+            status,
+            agent: None,
+            hops,
+            output: Some(Value::Array(outputs)),
+            trace_id,
+            error,
+            reason,
+            branches,
+            latency,
+        }
+    }
+}

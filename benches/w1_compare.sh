@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# W1 "order routing" side by side, in one run on one machine: bilayer (native and Rhai agents)
+# against the Python peers of ../shared/peers (the asyncio floor always; autogen-core and
+# LangGraph when PEERS_PY names a Python that has ../shared/peers/requirements.txt installed).
+# Prints the peers' RESULT lines; docs/benchmarks.md records them.
+#
+#   bash benches/w1_compare.sh                 # asyncio peer only
+#   PEERS_PY=/path/venv/bin/python bash benches/w1_compare.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PEERS=${PEERS_DIR:-../shared/peers}
+PY=${PEERS_PY:-}
+cargo build --release --example w1 >/dev/null 2>&1
+W1=target/release/examples/w1
+run() { "$@" 2>/dev/null | grep '^RESULT'; }
+for n in 100000; do
+  run "$W1" --mode throughput --n $n --agents native
+  run "$W1" --mode throughput --n $n --agents rhai
+  run python3 "$PEERS/w1_asyncio.py" --mode throughput --n $n
+  if [ -n "$PY" ]; then
+    run "$PY" "$PEERS/w1_autogen.py" --mode throughput --n 10000
+    run "$PY" "$PEERS/w1_langgraph.py" --mode throughput --n 10000
+  fi
+done
+run "$W1" --mode latency --n 2000 --agents native
+run "$W1" --mode latency --n 2000 --agents rhai
+run python3 "$PEERS/w1_asyncio.py" --mode latency --n 2000
+if [ -n "$PY" ]; then
+  run "$PY" "$PEERS/w1_autogen.py" --mode latency --n 2000
+  run "$PY" "$PEERS/w1_langgraph.py" --mode latency --n 2000
+fi

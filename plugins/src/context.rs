@@ -1,0 +1,331 @@
+//! What the host hands a plugin at load time: its identity, config, state store, and a way to
+//! call other plugins.
+//!
+//! The plugin layer knows nothing about actors. Calling another plugin goes through the
+//! [`PluginCaller`] trait object, which the actor layer implements on top of its manager. The
+//! chain of plugins currently waiting on each other travels with every call ([`CallChain`]), so
+//! a call that would re-enter a waiting plugin (A → B → A) is refused with
+//! [`PluginError::CallCycle`] instead of deadlocking A's mailbox.
+
+use std::cell::RefCell;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use futures::future::BoxFuture;
+use serde_json::{Map, Value};
+
+use crate::{PluginError, PluginResult};
+
+tokio::task_local! {
+    static TASK_CALL_FRAME: CallFrame;
+}
+
+thread_local! {
+    static THREAD_CALL_CHAIN: RefCell<Option<CallChain>> = const { RefCell::new(None) };
+}
+
+/// The ids of the plugins on the current call path, outermost first.
+///
+/// A linked list of shared links, so passing a chain along is a reference-count increment and a
+/// top-level call allocates nothing.
+#[derive(Debug, Clone, Default)]
+pub struct CallChain(Option<Arc<ChainLink>>);
+
+#[derive(Debug)]
+struct ChainLink {
+    id: Arc<str>,
+    parent: CallChain,
+}
+
+/// What a plugin actor installs while its plugin executes: the caller's chain and the plugin's
+/// own id, joined into a chain only if the plugin actually calls another plugin.
+#[derive(Clone)]
+struct CallFrame {
+    parent: CallChain,
+    current: Arc<str>,
+}
+
+impl CallChain {
+    /// The chain of the plugin call being executed by this task or thread (empty outside one).
+    pub fn current() -> CallChain {
+        TASK_CALL_FRAME
+            .try_with(|frame| frame.parent.clone().join(frame.current.clone()))
+            .ok()
+            .or_else(|| THREAD_CALL_CHAIN.with(|c| c.borrow().clone()))
+            .unwrap_or_default()
+    }
+
+    /// This chain with `id` appended.
+    pub fn join(self, id: Arc<str>) -> CallChain {
+        CallChain(Some(Arc::new(ChainLink { id, parent: self })))
+    }
+
+    /// Whether `id` is already on this chain.
+    pub fn contains(&self, id: &str) -> bool {
+        let mut link = self.0.as_deref();
+        while let Some(l) = link {
+            if &*l.id == id {
+                return true;
+            }
+            link = l.parent.0.as_deref();
+        }
+        false
+    }
+
+    /// `Ok` when calling `id` from this chain cannot deadlock; otherwise the cycle it would
+    /// close, in call order.
+    pub fn check_call(&self, id: &str) -> PluginResult<()> {
+        if self.contains(id) {
+            let mut ids = self.ids();
+            ids.push(id.to_string());
+            Err(PluginError::CallCycle(ids))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The ids, outermost first.
+    pub fn ids(&self) -> Vec<String> {
+        let mut ids = Vec::new();
+        let mut link = self.0.as_deref();
+        while let Some(l) = link {
+            ids.push(l.id.to_string());
+            link = l.parent.0.as_deref();
+        }
+        ids.reverse();
+        ids
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// Runs `fut`, the execution of plugin `current` called from this chain, so that calls it
+    /// makes see the chain extended by `current` (async plugins).
+    pub async fn scope<F: std::future::Future>(self, current: Arc<str>, fut: F) -> F::Output {
+        TASK_CALL_FRAME
+            .scope(
+                CallFrame {
+                    parent: self,
+                    current,
+                },
+                fut,
+            )
+            .await
+    }
+
+    /// Runs `f` with this chain as the thread's current chain (synchronous script and module
+    /// execution, which runs off the async task).
+    pub fn scope_blocking<R>(self, f: impl FnOnce() -> R) -> R {
+        struct Restore(Option<CallChain>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                THREAD_CALL_CHAIN.with(|c| *c.borrow_mut() = self.0.take());
+            }
+        }
+        let previous = THREAD_CALL_CHAIN.with(|c| c.borrow_mut().replace(self));
+        let _restore = Restore(previous);
+        f()
+    }
+}
+
+impl PartialEq for CallChain {
+    fn eq(&self, other: &Self) -> bool {
+        self.ids() == other.ids()
+    }
+}
+
+impl Eq for CallChain {}
+
+/// Executes a plugin by id on behalf of another plugin. Implemented by the actor layer.
+pub trait PluginCaller: Send + Sync + 'static {
+    /// Executes `target` with `input`; `chain` is the caller's call chain (not yet including
+    /// `target`).
+    fn call(
+        &self,
+        chain: CallChain,
+        target: String,
+        input: String,
+    ) -> BoxFuture<'static, PluginResult<String>>;
+}
+
+/// A plugin's host-owned state: a JSON object that outlives the plugin instance, so restarts
+/// and hot reloads can hand it to the next instance. Cheap to clone (shared).
+#[derive(Debug, Clone, Default)]
+pub struct PluginStateStore(Arc<Mutex<Map<String, Value>>>);
+
+impl PluginStateStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Locks the store. A plugin that panicked while holding the lock does not poison it for
+    /// the next instance: the data is JSON and always structurally valid.
+    pub fn lock(&self) -> MutexGuard<'_, Map<String, Value>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn get(&self, key: &str) -> Option<Value> {
+        self.lock().get(key).cloned()
+    }
+
+    pub fn set(&self, key: impl Into<String>, value: Value) {
+        self.lock().insert(key.into(), value);
+    }
+
+    /// A copy of the whole state as a JSON object.
+    pub fn snapshot(&self) -> Map<String, Value> {
+        self.lock().clone()
+    }
+
+    /// Replaces the whole state.
+    pub fn replace(&self, state: Map<String, Value>) {
+        *self.lock() = state;
+    }
+
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
+    /// True when both handles point at the same store.
+    pub fn same_store(&self, other: &PluginStateStore) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+/// Everything a plugin receives from its host at load time. Cheap to clone.
+#[derive(Clone)]
+pub struct PluginContext {
+    plugin_id: String,
+    manager_name: String,
+    config: Arc<Value>,
+    state: PluginStateStore,
+    caller: Option<Arc<dyn PluginCaller>>,
+}
+
+impl std::fmt::Debug for PluginContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginContext")
+            .field("plugin_id", &self.plugin_id)
+            .field("manager_name", &self.manager_name)
+            .field("config", &self.config)
+            .field("can_call_plugins", &self.caller.is_some())
+            .finish()
+    }
+}
+
+impl PluginContext {
+    /// A context for `plugin_id` with empty config, a fresh state store and no plugin caller.
+    /// Hosts add those with the `with_*` methods; tests can use it as is.
+    pub fn new(plugin_id: impl Into<String>) -> Self {
+        Self {
+            plugin_id: plugin_id.into(),
+            manager_name: String::new(),
+            config: Arc::new(Value::Null),
+            state: PluginStateStore::new(),
+            caller: None,
+        }
+    }
+
+    pub fn with_manager_name(mut self, name: impl Into<String>) -> Self {
+        self.manager_name = name.into();
+        self
+    }
+
+    pub fn with_config(mut self, config: Value) -> Self {
+        self.config = Arc::new(config);
+        self
+    }
+
+    pub fn with_state(mut self, state: PluginStateStore) -> Self {
+        self.state = state;
+        self
+    }
+
+    pub fn with_caller(mut self, caller: Arc<dyn PluginCaller>) -> Self {
+        self.caller = Some(caller);
+        self
+    }
+
+    pub fn plugin_id(&self) -> &str {
+        &self.plugin_id
+    }
+
+    /// The name of the manager (agent) hosting the plugin.
+    pub fn manager_name(&self) -> &str {
+        &self.manager_name
+    }
+
+    /// The plugin's configuration (JSON `null` when none was given).
+    pub fn config(&self) -> &Value {
+        &self.config
+    }
+
+    /// The plugin's host-owned state store.
+    pub fn state(&self) -> &PluginStateStore {
+        &self.state
+    }
+
+    pub fn caller(&self) -> Option<&Arc<dyn PluginCaller>> {
+        self.caller.as_ref()
+    }
+
+    /// Executes another plugin by id from async code, through its actor.
+    pub async fn call_plugin(&self, target: &str, input: String) -> PluginResult<String> {
+        let caller = self.require_caller()?;
+        caller
+            .call(CallChain::current(), target.to_string(), input)
+            .await
+    }
+
+    /// Executes another plugin by id from synchronous code running off the async workers
+    /// (inside `tokio::task::block_in_place` or `spawn_blocking`), blocking this thread until
+    /// the answer arrives.
+    pub fn call_plugin_blocking(&self, target: &str, input: String) -> PluginResult<String> {
+        let caller = self.require_caller()?;
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| {
+            PluginError::execution("call_plugin needs a tokio runtime; run the plugin inside one")
+        })?;
+        let call = caller.call(CallChain::current(), target.to_string(), input);
+        handle.block_on(call)
+    }
+
+    fn require_caller(&self) -> PluginResult<&Arc<dyn PluginCaller>> {
+        self.caller.as_ref().ok_or_else(|| {
+            PluginError::execution(format!(
+                "plugin `{}` cannot call other plugins: it is not hosted by a PluginManager",
+                self.plugin_id
+            ))
+        })
+    }
+}
+
+/// Runs synchronous, CPU-bound plugin work without stalling the async workers, keeping the
+/// current call chain visible to `call_plugin_blocking`.
+///
+/// On a multi-thread runtime this is `block_in_place` (no hand-off: the worker's other tasks
+/// move to another worker while this one runs the script). On a current-thread runtime, where
+/// `block_in_place` is not allowed, it runs on the blocking pool via `spawn_blocking`.
+pub async fn run_blocking<R, F>(f: F) -> PluginResult<R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    let chain = CallChain::current();
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            Ok(tokio::task::block_in_place(|| chain.scope_blocking(f)))
+        }
+        Ok(_) => tokio::task::spawn_blocking(move || chain.scope_blocking(f))
+            .await
+            .map_err(|e| {
+                if e.is_panic() {
+                    std::panic::resume_unwind(e.into_panic())
+                } else {
+                    PluginError::execution("blocking plugin work was cancelled")
+                }
+            }),
+        Err(_) => Ok(chain.scope_blocking(f)),
+    }
+}

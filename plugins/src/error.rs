@@ -1,0 +1,140 @@
+//! The one error type of the plugin layer.
+//!
+//! Every variant names its cause, and where the caller can do something about it, the message
+//! says what. Errors cross actor boundaries and thread hand-offs, so the type is `Clone` and owns
+//! its data (no borrowed sources, no boxed `dyn Error`).
+
+use std::time::Duration;
+
+use crate::PluginState;
+
+/// The result type of every plugin operation.
+pub type PluginResult<T> = Result<T, PluginError>;
+
+/// Why a plugin operation failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PluginError {
+    /// No plugin with this id is registered with the manager.
+    #[error("plugin `{0}` is not registered; register it first or check the id")]
+    NotFound(String),
+
+    /// A plugin with this id is already registered.
+    #[error("plugin `{0}` is already registered; unregister it first or pick another id")]
+    AlreadyRegistered(String),
+
+    /// An operation was asked of a plugin in a state that does not allow it
+    /// (execute before start, start before load, ...).
+    #[error("plugin `{id}` cannot {operation} while {state:?}; it must be {expected}")]
+    InvalidState {
+        id: String,
+        operation: &'static str,
+        state: PluginState,
+        expected: &'static str,
+    },
+
+    /// A declared dependency is not registered.
+    #[error("plugin `{plugin}` depends on `{dependency}`, which is not registered")]
+    MissingDependency { plugin: String, dependency: String },
+
+    /// A plugin cannot start because a dependency of it is not running.
+    #[error("plugin `{plugin}` cannot start: its dependency `{dependency}` is {state:?}, not Running; start it first")]
+    DependencyNotReady {
+        plugin: String,
+        dependency: String,
+        state: PluginState,
+    },
+
+    /// A plugin cannot be unregistered while another plugin that depends on it is loaded.
+    #[error("plugin `{id}` is a dependency of `{dependent}`, which is still loaded; unregister that first")]
+    InUse { id: String, dependent: String },
+
+    /// Declared dependencies form a cycle; the ids are listed in cycle order.
+    #[error("plugin dependency cycle: {}", .0.join(" -> "))]
+    DependencyCycle(Vec<String>),
+
+    /// A plugin call would re-enter a plugin that is already waiting further up the same
+    /// call chain, which would deadlock its actor; the chain is listed in call order.
+    #[error("plugin call cycle: {}; a plugin cannot call back into a caller that waits for it", .0.join(" -> "))]
+    CallCycle(Vec<String>),
+
+    /// The plugin panicked while handling the call. It has been handed to its supervisor.
+    #[error("plugin `{id}` panicked: {message}")]
+    Panicked { id: String, message: String },
+
+    /// The call did not finish within its deadline.
+    #[error("plugin `{id}` did not answer within {after:?}")]
+    Timeout { id: String, after: Duration },
+
+    /// The supervisor gave up on the plugin after too many restarts.
+    #[error("plugin `{id}` has failed permanently after {restarts} restarts; re-register it")]
+    Failed { id: String, restarts: u32 },
+
+    /// The plugin's actor is gone (the manager was shut down or the plugin was unregistered).
+    #[error("plugin `{0}` is no longer running (its actor has stopped)")]
+    Stopped(String),
+
+    /// The input could not be understood by the plugin.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+
+    /// The plugin's configuration or artifact is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    /// A resource limit of the sandbox was hit.
+    #[error("limit exceeded: {limit}: {detail}")]
+    LimitExceeded { limit: String, detail: String },
+
+    /// A script or module failed to compile; `location` is `file:line:column` when known.
+    #[error("compile error at {location}: {message}")]
+    Compile { location: String, message: String },
+
+    /// A script or module failed while running; `location` names file, line, column and
+    /// function when known.
+    #[error("runtime error at {location}: {message}")]
+    Runtime { location: String, message: String },
+
+    /// (De)serialisation of JSON failed.
+    #[error("JSON error: {0}")]
+    Json(String),
+
+    /// An I/O operation failed.
+    #[error("I/O error: {0}")]
+    Io(String),
+
+    /// A plugin-specific failure.
+    #[error("{0}")]
+    Execution(String),
+}
+
+impl PluginError {
+    /// A plugin-specific failure with a message.
+    pub fn execution(message: impl Into<String>) -> Self {
+        PluginError::Execution(message.into())
+    }
+
+    /// True for failures that count against the plugin's health (a crash, a trap, a limit), as
+    /// opposed to the caller's mistakes (bad input, unknown id, wrong state).
+    pub fn is_plugin_fault(&self) -> bool {
+        matches!(
+            self,
+            PluginError::Panicked { .. }
+                | PluginError::Timeout { .. }
+                | PluginError::LimitExceeded { .. }
+                | PluginError::Runtime { .. }
+        )
+    }
+}
+
+impl From<serde_json::Error> for PluginError {
+    fn from(e: serde_json::Error) -> Self {
+        PluginError::Json(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for PluginError {
+    fn from(e: std::io::Error) -> Self {
+        PluginError::Io(e.to_string())
+    }
+}

@@ -1,0 +1,41 @@
+//! # bilayer-plugins: the plugin kernel
+//!
+//! Everything a plugin is, independent of how it is hosted:
+//!
+//! - [`AgentPlugin`], the trait every plugin implements (native Rust directly; Rhai scripts
+//!   and WASM modules through their runtimes), with [`PluginMetadata`], [`PluginType`],
+//!   [`PluginState`], [`PluginContext`] and [`PluginResult`] / [`PluginError`];
+//! - [`rhai_runtime`]: runtime plugins written in Rhai, their sandbox, the tool registry and the
+//!   rule engine.
+//!
+//! Hosting (one actor per plugin, supervision, the `PluginManager`) lives in `bilayer-actors`;
+//! this crate reaches other plugins only through the [`PluginCaller`] trait object that the host
+//! puts into [`PluginContext`].
+//!
+//! ```
+//! use bilayer_plugins::{PluginMetadata, PluginType};
+//!
+//! let meta = PluginMetadata::new("my_plugin", "My Plugin", PluginType::Custom("analytics".into()))
+//!     .with_description("High-performance analytics plugin")
+//!     .with_capability("data_analysis");
+//! assert!(meta.has_capability("data_analysis"));
+//! ```
+
+mod context;
+mod error;
+mod function_plugin;
+mod metadata;
+mod plugin;
+pub mod rhai_runtime;
+mod state;
+pub mod wasm_runtime;
+
+pub use context::{run_blocking, CallChain, PluginCaller, PluginContext, PluginStateStore};
+pub use error::{PluginError, PluginResult};
+pub use function_plugin::FnPlugin;
+pub use metadata::{PluginMetadata, PluginType};
+pub use plugin::AgentPlugin;
+pub use state::PluginState;
+
+/// Re-exported so plugin authors need no direct dependency to implement [`AgentPlugin`].
+pub use async_trait::async_trait;

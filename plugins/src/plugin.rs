@@ -1,0 +1,66 @@
+//! The `AgentPlugin` trait: the one interface every plugin kind implements.
+//!
+//! Native Rust plugins implement it directly; `RhaiPlugin` and `WasmPlugin` implement it over a
+//! script or a module. The boundary is the seed's `execute(String) -> String` (JSON text by
+//! convention). The host (a plugin actor) owns the instance and calls these methods one at a
+//! time, so `&mut self` needs no locking inside the plugin.
+
+use std::any::Any;
+
+use async_trait::async_trait;
+
+use crate::{PluginContext, PluginError, PluginMetadata, PluginResult, PluginState};
+
+#[async_trait]
+pub trait AgentPlugin: Send + 'static {
+    fn metadata(&self) -> &PluginMetadata;
+
+    /// The state the plugin reports about itself. The manager tracks the authoritative
+    /// lifecycle state separately and enforces transitions, so a plugin that forgets to update
+    /// this is still driven correctly.
+    fn state(&self) -> PluginState;
+
+    /// Acquire resources. `ctx` gives the plugin its config, its host-owned state store and a
+    /// handle to call other plugins; clone it if `execute` needs it later.
+    async fn load(&mut self, ctx: &PluginContext) -> PluginResult<()>;
+
+    async fn init_plugin(&mut self) -> PluginResult<()>;
+
+    async fn start(&mut self) -> PluginResult<()>;
+
+    async fn stop(&mut self) -> PluginResult<()>;
+
+    async fn unload(&mut self) -> PluginResult<()>;
+
+    /// Handle one input. Called only while the plugin is `Running`.
+    async fn execute(&mut self, input: String) -> PluginResult<String>;
+
+    /// Handle one input already parsed as JSON. Agent systems call this at every hop so a
+    /// message is not printed and re-parsed between agents. The default goes through
+    /// [`AgentPlugin::execute`]; plugins that work on structured data (Rhai scripts, native
+    /// agents) override it to skip the text round trip.
+    async fn execute_json(&mut self, input: serde_json::Value) -> PluginResult<serde_json::Value> {
+        let output = self.execute(input.to_string()).await?;
+        serde_json::from_str(&output).map_err(|e| {
+            PluginError::Json(format!(
+                "plugin `{}` returned output that is not JSON ({e}): {}",
+                self.metadata().id,
+                truncate_for_error(&output)
+            ))
+        })
+    }
+
+    fn as_any(&self) -> &dyn Any;
+
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any>;
+}
+
+/// At most 200 characters of `text`, for error messages that quote a payload.
+fn truncate_for_error(text: &str) -> String {
+    match text.char_indices().nth(200) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
+}

@@ -1,0 +1,193 @@
+//! JSON at the script boundary: text and `serde_json::Value` to Rhai values and back, with the
+//! size limits checked where Rhai does not check them.
+//!
+//! Conversions go straight between JSON text and `Dynamic` through serde (Rhai's `Dynamic`
+//! implements `Serialize` and `Deserialize`), with no `serde_json::Value` in between on the
+//! text path, because the order processor's whole call is a few microseconds and an extra
+//! tree copy would be a visible part of it.
+//!
+//! Rhai checks data sizes lazily (after `let`, op-assignments and function calls), so a value
+//! built with index assignments (`m[k] = v` in a loop) can leave a script larger than its
+//! limits, and nothing in Rhai bounds nesting depth. Every value leaving a script (its result,
+//! a value stored into `state`, a `parse_json` result) is therefore measured here first, with
+//! the recursion bounded by `max_json_depth`.
+
+use rhai::Dynamic;
+use serde_json::Value;
+
+use super::RhaiConfig;
+use crate::{PluginError, PluginResult};
+
+/// Parses JSON text straight into a Rhai value.
+pub(crate) fn dynamic_from_json_text(text: &str) -> serde_json::Result<Dynamic> {
+    serde_json::from_str(text)
+}
+
+/// Converts a JSON value into a Rhai value.
+pub(crate) fn dynamic_from_value(value: &Value) -> PluginResult<Dynamic> {
+    rhai::serde::to_dynamic(value).map_err(|e| PluginError::Json(e.to_string()))
+}
+
+/// Converts a Rhai value into a JSON value (after [`check_boundary_value`]).
+pub(crate) fn value_from_dynamic(value: &Dynamic) -> PluginResult<Value> {
+    rhai::serde::from_dynamic(value).map_err(|e| PluginError::Json(e.to_string()))
+}
+
+/// Serializes a Rhai value as JSON text (after [`check_boundary_value`]).
+pub(crate) fn dynamic_to_json_text(value: &Dynamic) -> PluginResult<String> {
+    serde_json::to_string(value).map_err(PluginError::from)
+}
+
+/// A limit a value broke: the limit's name and what was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LimitBreach {
+    pub(crate) limit: &'static str,
+    pub(crate) detail: String,
+}
+
+impl LimitBreach {
+    pub(crate) fn into_error(self, what: &str) -> PluginError {
+        PluginError::LimitExceeded {
+            limit: self.limit.to_string(),
+            detail: format!(
+                "{what}: {}; raise RhaiConfig::{} or produce less data",
+                self.detail, self.limit
+            ),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Totals {
+    string_bytes: usize,
+    array_elements: usize,
+    map_entries: usize,
+}
+
+/// Checks `value` against the size and nesting limits of `config`.
+pub(crate) fn check_boundary_value(
+    value: &Dynamic,
+    config: &RhaiConfig,
+) -> Result<(), LimitBreach> {
+    let mut totals = Totals::default();
+    measure(value, 1, config, &mut totals)
+}
+
+fn measure(
+    value: &Dynamic,
+    depth: usize,
+    config: &RhaiConfig,
+    totals: &mut Totals,
+) -> Result<(), LimitBreach> {
+    if let Ok(s) = value.as_immutable_string_ref() {
+        return add(
+            &mut totals.string_bytes,
+            s.len(),
+            "max_string_size",
+            config.max_string_size,
+            "bytes of string",
+        );
+    }
+    let is_container = value.is_array() || value.is_map() || value.is_blob();
+    if is_container && depth > config.max_json_depth {
+        return Err(LimitBreach {
+            limit: "max_json_depth",
+            detail: format!("values nest deeper than {} levels", config.max_json_depth),
+        });
+    }
+    if let Ok(array) = value.as_array_ref() {
+        add(
+            &mut totals.array_elements,
+            array.len(),
+            "max_array_size",
+            config.max_array_size,
+            "array elements",
+        )?;
+        for item in array.iter() {
+            measure(item, depth + 1, config, totals)?;
+        }
+    } else if let Ok(map) = value.as_map_ref() {
+        add(
+            &mut totals.map_entries,
+            map.len(),
+            "max_map_size",
+            config.max_map_size,
+            "map entries",
+        )?;
+        for (key, item) in map.iter() {
+            add(
+                &mut totals.string_bytes,
+                key.len(),
+                "max_string_size",
+                config.max_string_size,
+                "bytes of string",
+            )?;
+            measure(item, depth + 1, config, totals)?;
+        }
+    } else if let Ok(blob) = value.as_blob_ref() {
+        add(
+            &mut totals.array_elements,
+            blob.len(),
+            "max_array_size",
+            config.max_array_size,
+            "array elements",
+        )?;
+    }
+    Ok(())
+}
+
+fn add(
+    total: &mut usize,
+    amount: usize,
+    limit: &'static str,
+    max: usize,
+    unit: &str,
+) -> Result<(), LimitBreach> {
+    *total = total.saturating_add(amount);
+    if *total > max {
+        Err(LimitBreach {
+            limit,
+            detail: format!("more than {max} {unit}"),
+        })
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_text_round_trips_through_dynamic() {
+        let value = dynamic_from_json_text(
+            r#"{"id":"ORD-1","quantity":5,"price":250.0,"tags":["a"],"x":null}"#,
+        )
+        .unwrap();
+        let text = dynamic_to_json_text(&value).unwrap();
+        assert_eq!(
+            text,
+            r#"{"id":"ORD-1","price":250.0,"quantity":5,"tags":["a"],"x":null}"#
+        );
+    }
+
+    #[test]
+    fn limits_count_nested_containers_together() {
+        let config = RhaiConfig::default().max_array_size(3);
+        let nested = dynamic_from_json_text("[[1],[2]]").unwrap();
+        assert!(
+            check_boundary_value(&nested, &config).is_err(),
+            "2 + 1 + 1 elements exceed 3"
+        );
+        let small = dynamic_from_json_text("[[1,2]]").unwrap();
+        assert!(check_boundary_value(&small, &config).is_ok());
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let config = RhaiConfig::default().max_json_depth(2);
+        let deep = dynamic_from_json_text("[[[1]]]").unwrap();
+        let breach = check_boundary_value(&deep, &config).unwrap_err();
+        assert_eq!(breach.limit, "max_json_depth");
+    }
+}

@@ -1,0 +1,330 @@
+//! `RhaiPlugin`: a Rhai script as an [`AgentPlugin`], so a `PluginManager` hosts it in its own
+//! actor like any native plugin.
+//!
+//! Constructing one compiles the script and runs its top-level statements once; `load`
+//! connects it to its host (the `state` store and `call_plugin`); `execute` runs one input
+//! through the cached form on the blocking side of the runtime ([`run_blocking`]), so a
+//! script spinning until its timeout never stalls the async workers other actors run on.
+//!
+//! Identity: the plugin id is the file stem (`scripts/order_processor.rhai` →
+//! `order_processor`) unless the script declares `const PLUGIN_ID = "other_id";` at the top
+//! level; [`RhaiPlugin::from_source`] uses the id it is given. The version in the metadata is
+//! the content hash of the source, so two loads of the same text have the same version.
+
+use std::any::Any;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use super::form::{ScriptForm, ScriptKind};
+use super::rule_engine::RuleEngine;
+use super::script::CompiledScript;
+use super::tool::ToolDefinition;
+use super::RhaiConfig;
+use crate::{
+    run_blocking, AgentPlugin, PluginContext, PluginError, PluginMetadata, PluginResult,
+    PluginState, PluginType,
+};
+
+/// Where a plugin's script came from, kept to recompile it under another config.
+#[derive(Debug, Clone)]
+struct ScriptOrigin {
+    from: Origin,
+    source: Arc<str>,
+}
+
+impl ScriptOrigin {
+    fn path(&self) -> Option<&Path> {
+        match &self.from {
+            Origin::File(path) => Some(path),
+            Origin::Inline { .. } => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Origin {
+    File(PathBuf),
+    /// Given to `from_source` with an id, which wins over `PLUGIN_ID`.
+    Inline {
+        id: String,
+    },
+}
+
+/// A runtime plugin written in Rhai (see the [module docs](super) for the script forms).
+///
+/// ```
+/// use bilayer_plugins::rhai_runtime::RhaiPlugin;
+/// use bilayer_plugins::AgentPlugin;
+///
+/// let plugin = RhaiPlugin::from_source(
+///     "discount",
+///     r#"fn calculate_discount(price, customer_tier) {
+///            if customer_tier == "gold" { price * 0.8 } else { price }
+///        }"#,
+/// )?;
+/// assert_eq!(plugin.metadata().id, "discount");
+/// let output = plugin.execute_sync(r#"{"function": "calculate_discount", "args": [100.0, "gold"]}"#)?;
+/// assert_eq!(output, "80.0");
+/// # Ok::<(), bilayer_plugins::PluginError>(())
+/// ```
+pub struct RhaiPlugin {
+    metadata: PluginMetadata,
+    state: PluginState,
+    origin: ScriptOrigin,
+    script: Arc<CompiledScript>,
+}
+
+impl std::fmt::Debug for RhaiPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RhaiPlugin")
+            .field("id", &self.metadata.id)
+            .field("version", &self.metadata.version)
+            .field("kind", &self.kind())
+            .field("path", &self.origin.path())
+            .field("state", &self.state)
+            .finish()
+    }
+}
+
+impl RhaiPlugin {
+    /// Compiles the script at `path` under the default [`RhaiConfig`].
+    pub fn from_file(path: impl AsRef<Path>) -> PluginResult<Self> {
+        Self::from_file_with_config(path, RhaiConfig::default())
+    }
+
+    /// Compiles the script at `path` under `config`.
+    pub fn from_file_with_config(path: impl AsRef<Path>, config: RhaiConfig) -> PluginResult<Self> {
+        let path = path.as_ref();
+        let source = std::fs::read_to_string(path).map_err(|e| {
+            PluginError::Io(format!("cannot read Rhai script {}: {e}", path.display()))
+        })?;
+        let origin = ScriptOrigin {
+            from: Origin::File(path.to_path_buf()),
+            source: source.into(),
+        };
+        Self::build(origin, config)
+    }
+
+    /// Compiles `source` as the plugin `id` under the default [`RhaiConfig`].
+    pub fn from_source(id: impl Into<String>, source: impl Into<String>) -> PluginResult<Self> {
+        Self::from_source_with_config(id, source, RhaiConfig::default())
+    }
+
+    /// Compiles `source` as the plugin `id` under `config`.
+    pub fn from_source_with_config(
+        id: impl Into<String>,
+        source: impl Into<String>,
+        config: RhaiConfig,
+    ) -> PluginResult<Self> {
+        let origin = ScriptOrigin {
+            from: Origin::Inline { id: id.into() },
+            source: source.into().into(),
+        };
+        Self::build(origin, config)
+    }
+
+    /// Recompiles the same source under `config` (the limits are part of the compiled engine,
+    /// and parse-time limits such as `max_expr_depth` apply to the source). Prefer the
+    /// `*_with_config` constructors, which compile once.
+    pub fn with_config(self, config: RhaiConfig) -> PluginResult<Self> {
+        let rebuilt = Self::build(self.origin, config)?;
+        Ok(Self {
+            state: self.state,
+            ..rebuilt
+        })
+    }
+
+    fn build(origin: ScriptOrigin, config: RhaiConfig) -> PluginResult<Self> {
+        let (name, default_id) = match &origin.from {
+            Origin::Inline { id } => (id.clone(), id.clone()),
+            Origin::File(path) => (path.display().to_string(), file_stem(path)?),
+        };
+        let script = CompiledScript::compile(&name, &default_id, &origin.source, config)?;
+        let id = match (&origin.from, &script.declared_id) {
+            (Origin::Inline { id }, _) => id.clone(),
+            (Origin::File(_), Some(declared)) => declared.clone(),
+            (Origin::File(_), None) => default_id,
+        };
+        let metadata = metadata_for(&id, &script, origin.path());
+        script.link.set_plugin_id(&id);
+        Ok(Self {
+            metadata,
+            state: PluginState::Unloaded,
+            origin,
+            script: Arc::new(script),
+        })
+    }
+
+    /// The script's form, which decides what its input means.
+    pub fn kind(&self) -> ScriptKind {
+        self.script.form.kind()
+    }
+
+    /// The file the script was loaded from (`None` for `from_source`).
+    pub fn path(&self) -> Option<&Path> {
+        self.origin.path()
+    }
+
+    /// The script's source text.
+    pub fn source(&self) -> &str {
+        &self.origin.source
+    }
+
+    pub fn config(&self) -> &RhaiConfig {
+        &self.script.config
+    }
+
+    /// The entry function's name, for entry scripts (`"process_order"`).
+    pub fn entry_function(&self) -> Option<&str> {
+        match &self.script.form {
+            ScriptForm::Entry { function, .. } => Some(function.fn_name()),
+            _ => None,
+        }
+    }
+
+    /// The tool definition, for tool scripts.
+    pub fn tool_definition(&self) -> Option<&ToolDefinition> {
+        match &self.script.form {
+            ScriptForm::Tool { definition, .. } => Some(definition),
+            _ => None,
+        }
+    }
+
+    /// The functions the script defines, as `name(param, ...)` signatures.
+    pub fn functions(&self) -> Vec<String> {
+        self.script
+            .functions
+            .iter()
+            .map(|f| f.signature())
+            .collect()
+    }
+
+    /// The rule engine of a rules script, sharing this plugin's compiled script (and its
+    /// host connection once loaded).
+    pub fn rule_engine(&self) -> Option<RuleEngine> {
+        RuleEngine::from_compiled(Arc::clone(&self.script)).ok()
+    }
+
+    pub(crate) fn into_compiled(self) -> Arc<CompiledScript> {
+        self.script
+    }
+
+    /// Runs one JSON input on the current thread; what [`AgentPlugin::execute`] does off the
+    /// async workers. For callers already on a blocking thread, benches and tools.
+    pub fn execute_sync(&self, input: &str) -> PluginResult<String> {
+        self.script.execute_text(input)
+    }
+
+    /// Runs one input given as a JSON value on the current thread, returning a JSON value
+    /// (no JSON text in between).
+    pub fn execute_value(&self, input: Value) -> PluginResult<Value> {
+        self.script.execute_value(input)
+    }
+
+    /// Calls a function the script defines, by name, with JSON arguments, whatever its form.
+    pub fn call_function(&self, function: &str, args: Vec<Value>) -> PluginResult<Value> {
+        self.script.call_function(function, args)
+    }
+}
+
+fn file_stem(path: &Path) -> PluginResult<String> {
+    path.file_stem()
+        .and_then(|stem| stem.to_str())
+        .filter(|stem| !stem.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| {
+            PluginError::Config(format!(
+                "cannot derive a plugin id from {}; name the file like `order_processor.rhai` or set `const PLUGIN_ID = \"...\";`",
+                path.display()
+            ))
+        })
+}
+
+fn metadata_for(id: &str, script: &CompiledScript, path: Option<&Path>) -> PluginMetadata {
+    let tag = match script.form.kind() {
+        ScriptKind::Entry => "entry",
+        ScriptKind::Tool => "tool",
+        ScriptKind::Rules => "rules",
+        ScriptKind::Functions => "functions",
+    };
+    let (plugin_type, description) = match &script.form {
+        ScriptForm::Tool { definition, .. } => (PluginType::Tool, definition.description.clone()),
+        _ => {
+            let from = path
+                .map(|p| format!(" from {}", p.display()))
+                .unwrap_or_default();
+            (PluginType::Script, format!("Rhai {tag} script{from}"))
+        }
+    };
+    PluginMetadata::new(id, id, plugin_type)
+        .with_version(script.version.clone())
+        .with_description(description)
+        .with_capability("rhai")
+        .with_capability(format!("rhai:{tag}"))
+}
+
+#[async_trait]
+impl AgentPlugin for RhaiPlugin {
+    fn metadata(&self) -> &PluginMetadata {
+        &self.metadata
+    }
+
+    fn state(&self) -> PluginState {
+        self.state
+    }
+
+    /// Connects the script to `ctx`: its `state` becomes `ctx.state()` (the host-owned store,
+    /// so it survives restarts and reloads), `call_plugin` goes through `ctx`'s caller.
+    async fn load(&mut self, ctx: &PluginContext) -> PluginResult<()> {
+        self.state = PluginState::Loading;
+        self.script.attach(&self.metadata.id, ctx.clone());
+        self.state = PluginState::Loaded;
+        Ok(())
+    }
+
+    async fn init_plugin(&mut self) -> PluginResult<()> {
+        Ok(())
+    }
+
+    async fn start(&mut self) -> PluginResult<()> {
+        self.state = PluginState::Running;
+        Ok(())
+    }
+
+    async fn stop(&mut self) -> PluginResult<()> {
+        self.state = PluginState::Loaded;
+        Ok(())
+    }
+
+    async fn unload(&mut self) -> PluginResult<()> {
+        self.script.detach();
+        self.state = PluginState::Unloaded;
+        Ok(())
+    }
+
+    async fn execute(&mut self, input: String) -> PluginResult<String> {
+        let script = Arc::clone(&self.script);
+        run_blocking(move || script.execute_text(&input)).await?
+    }
+
+    /// Converts the value straight into Rhai values and back (no JSON text in between).
+    async fn execute_json(&mut self, input: Value) -> PluginResult<Value> {
+        let script = Arc::clone(&self.script);
+        run_blocking(move || script.execute_value(input)).await?
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+        self
+    }
+}

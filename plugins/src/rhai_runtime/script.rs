@@ -1,0 +1,367 @@
+//! `CompiledScript`: one version of one script, compiled once, its top-level statements run
+//! once, and everything a call needs cached.
+//!
+//! Compiling builds the sandboxed engine, parses the source into an `AST`, runs the top-level
+//! statements a single time (under the same limits as calls), captures the top-level
+//! variables, and decides the script's form ([`super::form`]). Calls then go straight to the
+//! cached function pointer, tool or rules with `eval_ast(false)` semantics: top-level
+//! statements never run again, and nothing is re-parsed or cloned per call. A
+//! `CompiledScript` is immutable and `Send + Sync`, so it is shared behind an `Arc` by the
+//! plugin, the blocking closure that runs a call, a `RuleEngine`, or a tool registry.
+//!
+//! The input conventions, by form:
+//!
+//! | form | input | output |
+//! | --- | --- | --- |
+//! | entry | any JSON, passed as the function's argument | the function's result as JSON |
+//! | tool | the JSON arguments object, validated against the tool's schema | `execute`'s result |
+//! | rules | the message: JSON (a string value is the usual case) or, if the input is not valid JSON, the raw text | `{"rule": NAME, ...action's map}` |
+//! | functions | `{"function": NAME, "args": [..]}` or `"args": {PARAM: ..}` (by parameter name) | the function's result |
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rhai::{CallFnOptions, Dynamic, Engine, EvalAltResult, FnPtr, Scope, AST};
+use serde_json::Value;
+
+use super::errors::{compile_error, eval_error, CallSite};
+use super::execution_guard::ExecutionGuard;
+use super::form::{ScriptForm, ScriptFunction};
+use super::host_link::HostLink;
+use super::json::{
+    check_boundary_value, dynamic_from_json_text, dynamic_from_value, dynamic_to_json_text,
+    value_from_dynamic,
+};
+use super::schema::validate_arguments;
+use super::{sandbox, RhaiConfig};
+use crate::{PluginContext, PluginError, PluginResult};
+
+/// The top-level constant a script may set to choose its plugin id.
+pub(crate) const PLUGIN_ID_CONSTANT: &str = "PLUGIN_ID";
+
+/// An input to a script call: JSON text (the `AgentPlugin` boundary) or a parsed value.
+pub(crate) enum ScriptInput<'a> {
+    Text(&'a str),
+    Json(Value),
+}
+
+impl ScriptInput<'_> {
+    fn to_dynamic(&self) -> PluginResult<Dynamic> {
+        match self {
+            ScriptInput::Text(text) => dynamic_from_json_text(text).map_err(|e| {
+                PluginError::InvalidInput(format!(
+                    "the input is not valid JSON ({e}); send a JSON document"
+                ))
+            }),
+            ScriptInput::Json(value) => dynamic_from_value(value),
+        }
+    }
+
+    fn to_value(&self) -> PluginResult<Value> {
+        match self {
+            ScriptInput::Text(text) => serde_json::from_str(text).map_err(|e| {
+                PluginError::InvalidInput(format!(
+                    "the input is not valid JSON ({e}); send a JSON document"
+                ))
+            }),
+            ScriptInput::Json(value) => Ok(value.clone()),
+        }
+    }
+
+    /// A rules message: JSON when it parses, the raw text otherwise.
+    fn to_message(&self) -> PluginResult<Dynamic> {
+        match self {
+            ScriptInput::Text(text) => Ok(
+                dynamic_from_json_text(text).unwrap_or_else(|_| Dynamic::from(text.to_string()))
+            ),
+            ScriptInput::Json(value) => dynamic_from_value(value),
+        }
+    }
+}
+
+/// One compiled version of a script (see the module docs).
+pub(crate) struct CompiledScript {
+    /// The script's file path or id, as used in error locations.
+    pub(crate) name: String,
+    pub(crate) engine: Engine,
+    pub(crate) ast: AST,
+    pub(crate) form: ScriptForm,
+    pub(crate) link: Arc<HostLink>,
+    pub(crate) config: RhaiConfig,
+    /// Content hash of the source (FNV-1a 64, hex).
+    pub(crate) version: String,
+    /// The id the script chose with `const PLUGIN_ID = "..."`, if any.
+    pub(crate) declared_id: Option<String>,
+    pub(crate) functions: Vec<ScriptFunction>,
+}
+
+impl CompiledScript {
+    /// Compiles `source` and runs its top-level statements once. `name` is the file path or id
+    /// shown in errors; `plugin_id` tags its `print` output until a host names it.
+    pub(crate) fn compile(
+        name: &str,
+        plugin_id: &str,
+        source: &str,
+        config: RhaiConfig,
+    ) -> PluginResult<Self> {
+        let link = Arc::new(HostLink::new(plugin_id));
+        let engine = sandbox::build_engine(&config, &link)?;
+        let mut ast = engine
+            .compile(source)
+            .map_err(|e| compile_error(name, &e))?;
+        ast.set_source(name);
+
+        let mut scope = Scope::new();
+        let result = {
+            let _limits = ExecutionGuard::enter(config.timeout);
+            engine
+                .eval_ast_with_scope::<Dynamic>(&mut scope, &ast)
+                .map_err(|e| eval_error(name, CallSite::TopLevel, *e))?
+        };
+        let globals: HashMap<String, Dynamic> = scope
+            .iter()
+            .filter(|(var, ..)| *var != "state")
+            .map(|(var, _, value)| (var.to_string(), value))
+            .collect();
+        let declared_id = match globals.get(PLUGIN_ID_CONSTANT) {
+            None => None,
+            Some(id) => Some(
+                id.clone()
+                    .into_string()
+                    .ok()
+                    .filter(|id| !id.trim().is_empty())
+                    .ok_or_else(|| {
+                        PluginError::Config(format!(
+                            "script {name}: {PLUGIN_ID_CONSTANT} must be a non-empty string"
+                        ))
+                    })?,
+            ),
+        };
+        let functions: Vec<ScriptFunction> = ast
+            .iter_functions()
+            .filter(|f| !f.name.starts_with("anon$"))
+            .map(|f| ScriptFunction {
+                name: f.name.to_string(),
+                params: f.params.iter().map(|p| p.to_string()).collect(),
+            })
+            .collect();
+        let form = ScriptForm::detect(name, result, &globals, &functions)?;
+        link.set_globals(globals);
+        let id = declared_id.as_deref().unwrap_or(plugin_id);
+        link.set_plugin_id(id);
+        if let ScriptForm::Rules(rules) = &form {
+            rules.register_metrics(id);
+        }
+        Ok(Self {
+            name: name.to_string(),
+            engine,
+            ast,
+            form,
+            link,
+            config,
+            version: content_hash(source),
+            declared_id,
+            functions,
+        })
+    }
+
+    /// Connects the script to its host (state store, plugin caller) under `plugin_id`.
+    pub(crate) fn attach(&self, plugin_id: &str, context: PluginContext) {
+        self.link.set_plugin_id(plugin_id);
+        self.link.attach(context);
+        if let ScriptForm::Rules(rules) = &self.form {
+            rules.register_metrics(plugin_id);
+        }
+    }
+
+    pub(crate) fn detach(&self) {
+        self.link.detach();
+    }
+
+    /// Runs one input through the script's form (see the module docs).
+    pub(crate) fn execute(&self, input: ScriptInput<'_>) -> PluginResult<Dynamic> {
+        let _limits = ExecutionGuard::enter(self.config.timeout);
+        let output = match &self.form {
+            ScriptForm::Entry {
+                function,
+                takes_input,
+            } => {
+                let args = if *takes_input {
+                    vec![input.to_dynamic()?]
+                } else {
+                    Vec::new()
+                };
+                self.call_fn_ptr(function, args, CallSite::Function(function.fn_name()))?
+            }
+            ScriptForm::Tool {
+                definition,
+                execute,
+            } => {
+                let args = input.to_value()?;
+                validate_arguments(&definition.name, &definition.parameters, &args)?;
+                self.call_fn_ptr(
+                    execute,
+                    vec![dynamic_from_value(&args)?],
+                    CallSite::Function(execute.fn_name()),
+                )?
+            }
+            ScriptForm::Rules(rules) => {
+                let message = input.to_message()?;
+                rules.output(rules.evaluate(self, &message)?)
+            }
+            ScriptForm::Functions => {
+                let (function, args) = self.function_call(input.to_value()?)?;
+                self.call_function_unguarded(&function, args)?
+            }
+        };
+        self.check_output(&output)?;
+        Ok(output)
+    }
+
+    pub(crate) fn execute_text(&self, input: &str) -> PluginResult<String> {
+        dynamic_to_json_text(&self.execute(ScriptInput::Text(input))?)
+    }
+
+    pub(crate) fn execute_value(&self, input: Value) -> PluginResult<Value> {
+        value_from_dynamic(&self.execute(ScriptInput::Json(input))?)
+    }
+
+    /// Calls a script function by name with JSON arguments, whatever the script's form.
+    pub(crate) fn call_function(&self, function: &str, args: Vec<Value>) -> PluginResult<Value> {
+        let _limits = ExecutionGuard::enter(self.config.timeout);
+        self.find_function(function, args.len())?;
+        let args = args
+            .iter()
+            .map(dynamic_from_value)
+            .collect::<PluginResult<Vec<_>>>()?;
+        let output = self.call_function_unguarded(function, args)?;
+        self.check_output(&output)?;
+        value_from_dynamic(&output)
+    }
+
+    fn call_function_unguarded(&self, function: &str, args: Vec<Dynamic>) -> PluginResult<Dynamic> {
+        let options = CallFnOptions::new().eval_ast(false);
+        self.engine
+            .call_fn_with_options::<Dynamic>(options, &mut Scope::new(), &self.ast, function, args)
+            .map_err(|e| eval_error(&self.name, CallSite::Function(function), *e))
+    }
+
+    /// Calls a function pointer (entry function, tool `execute`, rule closure). Named,
+    /// uncurried pointers go through the by-name path, which the engine resolves fastest.
+    pub(crate) fn call_fn_ptr(
+        &self,
+        function: &FnPtr,
+        args: Vec<Dynamic>,
+        site: CallSite<'_>,
+    ) -> PluginResult<Dynamic> {
+        if !function.is_anonymous() && !function.is_curried() {
+            return self.call_function_unguarded(function.fn_name(), args);
+        }
+        function
+            .call::<Dynamic>(&self.engine, &self.ast, args)
+            .or_else(|err| match *err {
+                EvalAltResult::Exit(value, _) => Ok(value),
+                _ => Err(err),
+            })
+            .map_err(|e| eval_error(&self.name, site, *e))
+    }
+
+    /// Reads `{"function": NAME, "args": [...] | {...}}`.
+    fn function_call(&self, call: Value) -> PluginResult<(String, Vec<Dynamic>)> {
+        let usage = || {
+            let available: Vec<String> = self
+                .functions
+                .iter()
+                .map(ScriptFunction::signature)
+                .collect();
+            format!(
+                "send {{\"function\": NAME, \"args\": [ARG, ...]}} (or \"args\" as an object keyed by \
+                 parameter name); functions of {}: {}",
+                self.name,
+                available.join(", ")
+            )
+        };
+        let Value::Object(mut call) = call else {
+            return Err(PluginError::InvalidInput(format!(
+                "the input is not an object; {}",
+                usage()
+            )));
+        };
+        let Some(Value::String(name)) = call.remove("function") else {
+            return Err(PluginError::InvalidInput(format!(
+                "the input has no string \"function\"; {}",
+                usage()
+            )));
+        };
+        let args = match call.remove("args") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(args)) => args,
+            Some(Value::Object(mut named)) => {
+                let function = self
+                    .functions
+                    .iter()
+                    .find(|f| f.name == name && f.params.len() == named.len());
+                let Some(function) = function else {
+                    return Err(PluginError::InvalidInput(format!(
+                        "no function `{name}` takes {} named arguments; {}",
+                        named.len(),
+                        usage()
+                    )));
+                };
+                let mut ordered = Vec::with_capacity(function.params.len());
+                for param in &function.params {
+                    let value = named.remove(param).ok_or_else(|| {
+                        PluginError::InvalidInput(format!(
+                            "missing argument `{param}` for {}; {}",
+                            function.signature(),
+                            usage()
+                        ))
+                    })?;
+                    ordered.push(value);
+                }
+                ordered
+            }
+            Some(single) => vec![single],
+        };
+        self.find_function(&name, args.len())?;
+        let args = args
+            .iter()
+            .map(dynamic_from_value)
+            .collect::<PluginResult<Vec<_>>>()?;
+        Ok((name, args))
+    }
+
+    fn find_function(&self, name: &str, arity: usize) -> PluginResult<&ScriptFunction> {
+        self.functions
+            .iter()
+            .find(|f| f.name == name && f.params.len() == arity)
+            .ok_or_else(|| {
+                let available: Vec<String> = self
+                    .functions
+                    .iter()
+                    .map(ScriptFunction::signature)
+                    .collect();
+                PluginError::InvalidInput(format!(
+                    "{} has no function `{name}` taking {arity} argument(s); it defines: {}",
+                    self.name,
+                    available.join(", ")
+                ))
+            })
+    }
+
+    pub(crate) fn check_output(&self, output: &Dynamic) -> PluginResult<()> {
+        check_boundary_value(output, &self.config)
+            .map_err(|breach| breach.into_error(&format!("the result of {}", self.name)))
+    }
+}
+
+/// FNV-1a, 64 bit: stable across runs and platforms, so a version names the same source
+/// everywhere (std's `DefaultHasher` may change between Rust releases).
+fn content_hash(source: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in source.as_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}

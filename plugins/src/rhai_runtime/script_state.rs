@@ -1,0 +1,127 @@
+//! The `state` object scripts see: a map-like view of the plugin's host-owned
+//! [`PluginStateStore`].
+//!
+//! Every script function (and rule closure) can read and write `state` without declaring it:
+//!
+//! ```rhai
+//! fn process(input) {
+//!     state.count = (state.count ?? 0) + 1;   // missing keys read as ()
+//!     state["last"] = input;                  // indexing works too
+//!     if !("seen" in state) { state.seen = []; }
+//!     state.seen.push(input.id);              // read-modify-write of a stored array
+//!     state.remove("last");                   // also: keys(), len(), is_empty(), clear()
+//!     state.count
+//! }
+//! ```
+//!
+//! Values are stored as JSON in the store the host hands over in `PluginContext`, so they
+//! survive a restart or hot reload of the plugin (a new instance loaded with the same store
+//! sees them). Each read returns a copy, each write replaces the stored value; Rhai writes a
+//! modified copy back through the setter (`state.seen.push(x)` persists). Stored values must be
+//! JSON data (`()`, booleans, numbers, strings, arrays, maps) within the size limits.
+//!
+//! The handle finds the store through the script's host link at each access, not when it is
+//! created: rule closures built by the top-level statements capture `state` at compile time,
+//! before any host exists, and must still reach the store the host attaches later. Using
+//! `state` while no host is attached (in top-level statements, or before `load`) is an error
+//! saying so. A script-local variable named `state` shadows the host's.
+
+use std::sync::Arc;
+
+use rhai::{Array, Dynamic, Engine, FuncRegistration, INT};
+use serde_json::{Map, Value};
+
+use super::errors::{script_error, ScriptResult};
+use super::host_link::HostLink;
+use super::json::{check_boundary_value, dynamic_from_value, value_from_dynamic};
+use super::RhaiConfig;
+
+/// The value behind the `state` variable: a handle to the script's host link.
+#[derive(Clone)]
+pub(crate) struct ScriptState(pub(crate) Arc<HostLink>);
+
+impl ScriptState {
+    /// Runs `f` on the host's state map, or fails saying the plugin has no host yet.
+    fn with_store<R>(&self, f: impl FnOnce(&mut Map<String, Value>) -> R) -> ScriptResult<R> {
+        let store = self.0.state_store().ok_or_else(|| {
+            script_error(
+                "`state` is available once the plugin is loaded by a host (AgentPlugin::load); \
+                 top-level statements run at compile time and cannot use it",
+            )
+        })?;
+        let mut map = store.lock();
+        Ok(f(&mut map))
+    }
+
+    fn get(&self, key: &str) -> ScriptResult<Dynamic> {
+        self.with_store(|map| map.get(key).map(dynamic_from_value))?
+            .transpose()
+            .map(|value| value.unwrap_or(Dynamic::UNIT))
+            .map_err(|e| script_error(e.to_string()))
+    }
+
+    fn set(&self, key: &str, value: Dynamic, config: &RhaiConfig) -> ScriptResult<()> {
+        check_boundary_value(&value, config).map_err(|breach| {
+            script_error(format!("state.{key}: {} ({})", breach.detail, breach.limit))
+        })?;
+        let json = value_from_dynamic(&value)
+            .map_err(|e| script_error(format!("state.{key} cannot hold this value: {e}")))?;
+        self.with_store(|map| {
+            map.insert(key.to_string(), json);
+        })
+    }
+}
+
+/// Registers the `State` type with its indexers and methods.
+///
+/// `on_var` hands scripts a read-only value, so the mutating functions are registered as
+/// "pure" (Rhai refuses non-pure calls on read-only values); they mutate the shared store,
+/// not the handle.
+pub(crate) fn register(engine: &mut Engine, config: &RhaiConfig) {
+    engine.register_type_with_name::<ScriptState>("State");
+    engine.register_indexer_get(|state: &mut ScriptState, key: &str| state.get(key));
+
+    let limits = config.clone();
+    FuncRegistration::new_index_setter()
+        .with_purity(true)
+        .register_into_engine(
+            engine,
+            move |state: &mut ScriptState, key: &str, value: Dynamic| {
+                state.set(key, value, &limits)
+            },
+        );
+    FuncRegistration::new("remove")
+        .with_purity(true)
+        .register_into_engine(engine, |state: &mut ScriptState, key: &str| {
+            state.with_store(|map| {
+                map.remove(key)
+                    .and_then(|value| dynamic_from_value(&value).ok())
+                    .unwrap_or(Dynamic::UNIT)
+            })
+        });
+    FuncRegistration::new("clear")
+        .with_purity(true)
+        .register_into_engine(engine, |state: &mut ScriptState| {
+            state.with_store(|map| map.clear())
+        });
+
+    engine.register_fn("contains", |state: &mut ScriptState, key: &str| {
+        state.with_store(|map| map.contains_key(key))
+    });
+    engine.register_fn("keys", |state: &mut ScriptState| {
+        state.with_store(|map| {
+            map.keys()
+                .map(|k| Dynamic::from(k.clone()))
+                .collect::<Array>()
+        })
+    });
+    engine.register_fn("len", |state: &mut ScriptState| {
+        state.with_store(|map| map.len() as INT)
+    });
+    engine.register_fn("is_empty", |state: &mut ScriptState| {
+        state.with_store(|map| map.is_empty())
+    });
+    engine.register_fn("to_string", |state: &mut ScriptState| {
+        state.with_store(|map| Value::Object(map.clone()).to_string())
+    });
+}

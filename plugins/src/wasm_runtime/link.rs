@@ -1,0 +1,177 @@
+//! `LinkedPlugin`: a compiled module bound to one plugin's grant, limits and context, ready to
+//! instantiate; and the choice between a fresh instance per call and a reused one.
+//!
+//! Linking is where capabilities are enforced: the imports are checked against the grant
+//! (an ungranted one fails here, naming the capability), a linker holding only the granted
+//! host functions resolves them, and the result is an `InstancePre`, so a call instantiates
+//! without resolving a single import by name. It happens when a plugin is loaded (or on its
+//! first call when nobody loaded it), once per version, grant and context.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use wasmtime::{InstancePre, Linker};
+
+use super::errors::{Phase, Site};
+use super::host_imports::{self, HOST_IMPORTS};
+use super::host_state::{HostState, StoreLimiter};
+use super::instance::{deadline_ticks, GuestInstance};
+use super::module::CompiledModule;
+use super::{InstanceMode, WasmCapabilities, WasmLimits};
+use crate::{PluginContext, PluginError, PluginResult};
+
+/// A plugin's module linked against its grant (see the [module docs](self)).
+pub(crate) struct LinkedPlugin {
+    pub compiled: Arc<CompiledModule>,
+    pub pre: InstancePre<HostState>,
+    pub plugin_id: Arc<str>,
+    pub ctx: Arc<PluginContext>,
+    pub grants: Arc<WasmCapabilities>,
+    pub limits: WasmLimits,
+    pub mode: InstanceMode,
+    pub deadline_ticks: u64,
+    /// Whether instances run the guest's `_initialize` (not for the metadata probe).
+    pub run_initialize: bool,
+    /// The instance kept between calls in [`InstanceMode::Reuse`].
+    warm: Mutex<Option<GuestInstance>>,
+}
+
+impl LinkedPlugin {
+    /// Checks the module's imports against `grants` and prepares instantiation.
+    pub fn link(
+        compiled: Arc<CompiledModule>,
+        plugin_id: &str,
+        ctx: PluginContext,
+        grants: WasmCapabilities,
+        limits: WasmLimits,
+        mode: InstanceMode,
+    ) -> PluginResult<LinkedPlugin> {
+        let engine = &compiled.engine;
+        if limits.fuel.is_some() && !engine.meters_fuel() {
+            return Err(PluginError::Config(format!(
+                "WASM plugin `{plugin_id}` sets WasmLimits::fuel, but its engine was built without \
+                 fuel metering; compile it on an engine whose WasmConfig has \
+                 `.fuel_metering(true)` (WasmRuntime::with_config(..).load_file(..), or register \
+                 it with such a runtime)"
+            )));
+        }
+        host_imports::check_imports(plugin_id, &compiled.module, &grants)?;
+        let linker = host_imports::linker(engine, &grants).map_err(|e| {
+            PluginError::Config(format!("cannot build the host linker for `{plugin_id}`: {e:#}"))
+        })?;
+        let pre = linker.instantiate_pre(&compiled.module).map_err(|e| {
+            let signatures: Vec<String> = HOST_IMPORTS
+                .iter()
+                .map(|h| format!("bilayer.{}{}", h.name, h.signature))
+                .collect();
+            PluginError::Config(format!(
+                "cannot link WASM plugin `{plugin_id}`: {e:#}; the host imports are {}",
+                signatures.join(", ")
+            ))
+        })?;
+        Ok(Self::new(compiled, pre, plugin_id, ctx, grants, limits, mode, true))
+    }
+
+    /// A link for reading the guest's metadata before any grant: every import traps, and
+    /// `_initialize` does not run.
+    pub fn probe(
+        compiled: Arc<CompiledModule>,
+        plugin_id: &str,
+        limits: WasmLimits,
+    ) -> PluginResult<LinkedPlugin> {
+        let mut linker: Linker<HostState> = Linker::new(compiled.engine.wasmtime());
+        let pre = linker
+            .define_unknown_imports_as_traps(&compiled.module)
+            .and_then(|_| linker.instantiate_pre(&compiled.module))
+            .map_err(|e| {
+                PluginError::Config(format!(
+                    "cannot prepare WASM plugin `{plugin_id}` to read its metadata: {e:#}"
+                ))
+            })?;
+        let ctx = PluginContext::new(plugin_id);
+        Ok(Self::new(
+            compiled,
+            pre,
+            plugin_id,
+            ctx,
+            WasmCapabilities::none(),
+            limits,
+            InstanceMode::FreshPerCall,
+            false,
+        ))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        compiled: Arc<CompiledModule>,
+        pre: InstancePre<HostState>,
+        plugin_id: &str,
+        ctx: PluginContext,
+        grants: WasmCapabilities,
+        limits: WasmLimits,
+        mode: InstanceMode,
+        run_initialize: bool,
+    ) -> LinkedPlugin {
+        let deadline_ticks = deadline_ticks(limits.timeout, compiled.engine.config().epoch_tick);
+        LinkedPlugin {
+            compiled,
+            pre,
+            plugin_id: Arc::from(plugin_id),
+            ctx: Arc::new(ctx),
+            grants: Arc::new(grants),
+            limits,
+            mode,
+            deadline_ticks,
+            run_initialize,
+            warm: Mutex::new(None),
+        }
+    }
+
+    /// The data of a new store for this plugin.
+    pub fn host_state(&self) -> HostState {
+        HostState {
+            plugin_id: Arc::clone(&self.plugin_id),
+            ctx: Arc::clone(&self.ctx),
+            grants: Arc::clone(&self.grants),
+            limiter: StoreLimiter::new(&self.limits),
+            max_log_bytes: self.limits.max_log_bytes,
+        }
+    }
+
+    pub fn site(&self, phase: Phase) -> Site<'_> {
+        Site {
+            plugin_id: &self.plugin_id,
+            version: &self.compiled.version,
+            phase,
+        }
+    }
+
+    /// Runs one input through the plugin on the current thread.
+    pub fn execute(&self, input: &[u8]) -> PluginResult<Vec<u8>> {
+        let started = Instant::now();
+        match self.mode {
+            InstanceMode::FreshPerCall => {
+                GuestInstance::new(self, started)?.call(self, input, false, started)
+            }
+            InstanceMode::Reuse => {
+                let mut warm = self.warm.lock().unwrap_or_else(|p| p.into_inner());
+                let mut instance = match warm.take() {
+                    Some(instance) => instance,
+                    None => GuestInstance::new(self, started)?,
+                };
+                let result = instance.call(self, input, true, started);
+                // A guest that reported an error is still sound; after a trap or a limit its
+                // memory may be half-updated, so the next call gets a new instance.
+                if matches!(result, Ok(_) | Err(PluginError::Execution(_))) {
+                    *warm = Some(instance);
+                }
+                result
+            }
+        }
+    }
+
+    /// Drops the instance kept by [`InstanceMode::Reuse`], if any.
+    pub fn reset(&self) {
+        self.warm.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+}

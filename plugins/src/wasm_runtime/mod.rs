@@ -1,0 +1,93 @@
+//! # Compile-time plugins sandboxed in WASM
+//!
+//! For untrusted code or isolation: a WASM module runs on wasmtime with no access to anything
+//! the host does not grant, memory it cannot escape, and limits on memory, time and fuel that
+//! are installed into every store (not only configured).
+//!
+//! - [`WasmRuntime`]: the seed's API (`WasmRuntime::new()?`, `runtime.register(plugin).await?`,
+//!   `runtime.execute("plugin_id", input).await?`) on one shared engine.
+//! - [`WasmPlugin`]: a module as an [`AgentPlugin`](crate::AgentPlugin), so a `PluginManager`
+//!   hosts it in its own supervised actor like any other plugin.
+//! - [`WasmCapabilities`] / [`Capability`]: the grant, deny by default, checked at link time.
+//! - [`WasmLimits`] / [`WasmConfig`]: per-plugin limits and engine settings.
+//!
+//! ```
+//! use bilayer_plugins::wasm_runtime::{Capability, InstanceMode, WasmCapabilities, WasmLimits, WasmPlugin};
+//! use std::time::Duration;
+//!
+//! let plugin = WasmPlugin::from_bytes("noop", r#"(module
+//!     (memory (export "memory") 1)
+//!     (func (export "alloc") (param i32) (result i32) (i32.const 1024))
+//!     (func (export "execute") (param i32 i32) (result i64) (i64.const 0)))"#)?
+//!     .with_capabilities(WasmCapabilities::none().grant(Capability::Log))
+//!     .with_limits(WasmLimits::default().timeout(Duration::from_millis(100)))
+//!     .with_instance_mode(InstanceMode::FreshPerCall);
+//! assert_eq!(plugin.execute_sync("{}")?, "");
+//! # Ok::<(), bilayer_plugins::PluginError>(())
+//! ```
+//!
+//! ## The ABI
+//!
+//! docs/wasm-abi.md is the full specification, written for plugin authors in any language.
+//! In short: the guest exports `memory`, `alloc(len) -> ptr` and
+//! `execute(ptr, len) -> i64`; the host allocates the input with `alloc`, copies it in, calls
+//! `execute`, and reads the result region packed as `(ptr << 32) | len`, with bit 31 of the
+//! low word set when the bytes are an error message. Optional exports: `dealloc(ptr, len)`,
+//! `_initialize()`, and `bilayer_metadata() -> i64` (JSON: id, name, version, description,
+//! requested capabilities). JSON in and out by convention; any bytes allowed through
+//! [`WasmPlugin::execute_bytes`].
+//!
+//! Host imports, module `bilayer`, each behind a capability: `log(level, ptr, len)` (`log`),
+//! `config_get(key_ptr, key_len) -> i64` (`config`), `state_get(key_ptr, key_len) -> i64` and
+//! `state_set(key_ptr, key_len, value_ptr, value_len) -> i64` (`state`),
+//! `call_plugin(id_ptr, id_len, input_ptr, input_len) -> i64` (`call_plugin`). A module that
+//! imports one it was not granted fails to load with an error naming the capability. WASI is not
+//! provided (see [`capabilities`](WasmCapabilities)).
+//!
+//! ## Instances and state
+//!
+//! By default every call gets a fresh instance from the module's `InstancePre`
+//! ([`InstanceMode::FreshPerCall`]): nothing leaks between calls and a trap leaves nothing
+//! behind; with the pooling allocator this costs microseconds. [`InstanceMode::Reuse`] keeps
+//! one instance (guest globals and heap survive between calls; rebuilt after any trap). Either
+//! way, durable state belongs in the host's per-plugin state store (`state_get`/`state_set`),
+//! which survives restarts and reloads.
+//!
+//! ## Limits
+//!
+//! | limit | default | enforced by |
+//! | --- | --- | --- |
+//! | memory | 64 MiB | the store's `ResourceLimiter` (`memory.grow` returns -1 past the cap) |
+//! | time per call | 1 s | epoch deadline; a ticker thread advances the epoch every 10 ms |
+//! | fuel per call | off | wasmtime fuel, for deterministic metering |
+//! | wasm stack | 512 KiB | wasmtime's stack limit |
+//! | output | 16 MiB | checked before the output is copied |
+//!
+//! Hitting one is [`PluginError::LimitExceeded`](crate::PluginError::LimitExceeded) naming it;
+//! any other trap is [`PluginError::Runtime`](crate::PluginError::Runtime) naming the trap
+//! (`wasm trap: wasm `unreachable` instruction executed`). Either way the plugin serves the next
+//! call normally. An error the guest reports itself (the error bit) is
+//! [`PluginError::Execution`](crate::PluginError::Execution), which does not count against the
+//! plugin's health.
+
+mod abi;
+mod capabilities;
+mod config;
+mod engine;
+mod epoch_ticker;
+mod errors;
+mod guest_metadata;
+mod host_imports;
+mod host_state;
+mod instance;
+mod link;
+mod module;
+mod plugin;
+mod runtime;
+
+pub use capabilities::{Capability, WasmCapabilities};
+pub use config::{InstanceMode, WasmConfig, WasmLimits};
+pub use engine::WasmEngine;
+pub use guest_metadata::GuestMetadata;
+pub use plugin::WasmPlugin;
+pub use runtime::WasmRuntime;

@@ -1,0 +1,123 @@
+//! Argument parsing and dispatch for the `bilayer` binary; one file per subcommand.
+
+mod check;
+mod exec;
+mod run;
+mod tools;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// bilayer: an actor-based multi-agent runtime with native, WASM and Rhai plugins.
+///
+/// With no subcommand, runs the bundled order pipeline on the W1 orders and prints a summary.
+#[derive(Debug, Parser)]
+#[command(name = "bilayer", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Serve metrics in Prometheus text format on this address (e.g. 127.0.0.1:9000).
+    #[arg(long, global = true)]
+    metrics_addr: Option<std::net::SocketAddr>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one plugin file (.rhai) on one input and print its output JSON.
+    ///
+    /// Entry scripts get the input as their argument, rules scripts print the fired rule and
+    /// its action's result, tool scripts run their `execute` on the input arguments, and
+    /// function scripts take {"function": NAME, "args": [...]}.
+    Exec {
+        /// The plugin file.
+        file: PathBuf,
+        /// The input: JSON text (a bare word that is not JSON is passed as a JSON string).
+        #[arg(long, short)]
+        input: String,
+        /// Wall-clock limit for the call, in milliseconds.
+        #[arg(long, default_value_t = 5_000)]
+        timeout_ms: u64,
+    },
+    /// Run an agent system on a file of inputs, one JSON object per line.
+    ///
+    /// Prints one JSON line per outcome on stdout (input, status, agent, hops, output,
+    /// trace_id, error/reason) and a summary on stderr.
+    Run {
+        /// The system definition (TOML).
+        system: PathBuf,
+        /// The inputs: a JSON-lines file, or - for stdin.
+        #[arg(long, short)]
+        input: String,
+        /// Print only the summary, not the outcome lines.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Validate a system definition: every script compiles, every plugin exists, every
+    /// literal next_agent names an agent. Reports all problems with file positions.
+    Check {
+        /// The system definition (TOML).
+        system: PathBuf,
+    },
+    /// Print the tool definitions of a tool script or a directory of them.
+    Tools {
+        /// A .rhai tool script or a directory of them.
+        path: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ToolFormat::Openai)]
+        format: ToolFormat,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ToolFormat {
+    /// OpenAI function calling: {"type": "function", "function": {...}}.
+    Openai,
+    /// Model Context Protocol: {"name", "description", "inputSchema"}.
+    Mcp,
+}
+
+/// Logs go to stderr, filtered by `RUST_LOG` (default: warnings).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+pub async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    if let Some(addr) = cli.metrics_addr {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()
+            .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
+    }
+    let Some(command) = cli.command else {
+        return run::default_pipeline().await;
+    };
+    match command {
+        Command::Run {
+            system,
+            input,
+            quiet,
+        } => {
+            let source = if input == "-" {
+                run::InputSource::Stdin
+            } else {
+                run::InputSource::File(input.into())
+            };
+            run::run(&system, source, !quiet).await
+        }
+        Command::Check { system } => check::run(&system),
+        Command::Exec {
+            file,
+            input,
+            timeout_ms,
+        } => exec::run(&file, &input, std::time::Duration::from_millis(timeout_ms)).await,
+        Command::Tools { path, format } => tools::run(&path, format).await,
+    }
+}

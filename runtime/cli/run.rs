@@ -1,0 +1,296 @@
+//! `bilayer run SYSTEM.toml --input FILE.jsonl` (or `-` for stdin): every line is one input;
+//! one JSON line per outcome on stdout, a summary on stderr, a progress line while it runs
+//! when stderr is a terminal. A malformed line is an `error` outcome naming its line, and the
+//! run goes on.
+//!
+//! With no subcommand at all, `bilayer` runs the bundled order pipeline (examples/orders) on
+//! the W1 orders and prints the summary and the W1 check.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bilayer::orders;
+use bilayer::system_config::SystemDefinition;
+use bilayer::{AgentSystem, Outcome, OutcomeStatus};
+use serde_json::Value;
+use tokio::io::AsyncBufReadExt;
+
+/// What a run adds up to.
+#[derive(Default)]
+struct Summary {
+    inputs: u64,
+    by_status: BTreeMap<&'static str, u64>,
+    by_agent: BTreeMap<String, u64>,
+    latencies_ns: Vec<u64>,
+    /// W1: shipped orders' totals, summed (only meaningful for the order pipeline).
+    shipped_total: f64,
+}
+
+impl Summary {
+    fn add(&mut self, outcome: &Outcome) {
+        self.inputs += 1;
+        *self.by_status.entry(outcome.status.as_str()).or_default() += 1;
+        if outcome.status == OutcomeStatus::Ok {
+            if let Some(agent) = &outcome.agent {
+                *self.by_agent.entry(agent.clone()).or_default() += 1;
+                if agent == "fulfillment" {
+                    self.shipped_total += outcome
+                        .output
+                        .as_ref()
+                        .and_then(|o| o["total"].as_f64())
+                        .unwrap_or(0.0);
+                }
+            }
+        }
+        self.latencies_ns
+            .push(u64::try_from(outcome.latency.as_nanos()).unwrap_or(u64::MAX));
+    }
+
+    fn print(&mut self, out: &mut dyn Write, elapsed: Duration) -> std::io::Result<()> {
+        let seconds = elapsed.as_secs_f64().max(1e-9);
+        writeln!(
+            out,
+            "{} inputs in {:.3} s ({:.0} inputs/s)",
+            self.inputs,
+            seconds,
+            self.inputs as f64 / seconds
+        )?;
+        let statuses = ["ok", "error", "dead_letter"]
+            .iter()
+            .map(|s| format!("{s} {}", self.by_status.get(s).copied().unwrap_or(0)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        writeln!(out, "outcomes: {statuses}")?;
+        let agents = self
+            .by_agent
+            .iter()
+            .map(|(agent, n)| format!("{agent} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        writeln!(
+            out,
+            "terminal agents: {}",
+            if agents.is_empty() {
+                "-".into()
+            } else {
+                agents
+            }
+        )?;
+        self.latencies_ns.sort_unstable();
+        if !self.latencies_ns.is_empty() {
+            writeln!(
+                out,
+                "latency: p50 {:.1} µs, p99 {:.1} µs",
+                percentile_us(&self.latencies_ns, 50.0),
+                percentile_us(&self.latencies_ns, 99.0)
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Nearest-rank percentile, as the Python peers compute it.
+fn percentile_us(sorted_ns: &[u64], p: f64) -> f64 {
+    let rank = ((p / 100.0 * sorted_ns.len() as f64).ceil() as usize).max(1);
+    sorted_ns[rank - 1] as f64 / 1000.0
+}
+
+/// Where inputs come from.
+pub enum InputSource {
+    File(PathBuf),
+    Stdin,
+    /// The first `n` W1 orders, generated.
+    Orders(u64),
+}
+
+/// `bilayer run`.
+pub async fn run(
+    system_file: &Path,
+    input: InputSource,
+    print_outcomes: bool,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let definition = SystemDefinition::load(system_file)?;
+    let system = definition.build().await?;
+    let (summary, elapsed) = drive(&system, input, print_outcomes).await?;
+    system.shutdown().await?;
+    let mut summary = summary;
+    let stderr = std::io::stderr();
+    summary.print(&mut stderr.lock(), elapsed)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `bilayer` with no arguments: the order pipeline on the W1 orders.
+pub async fn default_pipeline() -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let n = 10_000;
+    let system_file = bundled_orders_system();
+    println!(
+        "bilayer: order pipeline {} on {n} W1 orders (intake → manager → fulfillment | audit, Rhai agents)",
+        system_file.display()
+    );
+    let definition = SystemDefinition::load(&system_file)?;
+    let system = definition.build().await?;
+    let (mut summary, elapsed) = drive(&system, InputSource::Orders(n), false).await?;
+    system.shutdown().await?;
+    summary.print(&mut std::io::stdout().lock(), elapsed)?;
+    let (shipped, rejected, total) = orders::expected(n);
+    let got = (
+        summary.by_agent.get("fulfillment").copied().unwrap_or(0),
+        summary.by_agent.get("audit").copied().unwrap_or(0),
+        format!("{:.2}", summary.shipped_total),
+    );
+    let want = (shipped, rejected, format!("{total:.2}"));
+    println!(
+        "W1 check: shipped {} rejected {} shipped_total {} ({})",
+        got.0,
+        got.1,
+        got.2,
+        if got == want { "ok" } else { "MISMATCH" }
+    );
+    Ok(if got == want {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// examples/orders/system.toml of this checkout.
+fn bundled_orders_system() -> PathBuf {
+    let here = Path::new("examples/orders/system.toml");
+    if here.exists() {
+        here.to_path_buf()
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/orders/system.toml")
+    }
+}
+
+async fn drive(
+    system: &AgentSystem,
+    input: InputSource,
+    print_outcomes: bool,
+) -> Result<(Summary, Duration), Box<dyn std::error::Error>> {
+    let mut stream = system
+        .outcome_stream()
+        .ok_or("the system's outcome stream was already taken")?;
+    let started = Instant::now();
+    let done = Arc::new(AtomicU64::new(0));
+    let progress = std::io::stderr()
+        .is_terminal()
+        .then(|| spawn_progress(done.clone(), started));
+
+    // Interactive input gets each outcome as soon as it exists; files are buffered.
+    let flush_each = matches!(input, InputSource::Stdin);
+    let (total_tx, mut total_rx) = tokio::sync::oneshot::channel::<Result<u64, String>>();
+    let producer = {
+        let system = system.clone();
+        tokio::spawn(async move {
+            let total = submit_all(&system, input).await;
+            let _ = total_tx.send(total);
+        })
+    };
+
+    let mut summary = Summary::default();
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut total: Option<u64> = None;
+    loop {
+        if total == Some(summary.inputs) {
+            break;
+        }
+        tokio::select! {
+            outcome = stream.recv() => {
+                let Some(outcome) = outcome else { break };
+                summary.add(&outcome);
+                done.fetch_add(1, Ordering::Relaxed);
+                if print_outcomes {
+                    serde_json::to_writer(&mut out, &outcome)?;
+                    out.write_all(b"\n")?;
+                    if flush_each {
+                        out.flush()?;
+                    }
+                }
+            }
+            read = &mut total_rx, if total.is_none() => {
+                match read {
+                    Ok(Ok(n)) => total = Some(n),
+                    Ok(Err(e)) => return Err(e.into()),
+                    Err(_) => return Err("the input reader stopped unexpectedly".into()),
+                }
+            }
+        }
+    }
+    out.flush()?;
+    drop(out);
+    producer.await?;
+    if let Some(progress) = progress {
+        progress.abort();
+        eprint!("\r\x1b[2K");
+    }
+    Ok((summary, started.elapsed()))
+}
+
+/// Submits every input, returning how many there were (malformed lines included).
+async fn submit_all(system: &AgentSystem, input: InputSource) -> Result<u64, String> {
+    match input {
+        InputSource::Orders(n) => {
+            for i in 0..n {
+                system.submit_numbered(i + 1, orders::order(i)).await;
+            }
+            Ok(n)
+        }
+        InputSource::Stdin => {
+            submit_lines(system, tokio::io::BufReader::new(tokio::io::stdin())).await
+        }
+        InputSource::File(path) => {
+            let file = tokio::fs::File::open(&path)
+                .await
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            submit_lines(system, tokio::io::BufReader::new(file)).await
+        }
+    }
+}
+
+async fn submit_lines<R: tokio::io::AsyncBufRead + Unpin>(
+    system: &AgentSystem,
+    reader: R,
+) -> Result<u64, String> {
+    let mut lines = reader.lines();
+    let mut number = 0;
+    let mut inputs = 0;
+    while let Some(line) = lines
+        .next_line()
+        .await
+        .map_err(|e| format!("reading input: {e}"))?
+    {
+        number += 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        inputs += 1;
+        match serde_json::from_str::<Value>(&line) {
+            Ok(value) => system.submit_numbered(number, value).await,
+            Err(e) => {
+                system
+                    .submit_refused(number, format!("line {number} is not valid JSON: {e}"))
+                    .await
+            }
+        }
+    }
+    Ok(inputs)
+}
+
+fn spawn_progress(done: Arc<AtomicU64>, started: Instant) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tick.tick().await;
+            let n = done.load(Ordering::Relaxed);
+            let rate = n as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            eprint!("\r\x1b[2K{n} outcomes ({rate:.0}/s)");
+        }
+    })
+}

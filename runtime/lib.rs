@@ -1,0 +1,80 @@
+//! # bilayer
+//!
+//! An actor-based multi-agent runtime with a dual-layer plugin system:
+//!
+//! - **compile-time plugins**: native Rust types implementing [`AgentPlugin`], and sandboxed
+//!   WASM modules;
+//! - **runtime plugins**: Rhai scripts, compiled once, run in a sandbox with limits.
+//!
+//! Every plugin lives in its own supervised actor with its own mailbox; [`PluginManager`] is
+//! the handle that registers, drives and calls them.
+//!
+//! ```
+//! use bilayer::prelude::*;
+//!
+//! struct Upper(PluginMetadata);
+//!
+//! #[async_trait]
+//! impl AgentPlugin for Upper {
+//!     fn metadata(&self) -> &PluginMetadata { &self.0 }
+//!     fn state(&self) -> PluginState { PluginState::Running }
+//!     async fn load(&mut self, _ctx: &PluginContext) -> PluginResult<()> { Ok(()) }
+//!     async fn init_plugin(&mut self) -> PluginResult<()> { Ok(()) }
+//!     async fn start(&mut self) -> PluginResult<()> { Ok(()) }
+//!     async fn stop(&mut self) -> PluginResult<()> { Ok(()) }
+//!     async fn unload(&mut self) -> PluginResult<()> { Ok(()) }
+//!     async fn execute(&mut self, input: String) -> PluginResult<String> {
+//!         Ok(input.to_uppercase())
+//!     }
+//!     fn as_any(&self) -> &dyn Any { self }
+//!     fn as_any_mut(&mut self) -> &mut dyn Any { self }
+//!     fn into_any(self: Box<Self>) -> Box<dyn Any> { self }
+//! }
+//!
+//! # #[tokio::main]
+//! # async fn main() -> PluginResult<()> {
+//! let manager = PluginManager::new("my-agent");
+//! manager.register(Upper(PluginMetadata::new("upper", "Upper", PluginType::Tool))).await?;
+//! manager.load_all().await?;
+//! manager.start_all().await?;
+//! assert_eq!(manager.execute("upper", "hi".to_string()).await?, "HI");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The path of a message: this crate (facade, CLI) → `bilayer_actors` (plugin actors,
+//! supervisor) → `bilayer_plugins` (the plugin kernel and the Rhai runtime).
+
+pub mod orders;
+pub mod routing;
+pub mod system_config;
+
+/// Runtime plugins written in Rhai: scripts, sandbox, tool registry, rule engine.
+pub mod rhai_runtime {
+    pub use bilayer_plugins::rhai_runtime::*;
+}
+
+pub use bilayer_actors::{
+    AgentSystem, AgentSystemBuilder, DeadLetter, Outcome, OutcomeStatus, OutcomeStream,
+    RoutingPolicy, SystemTotals, DEFAULT_MAX_HOPS, DEFAULT_MAX_IN_FLIGHT,
+};
+pub use bilayer_actors::{
+    PluginFactory, PluginInfo, PluginManager, PluginManagerBuilder, PluginOptions,
+    PluginStatsSnapshot, RestartIntensity, SupervisionStrategy, SupervisorEvent,
+    DEFAULT_EXECUTE_TIMEOUT,
+};
+pub use bilayer_plugins::{
+    async_trait, AgentPlugin, CallChain, FnPlugin, PluginCaller, PluginContext, PluginError,
+    PluginMetadata, PluginResult, PluginState, PluginStateStore, PluginType,
+};
+
+/// Everything a plugin author or an application needs: `use bilayer::prelude::*;`.
+pub mod prelude {
+    pub use std::any::Any;
+
+    pub use crate::{
+        async_trait, AgentPlugin, AgentSystem, FnPlugin, Outcome, OutcomeStatus, PluginContext,
+        PluginError, PluginManager, PluginMetadata, PluginOptions, PluginResult, PluginState,
+        PluginStateStore, PluginType, SupervisionStrategy, SupervisorEvent,
+    };
+}

@@ -1,0 +1,343 @@
+//! Agent systems end to end: routing by `next_agent`, the W1 order workload with native
+//! agents, dead letters (unknown agent, loop, failure, panic), fan-out, the conservation law
+//! under load with injected failures, draining shutdown and admission backpressure.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use bilayer::orders;
+use bilayer::prelude::*;
+use serde_json::{json, Value};
+
+fn step(
+    id: &str,
+    f: impl Fn(Value) -> PluginResult<Value> + Send + Sync + 'static,
+) -> FnPlugin<impl Fn(Value) -> PluginResult<Value> + Send + Sync + 'static> {
+    FnPlugin::new(id, PluginType::Custom("test".into()), f)
+}
+
+async fn orders_system(max_in_flight: usize) -> AgentSystem {
+    let mut builder = AgentSystem::builder().max_in_flight(max_in_flight);
+    for (name, plugin) in orders::native_agents() {
+        builder = builder.agent_with(name, plugin, PluginOptions::new());
+    }
+    builder.build().await.expect("system builds")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_high_value_order_visits_intake_manager_fulfillment() {
+    let system = orders_system(1024).await;
+    let outcome = system
+        .send(json!({"order_id": "ORD-123", "quantity": 5, "price": 250.0}))
+        .await;
+    assert_eq!(outcome.status, OutcomeStatus::Ok, "{outcome:?}");
+    assert_eq!(outcome.hops, ["intake", "manager", "fulfillment"]);
+    assert_eq!(outcome.agent.as_deref(), Some("fulfillment"));
+    assert_eq!(outcome.output.as_ref().unwrap()["total"], json!(1250.0));
+    assert_eq!(outcome.trace_id.len(), 16);
+    system.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn w1_with_native_agents_gives_the_reference_figures() {
+    let n = 10_000;
+    let system = orders_system(4096).await;
+    let mut stream = system.outcome_stream().unwrap();
+    let producer = {
+        let system = system.clone();
+        tokio::spawn(async move {
+            for i in 0..n {
+                system.submit(orders::order(i)).await;
+            }
+        })
+    };
+    let (mut shipped, mut rejected, mut total) = (0u64, 0u64, 0.0f64);
+    let mut seen = HashSet::new();
+    for _ in 0..n {
+        let outcome = stream.recv().await.unwrap();
+        assert!(
+            seen.insert(outcome.input),
+            "input {} answered twice",
+            outcome.input
+        );
+        match outcome.agent.as_deref() {
+            Some("fulfillment") => {
+                shipped += 1;
+                total += outcome.output.unwrap()["total"].as_f64().unwrap();
+            }
+            Some("audit") => rejected += 1,
+            other => panic!("unexpected terminal agent {other:?}"),
+        }
+    }
+    producer.await.unwrap();
+    assert_eq!((shipped, rejected), (9581, 419));
+    assert_eq!(format!("{total:.2}"), "9198005.40");
+    let (es, er, et) = orders::expected(n);
+    assert_eq!(
+        (es, er, format!("{et:.2}")),
+        (9581, 419, "9198005.40".to_string())
+    );
+    system.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_agent_loop_error_and_panic_become_dead_letters_with_reasons() {
+    let system = AgentSystem::builder()
+        .max_hops(8)
+        .agent(
+            "intake",
+            step("intake", |m| {
+                Ok(match m["case"].as_str().unwrap_or("") {
+                    "unknown" => json!({"next_agent": "nobody"}),
+                    "loop" => json!({"next_agent": "looper"}),
+                    "error" => json!({"next_agent": "failing"}),
+                    "panic" => json!({"next_agent": "panicking"}),
+                    "bad" => json!({"next_agent": 42}),
+                    _ => json!({"done": true}),
+                })
+            }),
+        )
+        .agent(
+            "looper",
+            step("looper", |_| Ok(json!({"next_agent": "looper"}))),
+        )
+        .agent(
+            "failing",
+            step("failing", |_| Err(PluginError::execution("out of stock"))),
+        )
+        .agent("panicking", step("panicking", |_| panic!("poisoned order")))
+        .build()
+        .await
+        .unwrap();
+
+    let unknown = system.send(json!({"case": "unknown"})).await;
+    assert_eq!(unknown.status, OutcomeStatus::DeadLetter);
+    assert!(unknown
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("unknown next_agent `nobody`"));
+    assert_eq!(unknown.hops, ["intake"]);
+
+    let looped = system.send(json!({"case": "loop"})).await;
+    assert_eq!(looped.status, OutcomeStatus::DeadLetter);
+    assert!(looped.reason.as_deref().unwrap().contains("hop limit of 8"));
+    assert_eq!(looped.hops.len(), 8);
+
+    let failed = system.send(json!({"case": "error"})).await;
+    assert_eq!(failed.status, OutcomeStatus::DeadLetter);
+    assert!(
+        failed.reason.as_deref().unwrap().contains("out of stock"),
+        "{failed:?}"
+    );
+    assert_eq!(failed.agent.as_deref(), Some("failing"));
+
+    let panicked = system.send(json!({"case": "panic"})).await;
+    assert_eq!(panicked.status, OutcomeStatus::DeadLetter);
+    assert!(panicked
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("poisoned order"));
+
+    let bad = system.send(json!({"case": "bad"})).await;
+    assert!(bad
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("next_agent must be"));
+
+    // The system keeps serving after all of that.
+    let fine = system.send(json!({"case": "fine"})).await;
+    assert!(fine.is_ok());
+
+    assert_eq!(system.dead_letter_count(), 5);
+    let letters = system.dead_letters();
+    assert_eq!(letters.len(), 5);
+    assert!(letters
+        .iter()
+        .any(|l| l.payload == json!({"next_agent": "nobody"})));
+    assert_eq!(system.totals().dead_letter, 5);
+    assert_eq!(system.totals().ok, 1);
+    system.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_of_next_agents_fans_out_and_the_caller_gets_every_result() {
+    let system = AgentSystem::builder()
+        .agent(
+            "intake",
+            step("intake", |m| {
+                Ok(json!({"x": m["x"], "next_agent": ["double", "square"]}))
+            }),
+        )
+        .agent(
+            "double",
+            step("double", |m| {
+                Ok(json!({"double": m["x"].as_i64().unwrap() * 2}))
+            }),
+        )
+        .agent(
+            "square",
+            step("square", |m| {
+                Ok(json!({"square": m["x"].as_i64().unwrap().pow(2)}))
+            }),
+        )
+        .build()
+        .await
+        .unwrap();
+    let outcome = system.send(json!({"x": 7})).await;
+    assert!(outcome.is_ok(), "{outcome:?}");
+    assert_eq!(outcome.branches.len(), 2);
+    assert_eq!(outcome.hops, ["intake"]);
+    assert_eq!(
+        outcome.output,
+        Some(json!([{"double": 14}, {"square": 49}]))
+    );
+    system.shutdown().await.unwrap();
+}
+
+/// Every input ends as exactly one outcome, whatever fails along the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conservation_every_input_ends_exactly_once_under_load_with_failures() {
+    let n: u64 = 5_000;
+    let system = AgentSystem::builder()
+        .max_hops(6)
+        .max_in_flight(256)
+        .restart_intensity(1_000_000, Duration::from_secs(1))
+        .agent(
+            "intake",
+            step("intake", |m| {
+                let i = m["i"].as_u64().unwrap();
+                let next = match i % 10 {
+                    0 => json!("nobody"),
+                    1 => json!("looper"),
+                    2 => json!(["work", "work"]),
+                    _ => json!("work"),
+                };
+                Ok(json!({"i": i, "next_agent": next}))
+            }),
+        )
+        .agent(
+            "looper",
+            step("looper", |m| {
+                Ok(json!({"i": m["i"], "next_agent": "looper"}))
+            }),
+        )
+        .agent(
+            "work",
+            step("work", |m| {
+                let i = m["i"].as_u64().unwrap();
+                match i % 7 {
+                    3 => Err(PluginError::execution("injected failure")),
+                    5 => panic!("injected panic"),
+                    _ => Ok(json!({"i": i, "done": true})),
+                }
+            }),
+        )
+        .build()
+        .await
+        .unwrap();
+    let mut stream = system.outcome_stream().unwrap();
+    let producer = {
+        let system = system.clone();
+        tokio::spawn(async move {
+            for i in 0..n {
+                system.submit_numbered(i + 1, json!({"i": i})).await;
+            }
+            // A malformed line is an input too.
+            system
+                .submit_refused(n + 1, "line is not JSON".into())
+                .await;
+        })
+    };
+    let mut seen = HashSet::new();
+    let (mut ok, mut error, mut dead) = (0u64, 0u64, 0u64);
+    for _ in 0..=n {
+        let outcome = tokio::time::timeout(Duration::from_secs(30), stream.recv())
+            .await
+            .expect("no outcome may hang")
+            .unwrap();
+        assert!(
+            seen.insert(outcome.input),
+            "input {} ended twice",
+            outcome.input
+        );
+        match outcome.status {
+            OutcomeStatus::Ok => ok += 1,
+            OutcomeStatus::Error => error += 1,
+            OutcomeStatus::DeadLetter => {
+                assert!(outcome.reason.is_some());
+                dead += 1
+            }
+        }
+    }
+    producer.await.unwrap();
+    assert_eq!(ok + error + dead, n + 1);
+    assert_eq!(error, 1);
+    assert!(dead > n / 5, "failures were injected: {dead}");
+    assert!(ok > n / 3, "most inputs succeed: {ok}");
+    let totals = system.totals();
+    assert_eq!(
+        (totals.ok, totals.error, totals.dead_letter),
+        (ok, error, dead)
+    );
+    // Nothing more arrives: exactly one outcome per input.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), stream.recv())
+            .await
+            .is_err()
+    );
+    system.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_everything_already_accepted() {
+    let system = orders_system(512).await;
+    let mut stream = system.outcome_stream().unwrap();
+    let consumer = tokio::spawn(async move {
+        let mut count = 0;
+        while let Some(_outcome) = stream.recv().await {
+            count += 1;
+            if count == 3000 {
+                break;
+            }
+        }
+        count
+    });
+    for i in 0..3000 {
+        system.submit(orders::order(i)).await;
+    }
+    system.shutdown().await.unwrap();
+    assert_eq!(consumer.await.unwrap(), 3000);
+    let late = system.send(orders::order(1)).await;
+    assert_eq!(late.status, OutcomeStatus::Error);
+    assert!(late.error.unwrap().contains("shutting down"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unread_outcome_stream_holds_back_producers() {
+    let system = orders_system(8).await;
+    let mut stream = system.outcome_stream().unwrap();
+    for i in 0..8 {
+        system.submit(orders::order(i)).await;
+    }
+    // The ninth input waits for a slot: nobody has received an outcome yet.
+    let ninth =
+        tokio::time::timeout(Duration::from_millis(300), system.submit(orders::order(8))).await;
+    assert!(ninth.is_err(), "admission must be bounded");
+    // Receiving one outcome frees one slot.
+    stream.recv().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), system.submit(orders::order(9)))
+        .await
+        .expect("a slot was freed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_json_input_is_an_error_outcome() {
+    let system = orders_system(16).await;
+    let outcome = system.send_str("{not json").await;
+    assert_eq!(outcome.status, OutcomeStatus::Error);
+    assert!(outcome.error.unwrap().contains("not valid JSON"));
+    assert!(system.send_str(&orders::order(3).to_string()).await.is_ok());
+}

@@ -1,0 +1,1167 @@
+//! The `bilayer` binary, run as a user runs it: a child process started from the package root
+//! (`CARGO_MANIFEST_DIR`), its stdout, stderr and exit status checked exactly.
+//!
+//! Contract (issue 2 item 8, issue 3 item 8, issue 5 items 4-6):
+//! - `--help` lists the subcommands, `--version` prints the version, a wrong invocation exits
+//!   non-zero with a message on stderr;
+//! - no arguments runs the bundled order pipeline and prints the W1 check;
+//! - `exec FILE --input JSON` runs an entry script, a rules script, a tool script or a named
+//!   function; errors (missing file, syntax error, runaway script) go to stderr with a
+//!   non-zero exit, syntax errors with file:line:column;
+//! - `tools PATH` prints tool definitions in the OpenAI or MCP format;
+//! - `run SYSTEM --input FILE|-` prints one JSON line per outcome and a summary on stderr;
+//!   malformed lines are errors naming their line, unknown targets are dead letters;
+//! - `check SYSTEM` validates a system and reports every problem with path:line:column;
+//! - `--metrics-addr ADDR` serves Prometheus metrics while a run is in progress.
+//!
+//! Scratch files live in unique directories under `std::env::temp_dir()`, removed on drop.
+//! Every child runs under a deadline (generous: the machine is a noisy 2-core box) and is
+//! killed if it overruns, so a hang fails the test instead of stalling the suite.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// Deadline for quick commands (exec, tools, check, small runs).
+const QUICK: Duration = Duration::from_secs(60);
+/// Deadline for the bigger runs (2000 orders, the 10 000-order default pipeline).
+const SLOW: Duration = Duration::from_secs(300);
+
+/// The W1 reference for the 2000 orders in examples/orders/orders.jsonl.
+const W1_2000_SHIPPED: usize = 1915;
+const W1_2000_REJECTED: usize = 85;
+const W1_2000_SHIPPED_TOTAL: &str = "1836890.62";
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The binary, started from the package root with a quiet, predictable log filter.
+fn bilayer<I, S>(args: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut command = Command::new(env!("CARGO_BIN_EXE_bilayer"));
+    command
+        .args(args)
+        .current_dir(root())
+        .env("RUST_LOG", "error");
+    command
+}
+
+/// What a finished child left behind.
+struct Finished {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Finished {
+    fn assert_success(&self) -> &Self {
+        assert!(
+            self.status.success(),
+            "expected success, got {}\nstdout:\n{}\nstderr:\n{}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    fn assert_failure(&self) -> &Self {
+        assert!(
+            !self.status.success(),
+            "expected a non-zero exit, got {}\nstdout:\n{}\nstderr:\n{}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        assert!(
+            self.status.code().is_some(),
+            "the process was killed by a signal instead of exiting: {}\nstderr:\n{}",
+            self.status,
+            self.stderr
+        );
+        self
+    }
+
+    fn stdout_json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not one JSON document ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    /// One JSON object per stdout line.
+    fn stdout_lines(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .map(|line| {
+                serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"))
+            })
+            .collect()
+    }
+}
+
+fn drain<R: Read + Send + 'static>(mut pipe: R) -> JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+/// Waits for `child` (whose stdout and stderr are piped and not yet taken) under a deadline;
+/// kills that child and panics if it overruns.
+fn wait_with_deadline(mut child: Child, deadline: Duration, what: &str) -> Finished {
+    let stdout = drain(child.stdout.take().expect("stdout is piped"));
+    let stderr = drain(child.stderr.take().expect("stderr is piped"));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if started.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = stderr.join().unwrap_or_default();
+            panic!("`{what}` did not finish within {deadline:?}; stderr:\n{stderr}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Finished {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
+}
+
+/// Runs the binary with `args`, feeding `stdin` (or nothing) and waiting at most `deadline`.
+fn run_cli<I, S>(args: I, stdin: Option<&[u8]>, deadline: Duration) -> Finished
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let args: Vec<std::ffi::OsString> = args
+        .into_iter()
+        .map(|a| a.as_ref().to_os_string())
+        .collect();
+    let what = format!(
+        "bilayer {}",
+        args.iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let mut child = bilayer(&args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the bilayer binary");
+    if let Some(bytes) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin is piped");
+        let bytes = bytes.to_vec();
+        // A thread, so a child that stops reading cannot block the test; dropping the pipe
+        // closes the child's stdin.
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(&bytes);
+        });
+    }
+    wait_with_deadline(child, deadline, &what)
+}
+
+/// A scratch directory under the system temp dir, unique per process and call, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(label: &str) -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "bilayer-cli-{}-{}-{label}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create scratch dir");
+        Scratch(dir)
+    }
+
+    /// Writes `name` in the directory and returns its path.
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).expect("write scratch file");
+        path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `path:line:column` as the binary prints it.
+fn at(path: &Path, line: usize, column: usize) -> String {
+    format!("{}:{line}:{column}", path.display())
+}
+
+fn assert_contains(haystack: &str, needle: &str, what: &str) {
+    assert!(
+        haystack.contains(needle),
+        "{what} should contain {needle:?}; it is:\n{haystack}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The command line itself
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn help_lists_every_subcommand() {
+    let done = run_cli(["--help"], None, QUICK);
+    done.assert_success();
+    assert_contains(&done.stdout, "Usage: bilayer", "--help");
+    let commands: Vec<&str> = done
+        .stdout
+        .lines()
+        .skip_while(|line| line.trim() != "Commands:")
+        .skip(1)
+        .take_while(|line| !line.trim().is_empty())
+        .filter_map(|line| line.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        commands,
+        ["exec", "run", "check", "tools", "help"],
+        "--help's command list:\n{}",
+        done.stdout
+    );
+    assert_contains(&done.stdout, "--metrics-addr", "--help");
+    assert!(done.stderr.is_empty(), "stderr: {}", done.stderr);
+}
+
+#[test]
+fn version_prints_the_package_version() {
+    let done = run_cli(["--version"], None, QUICK);
+    done.assert_success();
+    assert_eq!(
+        done.stdout,
+        format!("bilayer {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn an_unknown_subcommand_fails_with_a_message() {
+    let done = run_cli(["frobnicate"], None, QUICK);
+    done.assert_failure();
+    assert!(done.stdout.is_empty(), "stdout: {}", done.stdout);
+    assert_contains(&done.stderr, "unrecognized subcommand", "stderr");
+    assert_contains(&done.stderr, "frobnicate", "stderr");
+}
+
+#[test]
+fn a_missing_required_argument_fails_with_a_message() {
+    let cases: [(&[&str], &[&str]); 5] = [
+        (&["exec"], &["<FILE>", "--input"]),
+        (&["exec", "scripts/discount.rhai"], &["--input"]),
+        (&["run", "examples/orders/system.toml"], &["--input"]),
+        (&["check"], &["<SYSTEM>"]),
+        (&["tools"], &["<PATH>"]),
+    ];
+    for (args, missing) in cases {
+        let done = run_cli(args, None, QUICK);
+        done.assert_failure();
+        assert!(done.stdout.is_empty(), "{args:?}: stdout: {}", done.stdout);
+        assert_contains(
+            &done.stderr,
+            "required arguments were not provided",
+            &format!("stderr of {args:?}"),
+        );
+        for name in missing {
+            assert_contains(&done.stderr, name, &format!("stderr of {args:?}"));
+        }
+    }
+}
+
+#[test]
+fn an_unknown_tool_format_is_refused() {
+    let done = run_cli(["tools", "scripts/tools", "--format", "xml"], None, QUICK);
+    done.assert_failure();
+    assert!(done.stdout.is_empty(), "stdout: {}", done.stdout);
+    assert_contains(&done.stderr, "xml", "stderr");
+}
+
+// ---------------------------------------------------------------------------------------------
+// No arguments: the bundled order pipeline
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn no_arguments_runs_the_bundled_order_pipeline_and_checks_w1() {
+    let done = run_cli(Vec::<&str>::new(), None, SLOW);
+    done.assert_success();
+    assert_contains(
+        &done.stdout,
+        "W1 check: shipped 9581 rejected 419 shipped_total 9198005.40 (ok)",
+        "stdout",
+    );
+    assert_contains(
+        &done.stdout,
+        "outcomes: ok 10000, error 0, dead_letter 0",
+        "stdout",
+    );
+    assert_contains(
+        &done.stdout,
+        "terminal agents: audit 419, fulfillment 9581",
+        "stdout",
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// exec
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn exec_order_processor_sends_a_large_order_to_the_manager() {
+    let done = run_cli(
+        [
+            "exec",
+            "scripts/order_processor.rhai",
+            "--input",
+            r#"{"id":"ORD-123","quantity":5,"price":250.0}"#,
+        ],
+        None,
+        QUICK,
+    );
+    done.assert_success();
+    assert_eq!(
+        done.stdout_json(),
+        json!({
+            "status": "pending_approval",
+            "reason": "High value order",
+            "next_agent": "manager"
+        })
+    );
+}
+
+#[test]
+fn exec_order_processor_approves_a_small_order_with_its_total() {
+    let done = run_cli(
+        [
+            "exec",
+            "scripts/order_processor.rhai",
+            "--input",
+            r#"{"id":"ORD-7","quantity":2,"price":10.5}"#,
+        ],
+        None,
+        QUICK,
+    );
+    done.assert_success();
+    assert_eq!(
+        done.stdout_json(),
+        json!({ "status": "approved", "order_id": "ORD-7", "total": 21.0 })
+    );
+}
+
+#[test]
+fn exec_rules_script_names_the_rule_that_fired() {
+    let spam = run_cli(
+        [
+            "exec",
+            "scripts/rules/content_moderation.rhai",
+            "--input",
+            "BUY NOW",
+        ],
+        None,
+        QUICK,
+    );
+    spam.assert_success();
+    assert_eq!(
+        spam.stdout_json(),
+        json!({ "rule": "spam_filter", "decision": "block", "reason": "spam" })
+    );
+
+    // A JSON string input is the same message; nothing matches but the default rule.
+    let clean = run_cli(
+        [
+            "exec",
+            "scripts/rules/content_moderation.rhai",
+            "--input",
+            r#""see you at lunch""#,
+        ],
+        None,
+        QUICK,
+    );
+    clean.assert_success();
+    assert_eq!(
+        clean.stdout_json(),
+        json!({ "rule": "allow_default", "decision": "allow" })
+    );
+}
+
+#[test]
+fn exec_tool_script_runs_its_execute() {
+    let done = run_cli(
+        [
+            "exec",
+            "scripts/tools/weather.rhai",
+            "--input",
+            r#"{"city":"Paris"}"#,
+        ],
+        None,
+        QUICK,
+    );
+    done.assert_success();
+    assert_eq!(
+        done.stdout_json(),
+        json!({ "city": "Paris", "temperature": 72, "condition": "Sunny", "humidity": 45 })
+    );
+}
+
+#[test]
+fn exec_tool_script_without_a_required_argument_fails_naming_it() {
+    let done = run_cli(
+        ["exec", "scripts/tools/weather.rhai", "--input", "{}"],
+        None,
+        QUICK,
+    );
+    done.assert_failure();
+    assert!(done.stdout.is_empty(), "stdout: {}", done.stdout);
+    assert_contains(&done.stderr, "`city`", "stderr");
+    assert_contains(&done.stderr, "missing required argument", "stderr");
+}
+
+#[test]
+fn exec_calls_a_named_function_with_json_arguments() {
+    for (tier, expected) in [("gold", 80.0), ("silver", 90.0), ("bronze", 100.0)] {
+        let input = json!({ "function": "calculate_discount", "args": [100.0, tier] });
+        let done = run_cli(
+            [
+                "exec",
+                "scripts/discount.rhai",
+                "--input",
+                &input.to_string(),
+            ],
+            None,
+            QUICK,
+        );
+        done.assert_success();
+        assert_eq!(done.stdout_json(), json!(expected), "tier {tier}");
+    }
+}
+
+#[test]
+fn exec_a_missing_file_fails_naming_it() {
+    let done = run_cli(
+        ["exec", "scripts/no_such_script.rhai", "--input", "{}"],
+        None,
+        QUICK,
+    );
+    done.assert_failure();
+    assert!(done.stdout.is_empty(), "stdout: {}", done.stdout);
+    assert_contains(&done.stderr, "scripts/no_such_script.rhai", "stderr");
+}
+
+#[test]
+fn exec_a_syntax_error_reports_file_line_and_column() {
+    let scratch = Scratch::new("syntax");
+    let script = scratch.write("broken.rhai", "fn f(x) {\n    let y = x +;\n}\n\nf\n");
+    let done = run_cli(
+        [
+            "exec".as_ref(),
+            script.as_os_str(),
+            "--input".as_ref(),
+            "{}".as_ref(),
+        ],
+        None,
+        QUICK,
+    );
+    done.assert_failure();
+    assert!(done.stdout.is_empty(), "stdout: {}", done.stdout);
+    // Line 2, column 16: the `;` where the right operand of `+` should be.
+    assert_contains(&done.stderr, &at(&script, 2, 16), "stderr");
+}
+
+#[test]
+fn exec_an_infinite_loop_ends_with_a_limit_error() {
+    let scratch = Scratch::new("spin");
+    let script = scratch.write(
+        "spin.rhai",
+        "fn spin(x) {\n    let i = 0;\n    loop { i += 1; }\n}\n\nspin\n",
+    );
+    let started = Instant::now();
+    let done = run_cli(
+        [
+            "exec".as_ref(),
+            script.as_os_str(),
+            "--input".as_ref(),
+            "1".as_ref(),
+        ],
+        None,
+        QUICK,
+    );
+    let elapsed = started.elapsed();
+    done.assert_failure();
+    assert!(done.stdout.is_empty(), "stdout: {}", done.stdout);
+    assert_contains(&done.stderr, "limit exceeded", "stderr");
+    // Which limit trips first depends on the machine's speed: the operation count or the
+    // wall-clock timeout. Either way the error names it.
+    assert!(
+        done.stderr.contains("max_operations") || done.stderr.contains("timeout"),
+        "the error should name the limit: {}",
+        done.stderr
+    );
+    assert!(
+        elapsed < Duration::from_secs(30),
+        "a runaway script should be stopped within seconds, took {elapsed:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// tools
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn tools_prints_openai_function_definitions() {
+    for path in ["scripts/tools", "scripts/tools/weather.rhai"] {
+        let done = run_cli(["tools", path], None, QUICK);
+        done.assert_success();
+        let tools = done.stdout_json();
+        let tools = tools.as_array().expect("a JSON array");
+        let weather = tools
+            .iter()
+            .find(|t| t["function"]["name"] == "get_weather")
+            .unwrap_or_else(|| panic!("{path}: no get_weather in {}", done.stdout));
+        assert_eq!(weather["type"], "function");
+        assert_eq!(
+            weather["function"]["description"],
+            "Get current weather for a city"
+        );
+        let parameters = &weather["function"]["parameters"];
+        assert_eq!(parameters["type"], "object");
+        assert_eq!(parameters["required"], json!(["city"]));
+        assert_eq!(parameters["properties"]["city"]["type"], "string");
+    }
+}
+
+#[test]
+fn tools_prints_mcp_definitions_with_input_schema() {
+    let done = run_cli(["tools", "scripts/tools", "--format", "mcp"], None, QUICK);
+    done.assert_success();
+    let tools = done.stdout_json();
+    let tools = tools.as_array().expect("a JSON array");
+    let weather = tools
+        .iter()
+        .find(|t| t["name"] == "get_weather")
+        .unwrap_or_else(|| panic!("no get_weather in {}", done.stdout));
+    assert_eq!(weather["description"], "Get current weather for a city");
+    assert_eq!(weather["inputSchema"]["type"], "object");
+    assert_eq!(weather["inputSchema"]["required"], json!(["city"]));
+    assert_eq!(
+        weather["inputSchema"]["properties"]["city"]["type"],
+        "string"
+    );
+    assert!(weather.get("function").is_none(), "not the OpenAI shape");
+    assert!(weather.get("parameters").is_none(), "not the OpenAI shape");
+}
+
+#[test]
+fn tools_on_a_missing_path_fails() {
+    let done = run_cli(["tools", "scripts/no_such_tools"], None, QUICK);
+    done.assert_failure();
+    assert!(done.stdout.is_empty(), "stdout: {}", done.stdout);
+    assert_contains(&done.stderr, "no_such_tools", "stderr");
+}
+
+// ---------------------------------------------------------------------------------------------
+// run
+// ---------------------------------------------------------------------------------------------
+
+/// Checks the fields every outcome line carries.
+fn assert_outcome_shape(line: &Value) {
+    let object = line.as_object().expect("each outcome is a JSON object");
+    for key in ["input", "status", "hops", "trace_id"] {
+        assert!(object.contains_key(key), "no `{key}` in {line}");
+    }
+    assert!(line["input"].as_u64().is_some_and(|n| n >= 1), "{line}");
+    assert!(
+        ["ok", "error", "dead_letter"].contains(&line["status"].as_str().unwrap_or("")),
+        "{line}"
+    );
+    assert!(line["hops"].is_array(), "{line}");
+    assert!(
+        line["trace_id"].as_str().is_some_and(|t| !t.is_empty()),
+        "{line}"
+    );
+}
+
+#[test]
+fn run_orders_file_prints_one_outcome_per_order_and_a_summary() {
+    let done = run_cli(
+        [
+            "run",
+            "examples/orders/system.toml",
+            "--input",
+            "examples/orders/orders.jsonl",
+        ],
+        None,
+        SLOW,
+    );
+    done.assert_success();
+
+    let orders: Vec<Value> = std::fs::read_to_string(root().join("examples/orders/orders.jsonl"))
+        .expect("read orders.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("orders.jsonl is JSON lines"))
+        .collect();
+    assert_eq!(orders.len(), 2000);
+
+    let lines = done.stdout_lines();
+    assert_eq!(lines.len(), 2000, "one outcome line per input");
+    let mut seen = HashSet::new();
+    let mut trace_ids = HashSet::new();
+    let mut per_agent: BTreeMap<String, usize> = BTreeMap::new();
+    let mut shipped_total = 0.0;
+    for line in &lines {
+        assert_outcome_shape(line);
+        for key in ["agent", "output"] {
+            assert!(line.get(key).is_some(), "no `{key}` in {line}");
+        }
+        let input = line["input"].as_u64().expect("input number") as usize;
+        assert!((1..=2000).contains(&input), "input out of range: {line}");
+        assert!(seen.insert(input), "input {input} reported twice");
+        assert!(
+            trace_ids.insert(line["trace_id"].as_str().unwrap().to_string()),
+            "trace id reused: {line}"
+        );
+        assert_eq!(line["status"], "ok", "{line}");
+
+        // The outcome belongs to the order on that line of the file.
+        let order = &orders[input - 1];
+        let output = &line["output"];
+        assert_eq!(output["order_id"], order["order_id"], "{line}");
+        let total = order["quantity"].as_f64().unwrap() * order["price"].as_f64().unwrap();
+        // Within a few ULPs, not bit for bit: serde_json's default float parser (used by the
+        // binary for the input and by this test for both files) may be one ULP off for
+        // 17-digit decimals; see `run_and_exec_keep_float_results_bit_exact`.
+        let got = output["total"].as_f64().expect("a numeric total");
+        assert!(
+            (got - total).abs() <= 1e-12 * total.abs().max(1.0),
+            "total {got} != {total}: {line}"
+        );
+
+        let agent = line["agent"].as_str().expect("agent").to_string();
+        let hops = line["hops"].clone();
+        match agent.as_str() {
+            "fulfillment" => {
+                assert_eq!(output["status"], "shipped", "{line}");
+                let expected = if total > 1000.0 {
+                    json!(["intake", "manager", "fulfillment"])
+                } else {
+                    json!(["intake", "fulfillment"])
+                };
+                assert_eq!(hops, expected, "{line}");
+                shipped_total += output["total"].as_f64().unwrap();
+            }
+            "audit" => {
+                assert_eq!(output["status"], "audited", "{line}");
+                assert!(total > 3000.0, "{line}");
+                assert_eq!(hops, json!(["intake", "manager", "audit"]), "{line}");
+            }
+            other => panic!("unexpected terminal agent {other}: {line}"),
+        }
+        *per_agent.entry(agent).or_default() += 1;
+    }
+    assert_eq!(seen.len(), 2000);
+    assert_eq!(per_agent.get("fulfillment"), Some(&W1_2000_SHIPPED));
+    assert_eq!(per_agent.get("audit"), Some(&W1_2000_REJECTED));
+    assert_eq!(format!("{shipped_total:.2}"), W1_2000_SHIPPED_TOTAL);
+
+    assert_contains(&done.stderr, "2000 inputs in ", "stderr summary");
+    assert_contains(
+        &done.stderr,
+        "outcomes: ok 2000, error 0, dead_letter 0",
+        "stderr summary",
+    );
+    assert_contains(
+        &done.stderr,
+        "terminal agents: audit 85, fulfillment 1915",
+        "stderr summary",
+    );
+    let latency = done
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("latency: "))
+        .unwrap_or_else(|| panic!("no latency line in stderr:\n{}", done.stderr));
+    assert!(
+        latency.contains("p50 ") && latency.contains("p99 "),
+        "{latency}"
+    );
+}
+
+#[test]
+fn run_from_stdin_reports_a_malformed_line_and_goes_on() {
+    let input = concat!(
+        r#"{"order_id":"S-1","quantity":1,"price":2.5}"#,
+        "\n",
+        "{not json\n",
+        "\n",
+        r#"{"order_id":"S-4","quantity":100,"price":50.0}"#,
+        "\n",
+    );
+    let done = run_cli(
+        ["run", "examples/orders/system.toml", "--input", "-"],
+        Some(input.as_bytes()),
+        QUICK,
+    );
+    done.assert_success();
+    let lines = done.stdout_lines();
+    assert_eq!(
+        lines.len(),
+        3,
+        "the blank line is no input:\n{}",
+        done.stdout
+    );
+    let by_input: BTreeMap<u64, &Value> = lines
+        .iter()
+        .inspect(|l| assert_outcome_shape(l))
+        .map(|l| (l["input"].as_u64().unwrap(), l))
+        .collect();
+    assert_eq!(
+        by_input.keys().copied().collect::<Vec<_>>(),
+        [1, 2, 4],
+        "inputs are numbered by their line in the input"
+    );
+
+    let first = by_input[&1];
+    assert_eq!(first["status"], "ok");
+    assert_eq!(first["agent"], "fulfillment");
+    assert_eq!(first["hops"], json!(["intake", "fulfillment"]));
+    assert_eq!(
+        first["output"],
+        json!({ "order_id": "S-1", "status": "shipped", "total": 2.5 })
+    );
+
+    let malformed = by_input[&2];
+    assert_eq!(malformed["status"], "error");
+    assert_eq!(malformed["hops"], json!([]));
+    let error = malformed["error"].as_str().expect("an error message");
+    assert!(
+        error.contains("line 2"),
+        "the error names its line: {error}"
+    );
+
+    let fourth = by_input[&4];
+    assert_eq!(fourth["status"], "ok");
+    assert_eq!(fourth["agent"], "audit");
+    assert_eq!(fourth["hops"], json!(["intake", "manager", "audit"]));
+    assert_eq!(
+        fourth["output"],
+        json!({ "order_id": "S-4", "status": "audited", "total": 5000.0 })
+    );
+
+    assert_contains(&done.stderr, "3 inputs in ", "stderr summary");
+    assert_contains(
+        &done.stderr,
+        "outcomes: ok 2, error 1, dead_letter 0",
+        "stderr summary",
+    );
+    assert_contains(
+        &done.stderr,
+        "terminal agents: audit 1, fulfillment 1",
+        "stderr summary",
+    );
+}
+
+#[test]
+fn run_routes_an_unknown_next_agent_to_the_dead_letters() {
+    let scratch = Scratch::new("dead-letter");
+    scratch.write(
+        "start.rhai",
+        "fn start(msg) {\n    #{ status: \"sent\", next_agent: \"nowhere\" }\n}\n\nstart\n",
+    );
+    let system = scratch.write(
+        "system.toml",
+        "name = \"lost\"\n\n[[agents]]\nname = \"start\"\nscript = \"start.rhai\"\n",
+    );
+    let done = run_cli(
+        [
+            "run".as_ref(),
+            system.as_os_str(),
+            "--input".as_ref(),
+            "-".as_ref(),
+        ],
+        Some(b"{\"n\":1}\n{\"n\":2}\n"),
+        QUICK,
+    );
+    done.assert_success();
+    let lines = done.stdout_lines();
+    assert_eq!(lines.len(), 2, "{}", done.stdout);
+    let mut inputs = Vec::new();
+    for line in &lines {
+        assert_outcome_shape(line);
+        inputs.push(line["input"].as_u64().unwrap());
+        assert_eq!(line["status"], "dead_letter", "{line}");
+        assert_eq!(line["agent"], "start", "{line}");
+        assert_eq!(line["hops"], json!(["start"]), "{line}");
+        let reason = line["reason"].as_str().expect("a reason");
+        assert!(
+            reason.contains("unknown next_agent") && reason.contains("nowhere"),
+            "the reason names the unknown agent: {reason}"
+        );
+    }
+    inputs.sort_unstable();
+    assert_eq!(inputs, [1, 2]);
+    assert_contains(
+        &done.stderr,
+        "outcomes: ok 0, error 0, dead_letter 2",
+        "stderr summary",
+    );
+}
+
+#[test]
+fn run_with_a_missing_input_file_fails() {
+    let done = run_cli(
+        [
+            "run",
+            "examples/orders/system.toml",
+            "--input",
+            "examples/orders/no_such_orders.jsonl",
+        ],
+        None,
+        QUICK,
+    );
+    done.assert_failure();
+    assert!(done.stdout.is_empty(), "stdout: {}", done.stdout);
+    assert_contains(&done.stderr, "no_such_orders.jsonl", "stderr");
+}
+
+/// Floats must survive the trip exactly: 3 × 1.8199999999999998 is 5.459999999999999 in IEEE
+/// doubles (as Python and the Rhai script compute it), and 15 × 30.54 is 458.09999999999997.
+/// The comparison is on stdout's text, since this test's own serde_json shares the lossy parser.
+#[test]
+fn run_and_exec_keep_float_results_bit_exact() {
+    let done = run_cli(
+        ["run", "examples/orders/system.toml", "--input", "-"],
+        Some(b"{\"order_id\":\"F\",\"quantity\":3,\"price\":1.8199999999999998}\n"),
+        QUICK,
+    );
+    done.assert_success();
+    assert_contains(&done.stdout, "\"total\":5.459999999999999", "run stdout");
+
+    let done = run_cli(
+        [
+            "exec",
+            "scripts/order_processor.rhai",
+            "--input",
+            r#"{"id":"F","quantity":15,"price":30.54}"#,
+        ],
+        None,
+        QUICK,
+    );
+    done.assert_success();
+    assert_contains(&done.stdout, "\"total\": 458.09999999999997", "exec stdout");
+}
+
+// ---------------------------------------------------------------------------------------------
+// check
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn check_accepts_the_bundled_order_system() {
+    let done = run_cli(["check", "examples/orders/system.toml"], None, QUICK);
+    done.assert_success();
+    assert_eq!(
+        done.stdout,
+        "examples/orders/system.toml: ok (4 agents: intake, manager, fulfillment, audit)\n"
+    );
+    assert!(done.stderr.is_empty(), "stderr: {}", done.stderr);
+}
+
+#[test]
+fn check_reports_every_problem_with_its_position() {
+    let scratch = Scratch::new("check");
+    let start = scratch.write(
+        "start.rhai",
+        "fn start(msg) {\n    #{ status: \"ok\", next_agent: \"nowhere\" }\n}\n\nstart\n",
+    );
+    let broken = scratch.write(
+        "broken.rhai",
+        "fn broken(msg) {\n    let x = ;\n}\n\nbroken\n",
+    );
+    let system = scratch.write(
+        "system.toml",
+        concat!(
+            "name = \"faulty\"\n",           // 1
+            "entry = \"start\"\n",           // 2
+            "\n",                            // 3
+            "[[agents]]\n",                  // 4
+            "name = \"start\"\n",            // 5
+            "script = \"start.rhai\"\n",     // 6
+            "\n",                            // 7
+            "[[agents]]\n",                  // 8
+            "name = \"breaks\"\n",           // 9
+            "script = \"broken.rhai\"\n",    // 10
+            "\n",                            // 11
+            "[[agents]]\n",                  // 12
+            "name = \"robot\"\n",            // 13
+            "native = \"no_such_plugin\"\n", // 14
+        ),
+    );
+    let done = run_cli(["check".as_ref(), system.as_os_str()], None, QUICK);
+    done.assert_failure();
+    assert!(done.stdout.is_empty(), "stdout: {}", done.stdout);
+
+    // The literal "nowhere" (its opening quote) on line 2 of start.rhai.
+    assert_contains(
+        &done.stderr,
+        &format!(
+            "{}: next_agent `nowhere` is not an agent of this system",
+            at(&start, 2, 34)
+        ),
+        "stderr",
+    );
+    // The `;` where an expression should be, line 2 of broken.rhai.
+    assert_contains(&done.stderr, &format!("{}: ", at(&broken, 2, 13)), "stderr");
+    // The agent's name on line 13 of the TOML file.
+    assert_contains(
+        &done.stderr,
+        &format!(
+            "{}: agent `robot`: unknown native plugin `no_such_plugin`",
+            at(&system, 13, 8)
+        ),
+        "stderr",
+    );
+    assert!(
+        done.stderr.lines().any(|l| l == "3 problems"),
+        "a count of the problems: {}",
+        done.stderr
+    );
+}
+
+/// The position of an unknown native plugin must point at its own agent table, even when the
+/// agent's name also appears earlier in the file (here: as the system's name and in a comment).
+#[test]
+fn check_locates_an_agent_problem_at_the_agent_even_if_its_name_appears_earlier() {
+    let scratch = Scratch::new("check-name");
+    let system = scratch.write(
+        "system.toml",
+        concat!(
+            "# \"robot\" is the only agent\n", // 1
+            "name = \"robot\"\n",              // 2
+            "\n",                              // 3
+            "[[agents]]\n",                    // 4
+            "name = \"robot\"\n",              // 5
+            "native = \"no_such_plugin\"\n",   // 6
+        ),
+    );
+    let done = run_cli(["check".as_ref(), system.as_os_str()], None, QUICK);
+    done.assert_failure();
+    assert_contains(
+        &done.stderr,
+        &format!(
+            "{}: agent `robot`: unknown native plugin",
+            at(&system, 5, 8)
+        ),
+        "stderr",
+    );
+}
+
+#[test]
+fn check_reports_a_toml_syntax_error_with_its_position() {
+    let scratch = Scratch::new("check-toml");
+    let system = scratch.write(
+        "system.toml",
+        "name = \"x\"\n[[agents]\nname = \"a\"\nscript = \"a.rhai\"\n",
+    );
+    let done = run_cli(["check".as_ref(), system.as_os_str()], None, QUICK);
+    done.assert_failure();
+    assert!(done.stdout.is_empty(), "stdout: {}", done.stdout);
+    // The unclosed `[[agents]` header is on line 2; the column depends on the parser.
+    let prefix = format!("{}:2:", system.display());
+    let position = done
+        .stderr
+        .find(&prefix)
+        .unwrap_or_else(|| panic!("no {prefix}COLUMN in stderr:\n{}", done.stderr));
+    let column: String = done.stderr[position + prefix.len()..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    assert!(
+        column.parse::<usize>().is_ok_and(|c| c >= 1),
+        "a column after {prefix}: {}",
+        done.stderr
+    );
+    assert!(
+        done.stderr.lines().any(|l| l == "1 problem"),
+        "{}",
+        done.stderr
+    );
+}
+
+#[test]
+fn check_a_missing_system_file_fails_naming_it() {
+    let done = run_cli(
+        ["check", "examples/orders/no_such_system.toml"],
+        None,
+        QUICK,
+    );
+    done.assert_failure();
+    assert!(done.stdout.is_empty(), "stdout: {}", done.stdout);
+    assert_contains(&done.stderr, "no_such_system.toml", "stderr");
+}
+
+// ---------------------------------------------------------------------------------------------
+// --metrics-addr
+// ---------------------------------------------------------------------------------------------
+
+/// GET /metrics over HTTP/1.0; `None` while nothing answers (or the answer is cut short).
+fn scrape(addr: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    stream
+        .set_write_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).ok()?;
+    let response = String::from_utf8_lossy(&response).into_owned();
+    if !response.starts_with("HTTP/1.") {
+        return None;
+    }
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    assert!(
+        head.lines().next().is_some_and(|l| l.contains(" 200")),
+        "GET /metrics answered {head}"
+    );
+    Some(body.to_string())
+}
+
+/// The value of the counter sample `name{...plugin="PLUGIN"...}` in a Prometheus text body.
+fn plugin_counter(body: &str, name: &str, plugin: &str) -> Option<f64> {
+    let label = format!("plugin=\"{plugin}\"");
+    body.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(&label))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[test]
+fn metrics_addr_serves_prometheus_metrics_while_running() {
+    let port = {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        listener.local_addr().expect("local addr").port()
+    };
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = bilayer([
+        "--metrics-addr",
+        addr.as_str(),
+        "run",
+        "examples/orders/system.toml",
+        "--input",
+        "-",
+    ])
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("spawn the bilayer binary");
+
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    stdin
+        .write_all(
+            concat!(
+                r#"{"order_id":"M-1","quantity":1,"price":2.5}"#,
+                "\n",
+                r#"{"order_id":"M-2","quantity":100,"price":50.0}"#,
+                "\n",
+            )
+            .as_bytes(),
+        )
+        .expect("write to the child's stdin");
+    stdin.flush().expect("flush the child's stdin");
+
+    // Poll until the exporter answers and both orders went through intake; stdin stays open,
+    // so the run is still in progress.
+    let deadline = Instant::now() + QUICK;
+    let body = loop {
+        if let Some(body) = scrape(&addr) {
+            if plugin_counter(&body, "bilayer_plugin_calls_total", "intake") == Some(2.0) {
+                break body;
+            }
+        }
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            let finished = wait_with_deadline(child, QUICK, "metrics run");
+            panic!(
+                "the run ended ({status}) while its stdin was open; stderr:\n{}",
+                finished.stderr
+            );
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let finished = wait_with_deadline(child, QUICK, "metrics run");
+            panic!(
+                "no metrics showing two intake calls on {addr} within {QUICK:?}; stderr:\n{}",
+                finished.stderr
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_contains(
+        &body,
+        "# TYPE bilayer_plugin_calls_total counter",
+        "metrics",
+    );
+    assert_eq!(
+        plugin_counter(&body, "bilayer_plugin_calls_total", "manager"),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        plugin_counter(&body, "bilayer_plugin_errors_total", "intake"),
+        Some(0.0),
+        "{body}"
+    );
+
+    // Closing stdin ends the input: the run drains, prints, and exits 0.
+    drop(stdin);
+    let done = wait_with_deadline(child, QUICK, "metrics run");
+    done.assert_success();
+    let lines = done.stdout_lines();
+    assert_eq!(lines.len(), 2, "{}", done.stdout);
+    let agents: BTreeMap<u64, String> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["input"].as_u64().unwrap(),
+                l["agent"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        agents,
+        BTreeMap::from([(1, "fulfillment".to_string()), (2, "audit".to_string())])
+    );
+    assert_contains(
+        &done.stderr,
+        "outcomes: ok 2, error 0, dead_letter 0",
+        "stderr summary",
+    );
+}
