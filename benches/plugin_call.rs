@@ -57,6 +57,41 @@ fn plugin() -> Processed {
     ))
 }
 
+/// A bare ractor actor answering a call with the same `format!`: the floor our plugin actor
+/// builds on.
+struct BareActor;
+
+impl ractor::Actor for BareActor {
+    type Msg = (String, ractor::RpcReplyPort<String>);
+    type State = ();
+    type Arguments = ();
+
+    async fn pre_start(
+        &self,
+        _myself: ractor::ActorRef<Self::Msg>,
+        _args: (),
+    ) -> Result<(), ractor::ActorProcessingErr> {
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ractor::ActorRef<Self::Msg>,
+        (input, reply): Self::Msg,
+        _state: &mut (),
+    ) -> Result<(), ractor::ActorProcessingErr> {
+        let _ = reply.send(format!("Processed: {}", input));
+        Ok(())
+    }
+}
+
+fn current_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -147,8 +182,88 @@ fn plugin_call(c: &mut Criterion) {
                 .unwrap()
         })
     });
+    group.bench_function("bare_ractor_call_from_task_in_runtime", |b| {
+        let (actor, _) = rt
+            .block_on(ractor::Actor::spawn(None, BareActor, ()))
+            .unwrap();
+        b.iter_custom(|iters| {
+            let actor = actor.clone();
+            rt.block_on(rt.spawn(async move {
+                let started = Instant::now();
+                for _ in 0..iters {
+                    let out = actor
+                        .call(|reply| ("input data".to_string(), reply), None)
+                        .await
+                        .unwrap();
+                    std::hint::black_box(out);
+                }
+                started.elapsed()
+            }))
+            .unwrap()
+        })
+    });
+
+    // The same three on a current-thread runtime: no second worker to wake, so the figures
+    // show the actor path itself rather than the cross-worker notification.
+    let local = current_thread_runtime();
+    let local_manager = local.block_on(async {
+        let manager = PluginManager::new("bench-local");
+        manager.register(plugin()).await.unwrap();
+        manager.load_all().await.unwrap();
+        manager.start_all().await.unwrap();
+        manager
+    });
+    group.bench_function("current_thread/direct", |b| {
+        b.iter_custom(|iters| {
+            local.block_on(async move {
+                let mut plugin = plugin();
+                let started = Instant::now();
+                for _ in 0..iters {
+                    let out = plugin.execute("input data".to_string()).await.unwrap();
+                    std::hint::black_box(out);
+                }
+                started.elapsed()
+            })
+        })
+    });
+    group.bench_function("current_thread/actor", |b| {
+        b.iter_custom(|iters| {
+            let manager = local_manager.clone();
+            local.block_on(async move {
+                let started = Instant::now();
+                for _ in 0..iters {
+                    let out = manager
+                        .execute("my_plugin", "input data".to_string())
+                        .await
+                        .unwrap();
+                    std::hint::black_box(out);
+                }
+                started.elapsed()
+            })
+        })
+    });
+    group.bench_function("current_thread/bare_ractor_call", |b| {
+        let (actor, _) = local
+            .block_on(ractor::Actor::spawn(None, BareActor, ()))
+            .unwrap();
+        b.iter_custom(|iters| {
+            let actor = actor.clone();
+            local.block_on(async move {
+                let started = Instant::now();
+                for _ in 0..iters {
+                    let out = actor
+                        .call(|reply| ("input data".to_string(), reply), None)
+                        .await
+                        .unwrap();
+                    std::hint::black_box(out);
+                }
+                started.elapsed()
+            })
+        })
+    });
     group.finish();
     rt.block_on(manager.shutdown()).unwrap();
+    local.block_on(local_manager.shutdown()).unwrap();
 }
 
 criterion_group!(benches, plugin_call);

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example w1 -- --n 100000 --mode throughput --agents native
-//! cargo run --release --example w1 -- --n 2000 --mode latency --agents rhai
+//! cargo run --release --example w1 -- --n 2000 --mode latency --agents rhai --runtime current
 //! ```
 //!
 //! - throughput: all N orders are submitted at once (bounded by admission) and the wall time
@@ -22,14 +22,18 @@ struct Args {
     mode: String,
     agents: String,
     warmup: u64,
+    runtime: String,
 }
 
 fn parse_args() -> Result<Args, String> {
+    // --n N, --mode throughput|latency, --agents native|rhai, --runtime multi|current,
+    // --warmup N
     let mut args = Args {
         n: 10_000,
         mode: "throughput".into(),
         agents: "native".into(),
         warmup: 200,
+        runtime: "multi".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -39,6 +43,7 @@ fn parse_args() -> Result<Args, String> {
             "--mode" => args.mode = value,
             "--agents" => args.agents = value,
             "--warmup" => args.warmup = value.parse().map_err(|e| format!("--warmup: {e}"))?,
+            "--runtime" => args.runtime = value,
             other => {
                 return Err(format!(
                     "unknown flag {other}; use --n, --mode, --agents, --warmup"
@@ -81,9 +86,23 @@ fn percentile_us(sorted_ns: &[u64], p: f64) -> f64 {
     sorted_ns[k - 1] as f64 / 1000.0
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 1)]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = parse_args()?;
+    let runtime = match args.runtime.as_str() {
+        "multi" => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?,
+        "current" => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        other => return Err(format!("--runtime is multi or current, not {other}").into()),
+    };
+    // The whole measurement runs as a task inside the runtime, as an application's code would.
+    runtime.block_on(runtime.spawn(measure(args)))?.map_err(|e| e as Box<dyn std::error::Error>)
+}
+
+async fn measure(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let system = build(&args.agents).await?;
     let orders: Vec<_> = (0..args.n.max(args.warmup)).map(orders::order).collect();
 
@@ -149,9 +168,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         if ok { "ok" } else { "MISMATCH" }
     );
     println!(
-        "RESULT system=bilayer-{} mode={} n={} seconds={seconds:.6} orders_per_s={:.1} \
+        "RESULT system=bilayer-{}-{} mode={} n={} seconds={seconds:.6} orders_per_s={:.1} \
          p50_us={p50} p99_us={p99} shipped={shipped} rejected={rejected} shipped_total={total:.2}",
         args.agents,
+        args.runtime,
         args.mode,
         args.n,
         args.n as f64 / seconds

@@ -49,9 +49,26 @@ pub mod orders;
 pub mod routing;
 pub mod system_config;
 
+/// Built-in compile-time plugins: LLM (OpenAI-compatible), database (sqlx), HTTP.
+pub mod builtin {
+    pub use bilayer_plugins::builtin::*;
+}
+
+/// Hot reload: plugin files watched on disk, new versions swapped into a `PluginManager`
+/// between two messages, state carried over, rollback to the last known-good version.
+pub mod hot_reload {
+    pub use bilayer_plugins::hot_reload::*;
+}
+
 /// Runtime plugins written in Rhai: scripts, sandbox, tool registry, rule engine.
 pub mod rhai_runtime {
     pub use bilayer_plugins::rhai_runtime::*;
+}
+
+/// Sandboxed compile-time plugins: WASM modules on wasmtime, with a byte ABI
+/// (docs/wasm-abi.md), capabilities and limits.
+pub mod wasm_runtime {
+    pub use bilayer_plugins::wasm_runtime::*;
 }
 
 pub use bilayer_actors::{
@@ -77,4 +94,5 @@ pub mod prelude {
         PluginError, PluginManager, PluginMetadata, PluginOptions, PluginResult, PluginState,
         PluginStateStore, PluginType, SupervisionStrategy, SupervisorEvent,
     };
+    pub use crate::hot_reload::{HotReloadConfig, HotReloadManager, ReloadEvent, ReloadStrategy};
 }

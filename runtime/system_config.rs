@@ -21,8 +21,10 @@
 //!
 //! [[agents]]
 //! name = "intake"
-//! script = "intake.rhai"        # or: wasm = "intake.wasm", or: native = "order_intake"
+//! script = "intake.rhai"        # or: wasm = "intake.wasm" (or .wat), or: native = "order_intake"
 //! config = { region = "eu" }    # handed to the plugin as its config
+//! capabilities = ["log"]        # WASM only: host imports granted (log, config, state,
+//!                               # call_plugin, call_plugin:ID); none by default
 //! ```
 //!
 //! Paths are relative to the TOML file's directory. [`SystemDefinition::check`] reports every
@@ -36,6 +38,7 @@ use std::time::Duration;
 
 use bilayer_actors::{AgentSystem, PluginOptions, SupervisionStrategy};
 use bilayer_plugins::rhai_runtime::{RhaiConfig, RhaiPlugin};
+use bilayer_plugins::wasm_runtime::{WasmCapabilities, WasmPlugin};
 use bilayer_plugins::{AgentPlugin, PluginError, PluginResult};
 use serde::Deserialize;
 
@@ -221,10 +224,13 @@ impl SystemDefinition {
                     }
                     problems.extend(self.unknown_targets(&path, &names));
                 }
-                Ok(AgentSource::Wasm(path)) => problems.push(Problem {
-                    location: path.display().to_string(),
-                    message: "WASM agents are not supported by this build yet; use a .rhai script or a native plugin".into(),
-                }),
+                Ok(AgentSource::Wasm(path)) => {
+                    if let Err(e) = wasm_agent(&path, &agent.capabilities)
+                        .and_then(|plugin| plugin.check_link())
+                    {
+                        problems.push(problem_from_error(&path, e));
+                    }
+                }
                 Ok(AgentSource::Native(_)) => {}
             }
         }
@@ -297,12 +303,7 @@ impl SystemDefinition {
                         &path,
                         self.limits_for(agent),
                     )?),
-                    AgentSource::Wasm(path) => {
-                        return Err(PluginError::Config(format!(
-                            "{}: WASM agents are not supported by this build yet",
-                            path.display()
-                        )))
-                    }
+                    AgentSource::Wasm(path) => Box::new(wasm_agent(&path, &agent.capabilities)?),
                     AgentSource::Native(name) => builtin_native(&name).ok_or_else(|| {
                         PluginError::Config(format!("unknown native plugin `{name}`"))
                     })?,
@@ -427,6 +428,11 @@ impl SystemDefinition {
             message: message.to_string(),
         }
     }
+}
+
+/// A WASM agent with exactly the capabilities its table grants (none by default).
+fn wasm_agent(path: &Path, capabilities: &[String]) -> PluginResult<WasmPlugin> {
+    Ok(WasmPlugin::from_file(path)?.with_capabilities(WasmCapabilities::from_names(capabilities)?))
 }
 
 fn apply_limits(mut config: RhaiConfig, limits: &Limits) -> RhaiConfig {

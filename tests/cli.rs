@@ -1165,3 +1165,40 @@ fn metrics_addr_serves_prometheus_metrics_while_running() {
         "stderr summary",
     );
 }
+
+#[test]
+fn exec_runs_a_wasm_module_like_a_script() {
+    let wrapped = run_cli(
+        [
+            "exec",
+            "examples/mixed/wrap_for_review.wat",
+            "--input",
+            r#"{"order_id":"ORD-1","total":12.5}"#,
+        ],
+        None,
+        QUICK,
+    );
+    wrapped.assert_success();
+    assert_eq!(
+        wrapped.stdout_json(),
+        json!({
+            "next_agent": "decide",
+            "checked_by": "wasm",
+            "order": { "order_id": "ORD-1", "total": 12.5 }
+        })
+    );
+
+    // A module importing a host function it was not granted does not load.
+    let denied = run_cli(
+        [
+            "exec",
+            "plugins/tests/fixtures/wasm/host_probe.wat",
+            "--input",
+            "{}",
+        ],
+        None,
+        QUICK,
+    );
+    assert!(!denied.status.success(), "an ungranted import must fail");
+    assert_contains(&denied.stderr, "capabilit", "stderr");
+}

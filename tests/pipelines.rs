@@ -143,3 +143,72 @@ async fn a_routing_script_overrides_next_agent_and_can_be_swapped_at_run_time() 
         .contains("unknown next_agent `nowhere`"));
     system.shutdown().await.unwrap();
 }
+
+/// Issue 5's third pipeline: a native agent, a WASM agent and a Rhai agent in one system.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mixed_pipeline_runs_native_wasm_and_rhai_agents_in_order() {
+    let definition = SystemDefinition::load(example("mixed/system.toml")).unwrap();
+    assert!(definition.check().is_empty(), "{:?}", definition.check());
+    let system = definition.build().await.unwrap();
+    let mut stream = system.outcome_stream().unwrap();
+    let n = 2000;
+    let producer = {
+        let system = system.clone();
+        tokio::spawn(async move {
+            for i in 0..n {
+                system.submit(orders::order(i)).await;
+            }
+        })
+    };
+    let (mut approved, mut rejected) = (0, 0);
+    for _ in 0..n {
+        let outcome = stream.recv().await.unwrap();
+        assert!(outcome.is_ok(), "{outcome:?}");
+        assert_eq!(outcome.hops, ["intake", "review", "decide"]);
+        let output = outcome.output.unwrap();
+        assert_eq!(output["checked_by"], "wasm");
+        match output["status"].as_str().unwrap() {
+            "approved" => approved += 1,
+            "rejected" => rejected += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    producer.await.unwrap();
+    // The same split as W1: totals over 3000 are rejected.
+    assert_eq!((approved, rejected), (1915, 85));
+    let kinds: Vec<_> = system
+        .manager()
+        .list()
+        .into_iter()
+        .map(|info| (info.metadata.id, info.metadata.plugin_type.to_string()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("intake".to_string(), "custom:orders".to_string()),
+            ("review".to_string(), "wasm".to_string()),
+            ("decide".to_string(), "script".to_string())
+        ]
+    );
+    system.shutdown().await.unwrap();
+}
+
+/// A WASM module hosted by a `PluginManager` like any other plugin: its own actor, its
+/// lifecycle, its traps contained.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wasm_plugin_is_hosted_by_the_plugin_manager() {
+    let manager = PluginManager::new("wasm-host");
+    let plugin =
+        bilayer::wasm_runtime::WasmPlugin::from_file(example("mixed/wrap_for_review.wat")).unwrap();
+    manager.register(plugin).await.unwrap();
+    manager.load_all().await.unwrap();
+    manager.start_all().await.unwrap();
+    let out = manager
+        .execute("wrap_for_review", r#"{"x":1}"#.to_string())
+        .await
+        .unwrap();
+    let out: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(out["order"], json!({"x": 1}));
+    assert_eq!(manager.state("wrap_for_review"), Some(PluginState::Running));
+    manager.shutdown().await.unwrap();
+}

@@ -16,11 +16,14 @@
 //! - plugin_actor.rs: the actor hosting one plugin and its protocol.
 //! - supervisor.rs / supervision.rs: strategies, restart intensity, events.
 //! - dependency.rs: load/start order from declared dependencies.
+//! - reload_target.rs: the manager as the target of hot reload (`PluginManager::swap`, and
+//!   plugin_actor/swap.rs for the swap, the probation and the rollback inside the actor).
 
 mod dependency;
 mod manager;
 mod plugin_actor;
 mod registry;
+mod reload_target;
 mod supervision;
 mod supervisor;
 mod system;

@@ -40,6 +40,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use bilayer_plugins::hot_reload::{Replacement, SwapReport};
 use bilayer_plugins::{
     AgentPlugin, CallChain, PluginCaller, PluginContext, PluginError, PluginResult, PluginState,
     PluginStateStore,
@@ -465,10 +466,32 @@ impl PluginManager {
 
     /// The host-owned state store of a plugin.
     pub fn state_store(&self, id: &str) -> Option<PluginStateStore> {
-        self.inner
-            .plugins
-            .get(id)
-            .map(|slot| slot.shared.store.clone())
+        self.inner.plugins.get(id).map(|slot| slot.shared.store())
+    }
+
+    /// The version serving a plugin's calls (from its metadata; a hot reload swap changes it).
+    pub fn version(&self, id: &str) -> Option<String> {
+        self.inner.plugins.get(id).map(|slot| slot.shared.version())
+    }
+
+    /// Replaces the version serving plugin `id` by `replacement`, between two of its messages:
+    /// every message sent before the swap is answered by the old version, every one after it by
+    /// the new one. The new instance is loaded and started (to the state the plugin is in)
+    /// before the old one is stopped; if that or the state migration fails, the old version
+    /// keeps serving and the error is returned. See `bilayer_plugins::hot_reload` for state
+    /// and rollback.
+    ///
+    /// The swap waits behind the messages already queued, without a timeout; once sent it
+    /// happens even if this future is dropped.
+    pub async fn swap(&self, id: &str, replacement: Replacement) -> PluginResult<SwapReport> {
+        let slot = self.slot(id)?;
+        let (reply, answer) = oneshot::channel();
+        slot.actor
+            .send_message(PluginMsg::Swap { replacement, reply })
+            .map_err(|_| PluginError::Stopped(id.to_string()))?;
+        answer
+            .await
+            .unwrap_or_else(|_| Err(PluginError::Stopped(id.to_string())))
     }
 
     pub fn contains(&self, id: &str) -> bool {

@@ -1,17 +1,21 @@
 //! The actor that hosts one plugin: its mailbox serialises every call, so the plugin needs no
 //! locks, and its failures stay inside it.
 //!
-//! The protocol ([`PluginMsg`]) is three messages: execute an input, take a lifecycle step, or
-//! restart (sent by the supervisor when a sibling's failure requires it). A panic inside the
-//! plugin is caught here, the caller is answered with [`PluginError::Panicked`], and the actor
-//! asks its supervisor what to do *before* taking the next message from its mailbox: so the
-//! messages queued behind the poison message are served by the restarted plugin, none are lost.
+//! The protocol ([`PluginMsg`]): execute an input, deliver an agent message, take a lifecycle
+//! step, restart (sent by the supervisor when a sibling's failure requires it), or swap in a new
+//! version (hot reload, swap.rs). A panic inside the plugin is caught here, the caller is
+//! answered with [`PluginError::Panicked`], and the actor asks its supervisor what to do
+//! *before* taking the next message from its mailbox: so the messages queued behind the poison
+//! message are served by the restarted plugin, none are lost. After a swap, the faults of the
+//! new version are also counted against its rollback policy, and past it the actor rolls back
+//! to the last known-good version before taking the next message.
 
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bilayer_plugins::hot_reload::{Replacement, SwapReport};
 use bilayer_plugins::{
     AgentPlugin, CallChain, PluginContext, PluginError, PluginResult, PluginState,
 };
@@ -23,6 +27,8 @@ use tracing::Instrument;
 use crate::registry::PluginShared;
 use crate::supervisor::{RestartDecision, SupervisorMsg};
 use crate::system::Envelope;
+
+mod swap;
 
 /// Builds a fresh plugin instance; given at registration so a restart starts clean.
 pub type PluginFactory = Arc<dyn Fn() -> Box<dyn AgentPlugin> + Send + Sync>;
@@ -45,6 +51,11 @@ pub enum PluginMsg {
     /// Run the plugin as an agent on a message of an agent system, then hand the output to
     /// the system's router (no reply: the envelope's ticket carries the outcome).
     Deliver(Envelope),
+    /// Replace the plugin by a new version between this message's neighbours (hot reload).
+    Swap {
+        replacement: Replacement,
+        reply: oneshot::Sender<PluginResult<SwapReport>>,
+    },
 }
 
 /// The lifecycle steps, in the only order the manager allows:
@@ -105,6 +116,10 @@ pub(crate) struct PluginActorState {
     /// Created on the first routed message, so plain plugins do not report agent metrics.
     agent_metrics: Option<AgentMetrics>,
     hop_timeout: Option<std::time::Duration>,
+    /// The version serving, for the spans of the calls it answers.
+    version: Arc<str>,
+    /// Set after a swap with a rollback policy, until the new version has proved itself.
+    probation: Option<swap::Probation>,
 }
 
 /// Per-agent metrics of an agent system (the plugin metrics count the same calls per plugin).
@@ -160,6 +175,7 @@ impl Actor for PluginActor {
         args: PluginActorArgs,
     ) -> Result<PluginActorState, ActorProcessingErr> {
         let metrics = PluginMetrics::new(args.ctx.manager_name(), &args.shared.id);
+        let version = Arc::from(args.shared.version().as_str());
         Ok(PluginActorState {
             plugin: args.plugin,
             factory: args.factory,
@@ -171,6 +187,8 @@ impl Actor for PluginActor {
             metrics,
             agent_metrics: None,
             hop_timeout: args.hop_timeout,
+            version,
+            probation: None,
         })
     }
 
@@ -194,6 +212,9 @@ impl Actor for PluginActor {
                 let _ = reply.send(result);
             }
             PluginMsg::Deliver(envelope) => state.deliver(envelope).await,
+            PluginMsg::Swap { replacement, reply } => {
+                let _ = reply.send(state.swap(replacement).await);
+            }
             PluginMsg::Restart { cause } => {
                 if state.lifecycle != PluginState::Error {
                     if let Err(e) = state.restart().await {
@@ -222,6 +243,7 @@ impl PluginActorState {
         let span = tracing::debug_span!(
             "plugin.execute",
             plugin = %self.shared.id,
+            version = %self.version,
             outcome = tracing::field::Empty,
             micros = tracing::field::Empty,
         );
@@ -248,7 +270,15 @@ impl PluginActorState {
                     self.metrics.errors.increment(1);
                 }
                 span.record("outcome", if ok { "ok" } else { "error" });
+                let fault = result
+                    .as_ref()
+                    .err()
+                    .filter(|e| e.is_plugin_fault())
+                    .cloned();
                 let _ = reply.send(result);
+                if let Some(fault) = fault {
+                    self.on_fault(&fault).await;
+                }
             }
             Some(Err(panic)) => {
                 self.shared.stats.record_call(elapsed, false);
@@ -256,17 +286,25 @@ impl PluginActorState {
                 self.metrics.errors.increment(1);
                 span.record("outcome", "panic");
                 let message = panic_message(panic.as_ref());
-                let _ = reply.send(Err(PluginError::Panicked {
+                let error = PluginError::Panicked {
                     id: self.shared.id.to_string(),
                     message: message.clone(),
-                }));
-                self.recover(format!("panicked: {message}")).await;
+                };
+                let _ = reply.send(Err(error.clone()));
+                if !self.on_fault(&error).await {
+                    self.recover(format!("panicked: {message}")).await;
+                }
             }
             None => {
                 self.shared.stats.record_call(elapsed, false);
                 self.metrics.errors.increment(1);
                 span.record("outcome", "cancelled");
                 tracing::warn!(plugin = %self.shared.id, ?elapsed, "call cancelled: its caller timed out");
+                let error = PluginError::Timeout {
+                    id: self.shared.id.to_string(),
+                    after: elapsed,
+                };
+                self.on_fault(&error).await;
             }
         }
     }
@@ -285,6 +323,7 @@ impl PluginActorState {
         let span = tracing::debug_span!(
             "agent.hop",
             agent = %self.shared.id,
+            version = %self.version,
             trace_id = envelope.ticket.trace_id,
             input = envelope.ticket.input,
         );
@@ -324,6 +363,9 @@ impl PluginActorState {
                 self.metrics.errors.increment(1);
                 let reason = format!("agent `{}` failed: {error}", self.shared.id);
                 core.dead_letter(envelope, reason);
+                if error.is_plugin_fault() {
+                    self.on_fault(&error).await;
+                }
             }
             Ok(Err(panic)) => {
                 self.shared.stats.record_call(elapsed, false);
@@ -332,7 +374,13 @@ impl PluginActorState {
                 let message = panic_message(panic.as_ref());
                 let reason = format!("agent `{}` panicked: {message}", self.shared.id);
                 core.dead_letter(envelope, reason);
-                self.recover(format!("panicked: {message}")).await;
+                let error = PluginError::Panicked {
+                    id: self.shared.id.to_string(),
+                    message: message.clone(),
+                };
+                if !self.on_fault(&error).await {
+                    self.recover(format!("panicked: {message}")).await;
+                }
             }
             Err(limit) => {
                 self.shared.stats.record_call(elapsed, false);
@@ -340,6 +388,11 @@ impl PluginActorState {
                 self.metrics.errors.increment(1);
                 let reason = format!("agent `{}` did not answer within {limit:?}", self.shared.id);
                 core.dead_letter(envelope, reason);
+                let error = PluginError::Timeout {
+                    id: self.shared.id.to_string(),
+                    after: limit,
+                };
+                self.on_fault(&error).await;
             }
         }
     }
@@ -368,6 +421,14 @@ impl PluginActorState {
                     }
                 }
                 _ => {
+                    // A new version the supervisor gave up on goes back to the known-good one.
+                    if self.on_probation()
+                        && self
+                            .roll_back(format!("its supervisor gave up on it: {reason}"))
+                            .await
+                    {
+                        return;
+                    }
                     self.set_lifecycle(PluginState::Error);
                     return;
                 }

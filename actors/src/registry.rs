@@ -1,6 +1,6 @@
 //! What the manager knows about each plugin without asking its actor: the actor's address,
-//! the metadata, a lock-free mirror of the lifecycle state, call statistics, and the plugin's
-//! host-owned state store.
+//! the metadata (with the version serving, which a hot reload swap replaces), a lock-free
+//! mirror of the lifecycle state, call statistics, and the plugin's host-owned state store.
 //!
 //! Reading these never waits behind a busy plugin, so listing plugins stays instant even when
 //! one of them is stuck in a long call.
@@ -30,7 +30,8 @@ pub(crate) struct PluginShared {
     pub metadata: RwLock<PluginMetadata>,
     state: AtomicU8,
     pub stats: PluginStats,
-    pub store: PluginStateStore,
+    /// The store the serving version uses (a swap without preserved state replaces it).
+    store: RwLock<PluginStateStore>,
 }
 
 impl PluginShared {
@@ -41,7 +42,7 @@ impl PluginShared {
             metadata: RwLock::new(metadata),
             state: AtomicU8::new(PluginState::Unloaded.as_u8()),
             stats: PluginStats::default(),
-            store,
+            store: RwLock::new(store),
         }
     }
 
@@ -58,6 +59,38 @@ impl PluginShared {
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
+    }
+
+    /// Replaces the metadata (a swap to another version), keeping the registered id.
+    pub fn set_metadata(&self, mut metadata: PluginMetadata) {
+        metadata.id = self.id.to_string();
+        *self
+            .metadata
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = metadata;
+    }
+
+    /// The version serving the plugin's calls.
+    pub fn version(&self) -> String {
+        self.metadata
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .version
+            .clone()
+    }
+
+    pub fn store(&self) -> PluginStateStore {
+        self.store
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    pub fn set_store(&self, store: PluginStateStore) {
+        *self
+            .store
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = store;
     }
 
     pub fn info(&self) -> PluginInfo {

@@ -75,4 +75,18 @@ pub enum SupervisorEvent {
     Escalated { supervisor: String, reason: String },
     /// A plugin's actor stopped.
     Stopped { plugin_id: String },
+    /// A new version of a plugin was swapped in (hot reload); its restart count within the
+    /// intensity period starts afresh.
+    Swapped {
+        plugin_id: String,
+        from_version: String,
+        to_version: String,
+    },
+    /// A new version failed too often after its swap and the last known-good version serves
+    /// again; its restart count within the intensity period starts afresh.
+    RolledBack {
+        plugin_id: String,
+        from_version: String,
+        to_version: String,
+    },
 }

@@ -4,7 +4,9 @@
 //!
 //! Plugin panics are caught inside the plugin actor, which then asks here what to do
 //! ([`SupervisorMsg::ChildFailed`]) before it takes its next message: the restart happens in
-//! place, with the mailbox intact. ractor's own supervision events still arrive for actors that
+//! place, with the mailbox intact. A hot reload swap or rollback tells it the plugin's version
+//! changed ([`SupervisorMsg::VersionChanged`]): the restart history of the old version does not
+//! count against the new one. ractor's own supervision events still arrive for actors that
 //! die some other way; they are reported, never allowed to stop the supervisor (ractor's default
 //! would stop it on the first child exit).
 
@@ -41,6 +43,14 @@ pub(crate) enum SupervisorMsg {
     },
     /// A plugin was unregistered; forget it.
     Forget { id: String },
+    /// A plugin now runs another version: swapped in by a hot reload, or rolled back to its
+    /// last known-good one. Its restart history belongs to the old version and is dropped.
+    VersionChanged {
+        id: String,
+        from: String,
+        to: String,
+        rolled_back: bool,
+    },
 }
 
 pub(crate) struct SupervisorConfig {
@@ -229,6 +239,27 @@ impl Actor for PluginSupervisor {
             SupervisorMsg::Forget { id } => {
                 state.children.retain(|_, c| *c.shared.id != *id);
                 state.restart_times.remove(&id);
+            }
+            SupervisorMsg::VersionChanged {
+                id,
+                from,
+                to,
+                rolled_back,
+            } => {
+                state.restart_times.remove(&id);
+                state.emit(if rolled_back {
+                    SupervisorEvent::RolledBack {
+                        plugin_id: id,
+                        from_version: from,
+                        to_version: to,
+                    }
+                } else {
+                    SupervisorEvent::Swapped {
+                        plugin_id: id,
+                        from_version: from,
+                        to_version: to,
+                    }
+                });
             }
         }
         Ok(())

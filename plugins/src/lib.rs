@@ -7,6 +7,8 @@
 //!   [`PluginState`], [`PluginContext`] and [`PluginResult`] / [`PluginError`];
 //! - [`rhai_runtime`]: runtime plugins written in Rhai, their sandbox, the tool registry and the
 //!   rule engine.
+//! - [`hot_reload`]: new versions of plugin files from disk, swapped into their host without a
+//!   restart, with state carried over and rollback.
 //!
 //! Hosting (one actor per plugin, supervision, the `PluginManager`) lives in `bilayer-actors`;
 //! this crate reaches other plugins only through the [`PluginCaller`] trait object that the host
@@ -21,9 +23,11 @@
 //! assert!(meta.has_capability("data_analysis"));
 //! ```
 
+pub mod builtin;
 mod context;
 mod error;
 mod function_plugin;
+pub mod hot_reload;
 mod metadata;
 mod plugin;
 pub mod rhai_runtime;

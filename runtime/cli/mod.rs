@@ -25,7 +25,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run one plugin file (.rhai) on one input and print its output JSON.
+    /// Run one plugin file (.rhai script, .wasm or .wat module) on one input and print its
+    /// output JSON.
     ///
     /// Entry scripts get the input as their argument, rules scripts print the fired rule and
     /// its action's result, tool scripts run their `execute` on the input arguments, and
@@ -39,6 +40,13 @@ enum Command {
         /// Wall-clock limit for the call, in milliseconds.
         #[arg(long, default_value_t = 5_000)]
         timeout_ms: u64,
+        /// Grant a capability to a WASM module (log, config, state, call_plugin,
+        /// call_plugin:ID); repeatable. Nothing is granted by default.
+        #[arg(long = "grant")]
+        grants: Vec<String>,
+        /// The plugin's config, as JSON.
+        #[arg(long)]
+        config: Option<String>,
     },
     /// Run an agent system on a file of inputs, one JSON object per line.
     ///
@@ -117,7 +125,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             file,
             input,
             timeout_ms,
-        } => exec::run(&file, &input, std::time::Duration::from_millis(timeout_ms)).await,
+            grants,
+            config,
+        } => {
+            let timeout = std::time::Duration::from_millis(timeout_ms);
+            exec::run(&file, &input, timeout, &grants, config.as_deref()).await
+        }
         Command::Tools { path, format } => tools::run(&path, format).await,
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! The builder methods are the seed's (`max_operations`, `max_call_stack_depth`,
 //! `max_string_size`, `max_array_size`, `max_map_size`) plus `max_expr_depth`, a wall-clock
-//! `timeout`, a native stack budget, a JSON nesting limit, an optional import directory and the
-//! word list of `has_profanity`. Every limit is installed into the plugin's `Engine` when the
+//! `timeout`, a native stack budget, a JSON nesting limit, an optional import directory, the
+//! word list of `has_profanity`, and whether bounded calls run on the calling thread
+//! (`inline_bounded`). Every limit is installed into the plugin's `Engine` when the
 //! script is compiled (a limit that is configured but never installed protects nothing), and
 //! the name of each builder method is the `limit` that [`PluginError::LimitExceeded`] reports
 //! when a script hits it.
@@ -36,6 +37,13 @@ use super::profanity::ProfanityFilter;
 ///
 /// `import` is refused unless [`RhaiConfig::allow_imports_from`] names a directory; then only
 /// `.rhai` files inside that directory can be imported.
+///
+/// | option | default | meaning |
+/// | --- | --- | --- |
+/// | `inline_bounded` | `true` | a call the compiler classified as bounded (no loops, no recursion, no `call_plugin`: see [`RhaiPlugin::is_bounded`]) runs on the calling thread, an async worker included; `false` sends every call through [`run_blocking`] |
+///
+/// [`RhaiPlugin::is_bounded`]: super::RhaiPlugin::is_bounded
+/// [`run_blocking`]: crate::run_blocking
 ///
 /// ```
 /// use std::time::Duration;
@@ -80,6 +88,11 @@ pub struct RhaiConfig {
     pub import_dir: Option<PathBuf>,
     /// The words `has_profanity` looks for.
     pub profanity: Arc<ProfanityFilter>,
+    /// Run calls classified as bounded on the calling thread instead of handing them to the
+    /// blocking side of the runtime (see the [module docs](super)). A bounded call still runs
+    /// under every limit above, so with the defaults it can hold a worker for at most
+    /// `timeout`; turn this off when that is too long for the other tasks of the runtime.
+    pub inline_bounded: bool,
 }
 
 impl Default for RhaiConfig {
@@ -96,6 +109,7 @@ impl Default for RhaiConfig {
             max_json_depth: 128,
             import_dir: None,
             profanity: Arc::new(ProfanityFilter::default()),
+            inline_bounded: true,
         }
     }
 }
@@ -154,6 +168,13 @@ impl RhaiConfig {
     /// Lets `import "name"` load `dir/name.rhai` (and nothing outside `dir`).
     pub fn allow_imports_from(mut self, dir: impl Into<PathBuf>) -> Self {
         self.import_dir = Some(dir.into());
+        self
+    }
+
+    /// Whether calls classified as bounded run on the calling thread (`true`, the default) or,
+    /// like every other call, through [`run_blocking`](crate::run_blocking) (`false`).
+    pub fn inline_bounded(mut self, inline: bool) -> Self {
+        self.inline_bounded = inline;
         self
     }
 

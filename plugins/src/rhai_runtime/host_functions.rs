@@ -5,7 +5,8 @@
 //!   plugin's actor) and returns its output string. `input` may be a string (sent as is) or
 //!   any other value (sent as its JSON text), so the seed's
 //!   `parse_json(call_plugin("database", "SELECT ..."))` works. The script blocks its thread
-//!   while waiting, which is why scripts run off the async workers (`run_blocking`). A failed
+//!   while waiting, which is why a script calling it never runs inline on an async worker
+//!   (it is not bounded, see [`super::bounded`]) but through `run_blocking`. A failed
 //!   call is a catchable runtime error; a call cycle is not catchable and reaches the
 //!   outermost caller as `PluginError::CallCycle`.
 //! - `parse_json(text)` parses any JSON (Rhai's own accepts only objects), `to_json(value)`

@@ -73,6 +73,41 @@
 //! per level: give the threads that run scripts (tokio workers) at least 8 MiB of stack when
 //! scripts are untrusted, or lower those limits.
 //!
+//! ## Where scripts run
+//!
+//! Handing a call to another thread costs more than most scripts (8-35 µs against ~2 µs for
+//! the order processor), so each compiled version classifies the calls the host makes as
+//! *bounded* or not, from the `AST`, once:
+//!
+//! - a **bounded** call runs on the calling thread, an async worker included, under the
+//!   caller's call chain and every sandbox limit (`max_operations` and `timeout` included);
+//! - any other call runs through [`run_blocking`](crate::run_blocking): `block_in_place` on a
+//!   multi-thread runtime, `spawn_blocking` on a current-thread one, so a script spinning until
+//!   its timeout, or waiting in `call_plugin`, never stalls the tasks of the worker it came from.
+//!
+//! Only the functions the host calls are looked at (the roots), with the closures they create:
+//! the entry function, the tool's `execute`, every rule's `condition` and `action`, or, in the
+//! functions form, the function the input names (so a functions-form call of a function with a
+//! loop goes through `run_blocking` while its loop-free siblings run inline). A rules script's
+//! `fn evaluate` with its `for` loop does not matter: the host never calls it. A root is bounded
+//! when it and its closures contain:
+//!
+//! - no `while`, `loop`, `do` or `for`, and no `import`;
+//! - no `call_plugin` (it blocks until another actor answers), `eval` or `sleep`;
+//! - no possible recursion: no call to a function the script defines, no function used as a
+//!   value, no dynamic call (`call(..)`, `.call(..)`, `Fn(..)`, `curry`), no `this`, no
+//!   `module::item`, no read of a top-level variable that holds functions (like `rules`);
+//! - closures only as the argument of an array or map method that calls them per element and
+//!   keeps no reference (`map`, `filter`, `reduce`, `some`, `all`, `find`, `sort`, `retain`,
+//!   ...), whose cost `max_array_size` and `max_map_size` bound.
+//!
+//! Anything else is not bounded. All the shipped scripts are bounded except
+//! scripts/data_analyzer.rhai (`call_plugin`, `for`). [`RhaiPlugin::is_bounded`],
+//! [`RhaiPlugin::unbounded_reason`] and [`RhaiPlugin::runs_inline`] report the outcome;
+//! [`RhaiConfig::inline_bounded`]`(false)` sends every call through `run_blocking` again, for
+//! hosts that would rather not let a bounded but heavy call (up to `timeout`) hold a worker.
+//! [`RhaiToolRegistry::execute`] follows the same rule.
+//!
 //! ## Where the seed's Rhai is not valid Rhai
 //!
 //! The seed's rules script calls `(rule.condition)(message)`. Rhai cannot call a
@@ -81,6 +116,7 @@
 //! the host evaluates the `rules` array itself (priority order, first match wins), which the
 //! seed's loop only implied.
 
+mod bounded;
 mod config;
 mod errors;
 mod execution_guard;

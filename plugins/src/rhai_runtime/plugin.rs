@@ -1,9 +1,12 @@
 //! `RhaiPlugin`: a Rhai script as an [`AgentPlugin`], so a `PluginManager` hosts it in its own
 //! actor like any native plugin.
 //!
-//! Constructing one compiles the script and runs its top-level statements once; `load`
-//! connects it to its host (the `state` store and `call_plugin`); `execute` runs one input
-//! through the cached form on the blocking side of the runtime ([`run_blocking`]), so a
+//! Constructing one compiles the script, runs its top-level statements once and classifies
+//! the calls the host makes as bounded or not; `load` connects it to its host (the `state`
+//! store and `call_plugin`); `execute` runs one input through the cached form. A bounded call
+//! (no loops, no recursion, no `call_plugin`: [`RhaiPlugin::is_bounded`]) runs right on the
+//! calling thread, since handing it to another thread would cost several times the script
+//! itself; any other call runs on the blocking side of the runtime ([`run_blocking`]), so a
 //! script spinning until its timeout never stalls the async workers other actors run on.
 //!
 //! Identity: the plugin id is the file stem (`scripts/order_processor.rhai` →
@@ -20,12 +23,12 @@ use serde_json::Value;
 
 use super::form::{ScriptForm, ScriptKind};
 use super::rule_engine::RuleEngine;
-use super::script::CompiledScript;
+use super::script::{CompiledScript, Placement};
 use super::tool::ToolDefinition;
 use super::RhaiConfig;
 use crate::{
-    run_blocking, AgentPlugin, PluginContext, PluginError, PluginMetadata, PluginResult,
-    PluginState, PluginType,
+    run_blocking, AgentPlugin, CallChain, PluginContext, PluginError, PluginMetadata,
+    PluginResult, PluginState, PluginType,
 };
 
 /// Where a plugin's script came from, kept to recompile it under another config.
@@ -83,6 +86,7 @@ impl std::fmt::Debug for RhaiPlugin {
             .field("id", &self.metadata.id)
             .field("version", &self.metadata.version)
             .field("kind", &self.kind())
+            .field("runs_inline", &self.runs_inline())
             .field("path", &self.origin.path())
             .field("state", &self.state)
             .finish()
@@ -202,6 +206,38 @@ impl RhaiPlugin {
             .collect()
     }
 
+    /// Whether every call [`AgentPlugin::execute`] makes for this script is bounded: the
+    /// entry function, the tool's `execute`, every rule's `condition` and `action`, or (functions
+    /// form) every function has no loop, no recursion, no dynamic call and no `call_plugin`
+    /// (the rules are in the [module docs](super)). Decided once, when the script is compiled.
+    pub fn is_bounded(&self) -> bool {
+        self.script.bounds.form.is_ok()
+    }
+
+    /// Why [`RhaiPlugin::is_bounded`] is false, e.g. ``"fn run has a `for` loop (line 3)"``.
+    pub fn unbounded_reason(&self) -> Option<&str> {
+        self.script.bounds.form.as_ref().err().map(String::as_str)
+    }
+
+    /// Whether a call of the script function `name` by name (a functions-form input) is bounded;
+    /// false for a function the script does not define.
+    pub fn is_function_bounded(&self, name: &str) -> bool {
+        self.script.bounds.function(name)
+    }
+
+    /// Whether [`AgentPlugin::execute`] runs every call on the calling thread: the script
+    /// [is bounded](RhaiPlugin::is_bounded) and [`RhaiConfig::inline_bounded`] is on (the
+    /// default). A functions-form script with only some bounded functions answers false here,
+    /// and still runs the calls of those functions inline ([`RhaiPlugin::runs_inline_for`]).
+    pub fn runs_inline(&self) -> bool {
+        self.script.placement == Placement::Inline
+    }
+
+    /// Whether `execute_json(input)` runs on the calling thread.
+    pub fn runs_inline_for(&self, input: &Value) -> bool {
+        self.script.runs_inline_for(input)
+    }
+
     /// The rule engine of a rules script, sharing this plugin's compiled script (and its
     /// host connection once loaded).
     pub fn rule_engine(&self) -> Option<RuleEngine> {
@@ -228,6 +264,12 @@ impl RhaiPlugin {
     pub fn call_function(&self, function: &str, args: Vec<Value>) -> PluginResult<Value> {
         self.script.call_function(function, args)
     }
+}
+
+/// Runs a bounded call on the calling thread, under the caller's call chain as
+/// [`run_blocking`] would; the sandbox limits apply as on any thread.
+pub(crate) fn run_inline<R>(call: impl FnOnce() -> R) -> R {
+    CallChain::current().scope_blocking(call)
 }
 
 fn file_stem(path: &Path) -> PluginResult<String> {
@@ -305,13 +347,37 @@ impl AgentPlugin for RhaiPlugin {
         Ok(())
     }
 
+    /// Runs a bounded call on this thread, any other through [`run_blocking`] (see
+    /// [`RhaiPlugin::runs_inline`]).
     async fn execute(&mut self, input: String) -> PluginResult<String> {
-        let script = Arc::clone(&self.script);
-        run_blocking(move || script.execute_text(&input)).await?
+        let script = &self.script;
+        match script.placement {
+            Placement::Inline => run_inline(|| script.execute_text(&input)),
+            Placement::Blocking => {
+                let script = Arc::clone(script);
+                run_blocking(move || script.execute_text(&input)).await?
+            }
+            Placement::PerFunction => {
+                let Ok(call) = serde_json::from_str::<Value>(&input) else {
+                    // Refused as invalid JSON before any script code runs.
+                    return run_inline(|| script.execute_text(&input));
+                };
+                if script.runs_inline_for(&call) {
+                    run_inline(|| script.execute_value_to_text(call))
+                } else {
+                    let script = Arc::clone(script);
+                    run_blocking(move || script.execute_value_to_text(call)).await?
+                }
+            }
+        }
     }
 
-    /// Converts the value straight into Rhai values and back (no JSON text in between).
+    /// Converts the value straight into Rhai values and back (no JSON text in between); runs
+    /// where [`execute`](AgentPlugin::execute) would.
     async fn execute_json(&mut self, input: Value) -> PluginResult<Value> {
+        if self.script.runs_inline_for(&input) {
+            return run_inline(|| self.script.execute_value(input));
+        }
         let script = Arc::clone(&self.script);
         run_blocking(move || script.execute_value(input)).await?
     }

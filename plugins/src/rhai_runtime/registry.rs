@@ -3,9 +3,10 @@
 //! Each tool is a tool script (`#{ tool: tool, execute: execute }`, like the seed's
 //! scripts/tools/weather.rhai), compiled once when it is loaded. `get_all_tools` lists their
 //! definitions for the OpenAI function-calling or MCP tool formats; `execute` checks the
-//! arguments against the tool's JSON Schema before the script runs, then runs it off the
-//! async workers. Tool names are unique: loading a second tool with a name already taken is
-//! an error, and loading a directory adds all of its tools or none.
+//! arguments against the tool's JSON Schema before the script runs, then runs it on the
+//! calling thread when it is bounded, off the async workers otherwise. Tool names are unique:
+//! loading a second tool with a name already taken is an error, and loading a directory adds
+//! all of its tools or none.
 //!
 //! The registry is used through `&self` (an `RwLock` inside) and is `Send + Sync`, so it can
 //! be shared in an `Arc` by an agent and the code answering the LLM. Each tool gets its own
@@ -18,7 +19,8 @@ use std::sync::{Arc, RwLock};
 
 use serde_json::Value;
 
-use super::script::{CompiledScript, ScriptInput};
+use super::plugin::run_inline;
+use super::script::{CompiledScript, Placement, ScriptInput};
 use super::tool::ToolDefinition;
 use super::{RhaiConfig, RhaiPlugin};
 use crate::{run_blocking, PluginCaller, PluginContext, PluginError, PluginResult};
@@ -182,10 +184,14 @@ impl RhaiToolRegistry {
             .collect()
     }
 
-    /// Runs tool `name` with JSON arguments (text), off the async workers; the arguments are
-    /// checked against the tool's schema first.
+    /// Runs tool `name` with JSON arguments (text); the arguments are checked against the
+    /// tool's schema first. A bounded tool runs on the calling thread, any other off the async
+    /// workers (as [`RhaiPlugin`]'s `execute` does).
     pub async fn execute(&self, name: &str, args_json: &str) -> PluginResult<String> {
         let script = self.script(name)?;
+        if script.placement == Placement::Inline {
+            return run_inline(|| script.execute_text(args_json));
+        }
         let args = args_json.to_string();
         run_blocking(move || script.execute_text(&args)).await?
     }

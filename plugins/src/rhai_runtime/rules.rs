@@ -164,6 +164,13 @@ impl RuleSet {
         })
     }
 
+    /// Every rule's `condition` and `action`: the functions the host calls.
+    pub(crate) fn closures(&self) -> impl Iterator<Item = &FnPtr> {
+        self.rules
+            .iter()
+            .flat_map(|rule| [&rule.condition, &rule.action])
+    }
+
     pub(crate) fn infos(&self) -> Vec<RuleInfo> {
         self.rules.iter().map(|r| r.info.clone()).collect()
     }

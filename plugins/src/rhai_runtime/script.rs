@@ -9,6 +9,9 @@
 //! `CompiledScript` is immutable and `Send + Sync`, so it is shared behind an `Arc` by the
 //! plugin, the blocking closure that runs a call, a `RuleEngine`, or a tool registry.
 //!
+//! Compiling also classifies the calls the host makes as bounded or not ([`super::bounded`]),
+//! which decides where `execute` runs them ([`Placement`]).
+//!
 //! The input conventions, by form:
 //!
 //! | form | input | output |
@@ -24,6 +27,7 @@ use std::sync::Arc;
 use rhai::{CallFnOptions, Dynamic, Engine, EvalAltResult, FnPtr, Scope, AST};
 use serde_json::Value;
 
+use super::bounded::Bounds;
 use super::errors::{compile_error, eval_error, CallSite};
 use super::execution_guard::ExecutionGuard;
 use super::form::{ScriptForm, ScriptFunction};
@@ -57,14 +61,14 @@ impl ScriptInput<'_> {
         }
     }
 
-    fn to_value(&self) -> PluginResult<Value> {
+    fn into_value(self) -> PluginResult<Value> {
         match self {
             ScriptInput::Text(text) => serde_json::from_str(text).map_err(|e| {
                 PluginError::InvalidInput(format!(
                     "the input is not valid JSON ({e}); send a JSON document"
                 ))
             }),
-            ScriptInput::Json(value) => Ok(value.clone()),
+            ScriptInput::Json(value) => Ok(value),
         }
     }
 
@@ -77,6 +81,18 @@ impl ScriptInput<'_> {
             ScriptInput::Json(value) => dynamic_from_value(value),
         }
     }
+}
+
+/// Where `AgentPlugin::execute` runs a call of a script, decided when it is compiled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Placement {
+    /// On the calling thread: every call `execute` makes is bounded.
+    Inline,
+    /// Functions form where only some functions are bounded: on the calling thread when the
+    /// input names one of them, through `run_blocking` otherwise.
+    PerFunction,
+    /// Through `run_blocking`: a call may run long (or `inline_bounded` is off).
+    Blocking,
 }
 
 /// One compiled version of a script (see the module docs).
@@ -93,6 +109,9 @@ pub(crate) struct CompiledScript {
     /// The id the script chose with `const PLUGIN_ID = "..."`, if any.
     pub(crate) declared_id: Option<String>,
     pub(crate) functions: Vec<ScriptFunction>,
+    /// Which of the host's calls are bounded.
+    pub(crate) bounds: Bounds,
+    pub(crate) placement: Placement,
 }
 
 impl CompiledScript {
@@ -146,6 +165,17 @@ impl CompiledScript {
             })
             .collect();
         let form = ScriptForm::detect(name, result, &globals, &functions)?;
+        let bounds = Bounds::classify(&ast, &globals, &form);
+        let placement = if !config.inline_bounded {
+            Placement::Blocking
+        } else if bounds.form.is_ok() {
+            Placement::Inline
+        } else if matches!(form, ScriptForm::Functions) && bounds.functions.values().any(Result::is_ok)
+        {
+            Placement::PerFunction
+        } else {
+            Placement::Blocking
+        };
         link.set_globals(globals);
         let id = declared_id.as_deref().unwrap_or(plugin_id);
         link.set_plugin_id(id);
@@ -162,6 +192,8 @@ impl CompiledScript {
             version: content_hash(source),
             declared_id,
             functions,
+            bounds,
+            placement,
         })
     }
 
@@ -197,7 +229,7 @@ impl CompiledScript {
                 definition,
                 execute,
             } => {
-                let args = input.to_value()?;
+                let args = input.into_value()?;
                 validate_arguments(&definition.name, &definition.parameters, &args)?;
                 self.call_fn_ptr(
                     execute,
@@ -210,7 +242,7 @@ impl CompiledScript {
                 rules.output(rules.evaluate(self, &message)?)
             }
             ScriptForm::Functions => {
-                let (function, args) = self.function_call(input.to_value()?)?;
+                let (function, args) = self.function_call(input.into_value()?)?;
                 self.call_function_unguarded(&function, args)?
             }
         };
@@ -224,6 +256,24 @@ impl CompiledScript {
 
     pub(crate) fn execute_value(&self, input: Value) -> PluginResult<Value> {
         value_from_dynamic(&self.execute(ScriptInput::Json(input))?)
+    }
+
+    /// Runs one parsed input, returning JSON text.
+    pub(crate) fn execute_value_to_text(&self, input: Value) -> PluginResult<String> {
+        dynamic_to_json_text(&self.execute(ScriptInput::Json(input))?)
+    }
+
+    /// Whether a call with `input` may run on the calling thread; for [`Placement::PerFunction`]
+    /// that depends on the function the input names.
+    pub(crate) fn runs_inline_for(&self, input: &Value) -> bool {
+        match self.placement {
+            Placement::Inline => true,
+            Placement::Blocking => false,
+            Placement::PerFunction => input
+                .get("function")
+                .and_then(Value::as_str)
+                .is_some_and(|function| self.bounds.function(function)),
+        }
     }
 
     /// Calls a script function by name with JSON arguments, whatever the script's form.

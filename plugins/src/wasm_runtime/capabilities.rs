@@ -26,6 +26,17 @@ use std::str::FromStr;
 use crate::{PluginError, PluginResult};
 
 /// One grantable group of host imports.
+///
+/// | capability | host imports (module `bilayer`) |
+/// | --- | --- |
+/// | `log` | `log` |
+/// | `config` | `config_get` |
+/// | `state` | `state_get`, `state_set` |
+/// | `call_plugin` | `call_plugin` (optionally only to listed plugin ids) |
+///
+/// A module importing a function whose capability it was not granted fails to load, naming
+/// the capability. WASI is not built into this host: a module importing
+/// `wasi_snapshot_preview1` fails to load naming the capability `wasi`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[non_exhaustive]
 pub enum Capability {

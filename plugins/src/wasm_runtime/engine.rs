@@ -14,6 +14,7 @@
 //! host), the engine falls back to on-demand allocation and logs a warning.
 
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -27,7 +28,14 @@ use crate::{PluginError, PluginResult};
 /// which is why a plugin's `max_memory_bytes` never needs to match the pool.
 const MEMORY_RESERVATION: u64 = 4 << 30;
 
-/// A shared wasmtime engine with its epoch ticker (see the [module docs](self)).
+/// A shared wasmtime engine with its epoch ticker and its cache of compiled modules.
+///
+/// Engines are expensive (~140 µs, their own code memory, pool slots and ticker thread), so
+/// they are shared: [`WasmEngine::shared`] is the process-wide default, [`WasmEngine::new`]
+/// builds one for a [`WasmConfig`] with other engine settings. Every engine has epoch
+/// interruption on, wasm backtraces off unless asked, and the pooling allocator (falling back
+/// to on-demand allocation, with a warning, when the address space cannot be reserved).
+/// Cloning clones a handle.
 #[derive(Clone)]
 pub struct WasmEngine(Arc<EngineInner>);
 
@@ -124,7 +132,11 @@ fn build_engine(config: &WasmConfig) -> PluginResult<(Engine, bool)> {
     let mut base = wasmtime::Config::new();
     base.epoch_interruption(true)
         .consume_fuel(config.meters_fuel())
-        .wasm_backtrace(config.wasm_backtrace)
+        .wasm_backtrace_max_frames(if config.wasm_backtrace {
+            NonZeroUsize::new(20)
+        } else {
+            None
+        })
         .max_wasm_stack(config.max_wasm_stack);
     if usize::BITS >= 64 {
         base.memory_reservation(MEMORY_RESERVATION);

@@ -27,6 +27,7 @@ pub(crate) enum Phase {
     Initialize,
     AllocInput,
     Execute,
+    Dealloc,
     Metadata,
 }
 
@@ -37,6 +38,7 @@ impl Phase {
             Phase::Initialize => "in `_initialize`",
             Phase::AllocInput => "in `alloc`, allocating the input",
             Phase::Execute => "in `execute`",
+            Phase::Dealloc => "in `dealloc`, freeing the output or input",
             Phase::Metadata => "in `bilayer_metadata`",
         }
     }
@@ -86,11 +88,11 @@ pub(crate) fn guest_error(
                 return PluginError::LimitExceeded {
                     limit: "timeout".to_string(),
                     detail: format!(
-                        "WASM plugin `{id}` was stopped {} after {elapsed:.1?}, past its timeout of \
+                    "WASM plugin `{id}` was stopped {} after {elapsed:.1?}, past its timeout of \
                          {:?}; raise WasmLimits::timeout if the work is legitimate",
-                        site.phase.describe(),
-                        limits.timeout
-                    ),
+                    site.phase.describe(),
+                    limits.timeout
+                ),
                 }
             }
             Trap::OutOfFuel => {
@@ -131,7 +133,10 @@ pub(crate) fn guest_error(
                 host.import,
                 site.location(backtrace)
             ),
-            message: format!("{}; the guest broke the ABI (docs/wasm-abi.md)", host.message),
+            message: format!(
+                "{}; the guest broke the ABI (docs/wasm-abi.md)",
+                host.message
+            ),
         };
     }
     PluginError::Runtime {
@@ -180,7 +185,8 @@ pub(crate) fn instantiate_error(
 
 fn symptom(err: &wasmtime::Error) -> String {
     match err.downcast_ref::<Trap>() {
-        Some(trap) => format!("wasm trap: {trap} ({trap:?})"),
+        // A trap displays as "wasm trap: <what happened>"; the code names it for matching.
+        Some(trap) => format!("{trap} ({trap:?})"),
         None => format!("{err:#}"),
     }
 }

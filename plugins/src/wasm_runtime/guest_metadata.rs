@@ -20,7 +20,9 @@ use super::module::CompiledModule;
 use super::WasmCapabilities;
 use crate::{PluginError, PluginResult};
 
-/// The metadata a module exports about itself (see the [module docs](self)).
+/// The metadata a module exports about itself through `bilayer_metadata() -> i64`, a packed
+/// region of JSON (every field optional). Read once at load time on a throwaway instance whose
+/// imports all trap. The requested capabilities grant nothing by themselves.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 #[non_exhaustive]
@@ -48,7 +50,7 @@ pub(crate) fn read(
     compiled: &Arc<CompiledModule>,
     origin: &str,
 ) -> PluginResult<Option<GuestMetadata>> {
-    let Some(export) = compiled.exports.metadata.clone() else {
+    let Some(export) = compiled.exports.metadata else {
         return Ok(None);
     };
     let limits = compiled.engine.config().limits.clone();

@@ -117,17 +117,18 @@ pub(crate) fn check_imports(
     }
 
     if !missing.is_empty() {
-        let names: Vec<&str> = needed.iter().map(|c| c.name()).collect();
+        let names: Vec<String> = needed.iter().map(|c| format!("`{c}`")).collect();
+        let (noun, pronoun) = if names.len() == 1 {
+            ("capability", "it")
+        } else {
+            ("capabilities", "them")
+        };
         return Err(PluginError::Config(format!(
-            "WASM plugin `{plugin_id}` imports {} but was not granted capability {}; \
-             grant it with WasmCapabilities (e.g. `.grant(Capability::...)`) if the plugin \
-             should have it (granted: {grants})",
+            "WASM plugin `{plugin_id}` imports {} but was not granted {noun} {}; grant {pronoun} \
+             with WasmCapabilities (`.grant(Capability::...)`) if the plugin should have \
+             {pronoun} (granted: {grants})",
             missing.join(", "),
-            names
-                .iter()
-                .map(|n| format!("`{n}`"))
-                .collect::<Vec<_>>()
-                .join(", "),
+            names.join(", "),
         )));
     }
     if !wasi.is_empty() {
@@ -199,7 +200,11 @@ fn log(mut caller: Caller<'_, HostState>, level: i32, ptr: i32, len: i32) -> was
     Ok(())
 }
 
-fn config_get(mut caller: Caller<'_, HostState>, key_ptr: i32, key_len: i32) -> wasmtime::Result<i64> {
+fn config_get(
+    mut caller: Caller<'_, HostState>,
+    key_ptr: i32,
+    key_len: i32,
+) -> wasmtime::Result<i64> {
     let key = match read_text(&mut caller, "config_get", "key", key_ptr, key_len)? {
         Ok(key) => key,
         Err(message) => return write(&mut caller, "config_get", message.as_bytes(), true),
@@ -219,7 +224,11 @@ fn config_get(mut caller: Caller<'_, HostState>, key_ptr: i32, key_len: i32) -> 
     }
 }
 
-fn state_get(mut caller: Caller<'_, HostState>, key_ptr: i32, key_len: i32) -> wasmtime::Result<i64> {
+fn state_get(
+    mut caller: Caller<'_, HostState>,
+    key_ptr: i32,
+    key_len: i32,
+) -> wasmtime::Result<i64> {
     let key = match read_text(&mut caller, "state_get", "key", key_ptr, key_len)? {
         Ok(key) => key,
         Err(message) => return write(&mut caller, "state_get", message.as_bytes(), true),
@@ -260,12 +269,10 @@ fn state_set(
         if key.is_empty() {
             match value {
                 Value::Object(map) => store.replace(map),
-                _ => {
-                    return Err(
-                        "state_set with an empty key replaces the whole state and needs a JSON object"
-                            .to_string(),
-                    )
-                }
+                _ => return Err(
+                    "state_set with an empty key replaces the whole state and needs a JSON object"
+                        .to_string(),
+                ),
             }
         } else {
             store.set(key, value);
@@ -323,10 +330,16 @@ fn call_plugin(
     }
 }
 
-fn guest_memory(caller: &mut Caller<'_, HostState>, import: &'static str) -> wasmtime::Result<Memory> {
+fn guest_memory(
+    caller: &mut Caller<'_, HostState>,
+    import: &'static str,
+) -> wasmtime::Result<Memory> {
     match caller.get_export(abi::MEMORY) {
         Some(Extern::Memory(memory)) => Ok(memory),
-        _ => Err(contract_error(import, "the module does not export its `memory`")),
+        _ => Err(contract_error(
+            import,
+            "the module does not export its `memory`",
+        )),
     }
 }
 
@@ -380,7 +393,12 @@ fn write(
     let len = bytes.len() as u32;
     let alloc = match caller.get_export(abi::ALLOC) {
         Some(Extern::Func(func)) => func.typed::<i32, i32>(&*caller)?,
-        _ => return Err(contract_error(import, "the module does not export `alloc(len: i32) -> i32`")),
+        _ => {
+            return Err(contract_error(
+                import,
+                "the module does not export `alloc(len: i32) -> i32`",
+            ))
+        }
     };
     let ptr = unsigned(alloc.call(&mut *caller, len as i32)?);
     if ptr == 0 {
@@ -391,7 +409,10 @@ fn write(
     }
     let memory = guest_memory(caller, import)?;
     let range = guest_range(memory.data_size(&*caller), ptr, len).map_err(|oob| {
-        contract_error(import, format!("the guest's alloc({len}) returned a bad pointer: {oob}"))
+        contract_error(
+            import,
+            format!("the guest's alloc({len}) returned a bad pointer: {oob}"),
+        )
     })?;
     memory.data_mut(&mut *caller)[range].copy_from_slice(bytes);
     Ok(Region { ptr, len, is_error }.pack())

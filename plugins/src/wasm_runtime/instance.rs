@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use wasmtime::{Extern, Instance, Memory, Store, TypedFunc};
 
 use super::abi::{guest_range, unsigned, Region, MAX_REGION_LEN};
-use super::errors::{self, Phase, Site};
+use super::errors::{self, Phase};
 use super::host_state::{new_store, HostState};
 use super::link::LinkedPlugin;
 use crate::{PluginError, PluginResult};
@@ -50,11 +50,16 @@ impl GuestInstance {
             )
         })?;
         let exports = &linked.compiled.exports;
-        let mut get = |export: &wasmtime::ModuleExport| instance.get_module_export(&mut store, export);
+        let mut get =
+            |export: &wasmtime::ModuleExport| instance.get_module_export(&mut store, export);
         let memory = get(&exports.memory).and_then(Extern::into_memory);
         let alloc = get(&exports.alloc).and_then(Extern::into_func);
         let execute = get(&exports.execute).and_then(Extern::into_func);
-        let dealloc = exports.dealloc.as_ref().and_then(&mut get).and_then(Extern::into_func);
+        let dealloc = exports
+            .dealloc
+            .as_ref()
+            .and_then(&mut get)
+            .and_then(Extern::into_func);
         let initialize = exports
             .initialize
             .as_ref()
@@ -71,7 +76,9 @@ impl GuestInstance {
             errors::abi_violation(site(Phase::Instantiate), format!("{e:#}"), None)
         };
         let alloc = alloc.typed::<i32, i32>(&store).map_err(typed_error)?;
-        let execute = execute.typed::<(i32, i32), i64>(&store).map_err(typed_error)?;
+        let execute = execute
+            .typed::<(i32, i32), i64>(&store)
+            .map_err(typed_error)?;
         let dealloc = dealloc
             .map(|f| f.typed::<(i32, i32), ()>(&store))
             .transpose()
@@ -101,17 +108,18 @@ impl GuestInstance {
         })
     }
 
-    /// One call. `rearm` resets the deadline and fuel (a reused instance); a fresh instance
-    /// keeps the ones it was instantiated under, so instantiation counts against the call.
-    /// A reused instance gets its output buffer back through `dealloc`, when it exports one.
+    /// One call. A `reused` instance gets a new deadline and fuel tank, and its output and
+    /// input buffers back through `dealloc` (when it exports one) afterwards; a fresh instance
+    /// keeps the deadline it was instantiated under, so instantiation counts against the call,
+    /// and is dropped whole.
     pub fn call(
         &mut self,
         linked: &LinkedPlugin,
         input: &[u8],
-        rearm: bool,
+        reused: bool,
         started: Instant,
     ) -> PluginResult<Vec<u8>> {
-        if rearm {
+        if reused {
             arm(&mut self.store, linked)?;
         }
         let fail = |store: &Store<HostState>, phase, e| {
@@ -147,13 +155,14 @@ impl GuestInstance {
                     refused,
                 ));
             }
-            let range = guest_range(self.memory.data_size(&self.store), ptr, len).map_err(|oob| {
-                errors::abi_violation(
-                    linked.site(Phase::AllocInput),
-                    format!("alloc({len}) returned a bad pointer: {oob}"),
-                    refused,
-                )
-            })?;
+            let range =
+                guest_range(self.memory.data_size(&self.store), ptr, len).map_err(|oob| {
+                    errors::abi_violation(
+                        linked.site(Phase::AllocInput),
+                        format!("alloc({len}) returned a bad pointer: {oob}"),
+                        refused,
+                    )
+                })?;
             self.memory.data_mut(&mut self.store)[range].copy_from_slice(input);
             ptr
         };
@@ -184,12 +193,9 @@ impl GuestInstance {
                 )
             })?;
 
-        if rearm && region.len > 0 {
-            if let Some(dealloc) = &self.dealloc {
-                dealloc
-                    .call(&mut self.store, (region.ptr as i32, region.len as i32))
-                    .map_err(|e| fail(&self.store, Phase::Execute, e))?;
-            }
+        if reused {
+            self.release(region, ptr, len)
+                .map_err(|e| fail(&self.store, Phase::Dealloc, e))?;
         }
 
         if region.is_error {
@@ -200,6 +206,21 @@ impl GuestInstance {
             )));
         }
         Ok(output)
+    }
+
+    /// Hands the output, then the input, back to a reused instance's `dealloc` (once, when
+    /// the guest returned its input buffer as output). Fresh instances are dropped whole.
+    fn release(&mut self, output: Region, input_ptr: u32, input_len: u32) -> wasmtime::Result<()> {
+        let Some(dealloc) = &self.dealloc else {
+            return Ok(());
+        };
+        if output.len > 0 {
+            dealloc.call(&mut self.store, (output.ptr as i32, output.len as i32))?;
+        }
+        if input_len > 0 && input_ptr != output.ptr {
+            dealloc.call(&mut self.store, (input_ptr as i32, input_len as i32))?;
+        }
+        Ok(())
     }
 
     /// Calls `export` (`() -> i64`) and returns the bytes of the region it returns.

@@ -57,7 +57,9 @@ impl LinkedPlugin {
         }
         host_imports::check_imports(plugin_id, &compiled.module, &grants)?;
         let linker = host_imports::linker(engine, &grants).map_err(|e| {
-            PluginError::Config(format!("cannot build the host linker for `{plugin_id}`: {e:#}"))
+            PluginError::Config(format!(
+                "cannot build the host linker for `{plugin_id}`: {e:#}"
+            ))
         })?;
         let pre = linker.instantiate_pre(&compiled.module).map_err(|e| {
             let signatures: Vec<String> = HOST_IMPORTS
@@ -69,7 +71,9 @@ impl LinkedPlugin {
                 signatures.join(", ")
             ))
         })?;
-        Ok(Self::new(compiled, pre, plugin_id, ctx, grants, limits, mode, true))
+        Ok(Self::new(
+            compiled, pre, plugin_id, ctx, grants, limits, mode, true,
+        ))
     }
 
     /// A link for reading the guest's metadata before any grant: every import traps, and

@@ -80,11 +80,19 @@ impl AbiExports {
                     "exports a 64-bit or shared `memory`; the ABI needs one plain 32-bit memory",
                 ))
             }
-            _ => return Err(abi_error(origin, "does not export its linear memory as `memory`")),
+            _ => {
+                return Err(abi_error(
+                    origin,
+                    "does not export its linear memory as `memory`",
+                ))
+            }
         }
         let index = |name: &str| {
             module.get_export_index(name).ok_or_else(|| {
-                abi_error(origin, &format!("has no export `{name}` (internal index missing)"))
+                abi_error(
+                    origin,
+                    &format!("has no export `{name}` (internal index missing)"),
+                )
             })
         };
         let required = |name: &str, signature: &str| -> PluginResult<ModuleExport> {
@@ -92,7 +100,9 @@ impl AbiExports {
                 Some(found) if found == signature => index(name),
                 Some(found) => Err(abi_error(
                     origin,
-                    &format!("exports `{name}` as `{found}`, but the ABI needs `{name}: {signature}`"),
+                    &format!(
+                        "exports `{name}` as `{found}`, but the ABI needs `{name}: {signature}`"
+                    ),
                 )),
                 None => Err(abi_error(
                     origin,
@@ -147,7 +157,12 @@ fn compile_error(origin: &str, err: &wasmtime::Error) -> PluginError {
         .find_map(|line| line.trim_start().strip_prefix("--> "))
         .map(str::to_string)
         .unwrap_or_else(|| origin.to_string());
-    let message = full.lines().next().unwrap_or("invalid module").trim().to_string();
+    let message = full
+        .lines()
+        .next()
+        .unwrap_or("invalid module")
+        .trim()
+        .to_string();
     PluginError::Compile { location, message }
 }
 

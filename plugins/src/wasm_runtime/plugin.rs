@@ -102,7 +102,12 @@ impl WasmPlugin {
             Some(id) => id,
             None => file_stem(path)?,
         };
-        Ok(Self::assemble(id, Some(path.to_path_buf()), compiled, guest))
+        Ok(Self::assemble(
+            id,
+            Some(path.to_path_buf()),
+            compiled,
+            guest,
+        ))
     }
 
     /// Compiles `bytes` as the plugin `id` on `engine`; `id` wins over the module's metadata.

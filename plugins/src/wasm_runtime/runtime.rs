@@ -20,7 +20,14 @@ use serde_json::Value;
 use super::{WasmConfig, WasmEngine, WasmPlugin};
 use crate::{AgentPlugin, PluginContext, PluginError, PluginResult};
 
-/// WASM plugins by id on one engine (see the [module docs](self)).
+/// WASM plugins by id on one engine: the seed's `WasmRuntime::new()?`,
+/// `runtime.register(plugin).await?`, `runtime.execute("plugin_id", input).await?`.
+///
+/// A plugin compiled on another engine is recompiled on the runtime's when registered; one
+/// without its own limits gets the runtime's default limits. Calls run off the async workers
+/// and through `&self`, so different plugins (and concurrent calls to one plugin with fresh
+/// instances) run in parallel. Inside an agent system, register WASM plugins with the
+/// `PluginManager` instead, which gives each its own supervised actor and `call_plugin`.
 ///
 /// ```
 /// use bilayer_plugins::wasm_runtime::{WasmPlugin, WasmRuntime};
@@ -83,7 +90,11 @@ impl WasmRuntime {
     }
 
     /// Compiles `bytes` as plugin `id` on this runtime's engine.
-    pub fn load_bytes(&self, id: impl Into<String>, bytes: impl AsRef<[u8]>) -> PluginResult<WasmPlugin> {
+    pub fn load_bytes(
+        &self,
+        id: impl Into<String>,
+        bytes: impl AsRef<[u8]>,
+    ) -> PluginResult<WasmPlugin> {
         WasmPlugin::compile_bytes(&self.engine, id, bytes)
     }
 

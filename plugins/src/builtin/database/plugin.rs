@@ -1,0 +1,305 @@
+//! `DatabasePlugin`: a sqlx pool behind the [`AgentPlugin`] interface.
+//!
+//! The pool is opened in `load` (so a wrong URL or a server that is down fails registration
+//! with a message naming it) and closed in `unload`.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::TryStreamExt;
+use serde_json::{json, Value};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use sqlx::{AssertSqlSafe, Executor};
+
+use super::convert::{bind_params, postgres_row, sqlite_row};
+use super::{DatabaseConfig, DbRequest};
+use crate::builtin::any_methods;
+use crate::builtin::config_merge::merge_config;
+use crate::{
+    AgentPlugin, PluginContext, PluginError, PluginMetadata, PluginResult, PluginState, PluginType,
+};
+
+/// Collects a row stream into a JSON array of objects, failing past `max` rows.
+macro_rules! collect_rows {
+    ($plugin:expr, $rows:ident, $max:expr, $convert:ident) => {{
+        let mut out = Vec::new();
+        loop {
+            match $rows.try_next().await {
+                Ok(Some(row)) => {
+                    if out.len() == $max {
+                        break Err(PluginError::execution(format!(
+                            "the query returned more than max_rows ({}) rows; add a LIMIT clause \
+                             or raise max_rows",
+                            $max
+                        )));
+                    }
+                    out.push(Value::Object($convert(&row)?));
+                }
+                Ok(None) => break Ok(Value::Array(out)),
+                Err(e) => break Err($plugin.sql_error(e)),
+            }
+        }
+    }};
+}
+
+#[derive(Debug, Clone)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// SQL over a pooled connection (id `database` unless changed).
+#[derive(Debug)]
+pub struct DatabasePlugin {
+    metadata: PluginMetadata,
+    state: PluginState,
+    config: DatabaseConfig,
+    pool: Option<Pool>,
+}
+
+impl Default for DatabasePlugin {
+    fn default() -> Self {
+        Self::new("sqlite::memory:")
+    }
+}
+
+impl DatabasePlugin {
+    /// A plugin for `url` (see [`DatabaseConfig::url`] for the accepted forms).
+    pub fn new(url: impl Into<String>) -> Self {
+        Self::with_config(DatabaseConfig::new(url))
+    }
+
+    pub fn with_config(config: DatabaseConfig) -> Self {
+        let metadata = PluginMetadata::new("database", "Database (sqlx)", PluginType::Storage)
+            .with_description("SQL queries with bound parameters; rows as JSON objects")
+            .with_capability("sql");
+        Self {
+            metadata,
+            state: PluginState::Unloaded,
+            config,
+            pool: None,
+        }
+    }
+
+    /// Registers the plugin under `id` instead of `database`.
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.metadata.id = id.into();
+        self
+    }
+
+    pub fn read_only(mut self, read_only: bool) -> Self {
+        self.config.read_only = read_only;
+        self
+    }
+
+    pub fn max_rows(mut self, max_rows: usize) -> Self {
+        self.config.max_rows = max_rows;
+        self
+    }
+
+    pub fn max_connections(mut self, max_connections: u32) -> Self {
+        self.config.max_connections = max_connections;
+        self
+    }
+
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.config.acquire_timeout_ms = timeout.as_millis().try_into().unwrap_or(u64::MAX);
+        self
+    }
+
+    /// The configuration in effect (after `load`, including the host's config).
+    pub fn config(&self) -> &DatabaseConfig {
+        &self.config
+    }
+
+    /// Runs one request: rows as a JSON array of objects, or `{"rows_affected": n}` for a
+    /// write without `RETURNING`.
+    pub async fn query(&self, request: &DbRequest) -> PluginResult<Value> {
+        let pool = self.pool.as_ref().ok_or_else(|| {
+            PluginError::execution(format!(
+                "database plugin `{}` has no connection pool; load it before executing",
+                self.metadata.id
+            ))
+        })?;
+        if self.config.read_only && request.is_write() {
+            return Err(PluginError::InvalidInput(format!(
+                "database plugin `{}` is read-only and refuses `{}` statements; use a plugin \
+                 configured with read_only = false for writes",
+                self.metadata.id,
+                request.first_keyword()
+            )));
+        }
+        let max_rows = self.config.max_rows;
+        let sql = request.sql.clone();
+        match pool {
+            Pool::Sqlite(pool) => {
+                let query = bind_params!(sqlx::query(AssertSqlSafe(sql)), &request.params);
+                if request.returns_rows() {
+                    let mut rows = query.fetch(pool);
+                    collect_rows!(self, rows, max_rows, sqlite_row)
+                } else {
+                    query
+                        .execute(pool)
+                        .await
+                        .map(|done| json!({ "rows_affected": done.rows_affected() }))
+                        .map_err(|e| self.sql_error(e))
+                }
+            }
+            Pool::Postgres(pool) => {
+                let query = bind_params!(sqlx::query(AssertSqlSafe(sql)), &request.params);
+                if request.returns_rows() {
+                    let mut rows = query.fetch(pool);
+                    collect_rows!(self, rows, max_rows, postgres_row)
+                } else {
+                    query
+                        .execute(pool)
+                        .await
+                        .map(|done| json!({ "rows_affected": done.rows_affected() }))
+                        .map_err(|e| self.sql_error(e))
+                }
+            }
+        }
+    }
+
+    fn sql_error(&self, e: sqlx::Error) -> PluginError {
+        let hint = match &e {
+            sqlx::Error::Database(db)
+                if self.config.read_only && is_read_only_violation(db.message()) =>
+            {
+                "; the plugin is read-only"
+            }
+            sqlx::Error::PoolTimedOut => {
+                "; every pooled connection is busy: raise max_connections or acquire_timeout_ms"
+            }
+            _ => "",
+        };
+        PluginError::execution(format!(
+            "database `{}`: {e}{hint}",
+            self.config.redacted_url()
+        ))
+    }
+
+    async fn connect(&self) -> PluginResult<Pool> {
+        let config = &self.config;
+        let fail = |e: sqlx::Error| {
+            PluginError::Config(format!(
+                "cannot open database {}: {e}; check `url` and that the server is running",
+                config.redacted_url()
+            ))
+        };
+        if config.is_postgres() {
+            let options = PgConnectOptions::from_str(&config.url).map_err(fail)?;
+            let read_only = config.read_only;
+            let pool = PgPoolOptions::new()
+                .max_connections(config.max_connections.max(1))
+                .acquire_timeout(config.acquire_timeout())
+                .after_connect(move |conn, _meta| {
+                    Box::pin(async move {
+                        if read_only {
+                            conn.execute("SET default_transaction_read_only = on")
+                                .await?;
+                        }
+                        Ok(())
+                    })
+                })
+                .connect_with(options)
+                .await
+                .map_err(fail)?;
+            return Ok(Pool::Postgres(pool));
+        }
+        let memory = config.is_sqlite_memory();
+        let options = if config.url.starts_with("sqlite:") {
+            SqliteConnectOptions::from_str(&config.url).map_err(fail)?
+        } else if config.url == ":memory:" {
+            SqliteConnectOptions::from_str("sqlite::memory:").map_err(fail)?
+        } else {
+            SqliteConnectOptions::new().filename(&config.url)
+        };
+        let mut options = options.create_if_missing(!config.read_only);
+        if config.read_only {
+            options = options.pragma("query_only", "ON");
+            if !memory {
+                options = options.read_only(true);
+            }
+        }
+        let mut pool = SqlitePoolOptions::new()
+            .max_connections(if memory {
+                1
+            } else {
+                config.max_connections.max(1)
+            })
+            .acquire_timeout(config.acquire_timeout());
+        if memory {
+            // The database lives exactly as long as its one connection.
+            pool = pool
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None);
+        }
+        Ok(Pool::Sqlite(
+            pool.connect_with(options).await.map_err(fail)?,
+        ))
+    }
+}
+
+fn is_read_only_violation(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    message.contains("read-only") || message.contains("readonly") || message.contains("query_only")
+}
+
+#[async_trait]
+impl AgentPlugin for DatabasePlugin {
+    fn metadata(&self) -> &PluginMetadata {
+        &self.metadata
+    }
+
+    fn state(&self) -> PluginState {
+        self.state
+    }
+
+    async fn load(&mut self, ctx: &PluginContext) -> PluginResult<()> {
+        self.config = merge_config("database", &self.config, ctx.config())?;
+        self.pool = Some(self.connect().await?);
+        self.state = PluginState::Loaded;
+        Ok(())
+    }
+
+    async fn init_plugin(&mut self) -> PluginResult<()> {
+        Ok(())
+    }
+
+    async fn start(&mut self) -> PluginResult<()> {
+        self.state = PluginState::Running;
+        Ok(())
+    }
+
+    async fn stop(&mut self) -> PluginResult<()> {
+        self.state = PluginState::Loaded;
+        Ok(())
+    }
+
+    async fn unload(&mut self) -> PluginResult<()> {
+        match self.pool.take() {
+            Some(Pool::Sqlite(pool)) => pool.close().await,
+            Some(Pool::Postgres(pool)) => pool.close().await,
+            None => {}
+        }
+        self.state = PluginState::Unloaded;
+        Ok(())
+    }
+
+    async fn execute(&mut self, input: String) -> PluginResult<String> {
+        // Plain text that is not JSON is SQL (the seed sends bare statements).
+        let input = serde_json::from_str(&input).unwrap_or(Value::String(input));
+        Ok(self.execute_json(input).await?.to_string())
+    }
+
+    async fn execute_json(&mut self, input: Value) -> PluginResult<Value> {
+        let request = DbRequest::from_input(input).map_err(PluginError::InvalidInput)?;
+        self.query(&request).await
+    }
+
+    any_methods!();
+}

@@ -1,0 +1,200 @@
+//! `LLMPlugin`: an [`LlmClient`] behind the [`AgentPlugin`] interface.
+//!
+//! Input: a chat request (`{"messages": [...], "tools": [...], ...}`), `{"prompt": "...",
+//! "system": "..."}`, or a bare prompt (a JSON string or plain text). Output:
+//! [`ChatCompletion::to_json`]: `{"content", "tool_calls", "finish_reason", "usage", "model",
+//! "message"}`. With [`LLMPlugin::with_tools`] the registry's tools are offered to the model;
+//! with [`LLMPlugin::run_tools`] the plugin also runs them and returns the final answer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use super::{ChatRequest, LlmClient, LlmConfig};
+use crate::builtin::any_methods;
+use crate::builtin::config_merge::merge_config;
+use crate::rhai_runtime::RhaiToolRegistry;
+use crate::{
+    AgentPlugin, PluginContext, PluginError, PluginMetadata, PluginResult, PluginState, PluginType,
+};
+
+/// An OpenAI-compatible chat model as a plugin (id `llm` unless changed).
+pub struct LLMPlugin {
+    metadata: PluginMetadata,
+    state: PluginState,
+    config: LlmConfig,
+    client: Option<LlmClient>,
+    tools: Option<Arc<RhaiToolRegistry>>,
+    tool_rounds: Option<usize>,
+}
+
+impl std::fmt::Debug for LLMPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LLMPlugin")
+            .field("id", &self.metadata.id)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LLMPlugin {
+    /// A plugin with `provider`'s defaults (see [`LlmConfig::for_provider`]).
+    pub fn new(provider: &str) -> Self {
+        Self::with_config(LlmConfig::for_provider(provider))
+    }
+
+    pub fn with_config(config: LlmConfig) -> Self {
+        let metadata =
+            PluginMetadata::new("llm", format!("LLM ({})", config.provider), PluginType::Llm)
+                .with_description("Chat completions from an OpenAI-compatible endpoint")
+                .with_capability("chat")
+                .with_capability("tool_calls");
+        Self {
+            metadata,
+            state: PluginState::Unloaded,
+            config,
+            client: None,
+            tools: None,
+            tool_rounds: None,
+        }
+    }
+
+    /// Registers the plugin under `id` instead of `llm`.
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.metadata.id = id.into();
+        self
+    }
+
+    pub fn with_base_url(mut self, base_url: impl Into<String>) -> Self {
+        self.config.base_url = base_url.into();
+        self
+    }
+
+    pub fn with_model(mut self, model: impl Into<String>) -> Self {
+        self.config.model = model.into();
+        self
+    }
+
+    pub fn with_api_key(mut self, api_key: impl Into<String>) -> Self {
+        self.config.api_key = Some(api_key.into());
+        self
+    }
+
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.config.timeout_ms = timeout.as_millis().try_into().unwrap_or(u64::MAX);
+        self
+    }
+
+    pub fn with_max_retries(mut self, max_retries: u32) -> Self {
+        self.config.max_retries = max_retries;
+        self
+    }
+
+    /// The first retry wait and its cap.
+    pub fn with_backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.config.initial_backoff_ms = initial.as_millis().try_into().unwrap_or(u64::MAX);
+        self.config.max_backoff_ms = max.as_millis().try_into().unwrap_or(u64::MAX);
+        self
+    }
+
+    /// Offers the registry's tools to the model on every request that names none itself.
+    pub fn with_tools(mut self, registry: Arc<RhaiToolRegistry>) -> Self {
+        self.tools = Some(registry);
+        self
+    }
+
+    /// Runs the tools the model asks for (needs [`with_tools`](Self::with_tools)), for at most
+    /// `max_rounds` model turns, and returns the final answer.
+    pub fn run_tools(mut self, max_rounds: usize) -> Self {
+        self.tool_rounds = Some(max_rounds);
+        self
+    }
+
+    /// The configuration in effect (after `load`, including the host's config).
+    pub fn config(&self) -> &LlmConfig {
+        &self.config
+    }
+
+    /// The client, once loaded: use it for streaming ([`LlmClient::chat_stream`]).
+    pub fn client(&self) -> Option<&LlmClient> {
+        self.client.as_ref()
+    }
+
+    /// Answers one request.
+    pub async fn complete(&self, input: Value) -> PluginResult<Value> {
+        let client = self.client.as_ref().ok_or_else(|| {
+            PluginError::execution(format!(
+                "LLM plugin `{}` has no client; load it before executing",
+                self.metadata.id
+            ))
+        })?;
+        let mut request = ChatRequest::from_json(input).map_err(PluginError::InvalidInput)?;
+        match (&self.tools, self.tool_rounds) {
+            (Some(registry), Some(rounds)) => {
+                let run = client.chat_with_tools(&request, registry, rounds).await?;
+                let mut output = run.completion.to_json();
+                output["tool_calls_run"] = Value::from(run.tool_calls_run);
+                Ok(output)
+            }
+            (Some(registry), None) => {
+                if request.tools.is_empty() {
+                    request.tools = registry.to_openai();
+                }
+                Ok(client.chat(&request).await?.to_json())
+            }
+            (None, _) => Ok(client.chat(&request).await?.to_json()),
+        }
+    }
+}
+
+#[async_trait]
+impl AgentPlugin for LLMPlugin {
+    fn metadata(&self) -> &PluginMetadata {
+        &self.metadata
+    }
+
+    fn state(&self) -> PluginState {
+        self.state
+    }
+
+    async fn load(&mut self, ctx: &PluginContext) -> PluginResult<()> {
+        self.config = merge_config("LLM", &self.config, ctx.config())?;
+        self.client = Some(LlmClient::new(self.config.clone())?);
+        self.state = PluginState::Loaded;
+        Ok(())
+    }
+
+    async fn init_plugin(&mut self) -> PluginResult<()> {
+        Ok(())
+    }
+
+    async fn start(&mut self) -> PluginResult<()> {
+        self.state = PluginState::Running;
+        Ok(())
+    }
+
+    async fn stop(&mut self) -> PluginResult<()> {
+        self.state = PluginState::Loaded;
+        Ok(())
+    }
+
+    async fn unload(&mut self) -> PluginResult<()> {
+        self.client = None;
+        self.state = PluginState::Unloaded;
+        Ok(())
+    }
+
+    async fn execute(&mut self, input: String) -> PluginResult<String> {
+        // Plain text that is not JSON is a prompt.
+        let input = serde_json::from_str(&input).unwrap_or(Value::String(input));
+        Ok(self.complete(input).await?.to_string())
+    }
+
+    async fn execute_json(&mut self, input: Value) -> PluginResult<Value> {
+        self.complete(input).await
+    }
+
+    any_methods!();
+}

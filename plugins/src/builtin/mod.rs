@@ -1,0 +1,49 @@
+//! Built-in compile-time plugins that do real work: an OpenAI-compatible LLM client
+//! ([`LLMPlugin`]), SQL over sqlx ([`DatabasePlugin`]) and outbound HTTP ([`HttpPlugin`]).
+//!
+//! Each is an ordinary [`AgentPlugin`](crate::AgentPlugin): register it with a `PluginManager`,
+//! call it with JSON text, and reach it from Rhai with `call_plugin("<id>", ...)`. Each also has
+//! a Rust API for callers that want typed values (for example [`LlmClient::chat_stream`] for
+//! token streaming). Configuration comes from builder methods and, at load time, from the JSON
+//! config the host puts in [`PluginContext`](crate::PluginContext); config keys override
+//! builder values.
+//!
+//! ```no_run
+//! use bilayer_plugins::builtin::{DatabasePlugin, HttpPlugin, LLMPlugin};
+//!
+//! let llm = LLMPlugin::new("openai").with_model("gpt-4o-mini");
+//! let db = DatabasePlugin::new("sqlite::memory:").read_only(true).max_rows(500);
+//! let http = HttpPlugin::new().allow_host("api.example.com");
+//! # let _ = (llm, db, http);
+//! ```
+
+mod config_merge;
+pub mod database;
+pub mod http;
+pub mod llm;
+
+pub use database::{DatabaseConfig, DatabasePlugin, DbRequest};
+pub use http::{HttpConfig, HttpPlugin, HttpRequest};
+pub use llm::{
+    ChatCompletion, ChatDelta, ChatMessage, ChatRequest, ChatStream, LLMPlugin, LlmClient,
+    LlmConfig, LlmError, LlmResult, ToolCall, ToolRun, Usage,
+};
+
+/// The `as_any` family of [`AgentPlugin`](crate::AgentPlugin) methods, identical for every
+/// built-in.
+macro_rules! any_methods {
+    () => {
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+
+        fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+            self
+        }
+
+        fn into_any(self: Box<Self>) -> Box<dyn std::any::Any> {
+            self
+        }
+    };
+}
+pub(crate) use any_methods;

@@ -1,0 +1,111 @@
+//! # Hot reload: new versions of plugins from disk, without a restart
+//!
+//! [`HotReloadManager`] watches directories of plugin files (`.rhai` scripts, `.wasm` / `.wat`
+//! modules, or any extension given a loader) and keeps the plugins of a [`ReloadTarget`] (a
+//! `PluginManager`) in line with them:
+//!
+//! ```text
+//! file saved ─► notify (directory watch) ─► debounce ─► content hash unchanged? stop here
+//!   ─► compile + validate off to the side (syntax, limits, link, `fn self_test()`)
+//!        failed: ReloadFailed, the old version keeps serving, nothing else happens
+//!   ─► swap in the plugin's mailbox, between two messages:
+//!        new instance loaded, initialised and started on the same context
+//!        state store: kept (after `fn migrate(old_state)`), or fresh if preserve_state is off
+//!        failed: ReloadFailed, the old version keeps serving
+//!   ─► ReloadCompleted: every later message is served by the new version
+//!   ─► probation (failure window): more than max_attempts faults ─► RolledBack to the last
+//!        known-good version, which serves the messages after the failing one
+//! ```
+//!
+//! The plugin kernel knows nothing about actors: hot reload talks to the host through
+//! [`ReloadTarget`], which `bilayer-actors` implements for its `PluginManager`. There a swap
+//! is a message in the plugin's own mailbox, so it happens between two messages: no message is
+//! lost, none is served by a half-loaded version, and each answer comes from exactly one
+//! version (`PluginManager::version(id)`, and the `version` field of the `plugin.execute`
+//! span).
+//!
+//! ## Files and editors
+//!
+//! Directories are watched, never single files. What happens is decided from what is on disk
+//! when a path is looked at, not from the kind of event: writing in place, writing a
+//! temporary file and renaming it over the original, deleting and re-creating, and bursts of
+//! writes all end in one look at the final content. A save that leaves the content as it was
+//! (same hash) does nothing; an empty file is ignored until it has content; editors' lock,
+//! swap and backup files (`.#x.rhai`, `.x.rhai.swp`, `x.rhai~`) are not plugins. A new file
+//! becomes a new plugin ([`HotReloadConfig::with_add_new_files`]); a deleted file removes,
+//! stops or keeps its plugin ([`DeleteAction`]).
+//!
+//! ## State
+//!
+//! With `preserve_state` (the default) the new version uses the plugin's host-owned state
+//! store, so whatever the old version stored is there. A Rhai version that defines
+//! `fn migrate(old_state)` gets the old state as a map and returns the state to start from;
+//! the migration runs during the swap, between two messages, and if it throws the swap does not
+//! happen. With `preserve_state` off the new version gets a fresh, empty store (the old one is
+//! kept for a rollback). A rollback restores the state as the known-good version left it when a
+//! migration or a fresh store came between; otherwise the store keeps what was written meanwhile.
+//!
+//! ## Rollback
+//!
+//! With `auto_rollback` (the default) the host keeps the last known-good version after a swap.
+//! If the new version then fails (panic, trap, limit, runtime error) more than `max_attempts`
+//! times within the failure window, it is replaced by the known-good one, `RolledBack` is
+//! published, and the supervisor's restart count for the plugin starts afresh. Each such failure
+//! is published as `ReloadFailed` with its number as `attempt`. Once the window has passed, the
+//! new version is the known-good one. A version that fails to compile, validate, migrate or
+//! start never replaces the one serving, so there is nothing to roll back.
+//!
+//! ## Example
+//!
+//! Without a target, changes are compiled and validated only; with one
+//! (`.with_target(plugin_manager.clone())`) they are served. examples/hot_reload.rs runs the
+//! whole loop with a `PluginManager`.
+//!
+//! ```
+//! use bilayer_plugins::hot_reload::{HotReloadConfig, HotReloadManager, ReloadEvent, ReloadStrategy};
+//!
+//! # #[tokio::main]
+//! # async fn main() -> bilayer_plugins::PluginResult<()> {
+//! let dir = std::env::temp_dir().join(format!("bilayer-hot-reload-doc-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir)?;
+//! std::fs::write(dir.join("greet.rhai"), "fn greet(name) { `hello ${name}` }\ngreet")?;
+//!
+//! let config = HotReloadConfig::new().with_strategy(ReloadStrategy::Manual);
+//! let manager = HotReloadManager::new(&dir, config);
+//! manager.start().await?;
+//! let mut events = manager.events();
+//!
+//! std::fs::write(dir.join("greet.rhai"), "fn greet(name) { `hi ${name}` }\ngreet")?;
+//! manager.reload_now(dir.join("greet.rhai")).await?;
+//! manager.stop().await;
+//!
+//! let mut validated = 0;
+//! while let Some(event) = events.recv().await {
+//!     if let ReloadEvent::Validated { plugin_id, .. } = event {
+//!         assert_eq!(plugin_id, "greet");
+//!         validated += 1;
+//!     }
+//! }
+//! assert_eq!(validated, 1);
+//! # std::fs::remove_dir_all(&dir)?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod config;
+mod events;
+mod files;
+mod manager;
+mod prepare;
+mod reloader;
+mod target;
+mod watcher;
+
+pub use config::{DeleteAction, HotReloadConfig, PluginLoader, ReloadStrategy};
+pub use events::{ReloadEvent, ReloadEventSink, ReloadEvents};
+pub use manager::HotReloadManager;
+pub use prepare::migration_for;
+pub use reloader::ReloadOutcome;
+pub use target::{
+    ReloadTarget, Replacement, RollbackPolicy, StateHandover, StateMigration, SwapReport,
+};
