@@ -2,7 +2,8 @@
 # W1 "order routing" side by side, in one run on one machine: bilayer (native and Rhai agents)
 # against the Python peers of ../shared/peers (the asyncio floor always; autogen-core and
 # LangGraph when PEERS_PY names a Python that has ../shared/peers/requirements.txt installed).
-# Prints the peers' RESULT lines; docs/benchmarks.md records them.
+# Prints one RESULT line per configuration (the peers' format); docs/benchmarks.md records them.
+# bilayer runs on a 2-worker multi-thread runtime ("multi") and on a current-thread runtime.
 #
 #   bash benches/w1_compare.sh                 # asyncio peer only
 #   PEERS_PY=/path/venv/bin/python bash benches/w1_compare.sh
@@ -14,16 +15,20 @@ cargo build --release --example w1 >/dev/null 2>&1
 W1=target/release/examples/w1
 run() { "$@" 2>/dev/null | grep '^RESULT'; }
 for n in 100000; do
-  run "$W1" --mode throughput --n $n --agents native
-  run "$W1" --mode throughput --n $n --agents rhai
+  for rt in multi current; do
+    run "$W1" --mode throughput --n $n --agents native --runtime $rt
+    run "$W1" --mode throughput --n $n --agents rhai --runtime $rt
+  done
   run python3 "$PEERS/w1_asyncio.py" --mode throughput --n $n
   if [ -n "$PY" ]; then
     run "$PY" "$PEERS/w1_autogen.py" --mode throughput --n 10000
     run "$PY" "$PEERS/w1_langgraph.py" --mode throughput --n 10000
   fi
 done
-run "$W1" --mode latency --n 2000 --agents native
-run "$W1" --mode latency --n 2000 --agents rhai
+for rt in multi current; do
+  run "$W1" --mode latency --n 2000 --agents native --runtime $rt
+  run "$W1" --mode latency --n 2000 --agents rhai --runtime $rt
+done
 run python3 "$PEERS/w1_asyncio.py" --mode latency --n 2000
 if [ -n "$PY" ]; then
   run "$PY" "$PEERS/w1_autogen.py" --mode latency --n 2000

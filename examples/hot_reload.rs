@@ -61,7 +61,7 @@ process_order
 "#;
 
 #[tokio::main]
-async fn main() -> PluginResult<()> {
+pub async fn main() -> PluginResult<()> {
     let dir = scratch_dir()?;
     let script = dir.join("order_processor.rhai");
     std::fs::write(&script, SEED_VERSION)?;

@@ -99,7 +99,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         other => return Err(format!("--runtime is multi or current, not {other}").into()),
     };
     // The whole measurement runs as a task inside the runtime, as an application's code would.
-    runtime.block_on(runtime.spawn(measure(args)))?.map_err(|e| e as Box<dyn std::error::Error>)
+    runtime
+        .block_on(runtime.spawn(measure(args)))?
+        .map_err(|e| e as Box<dyn std::error::Error>)
 }
 
 async fn measure(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {

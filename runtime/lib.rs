@@ -89,10 +89,11 @@ pub use bilayer_plugins::{
 pub mod prelude {
     pub use std::any::Any;
 
+    pub use crate::builtin::{DatabasePlugin, HttpPlugin, LLMPlugin};
+    pub use crate::hot_reload::{HotReloadConfig, HotReloadManager, ReloadEvent, ReloadStrategy};
     pub use crate::{
         async_trait, AgentPlugin, AgentSystem, FnPlugin, Outcome, OutcomeStatus, PluginContext,
         PluginError, PluginManager, PluginMetadata, PluginOptions, PluginResult, PluginState,
         PluginStateStore, PluginType, SupervisionStrategy, SupervisorEvent,
     };
-    pub use crate::hot_reload::{HotReloadConfig, HotReloadManager, ReloadEvent, ReloadStrategy};
 }

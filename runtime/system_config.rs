@@ -21,26 +21,49 @@
 //!
 //! [[agents]]
 //! name = "intake"
-//! script = "intake.rhai"        # or: wasm = "intake.wasm" (or .wat), or: native = "order_intake"
+//! script = "intake.rhai"        # or: wasm = "intake.wasm" (or .wat), or: native = "order_intake",
+//!                               # or: builtin = "llm" (llm, database, http)
 //! config = { region = "eu" }    # handed to the plugin as its config
 //! capabilities = ["log"]        # WASM only: host imports granted (log, config, state,
 //!                               # call_plugin, call_plugin:ID); none by default
+//!
+//! [[plugins]]                   # support plugins: agents call them with call_plugin(id, ...),
+//! builtin = "database"          # routing never delivers to them; llm, database or http
+//! id = "database"               # default: the builtin's name
+//! config = { url = "sqlite::memory:", read_only = true }
+//! init_sql_file = "seed.sql"    # database only: SQL run at load (schema, seed data)
 //! ```
+//!
+//! A built-in's `config` uses the keys of its config struct, unset keys keeping their
+//! defaults: `llm` → [`LlmConfig`] (`provider` picks the defaults: `openai`, `ollama`,
+//! `llamacpp`, else a local `http://127.0.0.1:8080/v1`; then `base_url`, `model`, `api_key`,
+//! `api_key_env`, `timeout_ms`, `max_retries`, ...), `database` → [`DatabaseConfig`] (`url`,
+//! `read_only`, `max_rows`, `max_connections`, `acquire_timeout_ms`, `init_sql`), `http` →
+//! [`HttpConfig`] (`allowed_hosts`, `timeout_ms`, `max_response_bytes`, `default_headers`,
+//! `max_redirects`). An unknown key or a value of the wrong type is a problem `check` reports.
+//! `init_sql_file` (on a `[[plugins]]` table or a database agent) reads the file into the
+//! config's `init_sql`.
 //!
 //! Paths are relative to the TOML file's directory. [`SystemDefinition::check`] reports every
 //! problem it can find, each with a file position; [`SystemDefinition::build`] builds the
 //! system.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bilayer_actors::{AgentSystem, PluginOptions, SupervisionStrategy};
+use bilayer_plugins::builtin::{
+    DatabaseConfig, DatabasePlugin, HttpConfig, HttpPlugin, LLMPlugin, LlmConfig,
+};
+use bilayer_plugins::hot_reload::{DeleteAction, HotReloadConfig, HotReloadManager};
 use bilayer_plugins::rhai_runtime::{RhaiConfig, RhaiPlugin};
 use bilayer_plugins::wasm_runtime::{WasmCapabilities, WasmPlugin};
 use bilayer_plugins::{AgentPlugin, PluginError, PluginResult};
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::orders::{builtin_native, BUILTIN_NATIVE};
 use crate::routing::RhaiRoutingPolicy;
@@ -63,6 +86,8 @@ struct SystemFile {
     hot_reload: HotReload,
     #[serde(default)]
     agents: Vec<AgentEntry>,
+    #[serde(default)]
+    plugins: Vec<PluginEntry>,
 }
 
 /// Rhai limits, as in [`RhaiConfig`]; unset fields keep its defaults.
@@ -92,11 +117,26 @@ struct AgentEntry {
     script: Option<PathBuf>,
     wasm: Option<PathBuf>,
     native: Option<String>,
+    builtin: Option<String>,
     config: Option<toml::Value>,
+    init_sql_file: Option<PathBuf>,
     limits: Option<Limits>,
     #[serde(default)]
     capabilities: Vec<String>,
 }
+
+/// A support plugin: callable by agents, never routed to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PluginEntry {
+    builtin: String,
+    id: Option<String>,
+    config: Option<toml::Value>,
+    init_sql_file: Option<PathBuf>,
+}
+
+/// The built-in plugins a system TOML can name.
+pub const BUILTIN_PLUGINS: &[&str] = &["llm", "database", "http"];
 
 /// What plugin backs an agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +144,8 @@ pub enum AgentSource {
     Script(PathBuf),
     Wasm(PathBuf),
     Native(String),
+    /// A built-in (`llm`, `database`, `http`) with its JSON config (`init_sql_file` read in).
+    Builtin(String, Value),
 }
 
 /// A parsed system definition (paths resolved against the file's directory).
@@ -184,7 +226,8 @@ impl SystemDefinition {
     }
 
     /// Every problem: unknown keys, agents without exactly one plugin, missing files, scripts
-    /// that do not compile, unknown native plugins, duplicate names, an unknown entry, a broken
+    /// that do not compile, unknown native or built-in plugins, built-in configs with unknown
+    /// keys or wrongly typed values, duplicate names or plugin ids, an unknown entry, a broken
     /// routing script, and literal `next_agent` targets in scripts that are not agents.
     pub fn check(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
@@ -232,6 +275,51 @@ impl SystemDefinition {
                     }
                 }
                 Ok(AgentSource::Native(_)) => {}
+                Ok(AgentSource::Builtin(builtin, config)) => {
+                    if let Err(message) = builtin_plugin(&builtin, &config) {
+                        problems.push(self.problem_in_agent(
+                            index,
+                            &format!("agent `{}`: {message}", agent.name),
+                        ));
+                    }
+                }
+            }
+        }
+        for (index, plugin) in self.raw.plugins.iter().enumerate() {
+            let id = plugin_id(plugin);
+            // `seen` holds the agents' names too: agents and plugins share one id space.
+            if !seen.insert(id) {
+                problems.push(self.problem_in_table(
+                    "plugins",
+                    index,
+                    "builtin",
+                    &format!(
+                        "plugin id `{id}` is already taken by an agent or another plugin; \
+                         give it another `id`"
+                    ),
+                ));
+            }
+            // Point at the key at fault: `builtin`, `init_sql_file`, or `config`.
+            let checked =
+                match self.builtin_config(&plugin.builtin, &plugin.config, &plugin.init_sql_file) {
+                    Err(message) if message.contains("init_sql") => Err(("init_sql_file", message)),
+                    Err(message) => Err(("builtin", message)),
+                    Ok(config) => builtin_plugin(&plugin.builtin, &config)
+                        .map(|_| ())
+                        .map_err(|message| ("config", message)),
+                };
+            if let Err((key, message)) = checked {
+                let key = if key == "config" && plugin.config.is_none() {
+                    "builtin"
+                } else {
+                    key
+                };
+                problems.push(self.problem_in_table(
+                    "plugins",
+                    index,
+                    key,
+                    &format!("plugin `{id}`: {message}"),
+                ));
             }
         }
         if let Some(entry) = &self.raw.entry {
@@ -307,6 +395,14 @@ impl SystemDefinition {
                     AgentSource::Native(name) => builtin_native(&name).ok_or_else(|| {
                         PluginError::Config(format!("unknown native plugin `{name}`"))
                     })?,
+                    AgentSource::Builtin(name, config) => {
+                        let plugin = builtin_plugin(&name, &config).map_err(|message| {
+                            PluginError::Config(format!("agent `{}`: {message}", agent.name))
+                        })?;
+                        let options = PluginOptions::new().config(config);
+                        builder = builder.agent_with(&agent.name, plugin, options);
+                        continue;
+                    }
                 };
             let mut options = PluginOptions::new();
             if let Some(config) = &agent.config {
@@ -316,7 +412,71 @@ impl SystemDefinition {
             }
             builder = builder.agent_with(&agent.name, plugin, options);
         }
+        for entry in &self.raw.plugins {
+            let id = plugin_id(entry);
+            let config = self
+                .builtin_config(&entry.builtin, &entry.config, &entry.init_sql_file)
+                .map_err(|message| PluginError::Config(format!("plugin `{id}`: {message}")))?;
+            let plugin = builtin_plugin(&entry.builtin, &config)
+                .map_err(|message| PluginError::Config(format!("plugin `{id}`: {message}")))?;
+            builder = builder.plugin_with(plugin, PluginOptions::new().id(id).config(config));
+        }
         builder.build().await
+    }
+
+    /// A hot reload manager for this system's script and module agents, watching the
+    /// `[hot_reload] dirs` (or, when none are set, the directory of the definition): a changed
+    /// file is compiled with its agent's own limits and grant, checked off to the side, and
+    /// swapped into the running agent between two messages. New files are not added as agents
+    /// and deleted files keep their agent serving (the definition, not the directory, says which
+    /// agents exist).
+    pub fn hot_reload(&self, system: &AgentSystem) -> HotReloadManager {
+        let mut dirs = self.hot_reload_dirs();
+        if dirs.is_empty() {
+            dirs.push(self.dir.clone());
+        }
+        let mut scripts: HashMap<PathBuf, RhaiConfig> = HashMap::new();
+        let mut modules: HashMap<PathBuf, Vec<String>> = HashMap::new();
+        let mut config = HotReloadConfig::default()
+            .with_preserve_state(true)
+            .with_auto_rollback(true)
+            .with_add_new_files(false)
+            .with_on_delete(DeleteAction::Keep)
+            .with_rhai_config(self.base_limits());
+        for agent in &self.raw.agents {
+            match self.source_of(agent) {
+                Ok(AgentSource::Script(path)) => {
+                    scripts.insert(canonical(&path), self.limits_for(agent));
+                    config = config.with_plugin_id(path, agent.name.clone());
+                }
+                Ok(AgentSource::Wasm(path)) => {
+                    modules.insert(canonical(&path), agent.capabilities.clone());
+                    config = config.with_plugin_id(path, agent.name.clone());
+                }
+                _ => {}
+            }
+        }
+        let base = self.base_limits();
+        config = config.with_loader("rhai", move |path| {
+            let limits = scripts
+                .get(&canonical(path))
+                .cloned()
+                .unwrap_or_else(|| base.clone());
+            Ok(Box::new(RhaiPlugin::from_file_with_config(path, limits)?) as Box<dyn AgentPlugin>)
+        });
+        let modules = Arc::new(modules);
+        for extension in ["wasm", "wat"] {
+            let modules = modules.clone();
+            config = config.with_loader(extension, move |path| {
+                let grant = modules.get(&canonical(path)).cloned().unwrap_or_default();
+                Ok(Box::new(wasm_agent(path, &grant)?) as Box<dyn AgentPlugin>)
+            });
+        }
+        let mut manager = HotReloadManager::new(&dirs[0], config);
+        for dir in &dirs[1..] {
+            manager = manager.with_dir(dir);
+        }
+        manager.with_target(system.manager().clone())
     }
 
     fn source_of(&self, agent: &AgentEntry) -> Result<AgentSource, String> {
@@ -324,15 +484,28 @@ impl SystemDefinition {
             agent.script.is_some(),
             agent.wasm.is_some(),
             agent.native.is_some(),
+            agent.builtin.is_some(),
         ]
         .iter()
         .filter(|g| **g)
         .count();
         if given != 1 {
             return Err(format!(
-                "agent `{}` needs exactly one of script, wasm or native",
+                "agent `{}` needs exactly one of script, wasm, native or builtin",
                 agent.name
             ));
+        }
+        if agent.init_sql_file.is_some() && agent.builtin.as_deref() != Some("database") {
+            return Err(format!(
+                "agent `{}`: init_sql_file is for agents with builtin = \"database\"",
+                agent.name
+            ));
+        }
+        if let Some(builtin) = &agent.builtin {
+            let config = self
+                .builtin_config(builtin, &agent.config, &agent.init_sql_file)
+                .map_err(|message| format!("agent `{}`: {message}", agent.name))?;
+            return Ok(AgentSource::Builtin(builtin.clone(), config));
         }
         if let Some(script) = &agent.script {
             return Ok(AgentSource::Script(self.dir.join(script)));
@@ -349,6 +522,46 @@ impl SystemDefinition {
             ));
         }
         Ok(AgentSource::Native(native))
+    }
+
+    /// A built-in's JSON config: the TOML `config` table, with `init_sql_file` read into
+    /// `init_sql`.
+    fn builtin_config(
+        &self,
+        builtin: &str,
+        config: &Option<toml::Value>,
+        init_sql_file: &Option<PathBuf>,
+    ) -> Result<Value, String> {
+        if !BUILTIN_PLUGINS.contains(&builtin) {
+            return Err(format!(
+                "unknown builtin `{builtin}`; built-in plugins are {}",
+                BUILTIN_PLUGINS.join(", ")
+            ));
+        }
+        let mut json = match config {
+            Some(config) => serde_json::to_value(config).map_err(|e| e.to_string())?,
+            None => Value::Object(Default::default()),
+        };
+        if let Some(file) = init_sql_file {
+            if builtin != "database" {
+                return Err(format!(
+                    "init_sql_file is for builtin = \"database\", not `{builtin}`"
+                ));
+            }
+            let path = self.dir.join(file);
+            let sql = std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read init_sql_file {}: {e}", path.display()))?;
+            match &mut json {
+                Value::Object(fields) if fields.contains_key("init_sql") => {
+                    return Err("give init_sql_file or config.init_sql, not both".to_string())
+                }
+                Value::Object(fields) => {
+                    fields.insert("init_sql".to_string(), Value::String(sql));
+                }
+                _ => {}
+            }
+        }
+        Ok(json)
     }
 
     fn base_limits(&self) -> RhaiConfig {
@@ -395,10 +608,18 @@ impl SystemDefinition {
     /// A problem located at the `name` value of the `index`-th `[[agents]]` table (or at the
     /// table's header when it has no name line).
     fn problem_in_agent(&self, index: usize, message: &str) -> Problem {
-        let header = regex::Regex::new(r"(?m)^\s*\[\[\s*agents\s*\]\]").expect("static pattern");
-        let name_value = regex::Regex::new(r"(?m)^\s*name\s*=\s*").expect("static pattern");
+        self.problem_in_table("agents", index, "name", message)
+    }
+
+    /// A problem located at the `key` value of the `index`-th `[[array]]` table (or at the
+    /// table's header when it has no such line).
+    fn problem_in_table(&self, array: &str, index: usize, key: &str, message: &str) -> Problem {
+        let header =
+            regex::Regex::new(&format!(r"(?m)^\s*\[\[\s*{array}\s*\]\]")).expect("valid pattern");
+        let name_value =
+            regex::Regex::new(&format!(r"(?m)^\s*{key}\s*=\s*")).expect("valid pattern");
         let Some(table) = header.find_iter(&self.text).nth(index) else {
-            return self.problem_at("[[agents]]", message);
+            return self.problem_at(&format!("[[{array}]]"), message);
         };
         let rest = &self.text[table.end()..];
         let section_end = header.find(rest).map_or(rest.len(), |next| next.start());
@@ -428,6 +649,86 @@ impl SystemDefinition {
             message: message.to_string(),
         }
     }
+}
+
+/// The support plugin's id: its `id`, else the builtin's name.
+fn plugin_id(entry: &PluginEntry) -> &str {
+    entry.id.as_deref().unwrap_or(entry.builtin.as_str())
+}
+
+/// A built-in plugin for `config` (a JSON object of its config keys), which is checked here
+/// the way the plugin's `load` reads it, so `check` reports what `build` would refuse.
+fn builtin_plugin(builtin: &str, config: &Value) -> Result<Box<dyn AgentPlugin>, String> {
+    match builtin {
+        "llm" => {
+            let provider = match config.get("provider") {
+                None => "openai",
+                Some(Value::String(provider)) => provider.as_str(),
+                Some(other) => {
+                    return Err(format!(
+                        "llm config: `provider` must be a string, got {other}"
+                    ))
+                }
+            };
+            let merged = overlay("llm", &LlmConfig::for_provider(provider), config)?;
+            if !(merged.base_url.starts_with("http://") || merged.base_url.starts_with("https://"))
+            {
+                return Err(format!(
+                    "llm config: base_url `{}` must start with http:// or https://",
+                    merged.base_url
+                ));
+            }
+            Ok(Box::new(LLMPlugin::new(provider)))
+        }
+        "database" => {
+            let merged = overlay("database", &DatabaseConfig::default(), config)?;
+            if merged.url.trim().is_empty() {
+                return Err("database config: `url` is empty".to_string());
+            }
+            Ok(Box::new(DatabasePlugin::default()))
+        }
+        "http" => {
+            overlay("http", &HttpConfig::default(), config)?;
+            Ok(Box::new(HttpPlugin::new()))
+        }
+        other => Err(format!(
+            "unknown builtin `{other}`; built-in plugins are {}",
+            BUILTIN_PLUGINS.join(", ")
+        )),
+    }
+}
+
+/// `base` with the keys of `config` (a JSON object) replaced: unknown keys and wrongly typed
+/// values are errors, as in the plugins' own `load`.
+fn overlay<T: Serialize + DeserializeOwned>(
+    builtin: &str,
+    base: &T,
+    config: &Value,
+) -> Result<T, String> {
+    let Value::Object(overrides) = config else {
+        return Err(format!(
+            "{builtin} config must be a table of settings, got {config}"
+        ));
+    };
+    let mut merged = serde_json::to_value(base).map_err(|e| e.to_string())?;
+    if let Value::Object(fields) = &mut merged {
+        for (key, value) in overrides {
+            if !fields.contains_key(key) {
+                let known: Vec<&str> = fields.keys().map(String::as_str).collect();
+                return Err(format!(
+                    "{builtin} config has unknown key `{key}`; known keys: {}",
+                    known.join(", ")
+                ));
+            }
+            fields.insert(key.clone(), value.clone());
+        }
+    }
+    serde_json::from_value(merged).map_err(|e| format!("{builtin} config is invalid: {e}"))
+}
+
+/// A path in the form file events report it, so lookups match whichever way it was written.
+fn canonical(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// A WASM agent with exactly the capabilities its table grants (none by default).

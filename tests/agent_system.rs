@@ -341,3 +341,28 @@ async fn malformed_json_input_is_an_error_outcome() {
     assert!(outcome.error.unwrap().contains("not valid JSON"));
     assert!(system.send_str(&orders::order(3).to_string()).await.is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_agents_dead_letter_carries_its_input_unless_told_not_to() {
+    for keep in [true, false] {
+        let system = AgentSystem::builder()
+            .dead_letter_payloads(keep)
+            .agent(
+                "failing",
+                step("failing", |_| Err(PluginError::execution("no"))),
+            )
+            .build()
+            .await
+            .unwrap();
+        let outcome = system.send(json!({"order": 7})).await;
+        assert_eq!(outcome.status, OutcomeStatus::DeadLetter);
+        let letter = system.dead_letters().pop().unwrap();
+        let expected = if keep {
+            json!({"order": 7})
+        } else {
+            Value::Null
+        };
+        assert_eq!(letter.payload, expected);
+        system.shutdown().await.unwrap();
+    }
+}

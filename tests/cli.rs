@@ -1202,3 +1202,85 @@ fn exec_runs_a_wasm_module_like_a_script() {
     assert!(!denied.status.success(), "an ungranted import must fail");
     assert_contains(&denied.stderr, "capabilit", "stderr");
 }
+
+#[test]
+fn run_watch_hot_reloads_an_agent_script_while_running() {
+    let scratch = Scratch::new("watch");
+    let system = scratch.write(
+        "system.toml",
+        "entry = \"intake\"\n[[agents]]\nname = \"intake\"\nscript = \"stamp.rhai\"\n",
+    );
+    let script = |version: u32| {
+        format!("fn stamp(msg) {{ #{{ id: msg.id, version: {version} }} }}\n\nstamp\n")
+    };
+    scratch.write("stamp.rhai", &script(1));
+
+    let mut child = bilayer(["run", system.to_str().unwrap(), "--input", "-", "--watch"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the bilayer binary");
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut send = |id: u32| {
+        writeln!(stdin, "{{\"id\":{id}}}").expect("write to stdin");
+        stdin.flush().expect("flush stdin");
+        let line = lines
+            .recv_timeout(QUICK)
+            .expect("an outcome line for every input");
+        serde_json::from_str::<serde_json::Value>(&line).expect("outcome lines are JSON")
+    };
+
+    assert_eq!(send(1)["output"]["version"], 1);
+    scratch.write("stamp.rhai", &script(2));
+    // The new version serves once the watcher has swapped it in; keep sending until it does.
+    let deadline = Instant::now() + QUICK;
+    let mut id = 2;
+    loop {
+        let outcome = send(id);
+        assert_eq!(outcome["status"], "ok", "{outcome}");
+        if outcome["output"]["version"] == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the edited script never went live"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        id += 1;
+    }
+    drop(stdin);
+    let deadline = Instant::now() + QUICK;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the watch run did not end after its stdin closed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr is piped")
+        .read_to_string(&mut stderr)
+        .expect("read stderr");
+    assert!(status.success(), "{status}\n{stderr}");
+    assert_contains(&stderr, "ReloadCompleted", "stderr");
+}

@@ -13,6 +13,7 @@ use bilayer::prelude::*;
 use bilayer::rhai_runtime::RhaiPlugin;
 use hot_reload_support::{
     counting_script, ended_reload, mentions, rhai_version, until, wat_answering, Rig, Scratch,
+    PATIENCE,
 };
 use serde_json::json;
 
@@ -126,7 +127,7 @@ async fn write_temp_then_rename_and_delete_then_recreate_each_reload_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_writes_gives_one_reload_after_the_debounce_window() {
-    let mut rig = Rig::start("burst", debounced(1000), &[("p.rhai", &counting_script(1))]).await;
+    let mut rig = Rig::start("burst", debounced(2000), &[("p.rhai", &counting_script(1))]).await;
     for v in 2..=6 {
         rig.dir.write("p.rhai", &counting_script(v));
     }
@@ -372,11 +373,20 @@ async fn a_live_version_that_panics_past_max_attempts_is_rolled_back() {
             "the old version serves"
         );
     }
-    let mut rolled_back = false;
-    while let Ok(event) = supervision.try_recv() {
-        rolled_back |= matches!(event, SupervisorEvent::RolledBack { .. });
-    }
-    assert!(rolled_back, "the supervisor reports the rollback");
+    // The supervisor hears of it asynchronously.
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            match supervision.recv().await {
+                Ok(SupervisorEvent::RolledBack { to_version, .. }) => {
+                    break assert_eq!(to_version, "ok A");
+                }
+                Ok(_) => continue,
+                Err(e) => panic!("supervision events ended: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("the supervisor reports the rollback");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -479,4 +489,37 @@ async fn the_manual_strategy_reloads_only_when_asked() {
     assert_eq!(rig.call("p", "{}").await["v"], 2);
     let again = rig.hot.reload_now(rig.dir.file("p.rhai")).await.unwrap();
     assert_eq!(again, bilayer::hot_reload::ReloadOutcome::Unchanged);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_can_host_a_plugin_registered_under_another_id() {
+    let dir = Scratch::new("alias");
+    dir.write("triage.rhai", &counting_script(1));
+    let plugins = PluginManager::new("alias");
+    let script = RhaiPlugin::from_file(dir.file("triage.rhai")).unwrap();
+    plugins
+        .register_with(Box::new(script), PluginOptions::new().id("intake"))
+        .await
+        .unwrap();
+    plugins.load_all().await.unwrap();
+    plugins.start_all().await.unwrap();
+
+    let config = debounced(150).with_plugin_id("triage.rhai", "intake");
+    let hot = HotReloadManager::new(dir.path(), config).with_target(plugins.clone());
+    let mut events = hot.events();
+    hot.start().await.unwrap();
+    assert!(
+        events.try_recv().is_none(),
+        "the serving version is recorded"
+    );
+
+    dir.write("triage.rhai", &counting_script(2));
+    let seen = until(&mut events, "intake reloaded", |e| {
+        ended_reload(e, "intake")
+    })
+    .await;
+    assert!(completed_version(&seen, "intake").is_some(), "{seen:#?}");
+    let answer = plugins.execute("intake", "{}".into()).await.unwrap();
+    assert!(answer.contains("\"v\":2"), "{answer}");
+    assert!(!plugins.contains("triage"));
 }

@@ -32,21 +32,25 @@ fn spawn_callers(
             let plugins = plugins.clone();
             let done = done.clone();
             tokio::spawn(async move {
-                let mut seen = Vec::new();
-                while seen.len() < MIN_CALLS_PER_CALLER || !done.load(Ordering::Acquire) {
-                    let answer = plugins
-                        .execute(id, format!("{{\"caller\": {caller}}}"))
-                        .await
-                        .unwrap_or_else(|e| {
-                            panic!("call {} of caller {caller} failed: {e}", seen.len())
-                        });
-                    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
-                    seen.push(
+                let call = |n: usize| {
+                    let plugins = plugins.clone();
+                    async move {
+                        let answer = plugins
+                            .execute(id, format!("{{\"caller\": {caller}}}"))
+                            .await
+                            .unwrap_or_else(|e| panic!("call {n} of caller {caller} failed: {e}"));
+                        let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
                         answer["v"]
                             .as_u64()
-                            .expect("every answer names its version"),
-                    );
+                            .expect("every answer names its version")
+                    }
+                };
+                let mut seen = Vec::new();
+                while seen.len() < MIN_CALLS_PER_CALLER || !done.load(Ordering::Acquire) {
+                    seen.push(call(seen.len()).await);
                 }
+                // Sent after the last reload completed: the last version answers it.
+                seen.push(call(seen.len()).await);
                 seen
             })
         })
@@ -54,13 +58,18 @@ fn spawn_callers(
 }
 
 /// Rewrites `file` with each text in turn, waiting for each reload to end; returns for each
-/// rewrite whether it completed.
+/// rewrite whether it completed. Prints the median time from a change being seen (after the
+/// debounce window) to the new version serving.
 async fn rewrite_all(rig: &mut Rig, file: &str, id: &str, texts: &[(u32, String)]) -> Vec<bool> {
     let mut completed = Vec::new();
+    let mut latencies = Vec::new();
     for (_, text) in texts {
         rig.dir.write(file, text);
         let seen = rig.reload_of(id).await;
         let last = seen.last().unwrap();
+        if let ReloadEvent::ReloadCompleted { duration, .. } = last {
+            latencies.push(*duration);
+        }
         completed.push(matches!(last, ReloadEvent::ReloadCompleted { .. }));
         let kinds: Vec<_> = seen
             .iter()
@@ -78,6 +87,12 @@ async fn rewrite_all(rig: &mut Rig, file: &str, id: &str, texts: &[(u32, String)
             "each rewrite: changed, started, then completed or failed: {seen:#?}"
         );
     }
+    latencies.sort();
+    println!(
+        "change seen → new version serving, under load: median {:?}, max {:?}",
+        latencies[latencies.len() / 2],
+        latencies.last().unwrap()
+    );
     completed
 }
 

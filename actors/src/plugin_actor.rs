@@ -251,12 +251,20 @@ impl PluginActorState {
         let run = AssertUnwindSafe(chain.scope(self.shared.id.clone(), self.plugin.execute(input)))
             .catch_unwind()
             .instrument(span.clone());
-        // A caller that stopped waiting (its timeout fired) cancels the call, so an async plugin
-        // stuck on I/O does not hold the mailbox forever.
-        let outcome = tokio::select! {
-            biased;
-            outcome = run => Some(outcome),
-            _ = reply.closed() => None,
+        // Most plugins finish on their first poll (scripts, modules, pure functions): they need
+        // no watcher. A plugin still pending after it is raced against its caller: a caller that
+        // stopped waiting (its timeout fired) cancels the call, so an async plugin stuck on I/O
+        // does not hold the mailbox forever.
+        let outcome = {
+            let mut run = std::pin::pin!(run);
+            match futures::poll!(run.as_mut()) {
+                std::task::Poll::Ready(outcome) => Some(outcome),
+                std::task::Poll::Pending => tokio::select! {
+                    biased;
+                    outcome = run => Some(outcome),
+                    _ = reply.closed() => None,
+                },
+            }
         };
         let elapsed = started.elapsed();
         self.metrics.calls.increment(1);
@@ -327,17 +335,31 @@ impl PluginActorState {
             trace_id = envelope.ticket.trace_id,
             input = envelope.ticket.input,
         );
-        // The message is kept so that a failure can put it in the dead-letter queue as it was.
-        let input = envelope.payload.clone();
+        // By default the message is kept so that a failure can put it in the dead-letter queue
+        // as it was; systems built with `dead_letter_payloads(false)` save the copy.
+        let input = if core.keep_failed_payloads {
+            envelope.payload.clone()
+        } else {
+            std::mem::take(&mut envelope.payload)
+        };
         let started = Instant::now();
         let run = AssertUnwindSafe(
             CallChain::default().scope(self.shared.id.clone(), self.plugin.execute_json(input)),
         )
         .catch_unwind()
         .instrument(span);
-        let outcome = match self.hop_timeout {
-            Some(limit) => tokio::time::timeout(limit, run).await.map_err(|_| limit),
-            None => Ok(run.await),
+        // A hop that finishes on its first poll needs no timer (arming one costs more than most
+        // hops); the timeout bounds hops that wait, counted from that first poll.
+        let hop_timeout = self.hop_timeout;
+        let outcome = {
+            let mut run = std::pin::pin!(run);
+            match futures::poll!(run.as_mut()) {
+                std::task::Poll::Ready(outcome) => Ok(outcome),
+                std::task::Poll::Pending => match hop_timeout {
+                    Some(limit) => tokio::time::timeout(limit, run).await.map_err(|_| limit),
+                    None => Ok(run.await),
+                },
+            }
         };
         let elapsed = started.elapsed();
         self.metrics.calls.increment(1);

@@ -26,9 +26,10 @@ impl ReloadTarget for PluginManager {
         self.version(plugin_id)
     }
 
-    async fn add(&self, plugin: Box<dyn AgentPlugin>) -> PluginResult<()> {
-        let id = plugin.metadata().id.clone();
-        self.register_with(plugin, PluginOptions::new()).await?;
+    async fn add(&self, plugin_id: &str, plugin: Box<dyn AgentPlugin>) -> PluginResult<()> {
+        let id = plugin_id.to_string();
+        self.register_with(plugin, PluginOptions::new().id(plugin_id))
+            .await?;
         let started = match self.load(&id).await {
             Ok(()) => self.start(&id).await,
             Err(error) => Err(error),

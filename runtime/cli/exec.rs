@@ -32,8 +32,8 @@ pub async fn run(
     };
     let mut options = PluginOptions::new();
     if let Some(config) = config {
-        let config: serde_json::Value = serde_json::from_str(config)
-            .map_err(|e| format!("--config must be JSON: {e}"))?;
+        let config: serde_json::Value =
+            serde_json::from_str(config).map_err(|e| format!("--config must be JSON: {e}"))?;
         options = options.config(config);
     }
     // Input that is not JSON is taken as a JSON string, so `--input "BUY NOW"` works for

@@ -61,6 +61,10 @@ enum Command {
         /// Print only the summary, not the outcome lines.
         #[arg(long)]
         quiet: bool,
+        /// Hot-reload the agents' scripts and modules while running (watches the
+        /// definition's [hot_reload] dirs, or its own directory).
+        #[arg(long)]
+        watch: bool,
     },
     /// Validate a system definition: every script compiles, every plugin exists, every
     /// literal next_agent names an agent. Reports all problems with file positions.
@@ -112,13 +116,14 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             system,
             input,
             quiet,
+            watch,
         } => {
             let source = if input == "-" {
                 run::InputSource::Stdin
             } else {
                 run::InputSource::File(input.into())
             };
-            run::run(&system, source, !quiet).await
+            run::run(&system, source, !quiet, watch).await
         }
         Command::Check { system } => check::run(&system),
         Command::Exec {

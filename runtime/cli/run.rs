@@ -113,10 +113,27 @@ pub async fn run(
     system_file: &Path,
     input: InputSource,
     print_outcomes: bool,
+    watch: bool,
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let definition = SystemDefinition::load(system_file)?;
     let system = definition.build().await?;
+    let reloader = if watch {
+        let reloader = definition.hot_reload(&system);
+        let mut events = reloader.events();
+        reloader.start().await?;
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                eprintln!("hot reload: {event:?}");
+            }
+        });
+        Some(reloader)
+    } else {
+        None
+    };
     let (summary, elapsed) = drive(&system, input, print_outcomes).await?;
+    if let Some(reloader) = reloader {
+        reloader.stop().await;
+    }
     system.shutdown().await?;
     let mut summary = summary;
     let stderr = std::io::stderr();

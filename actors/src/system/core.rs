@@ -35,6 +35,9 @@ pub(crate) struct SystemCore {
     pub agents: HashMap<Arc<str>, ActorRef<PluginMsg>>,
     pub routing: RwLock<Option<Arc<dyn RoutingPolicy>>>,
     pub max_hops: usize,
+    /// Whether an agent's input is copied before each hop so that, if the agent fails, the
+    /// dead letter carries the message as it was (otherwise it carries `null`).
+    pub keep_failed_payloads: bool,
     pub dead_letters: DeadLetterQueue,
     pub totals: Totals,
 }

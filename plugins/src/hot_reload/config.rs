@@ -2,7 +2,7 @@
 //! happens after a bad version goes live (rollback), and how files become plugins (loaders).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -73,6 +73,7 @@ pub struct HotReloadConfig {
     rhai_config: RhaiConfig,
     wasm_capabilities: WasmCapabilities,
     loaders: BTreeMap<String, PluginLoader>,
+    plugin_ids: Vec<(PathBuf, String)>,
 }
 
 impl std::fmt::Debug for HotReloadConfig {
@@ -111,6 +112,7 @@ impl Default for HotReloadConfig {
             rhai_config: RhaiConfig::default(),
             wasm_capabilities: WasmCapabilities::none(),
             loaders: BTreeMap::new(),
+            plugin_ids: Vec::new(),
         }
     }
 }
@@ -208,6 +210,33 @@ impl HotReloadConfig {
         let extension = extension.into().trim_start_matches('.').to_string();
         self.loaders.insert(extension, Arc::new(loader));
         self
+    }
+
+    /// The file at `path` hosts the plugin `plugin_id`, whatever the file declares: for
+    /// plugins registered under another id (an agent system registers each agent's plugin under
+    /// the agent's name). `path` is a file name (`triage.rhai`, any watched directory) or a path.
+    pub fn with_plugin_id(
+        mut self,
+        path: impl Into<PathBuf>,
+        plugin_id: impl Into<String>,
+    ) -> Self {
+        self.plugin_ids.push((path.into(), plugin_id.into()));
+        self
+    }
+
+    /// The id given to the file at `path` with `with_plugin_id`, if any.
+    pub(crate) fn plugin_id_for(&self, path: &Path) -> Option<String> {
+        self.plugin_ids.iter().find_map(|(given, id)| {
+            let bare_name = given
+                .parent()
+                .is_none_or(|parent| parent.as_os_str().is_empty());
+            let matches = if bare_name {
+                path.file_name() == given.file_name()
+            } else {
+                super::files::normalize(given) == path
+            };
+            matches.then(|| id.clone())
+        })
     }
 
     pub fn strategy(&self) -> ReloadStrategy {

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::files::{normalize, scan};
-use super::reloader::{dedup, Reloader};
+use super::reloader::{dedup, Reloader, SharedTarget};
 use super::watcher::{watch, FileWatcher, Signal, SignalSink};
 use super::{
     HotReloadConfig, ReloadEvent, ReloadEventSink, ReloadEvents, ReloadOutcome, ReloadTarget,
@@ -28,6 +28,7 @@ pub struct HotReloadManager {
     dirs: Vec<PathBuf>,
     config: HotReloadConfig,
     events: ReloadEventSink,
+    target: SharedTarget,
     reloader: Arc<tokio::sync::Mutex<Reloader>>,
     running: Mutex<Option<Running>>,
 }
@@ -61,11 +62,13 @@ impl HotReloadManager {
     /// [`with_target`](Self::with_target).
     pub fn new(dir: impl AsRef<Path>, config: HotReloadConfig) -> Self {
         let events = ReloadEventSink::new();
-        let reloader = Reloader::new(config.clone(), None, events.clone());
+        let target = SharedTarget::default();
+        let reloader = Reloader::new(config.clone(), target.clone(), events.clone());
         Self {
             dirs: vec![dir.as_ref().to_path_buf()],
             config,
             events,
+            target,
             reloader: Arc::new(tokio::sync::Mutex::new(reloader)),
             running: Mutex::new(None),
         }
@@ -83,10 +86,10 @@ impl HotReloadManager {
     /// validated ([`ReloadEvent::Validated`]).
     pub fn with_target<T: ReloadTarget>(self, target: T) -> Self {
         let target: Arc<dyn ReloadTarget> = Arc::new(target);
-        self.reloader
-            .try_lock()
-            .expect("a manager being built has no reload in progress")
-            .set_target(target);
+        *self
+            .target
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(target);
         self
     }
 

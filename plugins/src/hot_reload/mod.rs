@@ -33,7 +33,9 @@
 //! (same hash) does nothing; an empty file is ignored until it has content; editors' lock,
 //! swap and backup files (`.#x.rhai`, `.x.rhai.swp`, `x.rhai~`) are not plugins. A new file
 //! becomes a new plugin ([`HotReloadConfig::with_add_new_files`]); a deleted file removes,
-//! stops or keeps its plugin ([`DeleteAction`]).
+//! stops or keeps its plugin ([`DeleteAction`]). A file hosts the plugin its loader names (a
+//! Rhai script: its file stem or `PLUGIN_ID`) unless [`HotReloadConfig::with_plugin_id`] names
+//! another, for plugins registered under another id.
 //!
 //! ## State
 //!

@@ -26,6 +26,8 @@ use crate::{AgentPlugin, PluginError, PluginResult};
 
 /// A new version that passed validation.
 pub(crate) struct Prepared {
+    /// The id it is hosted under: its own, unless the config names another for its file.
+    pub id: String,
     pub plugin: Box<dyn AgentPlugin>,
     pub migration: Option<StateMigration>,
 }
@@ -36,13 +38,19 @@ pub(crate) fn prepare(
     path: &Path,
     loader: &PluginLoader,
     self_test: bool,
+    id: Option<String>,
 ) -> PluginResult<Prepared> {
     let plugin = loader(path)?;
+    let id = id.unwrap_or_else(|| plugin.metadata().id.clone());
     if self_test {
         run_self_test(plugin.as_ref())?;
     }
     let migration = migration_for(plugin.as_ref());
-    Ok(Prepared { plugin, migration })
+    Ok(Prepared {
+        id,
+        plugin,
+        migration,
+    })
 }
 
 /// The state migration a plugin defines, if any: for a Rhai script, its `fn migrate(old_state)`.

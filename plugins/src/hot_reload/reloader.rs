@@ -39,10 +39,13 @@ pub enum ReloadOutcome {
     Validated { plugin_id: String, version: String },
 }
 
+/// The host, settable while a reload runs (`HotReloadManager::with_target` never waits).
+pub(crate) type SharedTarget = Arc<std::sync::RwLock<Option<Arc<dyn ReloadTarget>>>>;
+
 pub(crate) struct Reloader {
     config: HotReloadConfig,
     extensions: Vec<String>,
-    target: Option<Arc<dyn ReloadTarget>>,
+    target: SharedTarget,
     files: FileTable,
     /// Consecutive failed reloads per plugin, reset by a success.
     failures: HashMap<String, u32>,
@@ -57,11 +60,7 @@ enum OnDisk {
 }
 
 impl Reloader {
-    pub fn new(
-        config: HotReloadConfig,
-        target: Option<Arc<dyn ReloadTarget>>,
-        events: ReloadEventSink,
-    ) -> Self {
+    pub fn new(config: HotReloadConfig, target: SharedTarget, events: ReloadEventSink) -> Self {
         Self {
             extensions: config.extensions(),
             config,
@@ -81,20 +80,23 @@ impl Reloader {
         self.files.paths()
     }
 
-    pub fn set_target(&mut self, target: Arc<dyn ReloadTarget>) {
-        self.target = Some(target);
+    fn target(&self) -> Option<Arc<dyn ReloadTarget>> {
+        self.target
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// Takes stock of a file at start: a file whose plugin already serves the same version is
     /// only recorded (no events); any other goes through [`Reloader::reconcile`].
     pub async fn adopt(&mut self, path: &Path) -> PluginResult<ReloadOutcome> {
-        let (OnDisk::Content(hash), Some(target)) = (look(path).await?, self.target.clone()) else {
+        let (OnDisk::Content(hash), Some(target)) = (look(path).await?, self.target()) else {
             return self.reconcile(path, Instant::now()).await;
         };
         if let Ok(prepared) = self.prepare(path).await {
-            let meta = prepared.plugin.metadata();
-            if target.hosted_version(&meta.id).as_deref() == Some(meta.version.as_str()) {
-                let plugin_id = Some(meta.id.clone());
+            let version = &prepared.plugin.metadata().version;
+            if target.hosted_version(&prepared.id).as_ref() == Some(version) {
+                let plugin_id = Some(prepared.id.clone());
                 self.files
                     .set(path.to_path_buf(), FileEntry { hash, plugin_id });
                 return Ok(ReloadOutcome::Unchanged);
@@ -145,7 +147,7 @@ impl Reloader {
                 return Err(self.fail(&started_as, error));
             }
         };
-        let id = prepared.plugin.metadata().id.clone();
+        let id = prepared.id.clone();
         if let Some(previous) = known_id.as_ref().filter(|previous| **previous != id) {
             // The file now declares another plugin id: the old plugin lost its file.
             let previous = previous.clone();
@@ -171,9 +173,9 @@ impl Reloader {
         path: &Path,
         seen: Instant,
     ) -> PluginResult<ReloadOutcome> {
-        let id = prepared.plugin.metadata().id.clone();
+        let id = prepared.id.clone();
         let version = prepared.plugin.metadata().version.clone();
-        let Some(target) = self.target.clone() else {
+        let Some(target) = self.target() else {
             self.failures.remove(&id);
             self.emit(ReloadEvent::Validated {
                 plugin_id: id.clone(),
@@ -208,7 +210,7 @@ impl Reloader {
                     Err(error) => Err(self.fail(&id, error)),
                 }
             }
-            None if self.config.add_new_files() => match target.add(prepared.plugin).await {
+            None if self.config.add_new_files() => match target.add(&id, prepared.plugin).await {
                 Ok(()) => {
                     self.failures.remove(&id);
                     self.emit(ReloadEvent::PluginAdded {
@@ -267,7 +269,7 @@ impl Reloader {
     /// Applies the delete action to a plugin whose file is gone.
     async fn retire(&mut self, id: &str, path: &Path) -> PluginResult<DeleteAction> {
         let action = self.config.on_delete();
-        let Some(target) = self.target.clone() else {
+        let Some(target) = self.target() else {
             return Ok(action);
         };
         if target.hosted_version(id).is_none() {
@@ -300,8 +302,9 @@ impl Reloader {
             ))
         })?;
         let self_test = self.config.self_test();
+        let id = self.config.plugin_id_for(path);
         let owned = path.to_path_buf();
-        tokio::task::spawn_blocking(move || prepare(&owned, &loader, self_test))
+        tokio::task::spawn_blocking(move || prepare(&owned, &loader, self_test, id))
             .await
             .unwrap_or_else(|e| {
                 Err(PluginError::Panicked {
@@ -345,11 +348,13 @@ impl Reloader {
         self.events.emit(event);
     }
 
-    /// The plugin a path stands for before it compiles: the one it became, else its stem.
+    /// The plugin a path stands for before it compiles: the one it became (or is configured
+    /// to host), else its stem.
     fn id_of(&self, path: &Path) -> String {
         self.files
             .get(path)
             .and_then(|entry| entry.plugin_id.clone())
+            .or_else(|| self.config.plugin_id_for(path))
             .or_else(|| {
                 path.file_stem()
                     .and_then(|stem| stem.to_str())

@@ -120,8 +120,9 @@ pub trait ReloadTarget: Send + Sync + 'static {
     /// The version serving `plugin_id`, or `None` when no plugin has that id.
     fn hosted_version(&self, plugin_id: &str) -> Option<String>;
 
-    /// Registers, loads and starts a new plugin. On failure nothing stays registered.
-    async fn add(&self, plugin: Box<dyn AgentPlugin>) -> PluginResult<()>;
+    /// Registers `plugin` under `plugin_id` (its own id unless the config named another for its
+    /// file), loads and starts it. On failure nothing stays registered.
+    async fn add(&self, plugin_id: &str, plugin: Box<dyn AgentPlugin>) -> PluginResult<()>;
 
     /// Replaces the running version of `plugin_id` by `replacement` between two of its
     /// messages. On failure the running version keeps serving, untouched.
@@ -140,8 +141,8 @@ impl<T: ReloadTarget + ?Sized> ReloadTarget for Arc<T> {
         (**self).hosted_version(plugin_id)
     }
 
-    async fn add(&self, plugin: Box<dyn AgentPlugin>) -> PluginResult<()> {
-        (**self).add(plugin).await
+    async fn add(&self, plugin_id: &str, plugin: Box<dyn AgentPlugin>) -> PluginResult<()> {
+        (**self).add(plugin_id, plugin).await
     }
 
     async fn swap(&self, plugin_id: &str, replacement: Replacement) -> PluginResult<SwapReport> {

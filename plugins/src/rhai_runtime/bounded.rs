@@ -22,14 +22,17 @@
 //!   no function pointer captured from the top level by a root closure;
 //! - closures only as the direct argument of an array or map method that calls them a bounded
 //!   number of times and keeps no reference to them (`map`, `filter`, `reduce`, `sort`, ...:
-//!   [`CLOSURE_METHODS`]). Each such call is bounded by `max_array_size` / `max_map_size`.
+//!   [`CLOSURE_METHODS`]). Each such call is bounded by `max_array_size` / `max_map_size`;
+//! - no such method called inside such a closure: nested ones multiply their bounds
+//!   (`a.map(|x| b.map(|y| ...))` over two 10 000-element arrays is 10^8 calls).
 //!
 //! Why that is enough: with these rules no function pointer ever becomes data (inputs are JSON,
 //! `state` holds JSON, the top-level values read hold no function pointer, and a closure is
 //! only ever handed to a method that calls it), so the only script code a bounded call can
-//! reach is its own body and the closures written inside it, each of which is loop-free and
-//! calls no script function: nothing can run twice except under an array or map method over a
-//! size-limited collection. `max_operations` and `timeout` still apply to every call.
+//! reach is its own body and the closures written inside it, each of which is loop-free, calls
+//! no script function and creates no closure: nothing can run twice except a closure under one
+//! array or map method over a size-limited collection. `max_operations` and `timeout` still
+//! apply to every call.
 //!
 //! Anything the analysis does not understand makes the root unbounded: the conservative answer
 //! costs a hand-off, the other one could stall a worker.
@@ -43,8 +46,23 @@ use super::form::ScriptForm;
 /// Array and map methods that call their closure argument a bounded number of times (per
 /// element, or per comparison for a sort) and do not return or keep it.
 pub(crate) const CLOSURE_METHODS: &[&str] = &[
-    "all", "dedup", "drain", "filter", "find", "find_map", "for_each", "index_of", "map",
-    "order", "order_by", "reduce", "reduce_rev", "retain", "some", "sort", "sort_by",
+    "all",
+    "dedup",
+    "drain",
+    "filter",
+    "find",
+    "find_map",
+    "for_each",
+    "index_of",
+    "map",
+    "order",
+    "order_by",
+    "reduce",
+    "reduce_rev",
+    "retain",
+    "some",
+    "sort",
+    "sort_by",
 ];
 
 /// Nesting depth up to which a top-level value is searched for function pointers; deeper
@@ -85,9 +103,7 @@ impl Bounds {
             ScriptForm::Rules(rules) => rules
                 .closures()
                 .try_for_each(|closure| analyzer.root(closure)),
-            ScriptForm::Functions => names
-                .iter()
-                .try_for_each(|name| functions[name].clone()),
+            ScriptForm::Functions => names.iter().try_for_each(|name| functions[name].clone()),
         };
         Self { form, functions }
     }
@@ -139,15 +155,24 @@ impl<'a> Analyzer<'a> {
         self.reachable_from([function.fn_name().to_string()])
     }
 
-    /// Checks `roots` and every closure they create, transitively.
+    /// Checks `roots` and the closures they create, which must create none themselves.
     fn reachable_from(&mut self, roots: impl IntoIterator<Item = String>) -> Verdict {
         let mut seen = HashSet::new();
-        let mut pending: Vec<String> = roots.into_iter().collect();
-        while let Some(name) = pending.pop() {
-            if !seen.insert(name.clone()) {
+        let mut pending: Vec<(String, bool)> = roots.into_iter().map(|r| (r, true)).collect();
+        while let Some((name, is_root)) = pending.pop() {
+            // Two closures with the same text share a name: one may be a root, the other not.
+            if !seen.insert((name.clone(), is_root)) {
                 continue;
             }
-            pending.extend(self.body(&name)?);
+            let closures = self.body(&name)?;
+            if !is_root && !closures.is_empty() {
+                return Err(format!(
+                    "{} passes a closure to an array or map method inside a closure (nested, \
+                     their costs multiply)",
+                    describe(&name)
+                ));
+            }
+            pending.extend(closures.into_iter().map(|c| (c, false)));
         }
         Ok(())
     }
@@ -172,16 +197,18 @@ impl<'a> Analyzer<'a> {
         }
         let mut closures = Vec::new();
         let mut problem = None;
-        only.walk(&mut |path: &[ASTNode]| match self.check_node(path, &mut closures) {
-            Ok(()) => true,
-            Err((what, position)) => {
-                problem = Some(match position.line() {
-                    Some(line) => format!("{} has {what} (line {line})", describe(name)),
-                    None => format!("{} has {what}", describe(name)),
-                });
-                false
-            }
-        });
+        only.walk(
+            &mut |path: &[ASTNode]| match self.check_node(path, &mut closures) {
+                Ok(()) => true,
+                Err((what, position)) => {
+                    problem = Some(match position.line() {
+                        Some(line) => format!("{} has {what} (line {line})", describe(name)),
+                        None => format!("{} has {what}", describe(name)),
+                    });
+                    false
+                }
+            },
+        );
         match problem {
             Some(problem) => Err(problem),
             None => Ok(closures),
@@ -286,15 +313,18 @@ impl<'a> Analyzer<'a> {
     fn check_call(&self, call: &FnCallExpr, method: bool) -> Result<(), String> {
         let name = call.name.as_str();
         if !call.namespace.is_empty() {
-            return Err(format!("a call to module function `{}::{name}`", call.namespace));
+            return Err(format!(
+                "a call to module function `{}::{name}`",
+                call.namespace
+            ));
         }
         if call.capture_parent_scope {
             return Err(format!("a `{name}!` call"));
         }
         match name {
-            "call_plugin" => Err(
-                "a `call_plugin` call (it waits for another plugin's actor)".to_string(),
-            ),
+            "call_plugin" => {
+                Err("a `call_plugin` call (it waits for another plugin's actor)".to_string())
+            }
             "eval" | "sleep" => Err(format!("a call to `{name}`")),
             "call" | "Fn" => Err(format!("a dynamic call (`{name}`)")),
             "curry" if !method && is_capture(call) => Ok(()),

@@ -61,7 +61,8 @@ use super::profanity::ProfanityFilter;
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct RhaiConfig {
-    /// Operations (roughly: expressions evaluated) one call may run.
+    /// Operations (roughly: expressions evaluated) one call may run, closures called by array
+    /// and map methods (`map`, `filter`, `reduce`, ...) included.
     pub max_operations: u64,
     /// Nested script function calls (recursion depth).
     pub max_call_stack_depth: usize,

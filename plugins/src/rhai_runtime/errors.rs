@@ -11,7 +11,7 @@
 
 use rhai::{EvalAltResult, ParseError, Position};
 
-use super::execution_guard::{NATIVE_STACK, TIMEOUT};
+use super::execution_guard::{MAX_OPERATIONS, NATIVE_STACK, TIMEOUT};
 use crate::PluginError;
 
 /// What the host was running when the error happened, for errors raised outside any
@@ -116,6 +116,7 @@ fn classify(err: EvalAltResult, at: String) -> PluginError {
             let token = token.to_string();
             match token.as_str() {
                 TIMEOUT => limit(TIMEOUT, "the script ran past its wall-clock timeout".into()),
+                MAX_OPERATIONS => limit(MAX_OPERATIONS, "too many operations".into()),
                 NATIVE_STACK => limit(
                     NATIVE_STACK,
                     "the script used up its native stack budget".into(),

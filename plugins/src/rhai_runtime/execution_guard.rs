@@ -1,13 +1,18 @@
-//! Wall-clock and native-stack limits of one script call, enforced from Rhai's progress hook.
+//! Per-call limits enforced from Rhai's progress hook: wall clock, native stack, and the
+//! call's total operation count.
 //!
 //! Rhai counts operations itself (`max_operations`), but knows neither time nor how much of
-//! the thread's stack it has used. Both are per call, while the `Engine` (and its
-//! `on_progress` callback) is shared by every call of a plugin, so the call's deadline and the
-//! stack address it started at live in thread-locals: a call runs start to finish on one
-//! thread. [`ExecutionGuard::enter`] sets them around every entry into the engine and restores
-//! the previous values on drop, so a script that synchronously runs another script on the same
-//! thread (through `call_plugin` and an in-process caller) gets its own deadline while the
-//! stack budget keeps counting from the outermost call.
+//! the thread's stack it has used, and its count restarts for every closure an array or map
+//! method calls (`map`, `filter`, `reduce`...: each such call runs on a copy of the counter),
+//! so `a.map(|x| b.map(|y| ...))` would escape both its own limit and a clock checked every
+//! N operations. The progress hook runs once per operation wherever the operation happens, so
+//! the call's own counter lives here, next to its deadline and the stack address it started at.
+//! They are per call, while the `Engine` (and its `on_progress` callback) is shared by every
+//! call of a plugin, so they live in thread-locals: a call runs start to finish on one thread.
+//! [`ExecutionGuard::enter`] sets them around every entry into the engine and restores the
+//! previous values on drop, so a script that synchronously runs another script on the same
+//! thread (through `call_plugin` and an in-process caller) gets its own deadline and operation
+//! budget while the stack budget keeps counting from the outermost call.
 //!
 //! The hook returns a termination token; the error mapper turns the token back into
 //! `PluginError::LimitExceeded` with the limit's name.
@@ -21,66 +26,99 @@ use rhai::Dynamic;
 pub(crate) const TIMEOUT: &str = "timeout";
 /// Termination token for a call that used up its native stack budget.
 pub(crate) const NATIVE_STACK: &str = "max_native_stack";
+/// Termination token for a call that ran more operations than `max_operations`, closures
+/// called by array and map methods included.
+pub(crate) const MAX_OPERATIONS: &str = "max_operations";
 
 /// Reading the clock costs ~20 ns; checking it every 64 operations keeps the overhead under a
 /// nanosecond per operation while still stopping a loop within microseconds of its deadline.
 const CLOCK_CHECK_INTERVAL: u64 = 64;
 
+/// The limits of the call running on this thread.
+struct CallLimits {
+    deadline: Cell<Option<Instant>>,
+    /// 0 when no call is running.
+    stack_base: Cell<usize>,
+    operations: Cell<u64>,
+    /// 0 when no call is running (no limit of ours; Rhai's own still applies).
+    max_operations: Cell<u64>,
+}
+
 thread_local! {
-    static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
-    static STACK_BASE: Cell<usize> = const { Cell::new(0) };
+    static LIMITS: CallLimits = const {
+        CallLimits {
+            deadline: Cell::new(None),
+            stack_base: Cell::new(0),
+            operations: Cell::new(0),
+            max_operations: Cell::new(0),
+        }
+    };
 }
 
 /// Keeps the limits of one script call installed on this thread while it lives.
 pub(crate) struct ExecutionGuard {
     previous_deadline: Option<Instant>,
+    previous_operations: u64,
+    previous_max_operations: u64,
     owns_stack_base: bool,
 }
 
 impl ExecutionGuard {
-    /// Starts a call that may run for `timeout` from now.
-    pub(crate) fn enter(timeout: Duration) -> Self {
+    /// Starts a call that may run for `timeout` from now and `max_operations` operations.
+    pub(crate) fn enter(timeout: Duration, max_operations: u64) -> Self {
         let deadline = Instant::now().checked_add(timeout);
-        let previous_deadline = DEADLINE.with(|d| d.replace(deadline));
-        let owns_stack_base = STACK_BASE.with(|base| {
-            if base.get() == 0 {
-                base.set(stack_address());
-                true
-            } else {
-                false
+        LIMITS.with(|limits| {
+            let owns_stack_base = limits.stack_base.get() == 0;
+            if owns_stack_base {
+                limits.stack_base.set(stack_address());
             }
-        });
-        Self {
-            previous_deadline,
-            owns_stack_base,
-        }
+            Self {
+                previous_deadline: limits.deadline.replace(deadline),
+                previous_operations: limits.operations.replace(0),
+                previous_max_operations: limits.max_operations.replace(max_operations.max(1)),
+                owns_stack_base,
+            }
+        })
     }
 }
 
 impl Drop for ExecutionGuard {
     fn drop(&mut self) {
-        DEADLINE.with(|d| d.set(self.previous_deadline));
-        if self.owns_stack_base {
-            STACK_BASE.with(|base| base.set(0));
-        }
+        LIMITS.with(|limits| {
+            limits.deadline.set(self.previous_deadline);
+            limits.operations.set(self.previous_operations);
+            limits.max_operations.set(self.previous_max_operations);
+            if self.owns_stack_base {
+                limits.stack_base.set(0);
+            }
+        });
     }
 }
 
-/// The body of the engine's `on_progress` callback: `Some(token)` stops the script.
-pub(crate) fn check_progress(operations: u64, native_stack_budget: usize) -> Option<Dynamic> {
-    let base = STACK_BASE.with(Cell::get);
-    // Stacks grow downwards on every platform Rust's std supports threads on.
-    if base != 0 && base.saturating_sub(stack_address()) > native_stack_budget {
-        return Some(NATIVE_STACK.into());
-    }
-    if operations.is_multiple_of(CLOCK_CHECK_INTERVAL) {
-        if let Some(deadline) = DEADLINE.with(Cell::get) {
-            if Instant::now() >= deadline {
-                return Some(TIMEOUT.into());
+/// The body of the engine's `on_progress` callback, run once per operation: `Some(token)`
+/// stops the script.
+pub(crate) fn check_progress(native_stack_budget: usize) -> Option<Dynamic> {
+    LIMITS.with(|limits| {
+        let base = limits.stack_base.get();
+        // Stacks grow downwards on every platform Rust's std supports threads on.
+        if base != 0 && base.saturating_sub(stack_address()) > native_stack_budget {
+            return Some(NATIVE_STACK.into());
+        }
+        let operations = limits.operations.get() + 1;
+        limits.operations.set(operations);
+        let max_operations = limits.max_operations.get();
+        if max_operations != 0 && operations > max_operations {
+            return Some(MAX_OPERATIONS.into());
+        }
+        if operations.is_multiple_of(CLOCK_CHECK_INTERVAL) {
+            if let Some(deadline) = limits.deadline.get() {
+                if Instant::now() >= deadline {
+                    return Some(TIMEOUT.into());
+                }
             }
         }
-    }
-    None
+        None
+    })
 }
 
 /// An address inside the current stack frame.

@@ -27,8 +27,8 @@ use super::script::{CompiledScript, Placement};
 use super::tool::ToolDefinition;
 use super::RhaiConfig;
 use crate::{
-    run_blocking, AgentPlugin, CallChain, PluginContext, PluginError, PluginMetadata,
-    PluginResult, PluginState, PluginType,
+    run_blocking, AgentPlugin, CallChain, PluginContext, PluginError, PluginMetadata, PluginResult,
+    PluginState, PluginType,
 };
 
 /// Where a plugin's script came from, kept to recompile it under another config.

@@ -112,7 +112,10 @@ impl RuleEngine {
     fn decide(&self, message: Dynamic) -> PluginResult<RuleDecision> {
         let rules = self.rule_set()?;
         let fired = {
-            let _limits = ExecutionGuard::enter(self.script.config.timeout);
+            let _limits = ExecutionGuard::enter(
+                self.script.config.timeout,
+                self.script.config.max_operations,
+            );
             rules.evaluate(&self.script, &message)?
         };
         Ok(match fired {

@@ -9,7 +9,8 @@
 //! - `import` is refused, or confined to one directory ([`super::imports`]);
 //! - `sleep` is replaced by an error ([`super::host_functions`]);
 //! - every limit of [`RhaiConfig`] is installed, the wall-clock and native-stack ones through
-//!   `on_progress` ([`super::execution_guard`]);
+//!   `on_progress` ([`super::execution_guard`]), which also counts `max_operations` over the
+//!   whole call (Rhai's own count restarts in each closure an array method calls);
 //! - `print` and `debug` go to `tracing` (target `bilayer::rhai`) tagged with the plugin id,
 //!   never to stdout.
 //!
@@ -63,7 +64,7 @@ fn install_limits(engine: &mut Engine, config: &RhaiConfig) {
         .set_max_array_size(config.max_array_size)
         .set_max_map_size(config.max_map_size);
     let native_stack_budget = config.max_native_stack;
-    engine.on_progress(move |operations| check_progress(operations, native_stack_budget));
+    engine.on_progress(move |_| check_progress(native_stack_budget));
 }
 
 fn route_output_to_tracing(engine: &mut Engine, link: &Arc<HostLink>) {

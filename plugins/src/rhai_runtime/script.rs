@@ -132,7 +132,7 @@ impl CompiledScript {
 
         let mut scope = Scope::new();
         let result = {
-            let _limits = ExecutionGuard::enter(config.timeout);
+            let _limits = ExecutionGuard::enter(config.timeout, config.max_operations);
             engine
                 .eval_ast_with_scope::<Dynamic>(&mut scope, &ast)
                 .map_err(|e| eval_error(name, CallSite::TopLevel, *e))?
@@ -170,7 +170,8 @@ impl CompiledScript {
             Placement::Blocking
         } else if bounds.form.is_ok() {
             Placement::Inline
-        } else if matches!(form, ScriptForm::Functions) && bounds.functions.values().any(Result::is_ok)
+        } else if matches!(form, ScriptForm::Functions)
+            && bounds.functions.values().any(Result::is_ok)
         {
             Placement::PerFunction
         } else {
@@ -212,7 +213,7 @@ impl CompiledScript {
 
     /// Runs one input through the script's form (see the module docs).
     pub(crate) fn execute(&self, input: ScriptInput<'_>) -> PluginResult<Dynamic> {
-        let _limits = ExecutionGuard::enter(self.config.timeout);
+        let _limits = ExecutionGuard::enter(self.config.timeout, self.config.max_operations);
         let output = match &self.form {
             ScriptForm::Entry {
                 function,
@@ -278,7 +279,7 @@ impl CompiledScript {
 
     /// Calls a script function by name with JSON arguments, whatever the script's form.
     pub(crate) fn call_function(&self, function: &str, args: Vec<Value>) -> PluginResult<Value> {
-        let _limits = ExecutionGuard::enter(self.config.timeout);
+        let _limits = ExecutionGuard::enter(self.config.timeout, self.config.max_operations);
         self.find_function(function, args.len())?;
         let args = args
             .iter()

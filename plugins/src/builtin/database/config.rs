@@ -23,6 +23,12 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
     /// How long to wait for a free pooled connection (and for the first one at load time).
     pub acquire_timeout_ms: u64,
+    /// SQL run once each time the plugin loads, before any request and before read-only mode
+    /// takes effect: schema and seed data (several `;`-separated statements allowed). It runs
+    /// on every load, so for a file or a server make it idempotent (`CREATE TABLE IF NOT
+    /// EXISTS`, `INSERT OR IGNORE`); an in-memory database starts empty each time anyway.
+    #[serde(default)]
+    pub init_sql: Option<String>,
 }
 
 impl Default for DatabaseConfig {
@@ -39,6 +45,7 @@ impl DatabaseConfig {
             max_rows: 10_000,
             max_connections: 5,
             acquire_timeout_ms: 10_000,
+            init_sql: None,
         }
     }
 

@@ -104,6 +104,12 @@ impl DatabasePlugin {
         self
     }
 
+    /// SQL run at load time before any request (see [`DatabaseConfig::init_sql`]).
+    pub fn init_sql(mut self, sql: impl Into<String>) -> Self {
+        self.config.init_sql = Some(sql.into());
+        self
+    }
+
     pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
         self.config.acquire_timeout_ms = timeout.as_millis().try_into().unwrap_or(u64::MAX);
         self
@@ -181,7 +187,48 @@ impl DatabasePlugin {
         ))
     }
 
-    async fn connect(&self) -> PluginResult<Pool> {
+    /// Opens the pool, running `init_sql` first when there is one: on the pool itself for an
+    /// in-memory SQLite database (its only connection holds the data; read-only mode is switched
+    /// on afterwards), otherwise on a short-lived writable pool before the real one opens.
+    async fn open(&self) -> PluginResult<Pool> {
+        let Some(sql) = self.config.init_sql.clone() else {
+            return self.connect(self.config.read_only).await;
+        };
+        if !self.config.is_postgres() && self.config.is_sqlite_memory() {
+            let pool = self.connect(false).await?;
+            self.run_init(&pool, &sql).await?;
+            if self.config.read_only {
+                if let Pool::Sqlite(sqlite) = &pool {
+                    sqlite
+                        .execute("PRAGMA query_only = ON")
+                        .await
+                        .map_err(|e| self.sql_error(e))?;
+                }
+            }
+            return Ok(pool);
+        }
+        let setup = self.connect(false).await?;
+        let ran = self.run_init(&setup, &sql).await;
+        close(setup).await;
+        ran?;
+        self.connect(self.config.read_only).await
+    }
+
+    async fn run_init(&self, pool: &Pool, sql: &str) -> PluginResult<()> {
+        let raw = sqlx::raw_sql(AssertSqlSafe(sql.to_string()));
+        let done = match pool {
+            Pool::Sqlite(pool) => raw.execute(pool).await.map(|_| ()),
+            Pool::Postgres(pool) => raw.execute(pool).await.map(|_| ()),
+        };
+        done.map_err(|e| {
+            PluginError::Config(format!(
+                "database `{}`: init_sql failed: {e}",
+                self.config.redacted_url()
+            ))
+        })
+    }
+
+    async fn connect(&self, read_only: bool) -> PluginResult<Pool> {
         let config = &self.config;
         let fail = |e: sqlx::Error| {
             PluginError::Config(format!(
@@ -191,7 +238,6 @@ impl DatabasePlugin {
         };
         if config.is_postgres() {
             let options = PgConnectOptions::from_str(&config.url).map_err(fail)?;
-            let read_only = config.read_only;
             let pool = PgPoolOptions::new()
                 .max_connections(config.max_connections.max(1))
                 .acquire_timeout(config.acquire_timeout())
@@ -217,8 +263,8 @@ impl DatabasePlugin {
         } else {
             SqliteConnectOptions::new().filename(&config.url)
         };
-        let mut options = options.create_if_missing(!config.read_only);
-        if config.read_only {
+        let mut options = options.create_if_missing(!read_only);
+        if read_only {
             options = options.pragma("query_only", "ON");
             if !memory {
                 options = options.read_only(true);
@@ -244,6 +290,13 @@ impl DatabasePlugin {
     }
 }
 
+async fn close(pool: Pool) {
+    match pool {
+        Pool::Sqlite(pool) => pool.close().await,
+        Pool::Postgres(pool) => pool.close().await,
+    }
+}
+
 fn is_read_only_violation(message: &str) -> bool {
     let message = message.to_ascii_lowercase();
     message.contains("read-only") || message.contains("readonly") || message.contains("query_only")
@@ -261,7 +314,7 @@ impl AgentPlugin for DatabasePlugin {
 
     async fn load(&mut self, ctx: &PluginContext) -> PluginResult<()> {
         self.config = merge_config("database", &self.config, ctx.config())?;
-        self.pool = Some(self.connect().await?);
+        self.pool = Some(self.open().await?);
         self.state = PluginState::Loaded;
         Ok(())
     }
@@ -281,10 +334,8 @@ impl AgentPlugin for DatabasePlugin {
     }
 
     async fn unload(&mut self) -> PluginResult<()> {
-        match self.pool.take() {
-            Some(Pool::Sqlite(pool)) => pool.close().await,
-            Some(Pool::Postgres(pool)) => pool.close().await,
-            None => {}
+        if let Some(pool) = self.pool.take() {
+            close(pool).await;
         }
         self.state = PluginState::Unloaded;
         Ok(())
