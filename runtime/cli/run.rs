@@ -85,7 +85,7 @@ impl Summary {
         if !self.latencies_ns.is_empty() {
             writeln!(
                 out,
-                "latency: p50 {:.1} µs, p99 {:.1} µs",
+                "latency: p50 {:.1} µs, p99 {:.1} µs (admission to outcome, queueing included)",
                 percentile_us(&self.latencies_ns, 50.0),
                 percentile_us(&self.latencies_ns, 99.0)
             )?;
