@@ -8,7 +8,6 @@ mod hot_reload_support;
 use std::time::Duration;
 
 use bilayer::hot_reload::{HotReloadConfig, ReloadEvent, ReloadStrategy};
-use bilayer::prelude::*;
 use hot_reload_support::{counting_script, Rig};
 use metrics_exporter_prometheus::PrometheusBuilder;
 
