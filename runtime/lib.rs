@@ -76,6 +76,9 @@ pub use bilayer_actors::{
     RoutingPolicy, SystemTotals, DEFAULT_MAX_HOPS, DEFAULT_MAX_IN_FLIGHT,
 };
 pub use bilayer_actors::{
+    NatsCredentials, NatsStorage, NatsTransport, Transport, DEFAULT_NATS_URL,
+};
+pub use bilayer_actors::{
     PluginFactory, PluginInfo, PluginManager, PluginManagerBuilder, PluginOptions,
     PluginStatsSnapshot, RestartIntensity, SupervisionStrategy, SupervisorEvent,
     DEFAULT_EXECUTE_TIMEOUT,

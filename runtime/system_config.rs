@@ -19,13 +19,25 @@
 //! [hot_reload]
 //! dirs = ["."]                  # directories watched for script changes
 //!
+//! [transport]                   # default: kind = "in-process"
+//! kind = "nats"                 # agents on JetStream subjects, across processes
+//! url = "nats://127.0.0.1:4222" # default: $BILAYER_NATS_URL, else this
+//! stream = "BILAYER_ORDERS"     # default BILAYER_<NAME>; also <stream>_RESULTS, <stream>_DEAD
+//! subject_prefix = "bilayer.orders"
+//! token_env = "NATS_TOKEN"      # or token, user + password / password_env, credentials_file
+//! ack_wait_ms = 60000           # must exceed hop_timeout_ms
+//! max_deliver = 5               # attempts before a message is dead-lettered
+//! max_ack_pending = 4096
+//! storage = "file"              # or "memory"
+//!
 //! [[agents]]
 //! name = "intake"
 //! script = "intake.rhai"        # or: wasm = "intake.wasm" (or .wat), or: native = "order_intake",
 //!                               # or: builtin = "llm" (llm, database, http)
 //! config = { region = "eu" }    # handed to the plugin as its config
 //! capabilities = ["log"]        # WASM only: host imports granted (log, config, state,
-//!                               # call_plugin, call_plugin:ID); none by default
+//!                               # call_plugin, call_plugin:ID, wasi, wasi:dir=HOST::GUEST:rw,
+//!                               # wasi:env=KEY=VALUE, wasi:arg=A); none by default
 //!
 //! [[plugins]]                   # support plugins: agents call them with call_plugin(id, ...),
 //! builtin = "database"          # routing never delivers to them; llm, database or http
@@ -53,7 +65,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bilayer_actors::{AgentSystem, PluginOptions, SupervisionStrategy};
+use bilayer_actors::{
+    AgentSystem, NatsCredentials, NatsStorage, NatsTransport, PluginOptions, SupervisionStrategy,
+    Transport, DEFAULT_EXECUTE_TIMEOUT, DEFAULT_NATS_URL,
+};
 use bilayer_plugins::builtin::{
     DatabaseConfig, DatabasePlugin, HttpConfig, HttpPlugin, LLMPlugin, LlmConfig,
 };
@@ -84,6 +99,7 @@ struct SystemFile {
     limits: Limits,
     #[serde(default)]
     hot_reload: HotReload,
+    transport: Option<TransportEntry>,
     #[serde(default)]
     agents: Vec<AgentEntry>,
     #[serde(default)]
@@ -108,6 +124,38 @@ struct Limits {
 struct HotReload {
     #[serde(default)]
     dirs: Vec<PathBuf>,
+}
+
+/// The `[transport]` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransportEntry {
+    kind: Option<String>,
+    url: Option<String>,
+    stream: Option<String>,
+    subject_prefix: Option<String>,
+    token: Option<String>,
+    token_env: Option<String>,
+    user: Option<String>,
+    password: Option<String>,
+    password_env: Option<String>,
+    credentials_file: Option<PathBuf>,
+    ack_wait_ms: Option<u64>,
+    max_deliver: Option<u32>,
+    max_ack_pending: Option<u32>,
+    batch: Option<usize>,
+    storage: Option<String>,
+    duplicate_window_ms: Option<u64>,
+    results_max_age_ms: Option<u64>,
+}
+
+/// Where and how a process runs a system: the transport (overriding the definition's
+/// `[transport]`) and which agents it serves (`None`: all of them; the others are served by
+/// other processes, which needs the NATS transport).
+#[derive(Debug, Clone, Default)]
+pub struct Deployment {
+    pub transport: Option<Transport>,
+    pub serve: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -342,6 +390,9 @@ impl SystemDefinition {
                 problems.push(self.problem_at("strategy", &message));
             }
         }
+        if let Err(message) = self.transport() {
+            problems.push(self.problem_at("[transport]", &message));
+        }
         for dir in self.hot_reload_dirs() {
             if !dir.is_dir() {
                 problems.push(self.problem_at(
@@ -353,9 +404,158 @@ impl SystemDefinition {
         problems
     }
 
-    /// Builds and starts the system.
+    /// The transport the definition asks for (`[transport]`; in-process when absent), with
+    /// credentials read from the environment variables it names.
+    pub fn transport(&self) -> Result<Transport, String> {
+        let Some(entry) = &self.raw.transport else {
+            return Ok(Transport::InProcess);
+        };
+        match entry.kind.as_deref().unwrap_or("in-process") {
+            "in-process" | "in_process" => Ok(Transport::InProcess),
+            "nats" => self.nats_transport().map(Transport::Nats),
+            other => Err(format!(
+                "unknown transport kind `{other}`; use \"in-process\" or \"nats\""
+            )),
+        }
+    }
+
+    /// The NATS settings of `[transport]` (defaults where absent, or with no table at all):
+    /// what `bilayer worker` and `bilayer run --transport nats` use.
+    pub fn nats_transport(&self) -> Result<NatsTransport, String> {
+        let entry = self.raw.transport.clone().unwrap_or_default();
+        let env = |name: &str| {
+            std::env::var(name).map_err(|_| {
+                format!("[transport] names environment variable {name}, which is not set")
+            })
+        };
+        let url = match entry.url {
+            Some(url) => url,
+            None => {
+                std::env::var("BILAYER_NATS_URL").unwrap_or_else(|_| DEFAULT_NATS_URL.to_string())
+            }
+        };
+        let mut nats = NatsTransport::new(url);
+        let token = match (entry.token, entry.token_env) {
+            (Some(_), Some(_)) => return Err("give token or token_env, not both".into()),
+            (Some(token), None) => Some(token),
+            (None, Some(var)) => Some(env(&var)?),
+            (None, None) => None,
+        };
+        let password = match (entry.password, entry.password_env) {
+            (Some(_), Some(_)) => return Err("give password or password_env, not both".into()),
+            (Some(password), None) => Some(password),
+            (None, Some(var)) => Some(env(&var)?),
+            (None, None) => None,
+        };
+        let credentials = match (token, entry.user, password, entry.credentials_file) {
+            (None, None, None, None) => NatsCredentials::None,
+            (Some(token), None, None, None) => NatsCredentials::Token(token),
+            (None, Some(user), Some(password), None) => {
+                NatsCredentials::UserPassword { user, password }
+            }
+            (None, Some(_), None, None) | (None, None, Some(_), None) => {
+                return Err("user and password go together; give both".into())
+            }
+            (None, None, None, Some(file)) => {
+                let path = self.dir.join(file);
+                if !path.is_file() {
+                    return Err(format!(
+                        "credentials_file {} does not exist",
+                        path.display()
+                    ));
+                }
+                NatsCredentials::CredentialsFile(path)
+            }
+            _ => {
+                return Err(
+                    "give one way to authenticate: token, user + password, or credentials_file"
+                        .into(),
+                )
+            }
+        };
+        nats = nats.credentials(credentials);
+        if let Some(stream) = entry.stream {
+            nats = nats.stream(stream);
+        }
+        if let Some(prefix) = entry.subject_prefix {
+            nats = nats.subject_prefix(prefix);
+        }
+        if let Some(ms) = entry.ack_wait_ms {
+            nats = nats.ack_wait(Duration::from_millis(ms));
+        }
+        if let Some(attempts) = entry.max_deliver {
+            nats = nats.max_deliver(attempts);
+        }
+        if let Some(pending) = entry.max_ack_pending {
+            nats = nats.max_ack_pending(pending);
+        }
+        if let Some(batch) = entry.batch {
+            nats = nats.batch(batch);
+        }
+        if let Some(ms) = entry.duplicate_window_ms {
+            nats = nats.duplicate_window(Duration::from_millis(ms));
+        }
+        if let Some(ms) = entry.results_max_age_ms {
+            nats = nats.results_max_age(Duration::from_millis(ms));
+        }
+        match entry.storage.as_deref() {
+            None | Some("file") => {}
+            Some("memory") => nats = nats.storage(NatsStorage::Memory),
+            Some(other) => {
+                return Err(format!(
+                    "unknown storage `{other}`; use \"file\" or \"memory\""
+                ))
+            }
+        }
+        let hop_timeout = self
+            .raw
+            .hop_timeout_ms
+            .map(Duration::from_millis)
+            .unwrap_or(DEFAULT_EXECUTE_TIMEOUT);
+        if nats.ack_wait_duration() <= hop_timeout {
+            return Err(format!(
+                "ack_wait_ms ({} ms) must exceed hop_timeout_ms ({} ms), or a slow hop is \
+                 redelivered to another worker while it still runs",
+                nats.ack_wait_duration().as_millis(),
+                hop_timeout.as_millis()
+            ));
+        }
+        Ok(nats)
+    }
+
+    /// Builds and starts the system, with every agent served here and the definition's
+    /// transport.
     pub async fn build(&self) -> PluginResult<AgentSystem> {
-        let mut builder = AgentSystem::builder().name(self.name());
+        self.build_with(&Deployment::default()).await
+    }
+
+    /// Builds and starts the system as `deployment` says: its transport, and which agents this
+    /// process serves (the others are declared remote).
+    pub async fn build_with(&self, deployment: &Deployment) -> PluginResult<AgentSystem> {
+        let transport = match &deployment.transport {
+            Some(transport) => transport.clone(),
+            None => self.transport().map_err(PluginError::Config)?,
+        };
+        if let Some(serve) = &deployment.serve {
+            let names = self.agent_names();
+            for name in serve {
+                if !names.contains(&name.as_str()) {
+                    return Err(PluginError::Config(format!(
+                        "`{name}` is not an agent of this system; its agents are {}",
+                        names.join(", ")
+                    )));
+                }
+            }
+            if transport == Transport::InProcess && serve.len() != names.len() {
+                return Err(PluginError::Config(
+                    "serving only some agents needs the NATS transport ([transport] kind = \"nats\")"
+                        .into(),
+                ));
+            }
+        }
+        let mut builder = AgentSystem::builder()
+            .name(self.name())
+            .transport(transport);
         if let Some(entry) = &self.raw.entry {
             builder = builder.entry(entry);
         }
@@ -385,6 +585,12 @@ impl SystemDefinition {
             builder = builder.routing_policy(Arc::new(policy));
         }
         for agent in &self.raw.agents {
+            if let Some(serve) = &deployment.serve {
+                if !serve.contains(&agent.name) {
+                    builder = builder.remote_agent(&agent.name);
+                    continue;
+                }
+            }
             let plugin: Box<dyn AgentPlugin> =
                 match self.source_of(agent).map_err(PluginError::Config)? {
                     AgentSource::Script(path) => Box::new(RhaiPlugin::from_file_with_config(

@@ -247,7 +247,7 @@ fn help_lists_every_subcommand() {
         .collect();
     assert_eq!(
         commands,
-        ["exec", "run", "check", "tools", "help"],
+        ["exec", "run", "worker", "check", "tools", "help"],
         "--help's command list:\n{}",
         done.stdout
     );
@@ -1283,4 +1283,91 @@ fn run_watch_hot_reloads_an_agent_script_while_running() {
         .expect("read stderr");
     assert!(status.success(), "{status}\n{stderr}");
     assert_contains(&stderr, "ReloadCompleted", "stderr");
+}
+
+// ---------------------------------------------------------------------------------------------
+// NATS transport: `worker` and `run --transport nats` refuse bad setups clearly (the
+// scale-out itself is proven in tests/nats_scale_out.rs)
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn run_over_nats_with_no_server_fails_naming_the_server() {
+    let done = run_cli(
+        [
+            "run",
+            "examples/orders/system.toml",
+            "--input",
+            "examples/orders/orders.jsonl",
+            "--transport",
+            "nats",
+            "--nats-url",
+            "nats://127.0.0.1:1",
+        ],
+        None,
+        QUICK,
+    );
+    done.assert_failure();
+    assert_contains(
+        &done.stderr,
+        "cannot connect to NATS at nats://127.0.0.1:1",
+        "stderr",
+    );
+}
+
+#[test]
+fn worker_refuses_an_agent_the_system_does_not_have() {
+    let done = run_cli(
+        [
+            "worker",
+            "examples/orders/system.toml",
+            "--agents",
+            "intake,nobody",
+        ],
+        None,
+        QUICK,
+    );
+    done.assert_failure();
+    assert_contains(
+        &done.stderr,
+        "`nobody` is not an agent of this system",
+        "stderr",
+    );
+    assert_contains(
+        &done.stderr,
+        "intake, manager, fulfillment, audit",
+        "stderr",
+    );
+}
+
+#[test]
+fn check_reports_a_bad_transport_table() {
+    let scratch = Scratch::new("transport");
+    let system = scratch.0.join("system.toml");
+    std::fs::write(
+        &system,
+        "name = \"t\"\nhop_timeout_ms = 5000\n\n[transport]\nkind = \"nats\"\nack_wait_ms = 1000\n\n\
+         [[agents]]\nname = \"a\"\nnative = \"order_intake\"\n",
+    )
+    .unwrap();
+    let done = run_cli(["check".as_ref(), system.as_os_str()], None, QUICK);
+    done.assert_failure();
+    assert_contains(&done.stderr, "system.toml:4:1", "stderr");
+    assert_contains(
+        &done.stderr,
+        "ack_wait_ms (1000 ms) must exceed hop_timeout_ms (5000 ms)",
+        "stderr",
+    );
+
+    std::fs::write(
+        &system,
+        "[transport]\nkind = \"carrier-pigeon\"\n\n[[agents]]\nname = \"a\"\nnative = \"order_intake\"\n",
+    )
+    .unwrap();
+    let done = run_cli(["check".as_ref(), system.as_os_str()], None, QUICK);
+    done.assert_failure();
+    assert_contains(
+        &done.stderr,
+        "unknown transport kind `carrier-pigeon`",
+        "stderr",
+    );
 }

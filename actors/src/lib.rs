@@ -16,11 +16,14 @@
 //! - plugin_actor.rs: the actor hosting one plugin and its protocol.
 //! - supervisor.rs / supervision.rs: strategies, restart intensity, events.
 //! - dependency.rs: load/start order from declared dependencies.
+//! - system/: agent systems (routing by `next_agent`, dead letters, admission).
+//! - nats/: the NATS JetStream transport that spreads one system over processes.
 //! - reload_target.rs: the manager as the target of hot reload (`PluginManager::swap`, and
 //!   plugin_actor/swap.rs for the swap, the probation and the rollback inside the actor).
 
 mod dependency;
 mod manager;
+mod nats;
 mod plugin_actor;
 mod registry;
 mod reload_target;
@@ -29,6 +32,7 @@ mod supervisor;
 mod system;
 
 pub use manager::{PluginManager, PluginManagerBuilder, PluginOptions, DEFAULT_EXECUTE_TIMEOUT};
+pub use nats::{NatsCredentials, NatsStorage, NatsTransport, Transport, DEFAULT_NATS_URL};
 pub use plugin_actor::PluginFactory;
 pub use registry::{PluginInfo, PluginStatsSnapshot};
 pub use supervision::{RestartIntensity, SupervisionStrategy, SupervisorEvent};

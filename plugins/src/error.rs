@@ -106,6 +106,11 @@ pub enum PluginError {
     /// A plugin-specific failure.
     #[error("{0}")]
     Execution(String),
+
+    /// The transport between processes (NATS) refused or lost a connection, stream or
+    /// consumer; the message says which server and what to check.
+    #[error("transport error: {0}")]
+    Transport(String),
 }
 
 impl PluginError {

@@ -4,6 +4,7 @@ mod check;
 mod exec;
 mod run;
 mod tools;
+mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,7 +42,8 @@ enum Command {
         #[arg(long, default_value_t = 5_000)]
         timeout_ms: u64,
         /// Grant a capability to a WASM module (log, config, state, call_plugin,
-        /// call_plugin:ID); repeatable. Nothing is granted by default.
+        /// call_plugin:ID, wasi, wasi:dir=HOST::GUEST[:ro|:rw], wasi:env=KEY[=VALUE],
+        /// wasi:arg=VALUE); repeatable. Nothing is granted by default.
         #[arg(long = "grant")]
         grants: Vec<String>,
         /// The plugin's config, as JSON.
@@ -65,6 +67,29 @@ enum Command {
         /// definition's [hot_reload] dirs, or its own directory).
         #[arg(long)]
         watch: bool,
+        /// How agents exchange messages: in this process, or over NATS (the agents are
+        /// then served by `bilayer worker` processes; this one submits and collects).
+        /// Default: the definition's [transport], else in-process.
+        #[arg(long, value_enum)]
+        transport: Option<TransportKind>,
+        /// NATS server, overriding the definition's [transport] url and $BILAYER_NATS_URL.
+        #[arg(long)]
+        nats_url: Option<String>,
+    },
+    /// Serve some agents of a system over NATS until interrupted (Ctrl-C or SIGTERM).
+    ///
+    /// Every worker serving an agent shares its messages; messages a dead worker took are
+    /// redelivered to the others. Uses the definition's [transport] settings (kind is
+    /// implied: nats).
+    Worker {
+        /// The system definition (TOML).
+        system: PathBuf,
+        /// The agents this worker serves, comma-separated (default: all).
+        #[arg(long, value_delimiter = ',')]
+        agents: Option<Vec<String>>,
+        /// NATS server, overriding the definition's [transport] url and $BILAYER_NATS_URL.
+        #[arg(long)]
+        nats_url: Option<String>,
     },
     /// Validate a system definition: every script compiles, every plugin exists, every
     /// literal next_agent names an agent. Reports all problems with file positions.
@@ -80,6 +105,14 @@ enum Command {
         #[arg(long, value_enum, default_value_t = ToolFormat::Openai)]
         format: ToolFormat,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TransportKind {
+    /// Actor mailboxes in this process.
+    InProcess,
+    /// NATS JetStream, agents served by `bilayer worker` processes.
+    Nats,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -117,14 +150,27 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             input,
             quiet,
             watch,
+            transport,
+            nats_url,
         } => {
             let source = if input == "-" {
                 run::InputSource::Stdin
             } else {
                 run::InputSource::File(input.into())
             };
-            run::run(&system, source, !quiet, watch).await
+            let options = run::RunOptions {
+                print_outcomes: !quiet,
+                watch,
+                transport,
+                nats_url,
+            };
+            run::run(&system, source, options).await
         }
+        Command::Worker {
+            system,
+            agents,
+            nats_url,
+        } => worker::run(&system, agents, nats_url).await,
         Command::Check { system } => check::run(&system),
         Command::Exec {
             file,

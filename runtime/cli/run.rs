@@ -15,10 +15,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bilayer::orders;
-use bilayer::system_config::SystemDefinition;
-use bilayer::{AgentSystem, Outcome, OutcomeStatus};
+use bilayer::system_config::{Deployment, SystemDefinition};
+use bilayer::{AgentSystem, Outcome, OutcomeStatus, Transport};
 use serde_json::Value;
 use tokio::io::AsyncBufReadExt;
+
+use super::TransportKind;
 
 /// What a run adds up to.
 #[derive(Default)]
@@ -94,6 +96,9 @@ impl Summary {
     }
 }
 
+/// How long a run may go without an outcome before it says so.
+const STALL_WARNING: Duration = Duration::from_secs(10);
+
 /// Nearest-rank percentile, as the Python peers compute it.
 fn percentile_us(sorted_ns: &[u64], p: f64) -> f64 {
     let rank = ((p / 100.0 * sorted_ns.len() as f64).ceil() as usize).max(1);
@@ -108,15 +113,56 @@ pub enum InputSource {
     Orders(u64),
 }
 
+/// How `bilayer run` runs.
+pub struct RunOptions {
+    pub print_outcomes: bool,
+    pub watch: bool,
+    pub transport: Option<TransportKind>,
+    pub nats_url: Option<String>,
+}
+
 /// `bilayer run`.
 pub async fn run(
     system_file: &Path,
     input: InputSource,
-    print_outcomes: bool,
-    watch: bool,
+    options: RunOptions,
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let RunOptions {
+        print_outcomes,
+        watch,
+        transport,
+        nats_url,
+    } = options;
     let definition = SystemDefinition::load(system_file)?;
-    let system = definition.build().await?;
+    let over_nats = match transport {
+        Some(kind) => kind == TransportKind::Nats,
+        None => matches!(definition.transport()?, Transport::Nats(_)),
+    };
+    let deployment = if over_nats {
+        let mut nats = definition.nats_transport()?;
+        if let Some(url) = nats_url {
+            nats = nats.with_url(url);
+        }
+        // This process submits and collects; `bilayer worker` processes serve the agents.
+        Deployment {
+            transport: Some(Transport::Nats(nats)),
+            serve: Some(Vec::new()),
+        }
+    } else {
+        if nats_url.is_some() {
+            return Err(
+                "--nats-url needs --transport nats (or [transport] kind = \"nats\")".into(),
+            );
+        }
+        Deployment {
+            transport: Some(Transport::InProcess),
+            serve: None,
+        }
+    };
+    if over_nats && watch {
+        return Err("--watch reloads agents served by this process; with --transport nats, the workers serve them".into());
+    }
+    let system = definition.build_with(&deployment).await?;
     let reloader = if watch {
         let reloader = definition.hot_reload(&system);
         let mut events = reloader.events();
@@ -202,13 +248,17 @@ async fn drive(
     // Interactive input gets each outcome as soon as it exists; files are buffered.
     let flush_each = matches!(input, InputSource::Stdin);
     let (total_tx, mut total_rx) = tokio::sync::oneshot::channel::<Result<u64, String>>();
+    let submitted = Arc::new(AtomicU64::new(0));
     let producer = {
         let system = system.clone();
+        let submitted = submitted.clone();
         tokio::spawn(async move {
-            let total = submit_all(&system, input).await;
+            let total = submit_all(&system, input, &submitted).await;
             let _ = total_tx.send(total);
         })
     };
+    // A run that stops making progress says so (over NATS: no worker serving an agent).
+    let mut last_outcome = tokio::time::Instant::now();
 
     let mut summary = Summary::default();
     let stdout = std::io::stdout();
@@ -221,6 +271,7 @@ async fn drive(
         tokio::select! {
             outcome = stream.recv() => {
                 let Some(outcome) = outcome else { break };
+                last_outcome = tokio::time::Instant::now();
                 summary.add(&outcome);
                 done.fetch_add(1, Ordering::Relaxed);
                 if print_outcomes {
@@ -238,6 +289,17 @@ async fn drive(
                     Err(_) => return Err("the input reader stopped unexpectedly".into()),
                 }
             }
+            _ = tokio::time::sleep_until(last_outcome + STALL_WARNING) => {
+                last_outcome = tokio::time::Instant::now();
+                let waiting = submitted.load(Ordering::Relaxed).saturating_sub(summary.inputs);
+                if waiting > 0 {
+                    eprintln!(
+                        "bilayer run: no outcome in the last {} s, {waiting} inputs waiting \
+                         (over NATS: is a `bilayer worker` serving every agent?)",
+                        STALL_WARNING.as_secs()
+                    );
+                }
+            }
         }
     }
     out.flush()?;
@@ -251,22 +313,32 @@ async fn drive(
 }
 
 /// Submits every input, returning how many there were (malformed lines included).
-async fn submit_all(system: &AgentSystem, input: InputSource) -> Result<u64, String> {
+async fn submit_all(
+    system: &AgentSystem,
+    input: InputSource,
+    submitted: &AtomicU64,
+) -> Result<u64, String> {
     match input {
         InputSource::Orders(n) => {
             for i in 0..n {
                 system.submit_numbered(i + 1, orders::order(i)).await;
+                submitted.fetch_add(1, Ordering::Relaxed);
             }
             Ok(n)
         }
         InputSource::Stdin => {
-            submit_lines(system, tokio::io::BufReader::new(tokio::io::stdin())).await
+            submit_lines(
+                system,
+                tokio::io::BufReader::new(tokio::io::stdin()),
+                submitted,
+            )
+            .await
         }
         InputSource::File(path) => {
             let file = tokio::fs::File::open(&path)
                 .await
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            submit_lines(system, tokio::io::BufReader::new(file)).await
+            submit_lines(system, tokio::io::BufReader::new(file), submitted).await
         }
     }
 }
@@ -274,6 +346,7 @@ async fn submit_all(system: &AgentSystem, input: InputSource) -> Result<u64, Str
 async fn submit_lines<R: tokio::io::AsyncBufRead + Unpin>(
     system: &AgentSystem,
     reader: R,
+    submitted: &AtomicU64,
 ) -> Result<u64, String> {
     let mut lines = reader.lines();
     let mut number = 0;
@@ -288,6 +361,7 @@ async fn submit_lines<R: tokio::io::AsyncBufRead + Unpin>(
             continue;
         }
         inputs += 1;
+        submitted.fetch_add(1, Ordering::Relaxed);
         match serde_json::from_str::<Value>(&line) {
             Ok(value) => system.submit_numbered(number, value).await,
             Err(e) => {

@@ -3,7 +3,7 @@
 //! every envelope carries) right after their agent produced an output, so routing costs no
 //! extra mailbox hop.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -13,6 +13,7 @@ use serde_json::Value;
 use super::dead_letter::{DeadLetter, DeadLetterQueue};
 use super::envelope::Envelope;
 use super::outcome::{Outcome, OutcomeStatus};
+use crate::nats::{worker, NatsLink};
 use crate::plugin_actor::PluginMsg;
 
 /// Decides where a message goes after an agent, overriding the output's own `next_agent`.
@@ -25,14 +26,19 @@ pub trait RoutingPolicy: Send + Sync + 'static {
 }
 
 /// Where a message goes next.
-enum Next {
+pub(crate) enum Next {
     Terminal,
     One(String),
     Many(Vec<String>),
 }
 
 pub(crate) struct SystemCore {
+    /// The agents served by this process.
     pub agents: HashMap<Arc<str>, ActorRef<PluginMsg>>,
+    /// Agents served by other processes (NATS transport only).
+    pub remote_agents: HashSet<Arc<str>>,
+    /// The NATS link, when the system's transport is NATS.
+    pub nats: Option<Arc<NatsLink>>,
     pub routing: RwLock<Option<Arc<dyn RoutingPolicy>>>,
     pub max_hops: usize,
     /// Whether an agent's input is copied before each hop so that, if the agent fails, the
@@ -74,6 +80,11 @@ impl SystemCore {
         }
     }
 
+    /// Whether `agent` is an agent of the system, here or in another process.
+    pub fn knows(&self, agent: &str) -> bool {
+        self.agents.contains_key(agent) || self.remote_agents.contains(agent)
+    }
+
     /// Called by an agent's actor with the output its plugin produced.
     pub fn forward(&self, envelope: Envelope, output: Value) {
         let agent = envelope
@@ -91,6 +102,11 @@ impl SystemCore {
                 return self.dead_letter(envelope, reason);
             }
         };
+        if envelope.ticket.remote.is_some() {
+            if let Some(link) = &self.nats {
+                return worker::forward(self, link, envelope, agent, next, output);
+            }
+        }
         match next {
             Next::Terminal => {
                 let ticket = envelope.ticket.clone();
@@ -130,6 +146,11 @@ impl SystemCore {
 
     /// Ends one branch in the dead-letter queue.
     pub fn dead_letter(&self, envelope: Envelope, reason: String) {
+        if envelope.ticket.remote.is_some() {
+            if let Some(link) = &self.nats {
+                return worker::dead_letter(self, link, envelope, reason);
+            }
+        }
         let ticket = envelope.ticket;
         let hops = hop_names(&envelope.hops);
         let agent = hops.last().cloned();
@@ -202,6 +223,6 @@ fn parse_next(next: &Value) -> Result<Next, String> {
     }
 }
 
-fn hop_names(hops: &[Arc<str>]) -> Vec<String> {
+pub(crate) fn hop_names(hops: &[Arc<str>]) -> Vec<String> {
     hops.iter().map(|h| h.to_string()).collect()
 }

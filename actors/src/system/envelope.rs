@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 
 use super::core::SystemCore;
 use super::outcome::Outcome;
+use crate::nats::worker::RemoteHop;
 
 /// Where the final outcome of an input goes.
 pub(crate) enum OutcomeSink {
@@ -34,6 +35,8 @@ pub(crate) struct Ticket {
     remaining: AtomicUsize,
     finished: Mutex<Vec<Outcome>>,
     sink: Mutex<Option<(OutcomeSink, OwnedSemaphorePermit)>>,
+    /// Set for a message taken from NATS: its hop ends in publications, not in this ticket.
+    pub remote: Option<RemoteHop>,
 }
 
 impl Ticket {
@@ -44,6 +47,21 @@ impl Ticket {
         sink: OutcomeSink,
         permit: OwnedSemaphorePermit,
     ) -> Arc<Ticket> {
+        Self::build(input, trace_id, core, Some((sink, permit)), None)
+    }
+
+    /// The ticket of one message taken from NATS by a worker (no local caller waits on it).
+    pub fn remote(input: u64, trace_id: u64, core: Arc<SystemCore>, hop: RemoteHop) -> Arc<Ticket> {
+        Self::build(input, trace_id, core, None, Some(hop))
+    }
+
+    fn build(
+        input: u64,
+        trace_id: u64,
+        core: Arc<SystemCore>,
+        sink: Option<(OutcomeSink, OwnedSemaphorePermit)>,
+        remote: Option<RemoteHop>,
+    ) -> Arc<Ticket> {
         Arc::new(Ticket {
             input,
             trace_id,
@@ -51,7 +69,8 @@ impl Ticket {
             core,
             remaining: AtomicUsize::new(1),
             finished: Mutex::new(Vec::with_capacity(1)),
-            sink: Mutex::new(Some((sink, permit))),
+            sink: Mutex::new(sink),
+            remote,
         })
     }
 

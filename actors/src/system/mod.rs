@@ -54,12 +54,12 @@
 //! # }
 //! ```
 
-mod core;
+pub(crate) mod core;
 mod dead_letter;
 mod envelope;
 mod outcome;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -70,12 +70,13 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 pub use self::core::RoutingPolicy;
 pub use dead_letter::DeadLetter;
-pub(crate) use envelope::Envelope;
+pub(crate) use envelope::{Envelope, Ticket};
 pub use outcome::{Outcome, OutcomeStatus};
 
 use self::core::{SystemCore, Totals};
 use self::dead_letter::DeadLetterQueue;
-use self::envelope::{OutcomeSink, Ticket};
+use self::envelope::OutcomeSink;
+use crate::nats::{worker, NatsLink, Transport};
 use crate::{PluginManager, PluginOptions, RestartIntensity, SupervisionStrategy};
 
 /// Default bound on inputs between admission and outcome.
@@ -97,6 +98,8 @@ pub struct AgentSystemBuilder {
     hop_timeout: Option<Duration>,
     dead_letter_capacity: usize,
     dead_letter_payloads: bool,
+    transport: Transport,
+    remote_agents: Vec<String>,
 }
 
 impl AgentSystemBuilder {
@@ -193,28 +196,76 @@ impl AgentSystemBuilder {
         self
     }
 
+    /// How agents exchange messages: in this process (default), or over NATS JetStream
+    /// across processes (see [`Transport::Nats`]).
+    pub fn transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    /// Declares an agent served by another process (NATS transport only): messages routed
+    /// to it are published to its subject instead of being dead-lettered as unknown.
+    pub fn remote_agent(mut self, name: impl Into<String>) -> Self {
+        self.remote_agents.push(name.into());
+        self
+    }
+
     /// Spawns every agent and plugin under the system's supervisor, loads and starts them.
+    /// With the NATS transport, also connects, creates the streams if missing, and starts
+    /// pulling the local agents' messages.
     pub async fn build(self) -> PluginResult<AgentSystem> {
-        if self.agents.is_empty() {
+        let nats_config = match &self.transport {
+            Transport::InProcess => None,
+            Transport::Nats(config) => Some(config.clone()),
+        };
+        if nats_config.is_none() && !self.remote_agents.is_empty() {
+            return Err(PluginError::Config(format!(
+                "remote agents ({}) need the NATS transport; add .transport(Transport::Nats(..))",
+                self.remote_agents.join(", ")
+            )));
+        }
+        if self.agents.is_empty() && self.remote_agents.is_empty() {
             return Err(PluginError::Config(
                 "an agent system needs at least one agent; add one with .agent(name, plugin)"
                     .into(),
             ));
         }
+        let all_names: Vec<&str> = self
+            .agents
+            .iter()
+            .map(|(name, _, _)| name.as_str())
+            .chain(self.remote_agents.iter().map(String::as_str))
+            .collect();
         let entry = self
             .entry
             .clone()
-            .unwrap_or_else(|| self.agents[0].0.clone());
-        if !self.agents.iter().any(|(name, _, _)| *name == entry) {
+            .unwrap_or_else(|| all_names[0].to_string());
+        if !all_names.contains(&entry.as_str()) {
             return Err(PluginError::Config(format!(
                 "entry agent `{entry}` is not one of the agents ({})",
-                self.agents
-                    .iter()
-                    .map(|(n, _, _)| n.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                all_names.join(", ")
             )));
         }
+        if nats_config.is_some() {
+            let mut subjects = HashMap::new();
+            for name in &all_names {
+                if let Some(other) = subjects.insert(crate::nats::subject_token(name), *name) {
+                    return Err(PluginError::Config(format!(
+                        "agents `{other}` and `{name}` map to the same NATS subject; rename one \
+                         (subjects keep letters, digits, - and _)"
+                    )));
+                }
+            }
+        }
+        let remote_agents: HashSet<Arc<str>> = self
+            .remote_agents
+            .iter()
+            .map(|name| Arc::<str>::from(name.as_str()))
+            .collect();
+        let nats = match &nats_config {
+            Some(config) => Some(NatsLink::connect(config, &self.name).await?),
+            None => None,
+        };
         let manager = PluginManager::builder(self.name.clone())
             .strategy(self.strategy)
             .restart_intensity(self.intensity.max_restarts, self.intensity.within)
@@ -242,12 +293,27 @@ impl AgentSystemBuilder {
         }
         let core = Arc::new(SystemCore {
             agents,
+            remote_agents,
+            nats: nats.clone(),
             routing: RwLock::new(self.routing),
             max_hops: self.max_hops,
             keep_failed_payloads: self.dead_letter_payloads,
             dead_letters: DeadLetterQueue::new(self.dead_letter_capacity),
             totals: Totals::default(),
         });
+        if let Some(link) = &nats {
+            for name in &agent_names {
+                let task = tokio::spawn(worker::consume(
+                    link.clone(),
+                    Arc::downgrade(&core),
+                    Arc::from(name.as_str()),
+                ));
+                link.tasks
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(task);
+            }
+        }
         let (stream_tx, stream_rx) = mpsc::unbounded_channel();
         Ok(AgentSystem {
             inner: Arc::new(SystemInner {
@@ -258,6 +324,7 @@ impl AgentSystemBuilder {
                 admission: Arc::new(Semaphore::new(self.max_in_flight)),
                 max_in_flight: self.max_in_flight,
                 next_input: AtomicU64::new(1),
+                next_seq: AtomicU64::new(1),
                 trace_seed: trace_seed(),
                 closed: AtomicBool::new(false),
                 stream_tx,
@@ -281,6 +348,8 @@ struct SystemInner {
     admission: Arc<Semaphore>,
     max_in_flight: usize,
     next_input: AtomicU64,
+    /// Sequence of inputs submitted over NATS (input numbers may repeat; this may not).
+    next_seq: AtomicU64,
     trace_seed: u64,
     closed: AtomicBool,
     stream_tx: mpsc::UnboundedSender<(Outcome, OwnedSemaphorePermit)>,
@@ -323,6 +392,8 @@ impl AgentSystem {
             hop_timeout: Some(crate::DEFAULT_EXECUTE_TIMEOUT),
             dead_letter_capacity: 10_000,
             dead_letter_payloads: true,
+            transport: Transport::InProcess,
+            remote_agents: Vec::new(),
         }
     }
 
@@ -450,6 +521,10 @@ impl AgentSystem {
             .map_err(|_| PluginError::execution("the system is already shut down"))?;
         self.inner.admission.close();
         drop(drained);
+        if let Some(link) = &self.inner.core.nats {
+            // Stop pulling, let the messages already taken finish and be acknowledged.
+            link.stop().await;
+        }
         self.inner.manager.shutdown().await
     }
 
@@ -476,6 +551,11 @@ impl AgentSystem {
             sink(number),
             permit,
         );
+        if let Some(link) = &self.inner.core.nats {
+            let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
+            link.submit(seq, &self.inner.entry, ticket, input).await;
+            return Ok(());
+        }
         let envelope = Envelope {
             payload: input,
             hops: Vec::with_capacity(4),

@@ -6,37 +6,39 @@
 //! (and the import). The linker built for the plugin defines only the granted functions, so
 //! nothing ungranted could be linked even if the check were skipped.
 //!
-//! | capability | host imports (module `bilayer`) |
+//! | capability | host imports |
 //! | --- | --- |
-//! | `log` | `log` |
-//! | `config` | `config_get` |
-//! | `state` | `state_get`, `state_set` |
-//! | `call_plugin` | `call_plugin` (optionally only to listed plugin ids) |
+//! | `log` | `bilayer.log` |
+//! | `config` | `bilayer.config_get` |
+//! | `state` | `bilayer.state_get`, `bilayer.state_set` |
+//! | `call_plugin` | `bilayer.call_plugin` (optionally only to listed plugin ids) |
+//! | `wasi` | every `wasi_snapshot_preview1` function, reaching only what its [`WasiGrant`] opens |
 //!
-//! WASI (`wasi_snapshot_preview1`) is not built into this host: the `wasmtime-wasi` crate would
-//! add about sixty crates and the component-model machinery to every build. A module that
-//! imports WASI functions fails to load with an error naming the capability `wasi` and saying
-//! to target `wasm32-unknown-unknown` (or build C with `-nostdlib`) and use the `bilayer`
-//! imports. See docs/wasm-abi.md.
+//! WASI is a capability like the others, but it carries a [`WasiGrant`]: the directories,
+//! environment variables and arguments the guest may see. Granting `wasi` alone opens none of
+//! them (see [`wasi_grant`](super::wasi_grant) for the string form, `wasi:dir=HOST::GUEST:rw`
+//! and friends). [`WasmCapabilities::all`] grants every `bilayer` import but not WASI, which
+//! must always be granted on purpose. See docs/wasm-abi.md.
 
 use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 
+use super::WasiGrant;
 use crate::{PluginError, PluginResult};
 
 /// One grantable group of host imports.
 ///
-/// | capability | host imports (module `bilayer`) |
+/// | capability | host imports |
 /// | --- | --- |
-/// | `log` | `log` |
-/// | `config` | `config_get` |
-/// | `state` | `state_get`, `state_set` |
-/// | `call_plugin` | `call_plugin` (optionally only to listed plugin ids) |
+/// | `log` | `bilayer.log` |
+/// | `config` | `bilayer.config_get` |
+/// | `state` | `bilayer.state_get`, `bilayer.state_set` |
+/// | `call_plugin` | `bilayer.call_plugin` (optionally only to listed plugin ids) |
+/// | `wasi` | `wasi_snapshot_preview1.*`, limited by a [`WasiGrant`] |
 ///
 /// A module importing a function whose capability it was not granted fails to load, naming
-/// the capability. WASI is not built into this host: a module importing
-/// `wasi_snapshot_preview1` fails to load naming the capability `wasi`.
+/// the capability.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[non_exhaustive]
 pub enum Capability {
@@ -48,10 +50,15 @@ pub enum Capability {
     State,
     /// `bilayer.call_plugin`: execute another plugin by id, through its host.
     CallPlugin,
+    /// WASI preview 1 (`wasi_snapshot_preview1`), reaching only what the plugin's
+    /// [`WasiGrant`] opens. Granted alone ([`WasmCapabilities::grant`]), it opens nothing; see
+    /// [`WasmCapabilities::grant_wasi`].
+    Wasi,
 }
 
 impl Capability {
-    /// Every capability, in a stable order.
+    /// Every capability of the `bilayer` host imports, in a stable order. [`Capability::Wasi`]
+    /// is not among them: WASI is always granted on purpose, with its [`WasiGrant`].
     pub const ALL: [Capability; 4] = [
         Capability::Log,
         Capability::Config,
@@ -66,6 +73,7 @@ impl Capability {
             Capability::Config => "config",
             Capability::State => "state",
             Capability::CallPlugin => "call_plugin",
+            Capability::Wasi => "wasi",
         }
     }
 }
@@ -82,17 +90,13 @@ impl FromStr for Capability {
     fn from_str(name: &str) -> PluginResult<Self> {
         Capability::ALL
             .into_iter()
+            .chain([Capability::Wasi])
             .find(|c| c.name() == name)
             .ok_or_else(|| {
-                let known: Vec<&str> = Capability::ALL.iter().map(|c| c.name()).collect();
-                let hint = if name == "wasi" {
-                    " (WASI is not built into this host; use the `bilayer` host imports)"
-                } else {
-                    ""
-                };
                 PluginError::Config(format!(
-                    "unknown WASM capability `{name}`{hint}; known capabilities: {}",
-                    known.join(", ")
+                    "unknown WASM capability `{name}`; known capabilities: log, config, state, \
+                     call_plugin, call_plugin:ID, wasi, wasi:dir=HOST::GUEST[:ro|:rw], \
+                     wasi:env=KEY=VALUE, wasi:env=KEY, wasi:arg=VALUE"
                 ))
             })
     }
@@ -115,6 +119,10 @@ impl FromStr for Capability {
 ///
 /// let from_config = WasmCapabilities::from_names(["log", "call_plugin:database"])?;
 /// assert!(from_config.may_call("database"));
+///
+/// let with_wasi = WasmCapabilities::from_names(["wasi:dir=/srv/data::/data", "wasi:env=MODE=fast"])?;
+/// assert!(with_wasi.allows(Capability::Wasi));
+/// assert_eq!(with_wasi.wasi().unwrap().preopened_dirs[0].guest_path, "/data");
 /// # Ok::<(), bilayer_plugins::PluginError>(())
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -122,6 +130,8 @@ pub struct WasmCapabilities {
     granted: BTreeSet<Capability>,
     /// `None`: any plugin id; `Some`: only these (when `CallPlugin` is granted).
     call_targets: Option<BTreeSet<String>>,
+    /// What WASI may reach; `Some` exactly when `Wasi` is granted.
+    wasi: Option<WasiGrant>,
 }
 
 impl WasmCapabilities {
@@ -130,15 +140,29 @@ impl WasmCapabilities {
         Self::default()
     }
 
-    /// Every `bilayer` host import, `call_plugin` to any plugin. For trusted modules.
+    /// Every `bilayer` host import, `call_plugin` to any plugin. For trusted modules. WASI is
+    /// not included: grant it with [`grant_wasi`](Self::grant_wasi), naming what it may reach.
     pub fn all() -> Self {
         Capability::ALL
             .into_iter()
             .fold(Self::none(), |grant, c| grant.grant(c))
     }
 
+    /// Grants `capability`. [`Capability::Wasi`] granted this way opens no directory, no
+    /// environment variable and no argument (a grant made earlier is kept).
     pub fn grant(mut self, capability: Capability) -> Self {
         self.granted.insert(capability);
+        if capability == Capability::Wasi {
+            self.wasi.get_or_insert_with(WasiGrant::new);
+        }
+        self
+    }
+
+    /// Grants WASI preview 1, reaching exactly what `grant` opens (replacing an earlier WASI
+    /// grant).
+    pub fn grant_wasi(mut self, grant: WasiGrant) -> Self {
+        self.granted.insert(Capability::Wasi);
+        self.wasi = Some(grant);
         self
     }
 
@@ -155,8 +179,11 @@ impl WasmCapabilities {
         self
     }
 
-    /// Parses names as written in configuration: `log`, `config`, `state`, `call_plugin`, and
-    /// `call_plugin:ID` for `call_plugin` limited to plugin `ID` (repeatable).
+    /// Parses names as written in configuration and `bilayer exec --grant`: `log`, `config`,
+    /// `state`, `call_plugin`, `call_plugin:ID` for `call_plugin` limited to plugin `ID`
+    /// (repeatable), and `wasi` with its entries `wasi:dir=HOST::GUEST[:ro|:rw]`,
+    /// `wasi:env=KEY=VALUE`, `wasi:env=KEY` and `wasi:arg=VALUE` (repeatable, adding up; see
+    /// [`WasiGrant`]).
     pub fn from_names<I, S>(names: I) -> PluginResult<Self>
     where
         I: IntoIterator<Item = S>,
@@ -166,6 +193,11 @@ impl WasmCapabilities {
         let mut unrestricted_calls = false;
         for name in names {
             let name = name.as_ref().trim();
+            if WasiGrant::is_spec(name) {
+                let wasi = grant.wasi.take().unwrap_or_default().add_spec(name)?;
+                grant = grant.grant_wasi(wasi);
+                continue;
+            }
             match name.split_once(':') {
                 Some(("call_plugin", target)) if !target.is_empty() => {
                     grant = grant.grant_call_plugin_to([target]);
@@ -203,6 +235,11 @@ impl WasmCapabilities {
             .map(|targets| targets.iter().map(String::as_str))
     }
 
+    /// What WASI may reach, when [`Capability::Wasi`] is granted.
+    pub fn wasi(&self) -> Option<&WasiGrant> {
+        self.wasi.as_ref()
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = Capability> + '_ {
         self.granted.iter().copied()
     }
@@ -228,6 +265,10 @@ impl fmt::Display for WasmCapabilities {
                     let list: Vec<&str> = targets.iter().map(String::as_str).collect();
                     write!(f, "call_plugin:{}", list.join("|"))?;
                 }
+                (Capability::Wasi, _) => match &self.wasi {
+                    Some(wasi) => write!(f, "{wasi}")?,
+                    None => f.write_str("wasi")?,
+                },
                 _ => f.write_str(capability.name())?,
             }
         }

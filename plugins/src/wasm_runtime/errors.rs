@@ -10,6 +10,8 @@
 //!   memory access`), with the guest function and offset when wasm backtraces are on.
 //! - A host import refusing a broken ABI contract becomes `PluginError::Runtime` located at that
 //!   import.
+//! - A guest calling WASI `proc_exit` becomes `PluginError::Runtime` naming the exit status: a
+//!   plugin returns from `execute`, it does not exit (and its instance is discarded).
 
 use std::time::Duration;
 
@@ -17,7 +19,7 @@ use wasmtime::{Trap, WasmBacktrace};
 
 use super::host_imports::HostCallError;
 use super::host_state::Refusal;
-use super::WasmLimits;
+use super::{wasi, WasmLimits};
 use crate::PluginError;
 
 /// What the host was doing when guest code failed.
@@ -126,6 +128,16 @@ pub(crate) fn guest_error(
     }
 
     let backtrace = err.downcast_ref::<WasmBacktrace>();
+    if let Some(status) = wasi::exit_status(&err) {
+        return PluginError::Runtime {
+            location: site.location(backtrace),
+            message: format!(
+                "the guest called WASI `proc_exit({status})`; a plugin must return a result \
+                 from `execute` (with the error bit for a failure) instead of exiting: build it \
+                 as a reactor (C: -mexec-model=reactor; Rust: a cdylib) and do not call exit()"
+            ),
+        };
+    }
     if let Some(host) = err.downcast_ref::<HostCallError>() {
         return PluginError::Runtime {
             location: format!(

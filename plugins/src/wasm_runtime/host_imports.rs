@@ -1,4 +1,5 @@
-//! The host imports (module `bilayer`), the capability each needs, and the per-plugin linker.
+//! The host imports (module `bilayer`), the capability each needs, and the per-plugin linker
+//! (which adds WASI preview 1 for plugins granted `wasi`, see [`wasi`](super::wasi)).
 //!
 //! Each function really reads and writes guest memory: arguments are `(ptr, len)` pairs checked
 //! against the guest's memory before use, and results are copied into memory the guest
@@ -19,6 +20,7 @@ use wasmtime::{Caller, Extern, Linker, Memory, Module};
 
 use super::abi::{self, guest_range, unsigned, Region, MAX_REGION_LEN};
 use super::host_state::HostState;
+use super::wasi::{self, PREVIEW1_MODULE, SNAPSHOT0_MODULE};
 use super::{Capability, WasmCapabilities, WasmEngine};
 use crate::{PluginError, PluginResult};
 
@@ -58,8 +60,6 @@ pub(crate) const HOST_IMPORTS: &[HostImport] = &[
     },
 ];
 
-const WASI_MODULES: [&str; 2] = ["wasi_snapshot_preview1", "wasi_unstable"];
-
 /// A host function refused to go on because the guest broke the ABI contract.
 #[derive(Debug)]
 pub(crate) struct HostCallError {
@@ -92,7 +92,10 @@ pub(crate) fn check_imports(
     let mut missing: Vec<String> = Vec::new();
     let mut needed: Vec<Capability> = Vec::new();
     let mut unknown: Vec<String> = Vec::new();
-    let mut wasi: Vec<String> = Vec::new();
+    let mut snapshot0: Vec<String> = Vec::new();
+    // Ungranted WASI functions: a libc pulls in dozens, so the first is named, the rest counted.
+    let mut wasi_first: Option<String> = None;
+    let mut wasi_more = 0usize;
     for import in module.imports() {
         let (module_name, name) = (import.module(), import.name());
         if module_name == abi::HOST_MODULE {
@@ -109,13 +112,29 @@ pub(crate) fn check_imports(
                 }
                 None => unknown.push(format!("`bilayer.{name}`")),
             }
-        } else if WASI_MODULES.contains(&module_name) {
-            wasi.push(format!("`{module_name}.{name}`"));
+        } else if module_name == PREVIEW1_MODULE {
+            if !grants.allows(Capability::Wasi) {
+                match wasi_first {
+                    None => wasi_first = Some(format!("{module_name}.{name}")),
+                    Some(_) => wasi_more += 1,
+                }
+            }
+        } else if module_name == SNAPSHOT0_MODULE {
+            snapshot0.push(format!("`{module_name}.{name}`"));
         } else {
             unknown.push(format!("`{module_name}.{name}`"));
         }
     }
 
+    if let Some(first) = wasi_first {
+        let more = match wasi_more {
+            0 => String::new(),
+            1 => " and 1 more WASI function".to_string(),
+            n => format!(" and {n} more WASI functions"),
+        };
+        missing.push(format!("`{first}`{more} (capability `wasi`)"));
+        needed.push(Capability::Wasi);
+    }
     if !missing.is_empty() {
         let names: Vec<String> = needed.iter().map(|c| format!("`{c}`")).collect();
         let (noun, pronoun) = if names.len() == 1 {
@@ -123,20 +142,28 @@ pub(crate) fn check_imports(
         } else {
             ("capabilities", "them")
         };
+        let wasi_hint = if needed.contains(&Capability::Wasi) {
+            " (WASI: `.grant_wasi(WasiGrant::new().preopen_dir(..))`, or `wasi`, \
+             `wasi:dir=HOST::GUEST[:rw]`, `wasi:env=KEY=VALUE` in configuration and `--grant`; \
+             or build the plugin for wasm32-unknown-unknown and use the `bilayer` host imports, \
+             docs/wasm-abi.md)"
+        } else {
+            ""
+        };
         return Err(PluginError::Config(format!(
             "WASM plugin `{plugin_id}` imports {} but was not granted {noun} {}; grant {pronoun} \
              with WasmCapabilities (`.grant(Capability::...)`) if the plugin should have \
-             {pronoun} (granted: {grants})",
+             {pronoun}{wasi_hint} (granted: {grants})",
             missing.join(", "),
             names.join(", "),
         )));
     }
-    if !wasi.is_empty() {
+    if !snapshot0.is_empty() {
         return Err(PluginError::Config(format!(
-            "WASM plugin `{plugin_id}` imports {}, which needs capability `wasi`; this host \
-             provides no WASI: build the plugin for wasm32-unknown-unknown (C: clang \
-             --target=wasm32 -nostdlib) and use the `bilayer` host imports (docs/wasm-abi.md)",
-            wasi.join(", ")
+            "WASM plugin `{plugin_id}` imports {}, from WASI snapshot 0, which this host does not \
+             provide even with capability `wasi`; rebuild it for WASI preview 1 \
+             (`wasi_snapshot_preview1`, Rust/C target wasm32-wasip1)",
+            snapshot0.join(", ")
         )));
     }
     if !unknown.is_empty() {
@@ -146,7 +173,7 @@ pub(crate) fn check_imports(
             .collect();
         return Err(PluginError::Config(format!(
             "WASM plugin `{plugin_id}` imports {}, which no capability provides; a plugin may \
-             import only {} (docs/wasm-abi.md)",
+             import only {} and, with capability `wasi`, {PREVIEW1_MODULE}.* (docs/wasm-abi.md)",
             unknown.join(", "),
             known.join(", ")
         )));
@@ -173,6 +200,9 @@ pub(crate) fn linker(
     }
     if grants.allows(Capability::CallPlugin) {
         linker.func_wrap(m, "call_plugin", call_plugin)?;
+    }
+    if grants.allows(Capability::Wasi) {
+        wasi::add_to_linker(&mut linker)?;
     }
     Ok(linker)
 }

@@ -1,5 +1,6 @@
 //! What each wasmtime `Store` carries for the host: who the plugin is, what it was granted,
-//! its context (config, state store, plugin caller), and the resource limiter.
+//! its context (config, state store, plugin caller), the resource limiter, and, for a plugin
+//! granted `wasi`, its WASI context.
 //!
 //! The limiter is why memory caps hold: wasmtime consults it on every `memory.grow` and table
 //! growth (and for the initial sizes at instantiation), but only once it is installed with
@@ -11,8 +12,9 @@
 use std::sync::Arc;
 
 use wasmtime::{ResourceLimiter, Store};
+use wasmtime_wasi::p1::WasiP1Ctx;
 
-use super::{WasmCapabilities, WasmEngine, WasmLimits};
+use super::{wasi, WasmCapabilities, WasmEngine, WasmLimits};
 use crate::PluginContext;
 
 /// The data of every store the host creates for a plugin.
@@ -22,6 +24,19 @@ pub(crate) struct HostState {
     pub grants: Arc<WasmCapabilities>,
     pub limiter: StoreLimiter,
     pub max_log_bytes: usize,
+    /// The WASI context built from the plugin's grant; `None` when `wasi` is not granted (boxed
+    /// so that stores of other plugins stay small).
+    pub wasi: Option<Box<WasiP1Ctx>>,
+}
+
+impl HostState {
+    /// The store's WASI context. The linker defines WASI functions only for plugins granted
+    /// `wasi`, whose stores always have one; should that ever fail, the guest gets a context
+    /// that opens nothing rather than the host a panic.
+    pub fn wasi_ctx(&mut self) -> &mut WasiP1Ctx {
+        self.wasi
+            .get_or_insert_with(|| Box::new(wasi::closed_context()))
+    }
 }
 
 /// A growth the limiter refused.

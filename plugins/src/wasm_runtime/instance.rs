@@ -35,7 +35,7 @@ impl GuestInstance {
     pub fn new(linked: &LinkedPlugin, started: Instant) -> PluginResult<GuestInstance> {
         let site = |phase| linked.site(phase);
         let engine = &linked.compiled.engine;
-        let mut store = new_store(engine, linked.host_state(), &linked.limits)
+        let mut store = new_store(engine, linked.host_state()?, &linked.limits)
             .map_err(|e| PluginError::Config(format!("cannot create a WASM store: {e:#}")))?;
         arm(&mut store, linked)?;
 

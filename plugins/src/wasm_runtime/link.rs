@@ -5,7 +5,9 @@
 //! (an ungranted one fails here, naming the capability), a linker holding only the granted
 //! host functions resolves them, and the result is an `InstancePre`, so a call instantiates
 //! without resolving a single import by name. It happens when a plugin is loaded (or on its
-//! first call when nobody loaded it), once per version, grant and context.
+//! first call when nobody loaded it), once per version, grant and context. A plugin granted
+//! `wasi` has its directories opened once here too, so a missing one fails the load rather
+//! than the first call; each store then opens them anew ([`wasi`](super::wasi)).
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -17,7 +19,7 @@ use super::host_imports::{self, HOST_IMPORTS};
 use super::host_state::{HostState, StoreLimiter};
 use super::instance::{deadline_ticks, GuestInstance};
 use super::module::CompiledModule;
-use super::{InstanceMode, WasmCapabilities, WasmLimits};
+use super::{wasi, Capability, InstanceMode, WasmCapabilities, WasmLimits};
 use crate::{PluginContext, PluginError, PluginResult};
 
 /// A plugin's module linked against its grant (see the [module docs](self)).
@@ -32,6 +34,8 @@ pub(crate) struct LinkedPlugin {
     pub deadline_ticks: u64,
     /// Whether instances run the guest's `_initialize` (not for the metadata probe).
     pub run_initialize: bool,
+    /// Whether `wasi` is granted (read on every call, so kept out of the grant's set).
+    uses_wasi: bool,
     /// The instance kept between calls in [`InstanceMode::Reuse`].
     warm: Mutex<Option<GuestInstance>>,
 }
@@ -56,6 +60,9 @@ impl LinkedPlugin {
             )));
         }
         host_imports::check_imports(plugin_id, &compiled.module, &grants)?;
+        if let Some(grant) = grants.wasi() {
+            wasi::context(grant, &Arc::from(plugin_id), limits.max_log_bytes)?;
+        }
         let linker = host_imports::linker(engine, &grants).map_err(|e| {
             PluginError::Config(format!(
                 "cannot build the host linker for `{plugin_id}`: {e:#}"
@@ -66,8 +73,16 @@ impl LinkedPlugin {
                 .iter()
                 .map(|h| format!("bilayer.{}{}", h.name, h.signature))
                 .collect();
+            let wasi = if grants.allows(Capability::Wasi) {
+                format!(
+                    " and the WASI preview 1 functions of `{}`",
+                    wasi::PREVIEW1_MODULE
+                )
+            } else {
+                String::new()
+            };
             PluginError::Config(format!(
-                "cannot link WASM plugin `{plugin_id}`: {e:#}; the host imports are {}",
+                "cannot link WASM plugin `{plugin_id}`: {e:#}; the host imports are {}{wasi}",
                 signatures.join(", ")
             ))
         })?;
@@ -117,6 +132,7 @@ impl LinkedPlugin {
         run_initialize: bool,
     ) -> LinkedPlugin {
         let deadline_ticks = deadline_ticks(limits.timeout, compiled.engine.config().epoch_tick);
+        let uses_wasi = grants.allows(Capability::Wasi);
         LinkedPlugin {
             compiled,
             pre,
@@ -127,19 +143,30 @@ impl LinkedPlugin {
             mode,
             deadline_ticks,
             run_initialize,
+            uses_wasi,
             warm: Mutex::new(None),
         }
     }
 
-    /// The data of a new store for this plugin.
-    pub fn host_state(&self) -> HostState {
-        HostState {
+    /// The data of a new store for this plugin, with a WASI context built from its grant when
+    /// it has one.
+    pub fn host_state(&self) -> PluginResult<HostState> {
+        let wasi = match self.grants.wasi() {
+            Some(grant) => Some(Box::new(wasi::context(
+                grant,
+                &self.plugin_id,
+                self.limits.max_log_bytes,
+            )?)),
+            None => None,
+        };
+        Ok(HostState {
             plugin_id: Arc::clone(&self.plugin_id),
             ctx: Arc::clone(&self.ctx),
             grants: Arc::clone(&self.grants),
             limiter: StoreLimiter::new(&self.limits),
             max_log_bytes: self.limits.max_log_bytes,
-        }
+            wasi,
+        })
     }
 
     pub fn site(&self, phase: Phase) -> Site<'_> {
@@ -152,6 +179,13 @@ impl LinkedPlugin {
 
     /// Runs one input through the plugin on the current thread.
     pub fn execute(&self, input: &[u8]) -> PluginResult<Vec<u8>> {
+        if self.uses_wasi {
+            return wasi::contain_panics(&self.plugin_id, || self.run(input));
+        }
+        self.run(input)
+    }
+
+    fn run(&self, input: &[u8]) -> PluginResult<Vec<u8>> {
         let started = Instant::now();
         match self.mode {
             InstanceMode::FreshPerCall => {

@@ -8,7 +8,8 @@
 //!   `runtime.execute("plugin_id", input).await?`) on one shared engine.
 //! - [`WasmPlugin`]: a module as an [`AgentPlugin`](crate::AgentPlugin), so a `PluginManager`
 //!   hosts it in its own supervised actor like any other plugin.
-//! - [`WasmCapabilities`] / [`Capability`]: the grant, deny by default, checked at link time.
+//! - [`WasmCapabilities`] / [`Capability`]: the grant, deny by default, checked at link time;
+//!   [`WasiGrant`]: what WASI may reach when `wasi` is granted.
 //! - [`WasmLimits`] / [`WasmConfig`]: per-plugin limits and engine settings.
 //!
 //! ```
@@ -41,8 +42,35 @@
 //! `config_get(key_ptr, key_len) -> i64` (`config`), `state_get(key_ptr, key_len) -> i64` and
 //! `state_set(key_ptr, key_len, value_ptr, value_len) -> i64` (`state`),
 //! `call_plugin(id_ptr, id_len, input_ptr, input_len) -> i64` (`call_plugin`). A module that
-//! imports one it was not granted fails to load with an error naming the capability. WASI is not
-//! provided (see [`capabilities`](WasmCapabilities)).
+//! imports one it was not granted fails to load with an error naming the capability.
+//!
+//! WASI preview 1 (`wasi_snapshot_preview1`) is the capability `wasi`, carrying a [`WasiGrant`]:
+//! the preopened directories (read-only unless granted writable), environment variables and
+//! arguments the guest may see; nothing is inherited from the host, there are no sockets, stdin
+//! is empty and the guest's stdout/stderr go to the `tracing` log. The string form
+//! (`wasi:dir=HOST::GUEST:rw`, `wasi:env=KEY=VALUE`, ...) is parsed by
+//! [`WasmCapabilities::from_names`].
+//!
+//! ```
+//! use bilayer_plugins::wasm_runtime::{WasiGrant, WasmCapabilities, WasmPlugin};
+//!
+//! let plugin = WasmPlugin::from_bytes("env_count", r#"(module
+//!     (import "wasi_snapshot_preview1" "environ_sizes_get" (func $sizes (param i32 i32) (result i32)))
+//!     (memory (export "memory") 1)
+//!     (func (export "alloc") (param i32) (result i32) (i32.const 1024))
+//!     ;; returns one byte: '0' + the number of environment variables
+//!     (func (export "execute") (param i32 i32) (result i64)
+//!       (drop (call $sizes (i32.const 0) (i32.const 4)))
+//!       (i32.store8 (i32.const 8) (i32.add (i32.const 48) (i32.load (i32.const 0))))
+//!       (i64.or (i64.shl (i64.const 8) (i64.const 32)) (i64.const 1))))"#)?;
+//! assert!(plugin.check_link().is_err(), "WASI is denied by default");
+//!
+//! let plugin = plugin.with_capabilities(
+//!     WasmCapabilities::none().grant_wasi(WasiGrant::new().env("A", "1").env("B", "2")),
+//! );
+//! assert_eq!(plugin.execute_sync("")?, "2");
+//! # Ok::<(), bilayer_plugins::PluginError>(())
+//! ```
 //!
 //! ## Instances and state
 //!
@@ -84,6 +112,9 @@ mod link;
 mod module;
 mod plugin;
 mod runtime;
+mod wasi;
+mod wasi_grant;
+mod wasi_output;
 
 pub use capabilities::{Capability, WasmCapabilities};
 pub use config::{InstanceMode, WasmConfig, WasmLimits};
@@ -91,3 +122,4 @@ pub use engine::WasmEngine;
 pub use guest_metadata::GuestMetadata;
 pub use plugin::WasmPlugin;
 pub use runtime::WasmRuntime;
+pub use wasi_grant::{PreopenDir, WasiGrant};

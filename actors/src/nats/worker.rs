@@ -1,0 +1,372 @@
+//! The worker side: each agent served by this process pulls from its durable consumer, runs
+//! the message through the agent's actor like any in-process message, and turns the routing
+//! decision into publications (next agents, a terminal result, or a dead letter) that the
+//! outbox stores before acknowledging the message.
+
+use std::sync::{Arc, Mutex, Weak};
+
+use async_nats::jetstream;
+use bytes::Bytes;
+use futures::{FutureExt, StreamExt};
+use serde_json::Value;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::link::NatsLink;
+use super::outbox::{Done, Job, Publication};
+use super::wire::{message_id, Fork, WireDeadLetter, WireMessage, WireResult};
+use crate::system::core::{hop_names, Next, SystemCore};
+use crate::system::{DeadLetter, Envelope, OutcomeStatus, Ticket};
+
+/// Where a message taken from NATS came from, carried by its ticket until the hop ends.
+pub(crate) struct RemoteHop {
+    pub run: String,
+    pub seq: u64,
+    pub path: Vec<Fork>,
+    /// Taken when the hop's job is handed to the outbox.
+    pub message: Mutex<Option<jetstream::Message>>,
+    /// This agent's slot in the worker's local bound, freed when the hop ends.
+    pub _slot: OwnedSemaphorePermit,
+}
+
+impl RemoteHop {
+    fn take_message(&self) -> Option<jetstream::Message> {
+        self.message
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+}
+
+/// Pulls `agent`'s messages until the link stops.
+pub(crate) async fn consume(link: Arc<NatsLink>, core: Weak<SystemCore>, agent: Arc<str>) {
+    let mut stop = link.stop.subscribe();
+    let consumer = match link.agent_consumer(&agent).await {
+        Ok(consumer) => consumer,
+        Err(e) => {
+            tracing::error!(agent = %agent, error = %e, "agent serves no NATS messages");
+            return;
+        }
+    };
+    let mut messages = match consumer
+        .stream()
+        .max_messages_per_batch(link.config.batch)
+        .messages()
+        .await
+    {
+        Ok(messages) => messages,
+        Err(e) => {
+            tracing::error!(agent = %agent, error = %e, "cannot pull NATS messages");
+            return;
+        }
+    };
+    // At most `batch` of this agent's messages wait in this process at a time: the ack_wait
+    // clock runs from delivery, so a deep local queue on a loaded machine would have JetStream
+    // redeliver messages that are merely waiting here (and then more, a storm).
+    let slots = Arc::new(Semaphore::new(link.config.batch));
+    loop {
+        let slot = tokio::select! {
+            _ = stop.changed() => break,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+        };
+        let next = tokio::select! {
+            _ = stop.changed() => break,
+            next = messages.next() => next,
+        };
+        match next {
+            None => break,
+            // Missed heartbeats and the like: the stream re-subscribes by itself.
+            Some(Err(e)) => tracing::warn!(agent = %agent, error = %e, "pulling NATS messages"),
+            Some(Ok(message)) => {
+                let Some(core) = core.upgrade() else { break };
+                accept(&link, &core, &agent, message, slot);
+            }
+        }
+    }
+    // Stopping: give back what was pulled but not started, so the other workers get it now
+    // rather than after ack_wait.
+    while let Some(Some(Ok(message))) = messages.next().now_or_never() {
+        let _ = message.ack_with(jetstream::AckKind::Nak(None)).await;
+    }
+}
+
+/// Hands one message to the agent's actor (or dead-letters it if it cannot be served).
+fn accept(
+    link: &NatsLink,
+    core: &Arc<SystemCore>,
+    agent: &Arc<str>,
+    message: jetstream::Message,
+    slot: OwnedSemaphorePermit,
+) {
+    link.took();
+    let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
+    if delivered > 1 {
+        metrics::counter!("bilayer_nats_redelivered_total", "agent" => agent.to_string())
+            .increment(1);
+    }
+    let wire: WireMessage = match serde_json::from_slice(&message.payload) {
+        Ok(wire) => wire,
+        Err(e) => {
+            let record = WireDeadLetter {
+                run: None,
+                input: None,
+                trace_id: None,
+                agent: Some(agent.to_string()),
+                hops: Vec::new(),
+                reason: format!("unreadable message for agent `{agent}`: {e}"),
+                payload: Value::String(String::from_utf8_lossy(&message.payload).into_owned()),
+            };
+            let publications = vec![Publication {
+                subject: link.names.dead_subject(),
+                id: format!("unreadable:{}:{}", agent, stream_sequence(&message)),
+                body: to_bytes(&record),
+            }];
+            return link.send(Job {
+                publications,
+                done: Done::Ack(Box::new(message)),
+            });
+        }
+    };
+    let ticket = Ticket::remote(
+        wire.input,
+        wire.trace,
+        core.clone(),
+        RemoteHop {
+            run: wire.run,
+            seq: wire.seq,
+            path: wire.path,
+            message: Mutex::new(Some(message)),
+            _slot: slot,
+        },
+    );
+    let envelope = Envelope {
+        payload: wire.payload,
+        hops: wire.hops.into_iter().map(Arc::from).collect(),
+        ticket,
+    };
+    let attempts = link.config.max_deliver;
+    if delivered > i64::from(attempts) {
+        let reason = format!(
+            "agent `{agent}`: {attempts} deliveries ended without an acknowledgement (a worker \
+             crashed or stalled on this message); dead-lettered instead of delivered again"
+        );
+        return dead_letter(core, link, envelope, reason);
+    }
+    core.deliver(envelope, agent);
+}
+
+fn stream_sequence(message: &jetstream::Message) -> u64 {
+    message.info().map(|i| i.stream_sequence).unwrap_or(0)
+}
+
+/// After the agent produced `output` and routing decided `next`: publish onward, or the
+/// terminal result, then acknowledge.
+pub(crate) fn forward(
+    core: &SystemCore,
+    link: &NatsLink,
+    envelope: Envelope,
+    agent: String,
+    next: Next,
+    output: Value,
+) {
+    let Some(hop) = envelope.ticket.remote.as_ref() else {
+        return;
+    };
+    let mut publications = Vec::new();
+    let hops = hop_names(&envelope.hops);
+    let input = envelope.ticket.input;
+    match next {
+        Next::Terminal => publications.push(result(
+            link,
+            hop,
+            &hop.path,
+            WireResult {
+                seq: hop.seq,
+                input,
+                path: hop.path.clone(),
+                status: OutcomeStatus::Ok,
+                agent: Some(agent),
+                hops,
+                output: Some(output),
+                reason: None,
+            },
+        )),
+        Next::One(target) => route(
+            core,
+            link,
+            &envelope,
+            &target,
+            hop.path.clone(),
+            output,
+            &mut publications,
+        ),
+        Next::Many(targets) => {
+            let width = targets.len() as u32;
+            for (index, target) in targets.iter().enumerate() {
+                let mut path = hop.path.clone();
+                path.push((index as u32, width));
+                route(
+                    core,
+                    link,
+                    &envelope,
+                    target,
+                    path,
+                    output.clone(),
+                    &mut publications,
+                );
+            }
+        }
+    }
+    finish(link, hop, publications);
+}
+
+/// Ends the message's branch as a dead letter: the record to `<prefix>.dead`, the ended
+/// branch to the submitter's results; then acknowledge.
+pub(crate) fn dead_letter(core: &SystemCore, link: &NatsLink, envelope: Envelope, reason: String) {
+    let Some(hop) = envelope.ticket.remote.as_ref() else {
+        return;
+    };
+    let mut publications = Vec::new();
+    let hops = hop_names(&envelope.hops);
+    dead_branch(
+        core,
+        link,
+        &envelope,
+        hop.path.clone(),
+        hops,
+        reason,
+        envelope.payload.clone(),
+        &mut publications,
+    );
+    finish(link, hop, publications);
+}
+
+fn finish(link: &NatsLink, hop: &RemoteHop, publications: Vec<Publication>) {
+    match hop.take_message() {
+        Some(message) => link.send(Job {
+            publications,
+            done: Done::Ack(Box::new(message)),
+        }),
+        None => tracing::error!("a NATS hop ended twice; its second ending is dropped"),
+    }
+}
+
+/// One branch towards `target`: an agent message, or a dead letter if it cannot go there.
+fn route(
+    core: &SystemCore,
+    link: &NatsLink,
+    envelope: &Envelope,
+    target: &str,
+    path: Vec<Fork>,
+    payload: Value,
+    publications: &mut Vec<Publication>,
+) {
+    let hops = hop_names(&envelope.hops);
+    let reason = if hops.len() >= core.max_hops {
+        Some(format!(
+            "hop limit of {} exceeded on the way to `{target}` (a routing loop?)",
+            core.max_hops
+        ))
+    } else if !core.knows(target) {
+        Some(format!("unknown next_agent `{target}`"))
+    } else {
+        None
+    };
+    if let Some(reason) = reason {
+        return dead_branch(
+            core,
+            link,
+            envelope,
+            path,
+            hops,
+            reason,
+            payload,
+            publications,
+        );
+    }
+    let Some(hop) = envelope.ticket.remote.as_ref() else {
+        return;
+    };
+    let kind = hops.len().to_string();
+    let wire = WireMessage {
+        run: hop.run.clone(),
+        seq: hop.seq,
+        input: envelope.ticket.input,
+        trace: envelope.ticket.trace_id,
+        path,
+        hops,
+        payload,
+    };
+    publications.push(Publication {
+        subject: link.names.agent_subject(target),
+        id: message_id(&hop.run, hop.seq, &wire.path, &kind),
+        body: to_bytes(&wire),
+    });
+}
+
+#[allow(clippy::too_many_arguments)]
+fn dead_branch(
+    core: &SystemCore,
+    link: &NatsLink,
+    envelope: &Envelope,
+    path: Vec<Fork>,
+    hops: Vec<String>,
+    reason: String,
+    payload: Value,
+    publications: &mut Vec<Publication>,
+) {
+    let Some(hop) = envelope.ticket.remote.as_ref() else {
+        return;
+    };
+    let ticket = &envelope.ticket;
+    let agent = hops.last().cloned();
+    let letter = DeadLetter {
+        input: ticket.input,
+        trace_id: ticket.trace_id_hex(),
+        agent: agent.clone(),
+        hops: hops.clone(),
+        reason: reason.clone(),
+        payload,
+    };
+    let record = WireDeadLetter {
+        run: Some(hop.run.clone()),
+        input: Some(ticket.input),
+        trace_id: Some(letter.trace_id.clone()),
+        agent: agent.clone(),
+        hops: hops.clone(),
+        reason: reason.clone(),
+        payload: letter.payload.clone(),
+    };
+    core.dead_letters.push(letter);
+    publications.push(Publication {
+        subject: link.names.dead_subject(),
+        id: message_id(&hop.run, hop.seq, &path, "d"),
+        body: to_bytes(&record),
+    });
+    let ended = WireResult {
+        seq: hop.seq,
+        input: ticket.input,
+        path: path.clone(),
+        status: OutcomeStatus::DeadLetter,
+        agent,
+        hops,
+        output: None,
+        reason: Some(reason),
+    };
+    publications.push(result(link, hop, &path, ended));
+}
+
+fn result(link: &NatsLink, hop: &RemoteHop, path: &[Fork], ended: WireResult) -> Publication {
+    Publication {
+        subject: link.names.result_subject(&hop.run),
+        id: message_id(&hop.run, hop.seq, path, "r"),
+        body: to_bytes(&ended),
+    }
+}
+
+pub(crate) fn to_bytes<T: serde::Serialize>(value: &T) -> Bytes {
+    // Our wire types hold only strings, numbers and JSON values: serialising cannot fail.
+    Bytes::from(serde_json::to_vec(value).unwrap_or_default())
+}

@@ -1,0 +1,82 @@
+//! `bilayer worker SYSTEM.toml --agents intake,manager`: serve some agents of a system over
+//! NATS until interrupted (Ctrl-C or SIGTERM), then stop taking messages, finish and
+//! acknowledge the ones taken, and print what each agent served.
+//!
+//! Several workers serving the same agent share its messages; a worker that dies leaves its
+//! unacknowledged messages to be redelivered to the others.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use bilayer::system_config::{Deployment, SystemDefinition};
+use bilayer::Transport;
+
+pub async fn run(
+    system_file: &Path,
+    agents: Option<Vec<String>>,
+    nats_url: Option<String>,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let definition = SystemDefinition::load(system_file)?;
+    let mut nats = definition.nats_transport()?;
+    if let Some(url) = nats_url {
+        nats = nats.with_url(url);
+    }
+    let url = nats.url().to_string();
+    let serve = agents.unwrap_or_else(|| {
+        definition
+            .agent_names()
+            .into_iter()
+            .map(str::to_string)
+            .collect()
+    });
+    if serve.is_empty() {
+        return Err("--agents names no agent; give at least one".into());
+    }
+    let system = definition
+        .build_with(&Deployment {
+            transport: Some(Transport::Nats(nats)),
+            serve: Some(serve.clone()),
+        })
+        .await?;
+    eprintln!(
+        "bilayer worker: serving {} of `{}` over NATS at {url} (pid {}); Ctrl-C to stop",
+        serve.join(", "),
+        definition.name(),
+        std::process::id()
+    );
+    wait_for_stop_signal().await?;
+    eprintln!("bilayer worker: stopping (finishing the messages taken)");
+    let served: Vec<String> = serve
+        .iter()
+        .map(|agent| {
+            let calls = system
+                .manager()
+                .info(agent)
+                .map(|info| info.stats.calls)
+                .unwrap_or(0);
+            format!("{agent} {calls}")
+        })
+        .collect();
+    system.shutdown().await?;
+    eprintln!(
+        "bilayer worker: stopped; messages served: {}",
+        served.join(", ")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_stop_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            interrupted = tokio::signal::ctrl_c() => interrupted,
+            _ = terminate.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
+    }
+}
