@@ -115,7 +115,7 @@ hop_timeout_ms = 2000
 [transport]
 kind = "nats"
 url = "{url}"
-ack_wait_ms = 5000
+ack_wait_ms = 10000
 
 [[agents]]
 name = "intake"

@@ -59,6 +59,7 @@ impl NatsLink {
         self.send(Job {
             publications: vec![publication],
             done: Done::Submitted(seq),
+            slot: None,
         });
     }
 

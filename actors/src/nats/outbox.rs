@@ -13,7 +13,7 @@ use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMes
 use bytes::Bytes;
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 
 use super::link::NatsLink;
 
@@ -31,6 +31,8 @@ pub(crate) enum OutboxMsg {
 pub(crate) struct Job {
     pub publications: Vec<Publication>,
     pub done: Done,
+    /// The agent's slot in its worker's local bound (see worker.rs), freed when the job ends.
+    pub slot: Option<OwnedSemaphorePermit>,
 }
 
 pub(crate) struct Publication {
@@ -89,6 +91,7 @@ async fn execute(js: jetstream::Context, job: Job, link: Weak<NatsLink>) {
                         .await;
                 }
             }
+            drop(job.slot);
             if let Some(link) = link.upgrade() {
                 link.settled();
             }

@@ -24,8 +24,8 @@ pub(crate) struct RemoteHop {
     pub path: Vec<Fork>,
     /// Taken when the hop's job is handed to the outbox.
     pub message: Mutex<Option<jetstream::Message>>,
-    /// This agent's slot in the worker's local bound, freed when the hop ends.
-    pub _slot: OwnedSemaphorePermit,
+    /// This agent's slot in the worker's local bound, freed once the message is acknowledged.
+    pub slot: Mutex<Option<OwnedSemaphorePermit>>,
 }
 
 impl RemoteHop {
@@ -59,9 +59,10 @@ pub(crate) async fn consume(link: Arc<NatsLink>, core: Weak<SystemCore>, agent: 
             return;
         }
     };
-    // At most `batch` of this agent's messages wait in this process at a time: the ack_wait
-    // clock runs from delivery, so a deep local queue on a loaded machine would have JetStream
-    // redeliver messages that are merely waiting here (and then more, a storm).
+    // At most `batch` of this agent's messages are between delivery and acknowledgement in this
+    // process (mailbox, agent, outbox): the ack_wait clock runs from delivery, so a deep local
+    // queue on a loaded machine would have JetStream redeliver messages that are merely
+    // waiting here (and then more, a storm).
     let slots = Arc::new(Semaphore::new(link.config.batch));
     loop {
         let slot = tokio::select! {
@@ -126,6 +127,7 @@ fn accept(
             return link.send(Job {
                 publications,
                 done: Done::Ack(Box::new(message)),
+                slot: Some(slot),
             });
         }
     };
@@ -138,7 +140,7 @@ fn accept(
             seq: wire.seq,
             path: wire.path,
             message: Mutex::new(Some(message)),
-            _slot: slot,
+            slot: Mutex::new(Some(slot)),
         },
     );
     let envelope = Envelope {
@@ -244,10 +246,12 @@ pub(crate) fn dead_letter(core: &SystemCore, link: &NatsLink, envelope: Envelope
 }
 
 fn finish(link: &NatsLink, hop: &RemoteHop, publications: Vec<Publication>) {
+    let slot = hop.slot.lock().unwrap_or_else(|p| p.into_inner()).take();
     match hop.take_message() {
         Some(message) => link.send(Job {
             publications,
             done: Done::Ack(Box::new(message)),
+            slot,
         }),
         None => tracing::error!("a NATS hop ended twice; its second ending is dropped"),
     }
