@@ -199,6 +199,7 @@ pub(crate) fn forward(
             core,
             link,
             &envelope,
+            hops,
             &target,
             hop.path.clone(),
             output,
@@ -213,6 +214,7 @@ pub(crate) fn forward(
                     core,
                     link,
                     &envelope,
+                    hops.clone(),
                     target,
                     path,
                     output.clone(),
@@ -258,16 +260,18 @@ fn finish(link: &NatsLink, hop: &RemoteHop, publications: Vec<Publication>) {
 }
 
 /// One branch towards `target`: an agent message, or a dead letter if it cannot go there.
+/// `hops` are the envelope's hops as names (computed once by the caller).
+#[allow(clippy::too_many_arguments)]
 fn route(
     core: &SystemCore,
     link: &NatsLink,
     envelope: &Envelope,
+    hops: Vec<String>,
     target: &str,
     path: Vec<Fork>,
     payload: Value,
     publications: &mut Vec<Publication>,
 ) {
-    let hops = hop_names(&envelope.hops);
     let reason = if hops.len() >= core.max_hops {
         Some(format!(
             "hop limit of {} exceeded on the way to `{target}` (a routing loop?)",
