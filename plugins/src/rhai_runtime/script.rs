@@ -164,7 +164,10 @@ impl CompiledScript {
                 params: f.params.iter().map(|p| p.to_string()).collect(),
             })
             .collect();
-        let form = ScriptForm::detect(name, result, &globals, &functions)?;
+        let mut form = ScriptForm::detect(name, result, &globals, &functions)?;
+        if let ScriptForm::Rules(rules) = &mut form {
+            rules.fold_constants(&ast);
+        }
         let bounds = Bounds::classify(&ast, &globals, &form);
         let placement = if !config.inline_bounded {
             Placement::Blocking

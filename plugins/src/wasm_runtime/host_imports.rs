@@ -20,6 +20,7 @@ use wasmtime::{Caller, Extern, Linker, Memory, Module};
 
 use super::abi::{self, guest_range, unsigned, Region, MAX_REGION_LEN};
 use super::host_state::HostState;
+use super::inline;
 use super::wasi::{self, PREVIEW1_MODULE, SNAPSHOT0_MODULE};
 use super::{Capability, WasmCapabilities, WasmEngine};
 use crate::{PluginError, PluginResult};
@@ -208,6 +209,10 @@ pub(crate) fn linker(
 }
 
 fn log(mut caller: Caller<'_, HostState>, level: i32, ptr: i32, len: i32) -> wasmtime::Result<()> {
+    // A line logged by an attempt that later leaves would be logged twice.
+    if inline::active() {
+        return Err(inline::leave());
+    }
     let max = caller.data().max_log_bytes;
     let bytes = read(&mut caller, "log", "message", ptr, len)?;
     let mut message = String::from_utf8_lossy(&bytes).into_owned();
@@ -282,6 +287,9 @@ fn state_set(
     value_ptr: i32,
     value_len: i32,
 ) -> wasmtime::Result<i64> {
+    if inline::active() {
+        return Err(inline::leave());
+    }
     let key = read_text(&mut caller, "state_set", "key", key_ptr, key_len)?;
     let value = read(&mut caller, "state_set", "value", value_ptr, value_len)?;
     let outcome = key.and_then(|key| {
@@ -322,6 +330,10 @@ fn call_plugin(
     input_ptr: i32,
     input_len: i32,
 ) -> wasmtime::Result<i64> {
+    // Blocks this thread on the runtime: never on an async worker.
+    if inline::active() {
+        return Err(inline::leave());
+    }
     let target = read_text(&mut caller, "call_plugin", "plugin id", id_ptr, id_len)?;
     let input = read_text(&mut caller, "call_plugin", "input", input_ptr, input_len)?;
     let outcome = target.and_then(|target| {

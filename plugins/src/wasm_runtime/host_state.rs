@@ -14,7 +14,7 @@ use std::sync::Arc;
 use wasmtime::{ResourceLimiter, Store};
 use wasmtime_wasi::p1::WasiP1Ctx;
 
-use super::{wasi, WasmCapabilities, WasmEngine, WasmLimits};
+use super::{inline, wasi, WasmCapabilities, WasmEngine, WasmLimits};
 use crate::PluginContext;
 
 /// The data of every store the host creates for a plugin.
@@ -116,6 +116,9 @@ pub(crate) fn new_store(
 ) -> wasmtime::Result<Store<HostState>> {
     let mut store = Store::new(engine.wasmtime(), state);
     store.limiter(|state| &mut state.limiter);
+    // Traps at the deadline as a store without a callback does, except during a speculative
+    // inline attempt, which it ends once its slice is over (see `inline`).
+    store.epoch_deadline_callback(|_| inline::on_deadline());
     if engine.meters_fuel() {
         // An engine that meters fuel traps at once on an empty tank; a plugin without a fuel
         // limit gets as much as it can burn.

@@ -16,6 +16,7 @@ use wasmtime::{Extern, Instance, Memory, Store, TypedFunc};
 use super::abi::{guest_range, unsigned, Region, MAX_REGION_LEN};
 use super::errors::{self, Phase};
 use super::host_state::{new_store, HostState};
+use super::inline;
 use super::link::LinkedPlugin;
 use crate::{PluginError, PluginResult};
 
@@ -266,9 +267,15 @@ impl GuestInstance {
     }
 }
 
-/// Sets the epoch deadline and refills the fuel tank of `store` for one call.
+/// Sets the epoch deadline and refills the fuel tank of `store` for one call. A speculative
+/// inline attempt gets the next tick, where the epoch callback decides whether its slice is
+/// over (see [`inline`](super::inline)).
 fn arm(store: &mut Store<HostState>, linked: &LinkedPlugin) -> PluginResult<()> {
-    store.set_epoch_deadline(linked.deadline_ticks);
+    store.set_epoch_deadline(if inline::active() {
+        1
+    } else {
+        linked.deadline_ticks
+    });
     if let Some(fuel) = linked.limits.fuel {
         store
             .set_fuel(fuel)

@@ -17,6 +17,7 @@ use wasmtime::{InstancePre, Linker};
 use super::errors::{Phase, Site};
 use super::host_imports::{self, HOST_IMPORTS};
 use super::host_state::{HostState, StoreLimiter};
+use super::inline::{self, InlinePolicy, INLINE_SLICE};
 use super::instance::{deadline_ticks, GuestInstance};
 use super::module::CompiledModule;
 use super::{wasi, Capability, InstanceMode, WasmCapabilities, WasmLimits};
@@ -38,6 +39,8 @@ pub(crate) struct LinkedPlugin {
     uses_wasi: bool,
     /// The instance kept between calls in [`InstanceMode::Reuse`].
     warm: Mutex<Option<GuestInstance>>,
+    /// Whether calls try the speculative inline path first ([`inline`]).
+    inline: InlinePolicy,
 }
 
 impl LinkedPlugin {
@@ -145,6 +148,7 @@ impl LinkedPlugin {
             run_initialize,
             uses_wasi,
             warm: Mutex::new(None),
+            inline: InlinePolicy::default(),
         }
     }
 
@@ -174,6 +178,26 @@ impl LinkedPlugin {
             plugin_id: &self.plugin_id,
             version: &self.compiled.version,
             phase,
+        }
+    }
+
+    /// Runs one input on the current thread as a speculative inline attempt ([`inline`]):
+    /// `None` when the call must run on a blocking thread instead (it did not change anything
+    /// outside its instance). Plugins granted WASI never try: their file writes are effects.
+    pub fn try_inline(&self, input: &[u8]) -> Option<PluginResult<Vec<u8>>> {
+        if self.uses_wasi || !self.inline.should_try() {
+            return None;
+        }
+        let slice = INLINE_SLICE.min(self.limits.timeout);
+        match inline::attempt(slice, || self.run(input)) {
+            Some(result) => {
+                self.inline.finished();
+                Some(result)
+            }
+            None => {
+                self.inline.left();
+                None
+            }
         }
     }
 

@@ -81,6 +81,14 @@
 //! way, durable state belongs in the host's per-plugin state store (`state_get`/`state_set`),
 //! which survives restarts and reloads.
 //!
+//! ## Where a call runs
+//!
+//! [`WasmPlugin::execute`](crate::AgentPlugin::execute) runs a call on the calling thread for
+//! at most a ~2 ms slice and moves it, from the start, to a blocking thread when the guest needs
+//! longer or calls an import with an effect (`log`, `state_set`, `call_plugin`), before that
+//! effect: short calls pay no thread hand-off, and a spinning guest never holds an async worker
+//! for more than the slice. Plugins granted `wasi` always run on a blocking thread.
+//!
 //! ## Limits
 //!
 //! | limit | default | enforced by |
@@ -107,6 +115,7 @@ mod errors;
 mod guest_metadata;
 mod host_imports;
 mod host_state;
+mod inline;
 mod instance;
 mod link;
 mod module;

@@ -5,8 +5,10 @@
 //! ABI exports and reads its optional `bilayer_metadata`. The grant, the limits and the
 //! instance mode are set with builders; `load` links the module against the grant (an
 //! ungranted import fails here, naming the capability) and attaches the host context (config,
-//! state store, plugin caller). `execute` runs on the blocking side of the runtime
-//! ([`run_blocking`]), so a guest spinning until its deadline never stalls the async workers.
+//! state store, plugin caller). `execute` tries a short inline slice on the calling thread
+//! first and moves to the blocking side of the runtime ([`run_blocking`]) when the guest needs
+//! longer or blocks, so a guest spinning until its deadline never stalls the async workers for
+//! more than the slice.
 //!
 //! Identity: a plugin read from a file is named after the file stem (`plugins/echo.wasm` →
 //! `echo`) unless its metadata declares an `id`; [`WasmPlugin::from_bytes`] uses the id it is
@@ -248,10 +250,16 @@ impl WasmPlugin {
         self.linked()?.execute(input)
     }
 
-    /// Runs one input off the async workers ([`run_blocking`]); `&self`, so a shared plugin can
-    /// serve concurrent calls (each on its own instance unless [`InstanceMode::Reuse`]).
+    /// Runs one input without holding an async worker longer than a short slice: first on the
+    /// calling thread for at most ~2 ms, then, when the guest needs longer or calls an import
+    /// that blocks or has an effect (`log`, `state_set`, `call_plugin`), again from the start
+    /// on a blocking thread ([`run_blocking`]) with its full timeout. `&self`, so a shared plugin
+    /// can serve concurrent calls (each on its own instance unless [`InstanceMode::Reuse`]).
     pub async fn call(&self, input: String) -> PluginResult<String> {
         let linked = self.linked()?;
+        if let Some(output) = linked.try_inline(input.as_bytes()) {
+            return self.output_text(output?);
+        }
         let output = run_blocking(move || linked.execute(input.as_bytes())).await??;
         self.output_text(output)
     }
