@@ -269,7 +269,11 @@ impl PluginActorState {
         let elapsed = started.elapsed();
         self.metrics.calls.increment(1);
         self.metrics.latency.record(elapsed.as_secs_f64());
-        span.record("micros", elapsed.as_micros() as u64);
+        // Recording into a disabled span still walks tracing's dispatch (and its `log` bridge).
+        let traced = !span.is_disabled();
+        if traced {
+            span.record("micros", elapsed.as_micros() as u64);
+        }
         match outcome {
             Some(Ok(result)) => {
                 let ok = result.is_ok();
@@ -277,7 +281,9 @@ impl PluginActorState {
                 if !ok {
                     self.metrics.errors.increment(1);
                 }
-                span.record("outcome", if ok { "ok" } else { "error" });
+                if traced {
+                    span.record("outcome", if ok { "ok" } else { "error" });
+                }
                 let fault = result
                     .as_ref()
                     .err()

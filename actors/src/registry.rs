@@ -103,6 +103,12 @@ impl PluginShared {
 }
 
 /// Counters of one plugin's calls, updated with relaxed atomics on the hot path.
+///
+/// `calls`, `errors`, `busy_nanos` and `max_nanos` have one writer, the plugin's actor (it
+/// handles one message at a time, and a restart or swap happens inside that same actor), so
+/// [`PluginStats::record_call`] updates them with plain loads and stores rather than locked
+/// read-modify-writes (~20 ns less per call); readers still see whole values. The counters
+/// callers write (`timeouts`) and the rare ones use read-modify-writes.
 #[derive(Default)]
 pub(crate) struct PluginStats {
     calls: AtomicU64,
@@ -115,14 +121,23 @@ pub(crate) struct PluginStats {
 }
 
 impl PluginStats {
+    /// Counts one call; only the plugin's actor calls this (see the type's docs).
     pub fn record_call(&self, elapsed: Duration, ok: bool) {
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
-        self.calls.fetch_add(1, Ordering::Relaxed);
+        let add = |counter: &AtomicU64, n: u64| {
+            counter.store(
+                counter.load(Ordering::Relaxed).wrapping_add(n),
+                Ordering::Relaxed,
+            )
+        };
+        add(&self.calls, 1);
         if !ok {
-            self.errors.fetch_add(1, Ordering::Relaxed);
+            add(&self.errors, 1);
         }
-        self.busy_nanos.fetch_add(nanos, Ordering::Relaxed);
-        self.max_nanos.fetch_max(nanos, Ordering::Relaxed);
+        add(&self.busy_nanos, nanos);
+        if nanos > self.max_nanos.load(Ordering::Relaxed) {
+            self.max_nanos.store(nanos, Ordering::Relaxed);
+        }
     }
 
     pub fn record_panic(&self) {
