@@ -418,9 +418,14 @@ impl PluginManager {
         timeout: Option<Duration>,
     ) -> PluginResult<String> {
         chain.check_call(id)?;
-        let slot = self.slot(id)?;
         let (reply, answer) = oneshot::channel();
-        slot.actor
+        // Sent under the registry's read guard rather than from a cloned slot: the hot path
+        // then touches no reference count (the guard is released before any await).
+        self.inner
+            .plugins
+            .get(id)
+            .ok_or_else(|| PluginError::NotFound(id.to_string()))?
+            .actor
             .send_message(PluginMsg::Execute {
                 input,
                 chain,
@@ -432,7 +437,9 @@ impl PluginManager {
             Some(limit) => match tokio::time::timeout(limit, answer).await {
                 Ok(answered) => answered,
                 Err(_) => {
-                    slot.shared.stats.record_timeout();
+                    if let Some(slot) = self.inner.plugins.get(id) {
+                        slot.shared.stats.record_timeout();
+                    }
                     return Err(PluginError::Timeout {
                         id: id.to_string(),
                         after: limit,
