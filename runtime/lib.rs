@@ -48,6 +48,7 @@
 pub mod orders;
 pub mod routing;
 pub mod system_config;
+pub mod system_reload;
 
 /// Built-in compile-time plugins: LLM (OpenAI-compatible), database (sqlx), HTTP.
 pub mod builtin {

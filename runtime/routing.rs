@@ -18,7 +18,7 @@ use std::path::Path;
 
 use bilayer_actors::RoutingPolicy;
 use bilayer_plugins::rhai_runtime::{RhaiConfig, RhaiPlugin};
-use bilayer_plugins::PluginResult;
+use bilayer_plugins::{AgentPlugin, PluginResult};
 use serde_json::{json, Value};
 
 /// A [`RoutingPolicy`] backed by a Rhai script.
@@ -35,6 +35,16 @@ impl RhaiRoutingPolicy {
         Ok(Self {
             script: RhaiPlugin::from_file_with_config(path, config)?,
         })
+    }
+
+    /// A policy running `script` (compiled; it needs no lifecycle steps).
+    pub fn from_plugin(script: RhaiPlugin) -> Self {
+        Self { script }
+    }
+
+    /// The version (content hash) of the script.
+    pub fn version(&self) -> &str {
+        &self.script.metadata().version
     }
 
     pub fn from_source(source: &str) -> PluginResult<Self> {

@@ -82,6 +82,7 @@ use serde_json::Value;
 
 use crate::orders::{builtin_native, BUILTIN_NATIVE};
 use crate::routing::RhaiRoutingPolicy;
+use crate::system_reload::{SystemReloadTarget, ROUTING_SCRIPT_ID};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -635,7 +636,9 @@ impl SystemDefinition {
     /// file is compiled with its agent's own limits and grant, checked off to the side, and
     /// swapped into the running agent between two messages. New files are not added as agents
     /// and deleted files keep their agent serving (the definition, not the directory, says which
-    /// agents exist).
+    /// agents exist). The routing script, when it lies in a watched directory, reloads the same
+    /// way under the id [`ROUTING_SCRIPT_ID`] (a broken version is refused, the serving one keeps
+    /// routing). Agents this process does not serve (`bilayer worker --agents`) are left alone.
     pub fn hot_reload(&self, system: &AgentSystem) -> HotReloadManager {
         let mut dirs = self.hot_reload_dirs();
         if dirs.is_empty() {
@@ -678,11 +681,21 @@ impl SystemDefinition {
                 Ok(Box::new(wasm_agent(path, &grant)?) as Box<dyn AgentPlugin>)
             });
         }
+        // The routing script reloads beside the agents, under its reserved id (system_reload.rs),
+        // when it lies in a watched directory.
+        let mut routing_version = None;
+        if let Some(routing) = &self.raw.routing {
+            let path = self.dir.join(routing);
+            routing_version = RhaiPlugin::from_file_with_config(&path, self.base_limits())
+                .ok()
+                .map(|script| script.metadata().version.clone());
+            config = config.with_plugin_id(path, ROUTING_SCRIPT_ID);
+        }
         let mut manager = HotReloadManager::new(&dirs[0], config);
         for dir in &dirs[1..] {
             manager = manager.with_dir(dir);
         }
-        manager.with_target(system.manager().clone())
+        manager.with_target(SystemReloadTarget::new(system, routing_version))
     }
 
     fn source_of(&self, agent: &AgentEntry) -> Result<AgentSource, String> {

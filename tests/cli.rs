@@ -1315,6 +1315,25 @@ fn run_over_nats_with_no_server_fails_naming_the_server() {
 }
 
 #[test]
+fn run_over_nats_refuses_watch_and_points_at_worker_watch() {
+    let done = run_cli(
+        [
+            "run",
+            "examples/orders/system.toml",
+            "--input",
+            "examples/orders/orders.jsonl",
+            "--transport",
+            "nats",
+            "--watch",
+        ],
+        None,
+        QUICK,
+    );
+    done.assert_failure();
+    assert_contains(&done.stderr, "bilayer worker --watch", "stderr");
+}
+
+#[test]
 fn worker_refuses_an_agent_the_system_does_not_have() {
     let done = run_cli(
         [

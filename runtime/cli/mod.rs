@@ -63,8 +63,8 @@ enum Command {
         /// Print only the summary, not the outcome lines.
         #[arg(long)]
         quiet: bool,
-        /// Hot-reload the agents' scripts and modules while running (watches the
-        /// definition's [hot_reload] dirs, or its own directory).
+        /// Hot-reload the agents' scripts and modules and the routing script while running
+        /// (watches the definition's [hot_reload] dirs, or its own directory).
         #[arg(long)]
         watch: bool,
         /// How agents exchange messages: in this process, or over NATS (the agents are
@@ -90,6 +90,10 @@ enum Command {
         /// NATS server, overriding the definition's [transport] url and $BILAYER_NATS_URL.
         #[arg(long)]
         nats_url: Option<String>,
+        /// Hot-reload the served agents' scripts and modules and the routing script while
+        /// serving (watches the definition's [hot_reload] dirs, or its own directory).
+        #[arg(long)]
+        watch: bool,
     },
     /// Validate a system definition: every script compiles, every plugin exists, every
     /// literal next_agent names an agent. Reports all problems with file positions.
@@ -170,7 +174,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             system,
             agents,
             nats_url,
-        } => worker::run(&system, agents, nats_url).await,
+            watch,
+        } => worker::run(&system, agents, nats_url, watch).await,
         Command::Check { system } => check::run(&system),
         Command::Exec {
             file,

@@ -160,7 +160,7 @@ pub async fn run(
         }
     };
     if over_nats && watch {
-        return Err("--watch reloads agents served by this process; with --transport nats, the workers serve them".into());
+        return Err("--watch reloads agents served by this process; with --transport nats the workers serve them: start them with `bilayer worker --watch`".into());
     }
     let system = definition.build_with(&deployment).await?;
     let reloader = if watch {

@@ -3,7 +3,10 @@
 //! acknowledge the ones taken, and print what each agent served.
 //!
 //! Several workers serving the same agent share its messages; a worker that dies leaves its
-//! unacknowledged messages to be redelivered to the others.
+//! unacknowledged messages to be redelivered to the others. With `--watch` a worker hot-reloads
+//! the scripts and modules of the agents it serves, and the routing script, as `bilayer run
+//! --watch` does; each worker watches for itself, so a fleet picks up a change file by file as
+//! each worker sees it (share the directory, or deploy it to every worker).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -15,6 +18,7 @@ pub async fn run(
     system_file: &Path,
     agents: Option<Vec<String>>,
     nats_url: Option<String>,
+    watch: bool,
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let definition = SystemDefinition::load(system_file)?;
     let mut nats = definition.nats_transport()?;
@@ -38,14 +42,31 @@ pub async fn run(
             serve: Some(serve.clone()),
         })
         .await?;
+    let reloader = if watch {
+        let reloader = definition.hot_reload(&system);
+        let mut events = reloader.events();
+        reloader.start().await?;
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                eprintln!("hot reload: {event:?}");
+            }
+        });
+        Some(reloader)
+    } else {
+        None
+    };
     eprintln!(
-        "bilayer worker: serving {} of `{}` over NATS at {url} (pid {}); Ctrl-C to stop",
+        "bilayer worker: serving {} of `{}` over NATS at {url} (pid {}){}; Ctrl-C to stop",
         serve.join(", "),
         definition.name(),
-        std::process::id()
+        std::process::id(),
+        if watch { ", watching for changes" } else { "" }
     );
     wait_for_stop_signal().await?;
     eprintln!("bilayer worker: stopping (finishing the messages taken)");
+    if let Some(reloader) = reloader {
+        reloader.stop().await;
+    }
     let served: Vec<String> = serve
         .iter()
         .map(|agent| {
