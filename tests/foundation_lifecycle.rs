@@ -3,7 +3,8 @@
 //! `list()` report each transition, that registration and unregistration behave (`NotFound`,
 //! `AlreadyRegistered`, `InUse`), and that declared dependencies order loading and starting
 //! (dependencies first) and stopping and unloading (dependents first), with missing
-//! dependencies and cycles reported by name.
+//! dependencies and cycles reported by name; single `load`/`start`/`stop`/`unload` steps that
+//! would break that order are refused with what to do first.
 
 mod common;
 
@@ -483,4 +484,79 @@ async fn a_dependency_cannot_be_unregistered_while_a_dependent_is_loaded() {
     manager.unregister("db").await.unwrap();
     assert!(!manager.contains("db"));
     assert_eq!(log.count("db", "unload"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_steps_keep_the_dependency_order_or_say_what_to_do_first() {
+    let log = Log::new();
+    let manager = PluginManager::new("deps");
+    manager
+        .register(Spec::new("db", &log).build())
+        .await
+        .unwrap();
+    manager
+        .register(Spec::new("app", &log).depends_on("db").build())
+        .await
+        .unwrap();
+
+    // Loading the dependent before its dependency.
+    let err = manager.load("app").await.unwrap_err();
+    assert_eq!(
+        err,
+        PluginError::DependencyOrder {
+            plugin: "app".to_string(),
+            operation: "load",
+            detail: "its dependency `db` is Unloaded; load `db` first".to_string(),
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "plugin `app` cannot load: its dependency `db` is Unloaded; load `db` first"
+    );
+    assert_eq!(log.count("app", "load"), 0);
+
+    manager.load("db").await.unwrap();
+    manager.load("app").await.unwrap();
+    manager.start("db").await.unwrap();
+    manager.start("app").await.unwrap();
+
+    // Stopping the dependency under a running dependent.
+    let err = manager.stop("db").await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "plugin `db` cannot stop: `app`, which depends on it, is Running; stop `app` first"
+    );
+    assert_eq!(
+        manager.state("db"),
+        Some(PluginState::Running),
+        "db untouched"
+    );
+    assert_eq!(log.count("db", "stop"), 0);
+
+    // Once the dependent is stopped, the dependency may stop; unloading it still waits for
+    // the dependent to unload.
+    manager.stop("app").await.unwrap();
+    manager.stop("db").await.unwrap();
+    let err = manager.unload("db").await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "plugin `db` cannot unload: `app`, which depends on it, is Loaded; unload `app` first"
+    );
+    assert_eq!(manager.state("db"), Some(PluginState::Loaded));
+    manager.unload("app").await.unwrap();
+    manager.unload("db").await.unwrap();
+    assert_eq!(manager.state("db"), Some(PluginState::Unloaded));
+
+    // A dependency that is not registered at all is named as missing.
+    manager
+        .register(Spec::new("orphan", &log).depends_on("ghost").build())
+        .await
+        .unwrap();
+    assert_eq!(
+        manager.load("orphan").await.unwrap_err(),
+        PluginError::MissingDependency {
+            plugin: "orphan".to_string(),
+            dependency: "ghost".to_string(),
+        }
+    );
 }

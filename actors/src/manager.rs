@@ -358,8 +358,26 @@ impl PluginManager {
         Ok(())
     }
 
+    /// Loads one plugin; its dependencies must be loaded (or running).
     pub async fn load(&self, id: &str) -> PluginResult<()> {
         let slot = self.slot(id)?;
+        for dependency in slot.shared.metadata().dependencies {
+            let state = self
+                .state(&dependency)
+                .ok_or_else(|| PluginError::MissingDependency {
+                    plugin: id.to_string(),
+                    dependency: dependency.clone(),
+                })?;
+            if !matches!(state, PluginState::Loaded | PluginState::Running) {
+                return Err(PluginError::DependencyOrder {
+                    plugin: id.to_string(),
+                    operation: "load",
+                    detail: format!(
+                        "its dependency `{dependency}` is {state:?}; load `{dependency}` first"
+                    ),
+                });
+            }
+        }
         self.step(&slot, LifecycleStep::Load).await
     }
 
@@ -369,14 +387,46 @@ impl PluginManager {
         self.start_slot(&slot).await
     }
 
+    /// Stops one plugin; no running plugin may depend on it (stop dependents first, or use
+    /// [`PluginManager::stop_all`], which orders the stops).
     pub async fn stop(&self, id: &str) -> PluginResult<()> {
         let slot = self.slot(id)?;
+        self.refuse_if_needed(id, "stop", |state| state == PluginState::Running)?;
         self.step(&slot, LifecycleStep::Stop).await
     }
 
+    /// Unloads one plugin; no loaded or running plugin may depend on it.
     pub async fn unload(&self, id: &str) -> PluginResult<()> {
         let slot = self.slot(id)?;
+        self.refuse_if_needed(id, "unload", |state| {
+            matches!(state, PluginState::Loaded | PluginState::Running)
+        })?;
         self.step(&slot, LifecycleStep::Unload).await
+    }
+
+    /// `DependencyOrder` when a plugin depending on `id` is in a state `needs` accepts.
+    fn refuse_if_needed(
+        &self,
+        id: &str,
+        operation: &'static str,
+        needs: impl Fn(PluginState) -> bool,
+    ) -> PluginResult<()> {
+        let dependent = self.inner.plugins.iter().find_map(|other| {
+            let depends = other.shared.metadata().dependencies.iter().any(|d| d == id);
+            let state = other.shared.state();
+            (depends && needs(state)).then(|| (other.key().clone(), state))
+        });
+        match dependent {
+            Some((dependent, state)) => Err(PluginError::DependencyOrder {
+                plugin: id.to_string(),
+                operation,
+                detail: format!(
+                    "`{dependent}`, which depends on it, is {state:?}; {operation} `{dependent}` \
+                     first"
+                ),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Stops and unloads everything, then stops the actors and the supervisor, dependents

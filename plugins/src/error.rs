@@ -45,6 +45,16 @@ pub enum PluginError {
         state: PluginState,
     },
 
+    /// A single lifecycle step would break the dependency order: loading a plugin before its
+    /// dependency is loaded, or stopping (unloading) a plugin that a running (loaded)
+    /// dependent still needs. `detail` names the other plugin, its state and what to do.
+    #[error("plugin `{plugin}` cannot {operation}: {detail}")]
+    DependencyOrder {
+        plugin: String,
+        operation: &'static str,
+        detail: String,
+    },
+
     /// A plugin cannot be unregistered while another plugin that depends on it is loaded.
     #[error("plugin `{id}` is a dependency of `{dependent}`, which is still loaded; unregister that first")]
     InUse { id: String, dependent: String },

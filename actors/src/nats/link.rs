@@ -67,10 +67,18 @@ impl NatsLink {
             }
         };
         let client = options.connect(url.as_str()).await.map_err(|e| {
-            PluginError::Transport(format!(
-                "cannot connect to NATS at {url}: {e}; is nats-server running there \
-                 (with -js for JetStream), and are the credentials right?"
-            ))
+            let hint = match e.kind() {
+                async_nats::ConnectErrorKind::AuthorizationViolation
+                | async_nats::ConnectErrorKind::Authentication => {
+                    "the server refused the credentials: check the [transport] token / \
+                     token_env, user + password / password_env or credentials_file"
+                }
+                _ => {
+                    "is nats-server running there (with -js for JetStream), and are the \
+                     credentials right?"
+                }
+            };
+            PluginError::Transport(format!("cannot connect to NATS at {url}: {e}; {hint}"))
         })?;
         let js = jetstream::new(client);
         let names = Names::new(
