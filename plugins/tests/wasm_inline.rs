@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use bilayer_plugins::wasm_runtime::{InstanceMode, WasmCapabilities, WasmLimits, WasmPlugin};
+use bilayer_plugins::wasm_runtime::{
+    Capability, InstanceMode, WasmCapabilities, WasmLimits, WasmPlugin,
+};
 use bilayer_plugins::{
     AgentPlugin, CallChain, PluginCaller, PluginContext, PluginError, PluginResult,
 };
@@ -289,6 +291,41 @@ async fn both_paths_give_the_same_answers_errors_and_warm_state() {
         assert_eq!(
             counter.execute(String::new()).await.unwrap(),
             expected.to_string()
+        );
+    }
+}
+
+/// Counts its calls in a global and logs each one; answers with as many `x` as calls so far.
+const LOGGING_COUNTER: &str = r#"(module
+  (import "bilayer" "log" (func $log (param i32 i32 i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "call")
+  (global $calls (mut i32) (i32.const 0))
+  (func (export "alloc") (param i32) (result i32) (i32.const 4096))
+  (func (export "execute") (param i32 i32) (result i64)
+    (global.set $calls (i32.add (global.get $calls) (i32.const 1)))
+    (call $log (i32.const 4) (i32.const 0) (i32.const 4))
+    (memory.fill (i32.const 16) (i32.const 120) (global.get $calls))
+    (i64.or (i64.shl (i64.const 16) (i64.const 32)) (i64.extend_i32_u (global.get $calls)))))"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_instance_that_logs_keeps_its_warm_state_on_every_call() {
+    // Its calls would leave an inline attempt at `log`, dropping the warm instance each time;
+    // such a plugin never tries the inline path.
+    let mut plugin = started(
+        WasmPlugin::from_bytes("logging_counter", LOGGING_COUNTER)
+            .unwrap()
+            .with_capabilities(WasmCapabilities::none().grant(Capability::Log))
+            .with_instance_mode(InstanceMode::Reuse),
+        PluginContext::new("logging_counter"),
+    )
+    .await;
+    for expected in 1..=300 {
+        let output = plugin.execute(String::new()).await.unwrap();
+        assert_eq!(
+            output.len(),
+            expected,
+            "the warm instance was lost before call {expected}"
         );
     }
 }

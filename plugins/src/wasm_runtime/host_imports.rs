@@ -85,6 +85,17 @@ fn contract_error(import: &'static str, message: impl Into<String>) -> wasmtime:
 
 /// Checks every import of `module` against `grants`; the error lists each import that is not
 /// granted (or not provided at all) with the capability it needs.
+/// The host imports that end a speculative inline attempt ([`inline`]): they block or have an
+/// effect outside the instance.
+const LEAVES_INLINE: [&str; 3] = ["log", "state_set", "call_plugin"];
+
+/// Whether `module` imports a host function that would end an inline attempt when called.
+pub(crate) fn may_leave_inline(module: &Module) -> bool {
+    module
+        .imports()
+        .any(|import| import.module() == abi::HOST_MODULE && LEAVES_INLINE.contains(&import.name()))
+}
+
 pub(crate) fn check_imports(
     plugin_id: &str,
     module: &Module,

@@ -37,6 +37,10 @@ pub(crate) struct LinkedPlugin {
     pub run_initialize: bool,
     /// Whether `wasi` is granted (read on every call, so kept out of the grant's set).
     uses_wasi: bool,
+    /// Whether calls may try the inline path at all: not with WASI (file writes are effects),
+    /// and not for a reused instance whose module imports a host function that ends an
+    /// attempt (each such attempt would cost the warm instance).
+    inline_allowed: bool,
     /// The instance kept between calls in [`InstanceMode::Reuse`].
     warm: Mutex<Option<GuestInstance>>,
     /// Whether calls try the speculative inline path first ([`inline`]).
@@ -136,6 +140,9 @@ impl LinkedPlugin {
     ) -> LinkedPlugin {
         let deadline_ticks = deadline_ticks(limits.timeout, compiled.engine.config().epoch_tick);
         let uses_wasi = grants.allows(Capability::Wasi);
+        let reuse_could_leave =
+            mode == InstanceMode::Reuse && host_imports::may_leave_inline(&compiled.module);
+        let inline_allowed = !uses_wasi && !reuse_could_leave;
         LinkedPlugin {
             compiled,
             pre,
@@ -147,6 +154,7 @@ impl LinkedPlugin {
             deadline_ticks,
             run_initialize,
             uses_wasi,
+            inline_allowed,
             warm: Mutex::new(None),
             inline: InlinePolicy::default(),
         }
@@ -183,9 +191,10 @@ impl LinkedPlugin {
 
     /// Runs one input on the current thread as a speculative inline attempt ([`inline`]):
     /// `None` when the call must run on a blocking thread instead (it did not change anything
-    /// outside its instance). Plugins granted WASI never try: their file writes are effects.
+    /// outside its instance). Plugins granted WASI never try (their file writes are effects),
+    /// nor reused instances of modules importing `log`, `state_set` or `call_plugin`.
     pub fn try_inline(&self, input: &[u8]) -> Option<PluginResult<Vec<u8>>> {
-        if self.uses_wasi || !self.inline.should_try() {
+        if !self.inline_allowed || !self.inline.should_try() {
             return None;
         }
         let slice = INLINE_SLICE.min(self.limits.timeout);
