@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bilayer::hot_reload::HotReloadManager;
 use bilayer::orders;
 use bilayer::system_config::{Deployment, SystemDefinition};
 use bilayer::{AgentSystem, Outcome, OutcomeStatus, Transport};
@@ -164,15 +165,7 @@ pub async fn run(
     }
     let system = definition.build_with(&deployment).await?;
     let reloader = if watch {
-        let reloader = definition.hot_reload(&system);
-        let mut events = reloader.events();
-        reloader.start().await?;
-        tokio::spawn(async move {
-            while let Some(event) = events.recv().await {
-                eprintln!("hot reload: {event:?}");
-            }
-        });
-        Some(reloader)
+        Some(start_watching(&definition, &system).await?)
     } else {
         None
     };
@@ -185,6 +178,23 @@ pub async fn run(
     let stderr = std::io::stderr();
     summary.print(&mut stderr.lock(), elapsed)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--watch` (of `run` and `worker`): hot reload of what this process serves and of the routing
+/// script, each event printed on stderr as it happens.
+pub(crate) async fn start_watching(
+    definition: &SystemDefinition,
+    system: &AgentSystem,
+) -> Result<HotReloadManager, Box<dyn std::error::Error>> {
+    let reloader = definition.hot_reload(system);
+    let mut events = reloader.events();
+    reloader.start().await?;
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            eprintln!("hot reload: {event:?}");
+        }
+    });
+    Ok(reloader)
 }
 
 /// `bilayer` with no arguments: the order pipeline on the W1 orders.

@@ -43,15 +43,7 @@ pub async fn run(
         })
         .await?;
     let reloader = if watch {
-        let reloader = definition.hot_reload(&system);
-        let mut events = reloader.events();
-        reloader.start().await?;
-        tokio::spawn(async move {
-            while let Some(event) = events.recv().await {
-                eprintln!("hot reload: {event:?}");
-            }
-        });
-        Some(reloader)
+        Some(super::run::start_watching(&definition, &system).await?)
     } else {
         None
     };
