@@ -31,12 +31,12 @@ const BUSY: &str = r#"(module
   (data (i32.const 8) "done")
   (func (export "alloc") (param i32) (result i32) (i32.const 1024))
   (func (export "execute") (param $ptr i32) (param $len i32) (result i64)
-    (local $left i32)
-    (local.set $left (i32.mul (local.get $len) (i32.const 1000000)))
+    (local $left i64)
+    (local.set $left (i64.mul (i64.extend_i32_u (local.get $len)) (i64.const 1000000)))
     (block $out
       (loop $spin
-        (br_if $out (i32.eqz (local.get $left)))
-        (local.set $left (i32.sub (local.get $left) (i32.const 1)))
+        (br_if $out (i64.eqz (local.get $left)))
+        (local.set $left (i64.sub (local.get $left) (i64.const 1)))
         (br $spin)))
     (i64.or (i64.shl (i64.const 8) (i64.const 32)) (i64.const 4))))"#;
 
@@ -328,4 +328,63 @@ async fn a_reused_instance_that_logs_keeps_its_warm_state_on_every_call() {
             "the warm instance was lost before call {expected}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_call_waiting_for_a_busy_warm_instance_waits_off_the_async_worker() {
+    // One shared plugin with one warm instance: a long call holds it on a blocking thread; a
+    // second call must wait for it there, not on the only async worker.
+    let plugin = Arc::new({
+        let mut plugin = WasmPlugin::from_bytes("busy", BUSY)
+            .unwrap()
+            .with_instance_mode(InstanceMode::Reuse)
+            .with_limits(WasmLimits::default().timeout(Duration::from_secs(20)));
+        plugin.load(&PluginContext::new("busy")).await.unwrap();
+        plugin.start().await.unwrap();
+        plugin
+    });
+    let mut bytes = 16;
+    loop {
+        let began = Instant::now();
+        assert_eq!(plugin.execute_sync(&"x".repeat(bytes)).unwrap(), "done");
+        if began.elapsed() >= Duration::from_millis(1200) || bytes >= 1 << 15 {
+            break;
+        }
+        bytes *= 2;
+    }
+    let long = {
+        let plugin = Arc::clone(&plugin);
+        let input = "x".repeat(bytes);
+        tokio::spawn(async move { plugin.call(input).await })
+    };
+    // Let the long call leave its inline slice and take the warm instance on a blocking thread.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Many short calls at once: the first ones after the long call's attempt left go straight
+    // to a blocking thread (the back-off), the later ones try the inline path and find the
+    // warm instance busy.
+    let (shorts, stall) = longest_stall({
+        let plugin = Arc::clone(&plugin);
+        async move {
+            let calls: Vec<_> = (0..40)
+                .map(|_| {
+                    let plugin = Arc::clone(&plugin);
+                    tokio::spawn(async move { plugin.call("x".to_string()).await })
+                })
+                .collect();
+            let mut outputs = Vec::new();
+            for call in calls {
+                outputs.push(call.await.unwrap());
+            }
+            outputs
+        }
+    })
+    .await;
+    assert!(shorts.into_iter().all(|output| output.unwrap() == "done"));
+    assert_eq!(long.await.unwrap().unwrap(), "done");
+    // Waiting on the worker would stall it for the rest of the long call (≥ 1.1 s); handing
+    // 40 calls to blocking threads costs tens of milliseconds.
+    assert!(
+        stall < Duration::from_millis(500),
+        "the async worker was held {stall:?} waiting for the warm instance"
+    );
 }

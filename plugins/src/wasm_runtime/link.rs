@@ -9,7 +9,7 @@
 //! `wasi` has its directories opened once here too, so a missing one fails the load rather
 //! than the first call; each store then opens them anew ([`wasi`](super::wasi)).
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::Instant;
 
 use wasmtime::{InstancePre, Linker};
@@ -197,8 +197,22 @@ impl LinkedPlugin {
         if !self.inline_allowed || !self.inline.should_try() {
             return None;
         }
+        // A warm instance busy with another call (a shared plugin, on a blocking thread) is
+        // waited for there, never on the calling thread.
+        let warm = match self.mode {
+            InstanceMode::FreshPerCall => None,
+            InstanceMode::Reuse => match self.warm.try_lock() {
+                Ok(warm) => Some(warm),
+                Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+                Err(TryLockError::WouldBlock) => return None,
+            },
+        };
         let slice = INLINE_SLICE.min(self.limits.timeout);
-        match inline::attempt(slice, || self.run(input)) {
+        let run = || match warm {
+            Some(warm) => self.run_reused(warm, input),
+            None => self.run(input),
+        };
+        match inline::attempt(slice, run) {
             Some(result) => {
                 self.inline.finished();
                 Some(result)
@@ -219,26 +233,36 @@ impl LinkedPlugin {
     }
 
     fn run(&self, input: &[u8]) -> PluginResult<Vec<u8>> {
-        let started = Instant::now();
         match self.mode {
             InstanceMode::FreshPerCall => {
+                let started = Instant::now();
                 GuestInstance::new(self, started)?.call(self, input, false, started)
             }
             InstanceMode::Reuse => {
-                let mut warm = self.warm.lock().unwrap_or_else(|p| p.into_inner());
-                let mut instance = match warm.take() {
-                    Some(instance) => instance,
-                    None => GuestInstance::new(self, started)?,
-                };
-                let result = instance.call(self, input, true, started);
-                // A guest that reported an error is still sound; after a trap or a limit its
-                // memory may be half-updated, so the next call gets a new instance.
-                if matches!(result, Ok(_) | Err(PluginError::Execution(_))) {
-                    *warm = Some(instance);
-                }
-                result
+                let warm = self.warm.lock().unwrap_or_else(|p| p.into_inner());
+                self.run_reused(warm, input)
             }
         }
+    }
+
+    /// One call on the warm instance, whose lock the caller holds.
+    fn run_reused(
+        &self,
+        mut warm: MutexGuard<'_, Option<GuestInstance>>,
+        input: &[u8],
+    ) -> PluginResult<Vec<u8>> {
+        let started = Instant::now();
+        let mut instance = match warm.take() {
+            Some(instance) => instance,
+            None => GuestInstance::new(self, started)?,
+        };
+        let result = instance.call(self, input, true, started);
+        // A guest that reported an error is still sound; after a trap or a limit its memory
+        // may be half-updated, so the next call gets a new instance.
+        if matches!(result, Ok(_) | Err(PluginError::Execution(_))) {
+            *warm = Some(instance);
+        }
+        result
     }
 
     /// Drops the instance kept by [`InstanceMode::Reuse`], if any.
