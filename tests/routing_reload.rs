@@ -9,7 +9,7 @@ use bilayer::hot_reload::ReloadEvent;
 use bilayer::system_config::SystemDefinition;
 use bilayer::system_reload::ROUTING_SCRIPT_ID;
 use bilayer::{AgentSystem, OutcomeStatus};
-use hot_reload_support::{ended_reload, until, Scratch};
+use hot_reload_support::{ended_reload, routing_to, terminal_agent, until, Scratch};
 use serde_json::json;
 
 const SYSTEM: &str = r#"
@@ -30,17 +30,6 @@ name = "right"
 script = "right.rhai"
 "#;
 
-/// Routes everything intake emits to `target`.
-fn routing_to(target: &str) -> String {
-    format!(
-        "fn route(hop) {{\n    if hop.agent == \"intake\" {{ \"{target}\" }} else {{ () }}\n}}\n\nroute\n"
-    )
-}
-
-fn terminal(name: &str) -> String {
-    format!("fn {name}(msg) {{\n    #{{ served_by: \"{name}\", n: msg.n }}\n}}\n\n{name}\n")
-}
-
 async fn terminal_agent_of(system: &AgentSystem, n: i64) -> String {
     let outcome = system.send(json!({ "n": n })).await;
     assert_eq!(outcome.status, OutcomeStatus::Ok, "{outcome:?}");
@@ -57,8 +46,8 @@ async fn the_routing_script_reloads_refuses_a_broken_version_and_survives_deleti
         "intake.rhai",
         "fn intake(msg) {\n    #{ n: msg.n, next_agent: \"left\" }\n}\n\nintake\n",
     );
-    dir.write("left.rhai", &terminal("left"));
-    dir.write("right.rhai", &terminal("right"));
+    dir.write("left.rhai", &terminal_agent("left", "left"));
+    dir.write("right.rhai", &terminal_agent("right", "right"));
     dir.write("routing.rhai", &routing_to("left"));
 
     let definition = SystemDefinition::load(dir.file("system.toml")).unwrap();

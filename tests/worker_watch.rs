@@ -14,19 +14,9 @@ use std::time::{Duration, Instant};
 
 use bilayer::system_config::{Deployment, SystemDefinition};
 use bilayer::{AgentSystem, OutcomeStatus};
-use hot_reload_support::Scratch;
+use hot_reload_support::{routing_to, terminal_agent, Scratch};
 use nats_support::{delete_streams, jetstream_or_skip, nats_url, unique_system};
 use serde_json::json;
-
-fn routing_to(target: &str) -> String {
-    format!(
-        "fn route(hop) {{\n    if hop.agent == \"intake\" {{ \"{target}\" }} else {{ () }}\n}}\n\nroute\n"
-    )
-}
-
-fn terminal(name: &str, label: &str) -> String {
-    format!("fn {name}(msg) {{\n    #{{ served_by: \"{label}\", n: msg.n }}\n}}\n\n{name}\n")
-}
 
 /// The worker process and every line it wrote to stderr so far.
 struct Worker {
@@ -149,8 +139,8 @@ script = "right.rhai"
         "intake.rhai",
         "fn intake(msg) {\n    #{ n: msg.n, next_agent: \"left\" }\n}\n\nintake\n",
     );
-    dir.write("left.rhai", &terminal("left", "left"));
-    dir.write("right.rhai", &terminal("right", "right"));
+    dir.write("left.rhai", &terminal_agent("left", "left"));
+    dir.write("right.rhai", &terminal_agent("right", "right"));
     dir.write("routing.rhai", &routing_to("left"));
 
     let mut worker = Worker::start(&dir.file("system.toml"));
@@ -183,7 +173,7 @@ script = "right.rhai"
     }
 
     // So does an agent it serves.
-    dir.write_and_rename("right.rhai", &terminal("right", "right v2"));
+    dir.write_and_rename("right.rhai", &terminal_agent("right", "right v2"));
     until_reloaded(&worker, "right", 0).await;
     assert_eq!(
         served_by(&submitter, 12).await,

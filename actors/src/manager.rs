@@ -293,12 +293,8 @@ impl PluginManager {
     /// Stops, unloads and removes a plugin, and stops its actor.
     pub async fn unregister(&self, id: &str) -> PluginResult<()> {
         let slot = self.slot(id)?;
-        let dependent = self.inner.plugins.iter().find_map(|other| {
-            let depends = other.shared.metadata().dependencies.iter().any(|d| d == id);
-            let loaded = !matches!(other.shared.state(), PluginState::Unloaded);
-            (depends && loaded).then(|| other.key().clone())
-        });
-        if let Some(dependent) = dependent {
+        if let Some((dependent, _)) = self.dependent_in(id, |state| state != PluginState::Unloaded)
+        {
             return Err(PluginError::InUse {
                 id: id.to_string(),
                 dependent,
@@ -361,22 +357,15 @@ impl PluginManager {
     /// Loads one plugin; its dependencies must be loaded (or running).
     pub async fn load(&self, id: &str) -> PluginResult<()> {
         let slot = self.slot(id)?;
-        for dependency in slot.shared.metadata().dependencies {
-            let state = self
-                .state(&dependency)
-                .ok_or_else(|| PluginError::MissingDependency {
-                    plugin: id.to_string(),
-                    dependency: dependency.clone(),
-                })?;
-            if !matches!(state, PluginState::Loaded | PluginState::Running) {
-                return Err(PluginError::DependencyOrder {
-                    plugin: id.to_string(),
-                    operation: "load",
-                    detail: format!(
-                        "its dependency `{dependency}` is {state:?}; load `{dependency}` first"
-                    ),
-                });
-            }
+        let loaded = |state| matches!(state, PluginState::Loaded | PluginState::Running);
+        if let Some((dependency, state)) = self.dependency_not_in(&slot, loaded)? {
+            return Err(PluginError::DependencyOrder {
+                plugin: id.to_string(),
+                operation: "load",
+                detail: format!(
+                    "its dependency `{dependency}` is {state:?}; load `{dependency}` first"
+                ),
+            });
         }
         self.step(&slot, LifecycleStep::Load).await
     }
@@ -404,6 +393,19 @@ impl PluginManager {
         self.step(&slot, LifecycleStep::Unload).await
     }
 
+    /// A plugin that depends on `id` and is in a state `needs` accepts, with that state.
+    fn dependent_in(
+        &self,
+        id: &str,
+        needs: impl Fn(PluginState) -> bool,
+    ) -> Option<(String, PluginState)> {
+        self.inner.plugins.iter().find_map(|other| {
+            let depends = other.shared.metadata().dependencies.iter().any(|d| d == id);
+            let state = other.shared.state();
+            (depends && needs(state)).then(|| (other.key().clone(), state))
+        })
+    }
+
     /// `DependencyOrder` when a plugin depending on `id` is in a state `needs` accepts.
     fn refuse_if_needed(
         &self,
@@ -411,12 +413,7 @@ impl PluginManager {
         operation: &'static str,
         needs: impl Fn(PluginState) -> bool,
     ) -> PluginResult<()> {
-        let dependent = self.inner.plugins.iter().find_map(|other| {
-            let depends = other.shared.metadata().dependencies.iter().any(|d| d == id);
-            let state = other.shared.state();
-            (depends && needs(state)).then(|| (other.key().clone(), state))
-        });
-        match dependent {
+        match self.dependent_in(id, needs) {
             Some((dependent, state)) => Err(PluginError::DependencyOrder {
                 plugin: id.to_string(),
                 operation,
@@ -634,6 +631,24 @@ impl PluginManager {
     }
 
     async fn start_slot(&self, slot: &PluginSlot) -> PluginResult<()> {
+        let running = |state| state == PluginState::Running;
+        if let Some((dependency, state)) = self.dependency_not_in(slot, running)? {
+            return Err(PluginError::DependencyNotReady {
+                plugin: slot.shared.id.to_string(),
+                dependency,
+                state,
+            });
+        }
+        self.step(slot, LifecycleStep::Start).await
+    }
+
+    /// The first dependency of `slot` in a state `ready` refuses, with that state;
+    /// `MissingDependency` when one is not registered.
+    fn dependency_not_in(
+        &self,
+        slot: &PluginSlot,
+        ready: impl Fn(PluginState) -> bool,
+    ) -> PluginResult<Option<(String, PluginState)>> {
         for dependency in slot.shared.metadata().dependencies {
             let state = self
                 .state(&dependency)
@@ -641,15 +656,11 @@ impl PluginManager {
                     plugin: slot.shared.id.to_string(),
                     dependency: dependency.clone(),
                 })?;
-            if state != PluginState::Running {
-                return Err(PluginError::DependencyNotReady {
-                    plugin: slot.shared.id.to_string(),
-                    dependency,
-                    state,
-                });
+            if !ready(state) {
+                return Ok(Some((dependency, state)));
             }
         }
-        self.step(slot, LifecycleStep::Start).await
+        Ok(None)
     }
 
     async fn step(&self, slot: &PluginSlot, step: LifecycleStep) -> PluginResult<()> {

@@ -218,3 +218,15 @@ pub fn wat_answering(v: u32) -> String {
 "#
     )
 }
+
+/// A routing script (runtime/routing.rs form) sending everything `intake` emits to `target`.
+pub fn routing_to(target: &str) -> String {
+    format!(
+        "fn route(hop) {{\n    if hop.agent == \"intake\" {{ \"{target}\" }} else {{ () }}\n}}\n\nroute\n"
+    )
+}
+
+/// A terminal agent script `name` answering `#{ served_by: label, n: msg.n }`.
+pub fn terminal_agent(name: &str, label: &str) -> String {
+    format!("fn {name}(msg) {{\n    #{{ served_by: \"{label}\", n: msg.n }}\n}}\n\n{name}\n")
+}

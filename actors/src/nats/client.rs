@@ -11,7 +11,7 @@ use super::link::NatsLink;
 use super::outbox::{Done, Job, Publication};
 use super::wire::{covers_tree, message_id, Fork, WireMessage, WireResult};
 use super::worker::to_bytes;
-use crate::system::{Outcome, OutcomeStatus, Ticket};
+use crate::system::{Outcome, Ticket};
 
 /// An input waiting for its branches.
 pub(crate) struct Pending {
@@ -163,16 +163,5 @@ impl NatsLink {
 }
 
 fn error_outcome(ticket: &Ticket, error: String) -> Outcome {
-    Outcome {
-        input: ticket.input,
-        status: OutcomeStatus::Error,
-        agent: None,
-        hops: Vec::new(),
-        output: None,
-        trace_id: ticket.trace_id_hex(),
-        error: Some(error),
-        reason: None,
-        branches: Vec::new(),
-        latency: Default::default(),
-    }
+    Outcome::refused(ticket.input, ticket.trace_id_hex(), error)
 }

@@ -14,7 +14,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::link::NatsLink;
 use super::outbox::{Done, Job, Publication};
 use super::wire::{message_id, Fork, WireDeadLetter, WireMessage, WireResult};
-use crate::system::core::{hop_names, Next, SystemCore};
+use crate::system::core::{hop_names, unknown_agent, Next, SystemCore};
 use crate::system::{DeadLetter, Envelope, OutcomeStatus, Ticket};
 
 /// Where a message taken from NATS came from, carried by its ticket until the hop ends.
@@ -272,16 +272,9 @@ fn route(
     payload: Value,
     publications: &mut Vec<Publication>,
 ) {
-    let reason = if hops.len() >= core.max_hops {
-        Some(format!(
-            "hop limit of {} exceeded on the way to `{target}` (a routing loop?)",
-            core.max_hops
-        ))
-    } else if !core.knows(target) {
-        Some(format!("unknown next_agent `{target}`"))
-    } else {
-        None
-    };
+    let reason = core
+        .past_hop_limit(hops.len(), target)
+        .or_else(|| (!core.knows(target)).then(|| unknown_agent(target)));
     if let Some(reason) = reason {
         return dead_branch(
             core,

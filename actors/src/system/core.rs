@@ -55,19 +55,30 @@ pub(crate) struct Totals {
     pub dead_letter: AtomicU64,
 }
 
+/// The dead-letter reason for a `next_agent` no process of the system serves.
+pub(crate) fn unknown_agent(target: &str) -> String {
+    format!("unknown next_agent `{target}`")
+}
+
 impl SystemCore {
-    /// Delivers an envelope to `target`, or dead-letters it.
-    pub fn deliver(&self, envelope: Envelope, target: &str) {
-        if envelope.hops.len() >= self.max_hops {
-            let reason = format!(
+    /// The dead-letter reason for a message that has made `hops` hops already, when one more
+    /// (to `target`) would pass the hop limit.
+    pub(crate) fn past_hop_limit(&self, hops: usize, target: &str) -> Option<String> {
+        (hops >= self.max_hops).then(|| {
+            format!(
                 "hop limit of {} exceeded on the way to `{target}` (a routing loop?)",
                 self.max_hops
-            );
+            )
+        })
+    }
+
+    /// Delivers an envelope to `target`, or dead-letters it.
+    pub fn deliver(&self, envelope: Envelope, target: &str) {
+        if let Some(reason) = self.past_hop_limit(envelope.hops.len(), target) {
             return self.dead_letter(envelope, reason);
         }
         let Some(actor) = self.agents.get(target) else {
-            let reason = format!("unknown next_agent `{target}`");
-            return self.dead_letter(envelope, reason);
+            return self.dead_letter(envelope, unknown_agent(target));
         };
         if let Err(err) = actor.send_message(PluginMsg::Deliver(envelope)) {
             let reason = format!("agent `{target}` is not running");

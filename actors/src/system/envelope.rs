@@ -68,7 +68,12 @@ impl Ticket {
             admitted: Instant::now(),
             core,
             remaining: AtomicUsize::new(1),
-            finished: Mutex::new(Vec::with_capacity(1)),
+            // A remote hop's outcome is published, never collected here.
+            finished: Mutex::new(if remote.is_some() {
+                Vec::new()
+            } else {
+                Vec::with_capacity(1)
+            }),
             sink: Mutex::new(sink),
             remote,
         })

@@ -574,18 +574,7 @@ impl AgentSystem {
     }
 
     fn refusal(&self, number: u64, error: String) -> Outcome {
-        Outcome {
-            input: number,
-            status: OutcomeStatus::Error,
-            agent: None,
-            hops: Vec::new(),
-            output: None,
-            trace_id: format!("{:016x}", self.trace_id(number)),
-            error: Some(error),
-            reason: None,
-            branches: Vec::new(),
-            latency: Duration::ZERO,
-        }
+        Outcome::refused(number, format!("{:016x}", self.trace_id(number)), error)
     }
 
     fn trace_id(&self, number: u64) -> u64 {

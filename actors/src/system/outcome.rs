@@ -59,6 +59,23 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// An input that ended as an error before any agent ran (refused at admission, or its
+    /// submission failed).
+    pub(crate) fn refused(input: u64, trace_id: String, error: String) -> Outcome {
+        Outcome {
+            input,
+            status: OutcomeStatus::Error,
+            agent: None,
+            hops: Vec::new(),
+            output: None,
+            trace_id,
+            error: Some(error),
+            reason: None,
+            branches: Vec::new(),
+            latency: Duration::ZERO,
+        }
+    }
+
     pub fn is_ok(&self) -> bool {
         self.status == OutcomeStatus::Ok
     }

@@ -25,12 +25,14 @@ use super::wasi::{self, PREVIEW1_MODULE, SNAPSHOT0_MODULE};
 use super::{Capability, WasmCapabilities, WasmEngine};
 use crate::{PluginError, PluginResult};
 
-/// One host function: its name in module `bilayer`, the capability that grants it, and its
-/// signature as documented.
+/// One host function: its name in module `bilayer`, the capability that grants it, its
+/// signature as documented, and whether calling it ends a speculative inline attempt
+/// ([`inline`]: it blocks or has an effect outside the instance).
 pub(crate) struct HostImport {
     pub name: &'static str,
     pub capability: Capability,
     pub signature: &'static str,
+    pub leaves_inline: bool,
 }
 
 pub(crate) const HOST_IMPORTS: &[HostImport] = &[
@@ -38,26 +40,31 @@ pub(crate) const HOST_IMPORTS: &[HostImport] = &[
         name: "log",
         capability: Capability::Log,
         signature: "(level: i32, ptr: i32, len: i32)",
+        leaves_inline: true,
     },
     HostImport {
         name: "config_get",
         capability: Capability::Config,
         signature: "(key_ptr: i32, key_len: i32) -> i64",
+        leaves_inline: false,
     },
     HostImport {
         name: "state_get",
         capability: Capability::State,
         signature: "(key_ptr: i32, key_len: i32) -> i64",
+        leaves_inline: false,
     },
     HostImport {
         name: "state_set",
         capability: Capability::State,
         signature: "(key_ptr: i32, key_len: i32, value_ptr: i32, value_len: i32) -> i64",
+        leaves_inline: true,
     },
     HostImport {
         name: "call_plugin",
         capability: Capability::CallPlugin,
         signature: "(id_ptr: i32, id_len: i32, input_ptr: i32, input_len: i32) -> i64",
+        leaves_inline: true,
     },
 ];
 
@@ -83,19 +90,18 @@ fn contract_error(import: &'static str, message: impl Into<String>) -> wasmtime:
     })
 }
 
-/// Checks every import of `module` against `grants`; the error lists each import that is not
-/// granted (or not provided at all) with the capability it needs.
-/// The host imports that end a speculative inline attempt ([`inline`]): they block or have an
-/// effect outside the instance.
-const LEAVES_INLINE: [&str; 3] = ["log", "state_set", "call_plugin"];
-
 /// Whether `module` imports a host function that would end an inline attempt when called.
 pub(crate) fn may_leave_inline(module: &Module) -> bool {
-    module
-        .imports()
-        .any(|import| import.module() == abi::HOST_MODULE && LEAVES_INLINE.contains(&import.name()))
+    module.imports().any(|import| {
+        import.module() == abi::HOST_MODULE
+            && HOST_IMPORTS
+                .iter()
+                .any(|host| host.leaves_inline && host.name == import.name())
+    })
 }
 
+/// Checks every import of `module` against `grants`; the error lists each import that is not
+/// granted (or not provided at all) with the capability it needs.
 pub(crate) fn check_imports(
     plugin_id: &str,
     module: &Module,
@@ -221,9 +227,7 @@ pub(crate) fn linker(
 
 fn log(mut caller: Caller<'_, HostState>, level: i32, ptr: i32, len: i32) -> wasmtime::Result<()> {
     // A line logged by an attempt that later leaves would be logged twice.
-    if inline::active() {
-        return Err(inline::leave());
-    }
+    inline::leave_if_active()?;
     let max = caller.data().max_log_bytes;
     let bytes = read(&mut caller, "log", "message", ptr, len)?;
     let mut message = String::from_utf8_lossy(&bytes).into_owned();
@@ -298,9 +302,7 @@ fn state_set(
     value_ptr: i32,
     value_len: i32,
 ) -> wasmtime::Result<i64> {
-    if inline::active() {
-        return Err(inline::leave());
-    }
+    inline::leave_if_active()?;
     let key = read_text(&mut caller, "state_set", "key", key_ptr, key_len)?;
     let value = read(&mut caller, "state_set", "value", value_ptr, value_len)?;
     let outcome = key.and_then(|key| {
@@ -342,9 +344,7 @@ fn call_plugin(
     input_len: i32,
 ) -> wasmtime::Result<i64> {
     // Blocks this thread on the runtime: never on an async worker.
-    if inline::active() {
-        return Err(inline::leave());
-    }
+    inline::leave_if_active()?;
     let target = read_text(&mut caller, "call_plugin", "plugin id", id_ptr, id_len)?;
     let input = read_text(&mut caller, "call_plugin", "input", input_ptr, input_len)?;
     let outcome = target.and_then(|target| {

@@ -63,17 +63,22 @@ pub(crate) fn attempt<R>(slice: Duration, attempt: impl FnOnce() -> R) -> Option
     }
 }
 
-/// Whether the current thread runs a speculative attempt (so a host import must not block or
-/// have an effect: it calls [`leave`] and traps instead).
+/// Whether the current thread runs a speculative attempt.
 pub(crate) fn active() -> bool {
     SLICE_ENDS.with(|ends| ends.get().is_some())
 }
 
-/// Ends the running attempt: the caller traps right after, and the call runs again elsewhere.
-/// Returns the error to trap with.
-pub(crate) fn leave() -> wasmtime::Error {
+/// For a host import that blocks or has an effect outside the instance, called before it does
+/// anything: inside an attempt, ends it with the error the import traps with (the call then runs
+/// again on a blocking thread); outside one, `Ok`.
+pub(crate) fn leave_if_active() -> wasmtime::Result<()> {
+    if !active() {
+        return Ok(());
+    }
     LEFT.with(|left| left.set(true));
-    wasmtime::Error::msg("the call leaves the inline slice and runs again on a blocking thread")
+    Err(wasmtime::Error::msg(
+        "the call leaves the inline slice and runs again on a blocking thread",
+    ))
 }
 
 /// The epoch callback of every store: outside an attempt the deadline is the call's timeout,
@@ -150,9 +155,13 @@ mod tests {
     fn an_attempt_that_leaves_returns_none() {
         let result = attempt(INLINE_SLICE, || {
             assert!(active());
-            drop(leave());
+            assert!(leave_if_active().is_err());
             8
         });
+        assert!(
+            leave_if_active().is_ok(),
+            "outside an attempt nothing leaves"
+        );
         assert_eq!(result, None);
         assert!(!active());
         assert_eq!(

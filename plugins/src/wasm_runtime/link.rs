@@ -43,7 +43,7 @@ pub(crate) struct LinkedPlugin {
     inline_allowed: bool,
     /// The instance kept between calls in [`InstanceMode::Reuse`].
     warm: Mutex<Option<GuestInstance>>,
-    /// Whether calls try the speculative inline path first ([`inline`]).
+    /// How often calls try the inline path after attempts that had to leave ([`inline`]).
     inline: InlinePolicy,
 }
 
