@@ -7,6 +7,10 @@
 
 use std::time::{Duration, Instant};
 
+// The allocator the `bilayer` binary uses (runtime/main.rs).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use bilayer::orders;
 use bilayer::prelude::*;
 use bilayer::system_config::SystemDefinition;

@@ -14,6 +14,10 @@
 
 use std::time::Instant;
 
+// The allocator the `bilayer` binary uses (see runtime/main.rs), so these figures are the CLI's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use bilayer::orders;
 use bilayer::prelude::*;
 
@@ -127,12 +131,18 @@ async fn measure(args: Args) -> Result<(), Box<dyn std::error::Error + Send + Sy
     };
 
     let mut latencies = Vec::new();
+    // Built before the clock starts, as the peers build their order lists.
+    let to_submit = if args.mode == "throughput" {
+        orders[..args.n as usize].to_vec()
+    } else {
+        Vec::new()
+    };
     let started = Instant::now();
     if args.mode == "throughput" {
         let mut stream = system.outcome_stream().expect("first stream");
         let producer = {
             let system = system.clone();
-            let orders = orders[..args.n as usize].to_vec();
+            let orders = to_submit;
             tokio::spawn(async move {
                 for order in orders {
                     system.submit(order).await;

@@ -7,6 +7,12 @@ mod cli;
 
 use std::process::ExitCode;
 
+/// mimalloc instead of the system allocator: agent messages are many small JSON maps, and
+/// glibc's malloc spent about a quarter of W1's time (docs/benchmarks.md). The library leaves
+/// the allocator to the application; this binary chooses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 
 fn main() -> ExitCode {

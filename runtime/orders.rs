@@ -57,12 +57,12 @@ fn number(message: &Value, name: &str) -> PluginResult<f64> {
 
 /// The four W1 agents as native plugins: `(agent name, plugin)`.
 pub fn native_agents() -> Vec<(&'static str, Box<dyn AgentPlugin>)> {
-    let intake = FnPlugin::new(
+    let intake = FnPlugin::reading(
         "order_intake",
         PluginType::Custom("orders".into()),
         |order| {
-            let total = number(&order, "quantity")? * number(&order, "price")?;
-            let order_id = field(&order, "order_id")?.clone();
+            let total = number(order, "quantity")? * number(order, "price")?;
+            let order_id = field(order, "order_id")?.clone();
             Ok(if total > HIGH_VALUE {
                 json!({ "status": "pending_approval", "reason": "High value order",
                     "order_id": order_id, "total": total, "next_agent": "manager" })
@@ -72,12 +72,12 @@ pub fn native_agents() -> Vec<(&'static str, Box<dyn AgentPlugin>)> {
             })
         },
     );
-    let manager = FnPlugin::new(
+    let manager = FnPlugin::reading(
         "order_manager",
         PluginType::Custom("orders".into()),
         |msg| {
-            let total = number(&msg, "total")?;
-            let order_id = field(&msg, "order_id")?.clone();
+            let total = number(msg, "total")?;
+            let order_id = field(msg, "order_id")?.clone();
             Ok(if total <= MANAGER_LIMIT {
                 json!({ "status": "approved", "approved_by": "manager", "order_id": order_id,
                     "total": total, "next_agent": "fulfillment" })
@@ -87,17 +87,17 @@ pub fn native_agents() -> Vec<(&'static str, Box<dyn AgentPlugin>)> {
             })
         },
     );
-    let fulfillment = FnPlugin::new(
+    let fulfillment = FnPlugin::reading(
         "order_fulfillment",
         PluginType::Custom("orders".into()),
         |msg| {
-            let total = number(&msg, "total")?;
-            let order_id = field(&msg, "order_id")?.clone();
+            let total = number(msg, "total")?;
+            let order_id = field(msg, "order_id")?.clone();
             Ok(json!({ "status": "shipped", "order_id": order_id, "total": total }))
         },
     );
-    let audit = FnPlugin::new("order_audit", PluginType::Custom("orders".into()), |msg| {
-        let order_id = field(&msg, "order_id")?.clone();
+    let audit = FnPlugin::reading("order_audit", PluginType::Custom("orders".into()), |msg| {
+        let order_id = field(msg, "order_id")?.clone();
         Ok(json!({ "status": "audited", "order_id": order_id, "total": msg["total"].clone() }))
     });
     vec![

@@ -26,7 +26,7 @@ use tracing::Instrument;
 
 use crate::registry::PluginShared;
 use crate::supervisor::{RestartDecision, SupervisorMsg};
-use crate::system::Envelope;
+use crate::system::{Envelope, Inbox, MAX_PER_TURN};
 
 mod swap;
 
@@ -48,9 +48,10 @@ pub enum PluginMsg {
     },
     /// Restart because `cause` failed (one_for_all / rest_for_one).
     Restart { cause: String },
-    /// Run the plugin as an agent on a message of an agent system, then hand the output to
-    /// the system's router (no reply: the envelope's ticket carries the outcome).
-    Deliver(Envelope),
+    /// Serve the messages waiting in this agent's inbox (system/inbox.rs): run the plugin as
+    /// an agent on each, then hand each output to the system's router (no reply: every
+    /// envelope's ticket carries its outcome).
+    Drain(Arc<Inbox>),
     /// Replace the plugin by a new version between this message's neighbours (hot reload).
     Swap {
         replacement: Replacement,
@@ -96,7 +97,7 @@ pub(crate) struct PluginActorArgs {
     pub ctx: PluginContext,
     pub shared: Arc<PluginShared>,
     pub supervisor: ActorRef<SupervisorMsg>,
-    /// Bound on one agent hop (`Deliver`); execute calls are bounded by their caller.
+    /// Bound on one agent hop (a message from the inbox); execute calls are bounded by their caller.
     pub hop_timeout: Option<std::time::Duration>,
 }
 
@@ -120,6 +121,11 @@ pub(crate) struct PluginActorState {
     version: Arc<str>,
     /// Set after a swap with a rollback policy, until the new version has proved itself.
     probation: Option<swap::Probation>,
+    /// The inbox messages of the current turn (kept between turns for its allocation).
+    batch: Vec<Envelope>,
+    /// The agent's inbox, once a message came through it (emptied into dead letters if the
+    /// actor stops).
+    inbox: Option<Arc<Inbox>>,
 }
 
 /// Per-agent metrics of an agent system (the plugin metrics count the same calls per plugin).
@@ -189,12 +195,27 @@ impl Actor for PluginActor {
             hop_timeout: args.hop_timeout,
             version,
             probation: None,
+            batch: Vec::new(),
+            inbox: None,
         })
+    }
+
+    /// Messages still in the agent's inbox when the actor stops would wait forever (and their
+    /// callers with them): they go to the dead-letter queue.
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<PluginMsg>,
+        state: &mut PluginActorState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(inbox) = state.inbox.take() {
+            state.dead_letter_all(&inbox, "stopped");
+        }
+        Ok(())
     }
 
     async fn handle(
         &self,
-        _myself: ActorRef<PluginMsg>,
+        myself: ActorRef<PluginMsg>,
         message: PluginMsg,
         state: &mut PluginActorState,
     ) -> Result<(), ActorProcessingErr> {
@@ -211,7 +232,7 @@ impl Actor for PluginActor {
                 }
                 let _ = reply.send(result);
             }
-            PluginMsg::Deliver(envelope) => state.deliver(envelope).await,
+            PluginMsg::Drain(inbox) => state.drain(&myself, inbox).await,
             PluginMsg::Swap { replacement, reply } => {
                 let _ = reply.send(state.swap(replacement).await);
             }
@@ -323,6 +344,44 @@ impl PluginActorState {
         }
     }
 
+    /// One mailbox turn of agent work: serves up to [`MAX_PER_TURN`] messages from the inbox,
+    /// then yields the mailbox to whatever else waits there (a swap, a lifecycle step) by
+    /// sending itself the next `Drain`.
+    async fn drain(&mut self, myself: &ActorRef<PluginMsg>, inbox: Arc<Inbox>) {
+        if self.inbox.is_none() {
+            self.inbox = Some(Arc::clone(&inbox));
+        }
+        let mut batch = std::mem::take(&mut self.batch);
+        let mut served = 0;
+        while served < MAX_PER_TURN {
+            inbox.take(MAX_PER_TURN - served, &mut batch);
+            if batch.is_empty() {
+                // The inbox is idle again; the next message schedules the next turn.
+                self.batch = batch;
+                return;
+            }
+            served += batch.len();
+            for envelope in batch.drain(..) {
+                self.deliver(envelope).await;
+            }
+        }
+        self.batch = batch;
+        if myself
+            .send_message(PluginMsg::Drain(Arc::clone(&inbox)))
+            .is_err()
+        {
+            self.dead_letter_all(&inbox, "not running");
+        }
+    }
+
+    /// Ends every message waiting in `inbox` as a dead letter: the agent `why`.
+    fn dead_letter_all(&self, inbox: &Inbox, why: &str) {
+        for envelope in inbox.take_all() {
+            let core = envelope.ticket.core.clone();
+            core.dead_letter(envelope, format!("agent `{}` is {why}", self.shared.id));
+        }
+    }
+
     /// Runs the plugin as an agent on one message and routes its output onward.
     async fn deliver(&mut self, mut envelope: Envelope) {
         envelope.hops.push(self.shared.id.clone());
@@ -341,19 +400,24 @@ impl PluginActorState {
             trace_id = envelope.ticket.trace_id,
             input = envelope.ticket.input,
         );
-        // By default the message is kept so that a failure can put it in the dead-letter queue
-        // as it was; systems built with `dead_letter_payloads(false)` save the copy.
-        let input = if core.keep_failed_payloads {
-            envelope.payload.clone()
-        } else {
-            std::mem::take(&mut envelope.payload)
+        // By default the message stays in the envelope, lent to the plugin, so that a failure
+        // can put it in the dead-letter queue as it was; systems built with
+        // `dead_letter_payloads(false)` hand it over (a plugin that only has `execute_json`
+        // then needs no copy).
+        let plugin = &mut self.plugin;
+        let payload = &mut envelope.payload;
+        let keep_payload = core.keep_failed_payloads;
+        let call = async move {
+            if keep_payload {
+                plugin.execute_json_ref(payload).await
+            } else {
+                plugin.execute_json(std::mem::take(payload)).await
+            }
         };
         let started = Instant::now();
-        let run = AssertUnwindSafe(
-            CallChain::default().scope(self.shared.id.clone(), self.plugin.execute_json(input)),
-        )
-        .catch_unwind()
-        .instrument(span);
+        let run = AssertUnwindSafe(CallChain::default().scope(self.shared.id.clone(), call))
+            .catch_unwind()
+            .instrument(span);
         // A hop that finishes on its first poll needs no timer (arming one costs more than most
         // hops); the timeout bounds hops that wait, counted from that first poll.
         let hop_timeout = self.hop_timeout;

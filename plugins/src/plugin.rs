@@ -41,13 +41,19 @@ pub trait AgentPlugin: Send + 'static {
     /// agents) override it to skip the text round trip.
     async fn execute_json(&mut self, input: serde_json::Value) -> PluginResult<serde_json::Value> {
         let output = self.execute(input.to_string()).await?;
-        serde_json::from_str(&output).map_err(|e| {
-            PluginError::Json(format!(
-                "plugin `{}` returned output that is not JSON ({e}): {}",
-                self.metadata().id,
-                truncate_for_error(&output)
-            ))
-        })
+        parse_output(&self.metadata().id, &output)
+    }
+
+    /// Handle one input the plugin may only read. Agent systems call this at every hop when
+    /// they keep each message for the dead-letter queue (the default): a plugin that reads its
+    /// input in place saves a deep copy of every message. The default copies the input into
+    /// [`AgentPlugin::execute_json`]; `FnPlugin::reading`, Rhai scripts and WASM modules
+    /// override it.
+    async fn execute_json_ref(
+        &mut self,
+        input: &serde_json::Value,
+    ) -> PluginResult<serde_json::Value> {
+        self.execute_json(input.clone()).await
     }
 
     fn as_any(&self) -> &dyn Any;
@@ -63,4 +69,14 @@ fn truncate_for_error(text: &str) -> String {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text.to_string(),
     }
+}
+
+/// Parses what a plugin's [`AgentPlugin::execute`] returned, for the JSON entry points.
+pub(crate) fn parse_output(plugin: &str, output: &str) -> PluginResult<serde_json::Value> {
+    serde_json::from_str(output).map_err(|e| {
+        PluginError::Json(format!(
+            "plugin `{plugin}` returned output that is not JSON ({e}): {}",
+            truncate_for_error(output)
+        ))
+    })
 }

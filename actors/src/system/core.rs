@@ -7,14 +7,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use ractor::ActorRef;
 use serde_json::Value;
 
 use super::dead_letter::{DeadLetter, DeadLetterQueue};
 use super::envelope::Envelope;
+use super::inbox::AgentAddress;
 use super::outcome::{Outcome, OutcomeStatus};
 use crate::nats::{worker, NatsLink};
-use crate::plugin_actor::PluginMsg;
 
 /// Decides where a message goes after an agent, overriding the output's own `next_agent`.
 /// Implemented by routing scripts; swappable at run time (hot reload).
@@ -34,7 +33,7 @@ pub(crate) enum Next {
 
 pub(crate) struct SystemCore {
     /// The agents served by this process.
-    pub agents: HashMap<Arc<str>, ActorRef<PluginMsg>>,
+    pub agents: HashMap<Arc<str>, AgentAddress>,
     /// Agents served by other processes (NATS transport only).
     pub remote_agents: HashSet<Arc<str>>,
     /// The NATS link, when the system's transport is NATS.
@@ -77,16 +76,12 @@ impl SystemCore {
         if let Some(reason) = self.past_hop_limit(envelope.hops.len(), target) {
             return self.dead_letter(envelope, reason);
         }
-        let Some(actor) = self.agents.get(target) else {
+        let Some(address) = self.agents.get(target) else {
             return self.dead_letter(envelope, unknown_agent(target));
         };
-        if let Err(err) = actor.send_message(PluginMsg::Deliver(envelope)) {
-            let reason = format!("agent `{target}` is not running");
-            match err {
-                ractor::MessagingErr::SendErr(PluginMsg::Deliver(envelope)) => {
-                    self.dead_letter(envelope, reason)
-                }
-                _ => tracing::error!(%reason, "undeliverable message lost its envelope"),
+        if let Err(undeliverable) = address.send(envelope) {
+            for envelope in undeliverable {
+                self.dead_letter(envelope, format!("agent `{target}` is not running"));
             }
         }
     }
@@ -98,11 +93,7 @@ impl SystemCore {
 
     /// Called by an agent's actor with the output its plugin produced.
     pub fn forward(&self, envelope: Envelope, output: Value) {
-        let agent = envelope
-            .hops
-            .last()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
+        let agent: Arc<str> = envelope.hops.last().cloned().unwrap_or_else(|| "".into());
         let next = match self.next(&agent, &output) {
             Ok(next) => next,
             Err(reason) => {
@@ -115,7 +106,7 @@ impl SystemCore {
         };
         if envelope.ticket.remote.is_some() {
             if let Some(link) = &self.nats {
-                return worker::forward(self, link, envelope, agent, next, output);
+                return worker::forward(self, link, envelope, agent.to_string(), next, output);
             }
         }
         match next {
@@ -124,7 +115,7 @@ impl SystemCore {
                 ticket.finish_branch(Outcome {
                     input: ticket.input,
                     status: OutcomeStatus::Ok,
-                    agent: Some(agent),
+                    agent: Some(agent.to_string()),
                     hops: hop_names(&envelope.hops),
                     output: Some(output),
                     trace_id: ticket.trace_id_hex(),

@@ -7,7 +7,7 @@
 //! permit. Every path through the system ends in `Ticket::finish_branch`; that is the
 //! conservation law: one input, one outcome.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -33,6 +33,9 @@ pub(crate) struct Ticket {
     pub core: Arc<SystemCore>,
     /// Branches still travelling (1, plus n-1 for every fan-out into n).
     remaining: AtomicUsize,
+    /// Whether the input ever fanned out. Until it does, its one branch is the only one that
+    /// can finish the ticket, and its outcome skips the `finished` collection.
+    fanned_out: AtomicBool,
     finished: Mutex<Vec<Outcome>>,
     sink: Mutex<Option<(OutcomeSink, OwnedSemaphorePermit)>>,
     /// Set for a message taken from NATS: its hop ends in publications, not in this ticket.
@@ -68,29 +71,31 @@ impl Ticket {
             admitted: Instant::now(),
             core,
             remaining: AtomicUsize::new(1),
-            // A remote hop's outcome is published, never collected here.
-            finished: Mutex::new(if remote.is_some() {
-                Vec::new()
-            } else {
-                Vec::with_capacity(1)
-            }),
+            fanned_out: AtomicBool::new(false),
+            finished: Mutex::new(Vec::new()),
             sink: Mutex::new(sink),
             remote,
         })
     }
 
     pub fn trace_id_hex(&self) -> String {
-        format!("{:016x}", self.trace_id)
+        trace_id_hex(self.trace_id)
     }
 
     /// Announces `extra` more branches (a fan-out into `extra + 1` targets).
     pub fn add_branches(&self, extra: usize) {
+        // Set by the only branch alive at that moment, before the new branches exist.
+        self.fanned_out.store(true, Ordering::Release);
         self.remaining.fetch_add(extra, Ordering::AcqRel);
     }
 
     /// Records the end of one branch; the last branch completes the ticket.
     pub fn finish_branch(&self, mut outcome: Outcome) {
         outcome.latency = self.admitted.elapsed();
+        if !self.fanned_out.load(Ordering::Acquire) {
+            self.remaining.store(0, Ordering::Release);
+            return self.complete(outcome);
+        }
         self.finished
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -102,7 +107,11 @@ impl Ticket {
             std::mem::take(&mut *self.finished.lock().unwrap_or_else(|p| p.into_inner()));
         // Branch outcomes arrive in completion order; report them in a stable order.
         branches.sort_by(|a, b| a.hops.cmp(&b.hops));
-        let outcome = Outcome::join(self.input, self.trace_id_hex(), branches);
+        self.complete(Outcome::join(self.input, self.trace_id_hex(), branches));
+    }
+
+    /// Hands the input's one outcome to whoever waits for it.
+    fn complete(&self, outcome: Outcome) {
         self.core.record_outcome(&outcome);
         let taken = self.sink.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some((sink, permit)) = taken {
@@ -126,4 +135,25 @@ pub struct Envelope {
     pub(crate) payload: serde_json::Value,
     pub(crate) hops: Vec<Arc<str>>,
     pub(crate) ticket: Arc<Ticket>,
+}
+
+/// A trace id as 16 lowercase hex digits (what `format!("{:016x}")` prints, without the
+/// formatting machinery: this runs once per outcome).
+pub(crate) fn trace_id_hex(id: u64) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let text: String = (0..16)
+        .rev()
+        .map(|i| DIGITS[((id >> (i * 4)) & 0xf) as usize] as char)
+        .collect();
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn trace_id_hex_matches_the_format_macro() {
+        for id in [0, 1, 0xabc, u64::MAX, 0x0123_4567_89ab_cdef] {
+            assert_eq!(super::trace_id_hex(id), format!("{id:016x}"));
+        }
+    }
 }

@@ -57,6 +57,7 @@
 pub(crate) mod core;
 mod dead_letter;
 mod envelope;
+mod inbox;
 mod outcome;
 
 use std::collections::{HashMap, HashSet};
@@ -71,6 +72,7 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 pub use self::core::RoutingPolicy;
 pub use dead_letter::DeadLetter;
 pub(crate) use envelope::{Envelope, Ticket};
+pub(crate) use inbox::{Inbox, MAX_PER_TURN};
 pub use outcome::{Outcome, OutcomeStatus};
 
 use self::core::{SystemCore, Totals};
@@ -289,7 +291,14 @@ impl AgentSystemBuilder {
             let actor = manager
                 .actor(name)
                 .ok_or_else(|| PluginError::NotFound(name.clone()))?;
-            agents.insert(Arc::<str>::from(name.as_str()), actor);
+            let address = inbox::AgentAddress {
+                actor,
+                inbox: Arc::default(),
+            };
+            // An empty first turn introduces the inbox to its actor, which then owns the
+            // messages left in it should it ever stop (they become dead letters).
+            address.introduce();
+            agents.insert(Arc::<str>::from(name.as_str()), address);
         }
         let core = Arc::new(SystemCore {
             agents,

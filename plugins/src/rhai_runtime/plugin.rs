@@ -382,6 +382,17 @@ impl AgentPlugin for RhaiPlugin {
         run_blocking(move || script.execute_value(input)).await?
     }
 
+    /// [`execute_json`](AgentPlugin::execute_json) on a borrowed message: converted into Rhai
+    /// values in place (copied only for a call that goes to a blocking thread).
+    async fn execute_json_ref(&mut self, input: &Value) -> PluginResult<Value> {
+        if self.script.runs_inline_for(input) {
+            return run_inline(|| self.script.execute_value_ref(input));
+        }
+        let script = Arc::clone(&self.script);
+        let input = input.clone();
+        run_blocking(move || script.execute_value(input)).await?
+    }
+
     fn as_any(&self) -> &dyn Any {
         self
     }

@@ -47,6 +47,7 @@ pub(crate) const PLUGIN_ID_CONSTANT: &str = "PLUGIN_ID";
 pub(crate) enum ScriptInput<'a> {
     Text(&'a str),
     Json(Value),
+    JsonRef(&'a Value),
 }
 
 impl ScriptInput<'_> {
@@ -58,6 +59,7 @@ impl ScriptInput<'_> {
                 ))
             }),
             ScriptInput::Json(value) => dynamic_from_value(value),
+            ScriptInput::JsonRef(value) => dynamic_from_value(value),
         }
     }
 
@@ -69,6 +71,7 @@ impl ScriptInput<'_> {
                 ))
             }),
             ScriptInput::Json(value) => Ok(value),
+            ScriptInput::JsonRef(value) => Ok(value.clone()),
         }
     }
 
@@ -79,6 +82,7 @@ impl ScriptInput<'_> {
                 dynamic_from_json_text(text).unwrap_or_else(|_| Dynamic::from(text.to_string()))
             ),
             ScriptInput::Json(value) => dynamic_from_value(value),
+            ScriptInput::JsonRef(value) => dynamic_from_value(value),
         }
     }
 }
@@ -260,6 +264,10 @@ impl CompiledScript {
 
     pub(crate) fn execute_value(&self, input: Value) -> PluginResult<Value> {
         value_from_dynamic(&self.execute(ScriptInput::Json(input))?)
+    }
+
+    pub(crate) fn execute_value_ref(&self, input: &Value) -> PluginResult<Value> {
+        value_from_dynamic(&self.execute(ScriptInput::JsonRef(input))?)
     }
 
     /// Runs one parsed input, returning JSON text.

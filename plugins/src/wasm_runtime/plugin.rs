@@ -379,6 +379,15 @@ impl AgentPlugin for WasmPlugin {
         self.call(input).await
     }
 
+    /// The module reads JSON text: printed straight from the borrowed message.
+    async fn execute_json_ref(
+        &mut self,
+        input: &serde_json::Value,
+    ) -> PluginResult<serde_json::Value> {
+        let output = self.call(input.to_string()).await?;
+        crate::plugin::parse_output(&self.metadata.id, &output)
+    }
+
     fn as_any(&self) -> &dyn Any {
         self
     }
