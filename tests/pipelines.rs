@@ -141,6 +141,30 @@ async fn a_routing_script_overrides_next_agent_and_can_be_swapped_at_run_time() 
         .reason
         .unwrap()
         .contains("unknown next_agent `nowhere`"));
+
+    // Without a policy, each output's own `next_agent` routes again (intake says standard).
+    system.set_routing_policy(None);
+    let own = system.send(json!({"vip": true})).await;
+    assert_eq!(own.hops, ["intake", "standard"], "{own:?}");
+    system.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_system_built_without_a_routing_script_takes_one_at_run_time() {
+    let system = AgentSystem::builder()
+        .agent("intake", echo("intake"))
+        .agent("standard", echo("standard"))
+        .agent("priority", echo("priority"))
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(system.send(json!({})).await.hops, ["intake", "standard"]);
+    let everyone = RhaiRoutingPolicy::from_source(
+        "fn route(hop) { if hop.agent == \"intake\" { \"priority\" } else { () } } route",
+    )
+    .unwrap();
+    system.set_routing_policy(Some(Arc::new(everyone)));
+    assert_eq!(system.send(json!({})).await.hops, ["intake", "priority"]);
     system.shutdown().await.unwrap();
 }
 

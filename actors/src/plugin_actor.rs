@@ -26,7 +26,7 @@ use tracing::Instrument;
 
 use crate::registry::PluginShared;
 use crate::supervisor::{RestartDecision, SupervisorMsg};
-use crate::system::{Envelope, Inbox, MAX_PER_TURN};
+use crate::system::{agent_not_running, Envelope, Inbox, SystemCore, MAX_PER_TURN};
 
 mod swap;
 
@@ -361,8 +361,11 @@ impl PluginActorState {
                 return;
             }
             served += batch.len();
+            // Every message of an inbox belongs to the same system: one reference to its core
+            // per batch, rather than a count on the shared core bumped by every hop.
+            let core = Arc::clone(&batch[0].ticket.core);
             for envelope in batch.drain(..) {
-                self.deliver(envelope).await;
+                self.deliver(envelope, &core).await;
             }
         }
         self.batch = batch;
@@ -370,27 +373,24 @@ impl PluginActorState {
             .send_message(PluginMsg::Drain(Arc::clone(&inbox)))
             .is_err()
         {
-            self.dead_letter_all(&inbox, "not running");
+            self.dead_letter_all(&inbox, "stopped");
         }
     }
 
-    /// Ends every message waiting in `inbox` as a dead letter: the agent `why`.
-    fn dead_letter_all(&self, inbox: &Inbox, why: &str) {
+    /// Ends every message waiting in `inbox` as a dead letter: the agent is not running (it
+    /// is `state`).
+    fn dead_letter_all(&self, inbox: &Inbox, state: &str) {
         for envelope in inbox.take_all() {
             let core = envelope.ticket.core.clone();
-            core.dead_letter(envelope, format!("agent `{}` is {why}", self.shared.id));
+            core.dead_letter(envelope, agent_not_running(&self.shared.id, state));
         }
     }
 
     /// Runs the plugin as an agent on one message and routes its output onward.
-    async fn deliver(&mut self, mut envelope: Envelope) {
+    async fn deliver(&mut self, mut envelope: Envelope, core: &SystemCore) {
         envelope.hops.push(self.shared.id.clone());
-        let core = envelope.ticket.core.clone();
         if self.lifecycle != PluginState::Running {
-            let reason = format!(
-                "agent `{}` is not running (it is {:?})",
-                self.shared.id, self.lifecycle
-            );
+            let reason = agent_not_running(&self.shared.id, format_args!("{:?}", self.lifecycle));
             return core.dead_letter(envelope, reason);
         }
         let span = tracing::debug_span!(
@@ -415,9 +415,15 @@ impl PluginActorState {
             }
         };
         let started = Instant::now();
-        let run = AssertUnwindSafe(CallChain::default().scope(self.shared.id.clone(), call))
-            .catch_unwind()
-            .instrument(span);
+        let run = CallChain::default().scope(self.shared.id.clone(), call);
+        // A disabled span still costs an enter, an exit and a drop per poll (and, with
+        // tracing's `log` bridge, a check of the log level each time): leave it out.
+        let run = if span.is_disabled() {
+            futures::future::Either::Left(run)
+        } else {
+            futures::future::Either::Right(run.instrument(span))
+        };
+        let run = AssertUnwindSafe(run).catch_unwind();
         // A hop that finishes on its first poll needs no timer (arming one costs more than most
         // hops); the timeout bounds hops that wait, counted from that first poll.
         let hop_timeout = self.hop_timeout;

@@ -3,10 +3,11 @@
 //! every envelope carries) right after their agent produced an output, so routing costs no
 //! extra mailbox hop.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+use rustc_hash::FxHashMap;
 use serde_json::Value;
 
 use super::dead_letter::{DeadLetter, DeadLetterQueue};
@@ -32,19 +33,54 @@ pub(crate) enum Next {
 }
 
 pub(crate) struct SystemCore {
-    /// The agents served by this process.
-    pub agents: HashMap<Arc<str>, AgentAddress>,
+    /// The agents served by this process. Looked up on every hop, so hashed with FxHash rather
+    /// than SipHash: the table is fixed when the system is built, so no input can fill it with
+    /// colliding keys.
+    pub agents: FxHashMap<Arc<str>, AgentAddress>,
     /// Agents served by other processes (NATS transport only).
     pub remote_agents: HashSet<Arc<str>>,
     /// The NATS link, when the system's transport is NATS.
     pub nats: Option<Arc<NatsLink>>,
-    pub routing: RwLock<Option<Arc<dyn RoutingPolicy>>>,
+    pub routing: RoutingSlot,
     pub max_hops: usize,
     /// Whether an agent's input is copied before each hop so that, if the agent fails, the
     /// dead letter carries the message as it was (otherwise it carries `null`).
     pub keep_failed_payloads: bool,
     pub dead_letters: DeadLetterQueue,
     pub totals: Totals,
+}
+
+/// The routing policy in force, if any. Every hop asks; most systems have none, and a flag that
+/// is only ever read keeps that answer off the lock (whose reader count every core would
+/// otherwise write on every hop).
+pub(crate) struct RoutingSlot {
+    active: AtomicBool,
+    policy: RwLock<Option<Arc<dyn RoutingPolicy>>>,
+}
+
+impl RoutingSlot {
+    pub fn new(policy: Option<Arc<dyn RoutingPolicy>>) -> Self {
+        Self {
+            active: AtomicBool::new(policy.is_some()),
+            policy: RwLock::new(policy),
+        }
+    }
+
+    pub fn get(&self) -> Option<Arc<dyn RoutingPolicy>> {
+        if !self.active.load(Ordering::Acquire) {
+            return None;
+        }
+        self.policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn set(&self, policy: Option<Arc<dyn RoutingPolicy>>) {
+        let mut slot = self.policy.write().unwrap_or_else(|p| p.into_inner());
+        self.active.store(policy.is_some(), Ordering::Release);
+        *slot = policy;
+    }
 }
 
 #[derive(Default)]
@@ -57,6 +93,12 @@ pub(crate) struct Totals {
 /// The dead-letter reason for a `next_agent` no process of the system serves.
 pub(crate) fn unknown_agent(target: &str) -> String {
     format!("unknown next_agent `{target}`")
+}
+
+/// The dead-letter reason for a message that reached an agent not serving (`state` says why:
+/// stopped, or the lifecycle state it is in).
+pub(crate) fn agent_not_running(agent: &str, state: impl std::fmt::Display) -> String {
+    format!("agent `{agent}` is not running (it is {state})")
 }
 
 impl SystemCore {
@@ -81,7 +123,7 @@ impl SystemCore {
         };
         if let Err(undeliverable) = address.send(envelope) {
             for envelope in undeliverable {
-                self.dead_letter(envelope, format!("agent `{target}` is not running"));
+                self.dead_letter(envelope, agent_not_running(target, "stopped"));
             }
         }
     }
@@ -188,12 +230,7 @@ impl SystemCore {
     }
 
     fn next(&self, agent: &str, output: &Value) -> Result<Next, String> {
-        let policy = self
-            .routing
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Some(policy) = policy {
+        if let Some(policy) = self.routing.get() {
             if let Some(decided) = policy.route(agent, output)? {
                 return parse_next(&decided);
             }

@@ -62,7 +62,7 @@ mod outcome;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bilayer_plugins::{AgentPlugin, PluginError, PluginResult};
@@ -75,7 +75,8 @@ pub(crate) use envelope::{Envelope, Ticket};
 pub(crate) use inbox::{Inbox, MAX_PER_TURN};
 pub use outcome::{Outcome, OutcomeStatus};
 
-use self::core::{SystemCore, Totals};
+pub(crate) use self::core::{agent_not_running, SystemCore};
+use self::core::{RoutingSlot, Totals};
 use self::dead_letter::DeadLetterQueue;
 use self::envelope::OutcomeSink;
 use crate::nats::{worker, NatsLink, Transport};
@@ -286,7 +287,7 @@ impl AgentSystemBuilder {
         manager.load_all().await?;
         manager.start_all().await?;
 
-        let mut agents = HashMap::new();
+        let mut agents = rustc_hash::FxHashMap::default();
         for name in &agent_names {
             let actor = manager
                 .actor(name)
@@ -304,7 +305,7 @@ impl AgentSystemBuilder {
             agents,
             remote_agents,
             nats: nats.clone(),
-            routing: RwLock::new(self.routing),
+            routing: RoutingSlot::new(self.routing),
             max_hops: self.max_hops,
             keep_failed_payloads: self.dead_letter_payloads,
             dead_letters: DeadLetterQueue::new(self.dead_letter_capacity),
@@ -508,12 +509,7 @@ impl AgentSystem {
 
     /// Replaces the routing policy (hot reload); `None` removes it.
     pub fn set_routing_policy(&self, policy: Option<Arc<dyn RoutingPolicy>>) {
-        *self
-            .inner
-            .core
-            .routing
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = policy;
+        self.inner.core.routing.set(policy);
     }
 
     /// Stops admitting inputs, waits until every accepted input has its outcome delivered
