@@ -11,7 +11,7 @@
 //! `examples/orders/`. [`expected`] recomputes the answer without any framework.
 
 use bilayer_plugins::{AgentPlugin, FnPlugin, PluginError, PluginResult, PluginType};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 /// intake: totals over this go to the manager.
 pub const HIGH_VALUE: f64 = 1000.0;
@@ -55,50 +55,78 @@ fn number(message: &Value, name: &str) -> PluginResult<f64> {
         .ok_or_else(|| PluginError::InvalidInput(format!("`{name}` must be a number")))
 }
 
+/// The message as a JSON object, to be edited.
+fn fields(message: &mut Value) -> PluginResult<&mut Map<String, Value>> {
+    message
+        .as_object_mut()
+        .ok_or_else(|| PluginError::InvalidInput("the message must be a JSON object".into()))
+}
+
 /// The four W1 agents as native plugins: `(agent name, plugin)`.
+///
+/// Each turns the message it receives into its output by editing it (`FnPlugin::transforming`):
+/// it checks every field it needs first, so a bad message is dead-lettered as it came, then
+/// keeps the fields the output carries over and sets the rest. The outputs are those of the
+/// Rhai agents in `examples/orders/`.
 pub fn native_agents() -> Vec<(&'static str, Box<dyn AgentPlugin>)> {
-    let intake = FnPlugin::reading(
+    let intake = FnPlugin::transforming(
         "order_intake",
         PluginType::Custom("orders".into()),
         |order| {
             let total = number(order, "quantity")? * number(order, "price")?;
-            let order_id = field(order, "order_id")?.clone();
-            Ok(if total > HIGH_VALUE {
-                json!({ "status": "pending_approval", "reason": "High value order",
-                    "order_id": order_id, "total": total, "next_agent": "manager" })
+            field(order, "order_id")?;
+            let fields = fields(order)?;
+            fields.retain(|key, _| key == "order_id");
+            fields.insert("total".into(), Value::from(total));
+            if total > HIGH_VALUE {
+                fields.insert("status".into(), "pending_approval".into());
+                fields.insert("reason".into(), "High value order".into());
+                fields.insert("next_agent".into(), "manager".into());
             } else {
-                json!({ "status": "approved", "order_id": order_id, "total": total,
-                    "next_agent": "fulfillment" })
-            })
+                fields.insert("status".into(), "approved".into());
+                fields.insert("next_agent".into(), "fulfillment".into());
+            }
+            Ok(())
         },
     );
-    let manager = FnPlugin::reading(
+    let manager = FnPlugin::transforming(
         "order_manager",
         PluginType::Custom("orders".into()),
         |msg| {
             let total = number(msg, "total")?;
-            let order_id = field(msg, "order_id")?.clone();
-            Ok(if total <= MANAGER_LIMIT {
-                json!({ "status": "approved", "approved_by": "manager", "order_id": order_id,
-                    "total": total, "next_agent": "fulfillment" })
+            field(msg, "order_id")?;
+            let fields = fields(msg)?;
+            fields.retain(|key, _| key == "order_id" || key == "total");
+            if total <= MANAGER_LIMIT {
+                fields.insert("status".into(), "approved".into());
+                fields.insert("approved_by".into(), "manager".into());
+                fields.insert("next_agent".into(), "fulfillment".into());
             } else {
-                json!({ "status": "rejected", "order_id": order_id, "total": total,
-                    "next_agent": "audit" })
-            })
+                fields.insert("status".into(), "rejected".into());
+                fields.insert("next_agent".into(), "audit".into());
+            }
+            Ok(())
         },
     );
-    let fulfillment = FnPlugin::reading(
+    let fulfillment = FnPlugin::transforming(
         "order_fulfillment",
         PluginType::Custom("orders".into()),
         |msg| {
-            let total = number(msg, "total")?;
-            let order_id = field(msg, "order_id")?.clone();
-            Ok(json!({ "status": "shipped", "order_id": order_id, "total": total }))
+            number(msg, "total")?;
+            field(msg, "order_id")?;
+            let fields = fields(msg)?;
+            fields.retain(|key, _| key == "order_id" || key == "total");
+            fields.insert("status".into(), "shipped".into());
+            Ok(())
         },
     );
-    let audit = FnPlugin::reading("order_audit", PluginType::Custom("orders".into()), |msg| {
-        let order_id = field(msg, "order_id")?.clone();
-        Ok(json!({ "status": "audited", "order_id": order_id, "total": msg["total"].clone() }))
+    let audit = FnPlugin::transforming("order_audit", PluginType::Custom("orders".into()), |msg| {
+        field(msg, "order_id")?;
+        let fields = fields(msg)?;
+        fields.retain(|key, _| key == "order_id" || key == "total");
+        fields.entry("total").or_insert(Value::Null);
+        fields.insert("status".into(), "audited".into());
+        Ok(())
     });
     vec![
         ("intake", Box::new(intake)),

@@ -366,3 +366,46 @@ async fn a_failed_agents_dead_letter_carries_its_input_unless_told_not_to() {
         system.shutdown().await.unwrap();
     }
 }
+
+/// The native W1 agents edit each message into their output; what comes out must be what the
+/// Rhai agents of examples/orders build afresh, hop for hop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_and_rhai_order_agents_give_the_same_outcomes() {
+    let native = orders_system(1024).await;
+    let mut builder = AgentSystem::builder();
+    for name in ["intake", "manager", "fulfillment", "audit"] {
+        let path = format!("{}/examples/orders/{name}.rhai", env!("CARGO_MANIFEST_DIR"));
+        builder = builder.agent(
+            name,
+            bilayer::rhai_runtime::RhaiPlugin::from_file(path).unwrap(),
+        );
+    }
+    let rhai = builder.build().await.unwrap();
+    let mut paths = HashSet::new();
+    for i in 0..400 {
+        let (a, b) = (
+            native.send(orders::order(i)).await,
+            rhai.send(orders::order(i)).await,
+        );
+        assert_eq!(a.status, OutcomeStatus::Ok, "{a:?}");
+        assert_eq!((&a.hops, &a.output), (&b.hops, &b.output), "order {i}");
+        paths.insert(a.hops.clone());
+    }
+    assert_eq!(paths.len(), 3, "all three routes were taken: {paths:?}");
+    native.shutdown().await.unwrap();
+    rhai.shutdown().await.unwrap();
+}
+
+/// A transforming agent checks before it edits: a bad message is dead-lettered as it came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_order_is_dead_lettered_as_it_came() {
+    let system = orders_system(16).await;
+    let bad = json!({"order_id": "ORD-9", "quantity": 2, "price": "cheap", "note": "keep me"});
+    let outcome = system.send(bad.clone()).await;
+    assert_eq!(outcome.status, OutcomeStatus::DeadLetter, "{outcome:?}");
+    assert!(outcome.reason.unwrap().contains("`price` must be a number"));
+    assert_eq!(system.dead_letters().pop().unwrap().payload, bad);
+    let not_an_object = system.send(json!([1, 2])).await;
+    assert_eq!(not_an_object.status, OutcomeStatus::DeadLetter);
+    system.shutdown().await.unwrap();
+}

@@ -400,18 +400,20 @@ impl PluginActorState {
             trace_id = envelope.ticket.trace_id,
             input = envelope.ticket.input,
         );
-        // By default the message stays in the envelope, lent to the plugin, so that a failure
-        // can put it in the dead-letter queue as it was; systems built with
+        // By default the message stays in the envelope, lent to the plugin, which replaces it
+        // by its output, so that a failure can put it in the dead-letter queue (as it was, or
+        // for a transforming plugin as it was left); systems built with
         // `dead_letter_payloads(false)` hand it over (a plugin that only has `execute_json`
-        // then needs no copy).
+        // then needs no copy). Either way, on success the envelope holds the output.
         let plugin = &mut self.plugin;
         let payload = &mut envelope.payload;
         let keep_payload = core.keep_failed_payloads;
         let call = async move {
             if keep_payload {
-                plugin.execute_json_ref(payload).await
+                plugin.execute_json_in_place(payload).await
             } else {
-                plugin.execute_json(std::mem::take(payload)).await
+                *payload = plugin.execute_json(std::mem::take(payload)).await?;
+                Ok(())
             }
         };
         let started = Instant::now();
@@ -452,8 +454,9 @@ impl PluginActorState {
             agent_metrics.failures.increment(1);
         }
         match outcome {
-            Ok(Ok(Ok(output))) => {
+            Ok(Ok(Ok(()))) => {
                 self.shared.stats.record_call(elapsed, true);
+                let output = std::mem::take(&mut envelope.payload);
                 core.forward(envelope, output);
             }
             Ok(Ok(Err(error))) => {

@@ -7,7 +7,11 @@
 //!
 //! A function that only reads its input should say so with [`FnPlugin::reading`]
 //! (`Fn(&Value)`): an agent system keeps each message for its dead-letter queue while the agent
-//! runs, and a reading function works on that message in place instead of on a deep copy.
+//! runs, and a reading function works on that message in place instead of on a deep copy. A
+//! function whose output is its input with a few fields changed says so with
+//! [`FnPlugin::transforming`] (`Fn(&mut Value)`): it edits the message where it lies, and no
+//! new message is built. Its failures dead-letter the message as the function left it, so
+//! check the input before changing it.
 //!
 //! ```
 //! use bilayer_plugins::{FnPlugin, PluginType};
@@ -20,7 +24,14 @@
 //!     let big = input["total"].as_f64().unwrap_or(0.0) > 1000.0;
 //!     Ok(json!({ "next_agent": if big { "manager" } else { "fulfillment" } }))
 //! });
-//! # let _ = (double, route);
+//! let approve = FnPlugin::transforming("approve", PluginType::Tool, |message| {
+//!     let fields = message.as_object_mut().ok_or_else(|| {
+//!         bilayer_plugins::PluginError::InvalidInput("the message must be an object".into())
+//!     })?;
+//!     fields.insert("status".into(), json!("approved"));
+//!     Ok(())
+//! });
+//! # let _ = (double, route, approve);
 //! ```
 
 use std::any::Any;
@@ -30,11 +41,17 @@ use serde_json::Value;
 
 use crate::{AgentPlugin, PluginContext, PluginMetadata, PluginResult, PluginState, PluginType};
 
-/// The function behind an [`FnPlugin`]: any `Fn(Value) -> PluginResult<Value>` closure, or a
-/// [`Reading`] one that borrows its input.
+/// The function behind an [`FnPlugin`]: any `Fn(Value) -> PluginResult<Value>` closure, a
+/// [`Reading`] one that borrows its input, or a [`Transforming`] one that edits it.
 pub trait JsonFunction: Send + Sync + 'static {
     fn call(&self, input: Value) -> PluginResult<Value>;
     fn call_ref(&self, input: &Value) -> PluginResult<Value>;
+    /// Replaces `message` by the output; on failure `message` is left as it came (except for
+    /// a [`Transforming`] function, which may have changed it).
+    fn call_in_place(&self, message: &mut Value) -> PluginResult<()> {
+        *message = self.call_ref(message)?;
+        Ok(())
+    }
 }
 
 impl<F> JsonFunction for F
@@ -63,6 +80,27 @@ where
 
     fn call_ref(&self, input: &Value) -> PluginResult<Value> {
         (self.0)(input)
+    }
+}
+
+/// A function that edits its input into its output (see [`FnPlugin::transforming`]).
+pub struct Transforming<G>(G);
+
+impl<G> JsonFunction for Transforming<G>
+where
+    G: Fn(&mut Value) -> PluginResult<()> + Send + Sync + 'static,
+{
+    fn call(&self, mut input: Value) -> PluginResult<Value> {
+        (self.0)(&mut input)?;
+        Ok(input)
+    }
+
+    fn call_ref(&self, input: &Value) -> PluginResult<Value> {
+        self.call(input.clone())
+    }
+
+    fn call_in_place(&self, message: &mut Value) -> PluginResult<()> {
+        (self.0)(message)
     }
 }
 
@@ -108,6 +146,28 @@ where
             metadata,
             state: PluginState::Unloaded,
             function: Reading(function),
+        }
+    }
+}
+
+impl<G> FnPlugin<Transforming<G>>
+where
+    G: Fn(&mut Value) -> PluginResult<()> + Send + Sync + 'static,
+{
+    /// A plugin with id and name `id` whose function turns its input into its output by
+    /// editing it: inside an agent system it changes the message where it lies, and no new
+    /// message is allocated. A failure dead-letters the message as the function left it, so
+    /// validate before editing.
+    pub fn transforming(id: impl Into<String>, plugin_type: PluginType, function: G) -> Self {
+        let id = id.into();
+        Self::transforming_with_metadata(PluginMetadata::new(id.clone(), id, plugin_type), function)
+    }
+
+    pub fn transforming_with_metadata(metadata: PluginMetadata, function: G) -> Self {
+        Self {
+            metadata,
+            state: PluginState::Unloaded,
+            function: Transforming(function),
         }
     }
 }
@@ -159,6 +219,10 @@ impl<F: JsonFunction> AgentPlugin for FnPlugin<F> {
         self.function.call_ref(input)
     }
 
+    async fn execute_json_in_place(&mut self, message: &mut Value) -> PluginResult<()> {
+        self.function.call_in_place(message)
+    }
+
     fn as_any(&self) -> &dyn Any {
         self
     }
@@ -169,5 +233,62 @@ impl<F: JsonFunction> AgentPlugin for FnPlugin<F> {
 
     fn into_any(self: Box<Self>) -> Box<dyn Any> {
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn approve() -> FnPlugin<impl JsonFunction> {
+        FnPlugin::transforming("approve", PluginType::Tool, |message: &mut Value| {
+            let total = message["total"]
+                .as_f64()
+                .ok_or_else(|| crate::PluginError::InvalidInput("no total".into()))?;
+            message["status"] = json!(if total > 10.0 { "big" } else { "small" });
+            Ok(())
+        })
+    }
+
+    #[tokio::test]
+    async fn a_transforming_function_answers_every_entry_point_alike() {
+        let mut plugin = approve();
+        let mut message = json!({"total": 12.0});
+        plugin.execute_json_in_place(&mut message).await.unwrap();
+        assert_eq!(message, json!({"total": 12.0, "status": "big"}));
+        let input = json!({"total": 3});
+        let output = plugin.execute_json_ref(&input).await.unwrap();
+        assert_eq!(output, json!({"total": 3, "status": "small"}));
+        assert_eq!(
+            input,
+            json!({"total": 3}),
+            "the borrowed input is untouched"
+        );
+        assert_eq!(
+            plugin.execute_json(json!({"total": 11})).await.unwrap(),
+            json!({"total": 11, "status": "big"})
+        );
+        let text = plugin.execute(r#"{"total": 1}"#.into()).await.unwrap();
+        assert_eq!(text, r#"{"status":"small","total":1}"#);
+        let mut bad = json!({"total": "n/a"});
+        assert!(plugin.execute_json_in_place(&mut bad).await.is_err());
+        assert_eq!(bad, json!({"total": "n/a"}), "checked before editing");
+    }
+
+    #[tokio::test]
+    async fn the_default_in_place_call_replaces_the_message_only_on_success() {
+        let mut double = FnPlugin::reading("double", PluginType::Tool, |input: &Value| {
+            let value = input["value"]
+                .as_f64()
+                .ok_or_else(|| crate::PluginError::InvalidInput("no value".into()))?;
+            Ok(json!({ "value": value * 2.0 }))
+        });
+        let mut message = json!({"value": 2});
+        double.execute_json_in_place(&mut message).await.unwrap();
+        assert_eq!(message, json!({"value": 4.0}));
+        let mut bad = json!({"other": 1});
+        assert!(double.execute_json_in_place(&mut bad).await.is_err());
+        assert_eq!(bad, json!({"other": 1}));
     }
 }

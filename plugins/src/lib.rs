@@ -36,7 +36,7 @@ pub mod wasm_runtime;
 
 pub use context::{run_blocking, CallChain, PluginCaller, PluginContext, PluginStateStore};
 pub use error::{PluginError, PluginResult};
-pub use function_plugin::{FnPlugin, JsonFunction, Reading};
+pub use function_plugin::{FnPlugin, JsonFunction, Reading, Transforming};
 pub use metadata::{PluginMetadata, PluginType};
 pub use plugin::AgentPlugin;
 pub use state::PluginState;

@@ -56,6 +56,17 @@ pub trait AgentPlugin: Send + 'static {
         self.execute_json(input.clone()).await
     }
 
+    /// Handle one agent message the plugin may rewrite where it lies: on success, `message` is
+    /// the output. Agent systems call this at every hop when they keep each message for the
+    /// dead-letter queue (the default). The default runs [`AgentPlugin::execute_json_ref`] and
+    /// puts the output in the message's place, so a failure leaves the message as it came;
+    /// `FnPlugin::transforming` overrides it to edit the message itself, sparing the
+    /// allocations of a new one (a failure then leaves the message as the function left it).
+    async fn execute_json_in_place(&mut self, message: &mut serde_json::Value) -> PluginResult<()> {
+        *message = self.execute_json_ref(message).await?;
+        Ok(())
+    }
+
     fn as_any(&self) -> &dyn Any;
 
     fn as_any_mut(&mut self) -> &mut dyn Any;
