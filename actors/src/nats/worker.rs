@@ -170,7 +170,7 @@ pub(crate) fn forward(
     link: &NatsLink,
     envelope: Envelope,
     agent: String,
-    next: Next,
+    next: Next<'static>,
     output: Value,
 ) {
     let Some(hop) = envelope.ticket.remote.as_ref() else {

@@ -3,6 +3,7 @@
 //! every envelope carries) right after their agent produced an output, so routing costs no
 //! extra mailbox hop.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -25,11 +26,28 @@ pub trait RoutingPolicy: Send + Sync + 'static {
     fn route(&self, agent: &str, output: &Value) -> Result<Option<Value>, String>;
 }
 
-/// Where a message goes next.
-pub(crate) enum Next {
+/// Where a message goes next. The names usually borrow the output's `next_agent`, so routing
+/// a message copies no name.
+pub(crate) enum Next<'a> {
     Terminal,
-    One(String),
-    Many(Vec<String>),
+    One(Cow<'a, str>),
+    Many(Vec<Cow<'a, str>>),
+}
+
+impl Next<'_> {
+    /// The same decision, no longer borrowing the output (for a decision that outlives it).
+    pub fn into_owned(self) -> Next<'static> {
+        match self {
+            Next::Terminal => Next::Terminal,
+            Next::One(name) => Next::One(Cow::Owned(name.into_owned())),
+            Next::Many(names) => Next::Many(
+                names
+                    .into_iter()
+                    .map(|name| Cow::Owned(name.into_owned()))
+                    .collect(),
+            ),
+        }
+    }
 }
 
 pub(crate) struct SystemCore {
@@ -115,15 +133,29 @@ impl SystemCore {
 
     /// Delivers an envelope to `target`, or dead-letters it.
     pub fn deliver(&self, envelope: Envelope, target: &str) {
-        if let Some(reason) = self.past_hop_limit(envelope.hops.len(), target) {
-            return self.dead_letter(envelope, reason);
+        match self.resolve(envelope.hops.len(), target) {
+            Ok((name, address)) => self.send_to(envelope, name, address),
+            Err(reason) => self.dead_letter(envelope, reason),
         }
-        let Some(address) = self.agents.get(target) else {
-            return self.dead_letter(envelope, unknown_agent(target));
-        };
+    }
+
+    /// Where a message that has made `hops` hops goes next, if it may go to `target` at all.
+    /// The name returned is the system's own, so `target` (often borrowed from the output
+    /// about to travel) need not outlive the decision.
+    fn resolve(&self, hops: usize, target: &str) -> Result<(&str, &AgentAddress), String> {
+        if let Some(reason) = self.past_hop_limit(hops, target) {
+            return Err(reason);
+        }
+        match self.agents.get_key_value(target) {
+            Some((name, address)) => Ok((name, address)),
+            None => Err(unknown_agent(target)),
+        }
+    }
+
+    fn send_to(&self, envelope: Envelope, name: &str, address: &AgentAddress) {
         if let Err(undeliverable) = address.send(envelope) {
             for envelope in undeliverable {
-                self.dead_letter(envelope, agent_not_running(target, "stopped"));
+                self.dead_letter(envelope, agent_not_running(name, "stopped"));
             }
         }
     }
@@ -135,8 +167,8 @@ impl SystemCore {
 
     /// Called by an agent's actor with the output its plugin produced.
     pub fn forward(&self, envelope: Envelope, output: Value) {
-        let agent: Arc<str> = envelope.hops.last().cloned().unwrap_or_else(|| "".into());
-        let next = match self.next(&agent, &output) {
+        let agent = envelope.hops.last().map_or("", |name| &**name);
+        let next = match self.next(agent, &output) {
             Ok(next) => next,
             Err(reason) => {
                 let envelope = Envelope {
@@ -148,17 +180,21 @@ impl SystemCore {
         };
         if envelope.ticket.remote.is_some() {
             if let Some(link) = &self.nats {
-                return worker::forward(self, link, envelope, agent.to_string(), next, output);
+                let (agent, next) = (agent.to_string(), next.into_owned());
+                return worker::forward(self, link, envelope, agent, next, output);
             }
         }
         match next {
             Next::Terminal => {
-                let ticket = envelope.ticket.clone();
+                let Envelope { hops, ticket, .. } = envelope;
                 ticket.finish_branch(Outcome {
                     input: ticket.input,
                     status: OutcomeStatus::Ok,
-                    agent: Some(agent.to_string()),
-                    hops: hop_names(&envelope.hops),
+                    agent: Some(
+                        hops.last()
+                            .map_or_else(String::new, |name| name.to_string()),
+                    ),
+                    hops: hop_names(&hops),
                     output: Some(output),
                     trace_id: ticket.trace_id_hex(),
                     error: None,
@@ -167,13 +203,18 @@ impl SystemCore {
                     latency: Default::default(),
                 });
             }
-            Next::One(target) => self.deliver(
-                Envelope {
+            Next::One(target) => {
+                // Decided while the name still borrows the output, which then travels on.
+                let route = self.resolve(envelope.hops.len(), &target);
+                let envelope = Envelope {
                     payload: output,
                     ..envelope
-                },
-                &target,
-            ),
+                };
+                match route {
+                    Ok((name, address)) => self.send_to(envelope, name, address),
+                    Err(reason) => self.dead_letter(envelope, reason),
+                }
+            }
             Next::Many(targets) => {
                 envelope.ticket.add_branches(targets.len() - 1);
                 for target in &targets {
@@ -229,10 +270,10 @@ impl SystemCore {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn next(&self, agent: &str, output: &Value) -> Result<Next, String> {
+    fn next<'a>(&self, agent: &str, output: &'a Value) -> Result<Next<'a>, String> {
         if let Some(policy) = self.routing.get() {
             if let Some(decided) = policy.route(agent, output)? {
-                return parse_next(&decided);
+                return parse_next(&decided).map(Next::into_owned);
             }
         }
         match output.get("next_agent") {
@@ -242,14 +283,14 @@ impl SystemCore {
     }
 }
 
-fn parse_next(next: &Value) -> Result<Next, String> {
+fn parse_next(next: &Value) -> Result<Next<'_>, String> {
     match next {
         Value::Null => Ok(Next::Terminal),
-        Value::String(name) => Ok(Next::One(name.clone())),
+        Value::String(name) => Ok(Next::One(Cow::Borrowed(name))),
         Value::Array(names) if !names.is_empty() => names
             .iter()
             .map(|n| {
-                n.as_str().map(str::to_string).ok_or_else(|| {
+                n.as_str().map(Cow::Borrowed).ok_or_else(|| {
                     format!("next_agent list must hold agent names (strings), found {n}")
                 })
             })

@@ -39,7 +39,9 @@ pub(crate) struct Ticket {
     finished: Mutex<Vec<Outcome>>,
     sink: Mutex<Option<(OutcomeSink, OwnedSemaphorePermit)>>,
     /// Set for a message taken from NATS: its hop ends in publications, not in this ticket.
-    pub remote: Option<RemoteHop>,
+    /// Boxed: it is most of a ticket's size (the JetStream message), and every in-process
+    /// input allocates a ticket without one.
+    pub remote: Option<Box<RemoteHop>>,
 }
 
 impl Ticket {
@@ -55,7 +57,7 @@ impl Ticket {
 
     /// The ticket of one message taken from NATS by a worker (no local caller waits on it).
     pub fn remote(input: u64, trace_id: u64, core: Arc<SystemCore>, hop: RemoteHop) -> Arc<Ticket> {
-        Self::build(input, trace_id, core, None, Some(hop))
+        Self::build(input, trace_id, core, None, Some(Box::new(hop)))
     }
 
     fn build(
@@ -63,7 +65,7 @@ impl Ticket {
         trace_id: u64,
         core: Arc<SystemCore>,
         sink: Option<(OutcomeSink, OwnedSemaphorePermit)>,
-        remote: Option<RemoteHop>,
+        remote: Option<Box<RemoteHop>>,
     ) -> Arc<Ticket> {
         Arc::new(Ticket {
             input,
