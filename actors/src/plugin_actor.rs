@@ -417,21 +417,23 @@ impl PluginActorState {
             }
         };
         let started = Instant::now();
-        let run = CallChain::default().scope(self.shared.id.clone(), call);
-        // A disabled span still costs an enter, an exit and a drop per poll (and, with
-        // tracing's `log` bridge, a check of the log level each time): leave it out.
-        let run = if span.is_disabled() {
-            futures::future::Either::Left(run)
-        } else {
-            futures::future::Either::Right(run.instrument(span))
-        };
-        let run = AssertUnwindSafe(run).catch_unwind();
         // A hop that finishes on its first poll needs no timer (arming one costs more than most
         // hops); the timeout bounds hops that wait, counted from that first poll.
         let hop_timeout = self.hop_timeout;
+        let id = self.shared.id.clone();
         let outcome = {
-            let mut run = std::pin::pin!(run);
-            match futures::poll!(run.as_mut()) {
+            // Pinned where it is built: the wrappers below then hold a pointer to it, and
+            // moving them copies a few bytes rather than the whole call's state.
+            let scoped = std::pin::pin!(CallChain::default().scope(id, call));
+            // A disabled span still costs an enter, an exit and a drop per poll (and, with
+            // tracing's `log` bridge, a check of the log level each time): leave it out.
+            let run = if span.is_disabled() {
+                futures::future::Either::Left(scoped)
+            } else {
+                futures::future::Either::Right(scoped.instrument(span))
+            };
+            let mut run = AssertUnwindSafe(run).catch_unwind();
+            match futures::poll!(&mut run) {
                 std::task::Poll::Ready(outcome) => Ok(outcome),
                 std::task::Poll::Pending => match hop_timeout {
                     Some(limit) => tokio::time::timeout(limit, run).await.map_err(|_| limit),
