@@ -62,6 +62,16 @@ fn fields(message: &mut Value) -> PluginResult<&mut Map<String, Value>> {
         .ok_or_else(|| PluginError::InvalidInput("the message must be a JSON object".into()))
 }
 
+/// Sets `key` to `value`, reusing the key already there (inserting allocates a new one).
+fn set(fields: &mut Map<String, Value>, key: &str, value: impl Into<Value>) {
+    match fields.get_mut(key) {
+        Some(slot) => *slot = value.into(),
+        None => {
+            fields.insert(key.to_string(), value.into());
+        }
+    }
+}
+
 /// The four W1 agents as native plugins: `(agent name, plugin)`.
 ///
 /// Each turns the message it receives into its output by editing it (`FnPlugin::transforming`):
@@ -77,14 +87,14 @@ pub fn native_agents() -> Vec<(&'static str, Box<dyn AgentPlugin>)> {
             field(order, "order_id")?;
             let fields = fields(order)?;
             fields.retain(|key, _| key == "order_id");
-            fields.insert("total".into(), Value::from(total));
+            set(fields, "total", total);
             if total > HIGH_VALUE {
-                fields.insert("status".into(), "pending_approval".into());
-                fields.insert("reason".into(), "High value order".into());
-                fields.insert("next_agent".into(), "manager".into());
+                set(fields, "status", "pending_approval");
+                set(fields, "reason", "High value order");
+                set(fields, "next_agent", "manager");
             } else {
-                fields.insert("status".into(), "approved".into());
-                fields.insert("next_agent".into(), "fulfillment".into());
+                set(fields, "status", "approved");
+                set(fields, "next_agent", "fulfillment");
             }
             Ok(())
         },
@@ -96,14 +106,16 @@ pub fn native_agents() -> Vec<(&'static str, Box<dyn AgentPlugin>)> {
             let total = number(msg, "total")?;
             field(msg, "order_id")?;
             let fields = fields(msg)?;
-            fields.retain(|key, _| key == "order_id" || key == "total");
+            fields.retain(|key, _| {
+                matches!(key.as_str(), "order_id" | "total" | "status" | "next_agent")
+            });
             if total <= MANAGER_LIMIT {
-                fields.insert("status".into(), "approved".into());
-                fields.insert("approved_by".into(), "manager".into());
-                fields.insert("next_agent".into(), "fulfillment".into());
+                set(fields, "status", "approved");
+                set(fields, "approved_by", "manager");
+                set(fields, "next_agent", "fulfillment");
             } else {
-                fields.insert("status".into(), "rejected".into());
-                fields.insert("next_agent".into(), "audit".into());
+                set(fields, "status", "rejected");
+                set(fields, "next_agent", "audit");
             }
             Ok(())
         },
@@ -115,17 +127,17 @@ pub fn native_agents() -> Vec<(&'static str, Box<dyn AgentPlugin>)> {
             number(msg, "total")?;
             field(msg, "order_id")?;
             let fields = fields(msg)?;
-            fields.retain(|key, _| key == "order_id" || key == "total");
-            fields.insert("status".into(), "shipped".into());
+            fields.retain(|key, _| matches!(key.as_str(), "order_id" | "total" | "status"));
+            set(fields, "status", "shipped");
             Ok(())
         },
     );
     let audit = FnPlugin::transforming("order_audit", PluginType::Custom("orders".into()), |msg| {
         field(msg, "order_id")?;
         let fields = fields(msg)?;
-        fields.retain(|key, _| key == "order_id" || key == "total");
+        fields.retain(|key, _| matches!(key.as_str(), "order_id" | "total" | "status"));
         fields.entry("total").or_insert(Value::Null);
-        fields.insert("status".into(), "audited".into());
+        set(fields, "status", "audited");
         Ok(())
     });
     vec![
