@@ -21,6 +21,7 @@
 //! - reload_target.rs: the manager as the target of hot reload (`PluginManager::swap`, and
 //!   plugin_actor/swap.rs for the swap, the probation and the rollback inside the actor).
 
+mod clock;
 mod dependency;
 mod manager;
 mod nats;

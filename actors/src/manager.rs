@@ -130,6 +130,8 @@ impl PluginManagerBuilder {
     }
 
     pub fn build(self) -> PluginManager {
+        // Every call is timed; the clock's one-off calibration belongs here, not in a call.
+        crate::clock::calibrate();
         let (events, _) = broadcast::channel(1024);
         PluginManager {
             inner: Arc::new(ManagerInner {

@@ -10,10 +10,10 @@
 //! new version are also counted against its rollback policy, and past it the actor rolls back
 //! to the last known-good version before taking the next message.
 
+use crate::clock::Instant;
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bilayer_plugins::hot_reload::{Replacement, SwapReport};
 use bilayer_plugins::{

@@ -7,9 +7,9 @@
 //! permit. Every path through the system ends in `Ticket::finish_branch`; that is the
 //! conservation law: one input, one outcome.
 
+use crate::clock::Instant;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 
