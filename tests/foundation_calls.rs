@@ -381,161 +381,9 @@ async fn calls_and_errors_are_counted_per_plugin() {
     assert_eq!(idle.stats.errors, 0);
 }
 
-/// Metrics and spans are process-global: these capture them for the observability test below.
-/// Every other test of this file also feeds them; the test filters by its own plugin id.
-mod capture {
-    use std::collections::HashMap;
-    use std::sync::{Arc, Mutex, OnceLock};
-
-    use metrics::{
-        Counter, CounterFn, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
-        SharedString, Unit,
-    };
-    use tracing::field::{Field, Visit};
-    use tracing::span::{Attributes, Id, Record};
-    use tracing_subscriber::layer::{Context, SubscriberExt};
-    use tracing_subscriber::registry::LookupSpan;
-    use tracing_subscriber::Layer;
-
-    #[derive(Default)]
-    pub struct Captured {
-        /// `name{label=value,...}` → counter total.
-        pub counters: Mutex<HashMap<String, u64>>,
-        /// `name{label=value,...}` → every recorded sample.
-        pub histograms: Mutex<HashMap<String, Vec<f64>>>,
-        /// Closed `plugin.execute` spans: their fields as text.
-        pub spans: Mutex<Vec<HashMap<String, String>>>,
-    }
-
-    pub fn captured() -> &'static Arc<Captured> {
-        static CAPTURED: OnceLock<Arc<Captured>> = OnceLock::new();
-        CAPTURED.get_or_init(|| {
-            let captured = Arc::new(Captured::default());
-            metrics::set_global_recorder(CaptureRecorder(captured.clone()))
-                .expect("no other metrics recorder in this test binary");
-            let subscriber = tracing_subscriber::registry().with(SpanCapture(captured.clone()));
-            tracing::subscriber::set_global_default(subscriber)
-                .expect("no other tracing subscriber in this test binary");
-            captured
-        })
-    }
-
-    fn render(key: &Key) -> String {
-        let labels: Vec<String> = key
-            .labels()
-            .map(|l| format!("{}={}", l.key(), l.value()))
-            .collect();
-        format!("{}{{{}}}", key.name(), labels.join(","))
-    }
-
-    struct CaptureRecorder(Arc<Captured>);
-
-    struct Handle {
-        key: String,
-        captured: Arc<Captured>,
-    }
-
-    impl CounterFn for Handle {
-        fn increment(&self, value: u64) {
-            *self
-                .captured
-                .counters
-                .lock()
-                .unwrap()
-                .entry(self.key.clone())
-                .or_default() += value;
-        }
-        fn absolute(&self, value: u64) {
-            self.captured
-                .counters
-                .lock()
-                .unwrap()
-                .insert(self.key.clone(), value);
-        }
-    }
-
-    impl HistogramFn for Handle {
-        fn record(&self, value: f64) {
-            self.captured
-                .histograms
-                .lock()
-                .unwrap()
-                .entry(self.key.clone())
-                .or_default()
-                .push(value);
-        }
-    }
-
-    impl Recorder for CaptureRecorder {
-        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
-            Counter::from_arc(Arc::new(Handle {
-                key: render(key),
-                captured: self.0.clone(),
-            }))
-        }
-        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
-            Gauge::noop()
-        }
-        fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
-            Histogram::from_arc(Arc::new(Handle {
-                key: render(key),
-                captured: self.0.clone(),
-            }))
-        }
-    }
-
-    struct SpanCapture(Arc<Captured>);
-
-    #[derive(Default)]
-    struct Fields(HashMap<String, String>);
-
-    impl Visit for Fields {
-        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-            self.0
-                .insert(field.name().to_string(), format!("{value:?}"));
-        }
-        fn record_str(&mut self, field: &Field, value: &str) {
-            self.0.insert(field.name().to_string(), value.to_string());
-        }
-    }
-
-    impl<S> Layer<S> for SpanCapture
-    where
-        S: tracing::Subscriber + for<'a> LookupSpan<'a>,
-    {
-        fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-            if attrs.metadata().name() != "plugin.execute" {
-                return;
-            }
-            let mut fields = Fields::default();
-            attrs.record(&mut fields);
-            ctx.span(id).unwrap().extensions_mut().insert(fields);
-        }
-
-        fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-            let span = ctx.span(id).unwrap();
-            let mut extensions = span.extensions_mut();
-            if let Some(fields) = extensions.get_mut::<Fields>() {
-                values.record(fields);
-            }
-        }
-
-        fn on_close(&self, id: Id, ctx: Context<'_, S>) {
-            let span = ctx.span(&id).unwrap();
-            let fields = span.extensions_mut().remove::<Fields>();
-            if let Some(fields) = fields {
-                self.0.spans.lock().unwrap().push(fields.0);
-            }
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_execute_has_a_span_and_per_plugin_metrics() {
-    let captured = capture::captured();
+    let captured = common::capture::captured();
     let log = Log::new();
     let manager = PluginManager::new("observed");
     let watched = Spec::new("watched", &log).panics_on("boom");
@@ -586,6 +434,7 @@ async fn every_execute_has_a_span_and_per_plugin_metrics() {
             .lock()
             .unwrap()
             .iter()
+            .filter(|s| s.get("span").map(String::as_str) == Some("plugin.execute"))
             .filter(|s| s.get("plugin").map(String::as_str) == Some("watched"))
             .map(|s| {
                 assert!(s.contains_key("micros"), "span without a duration: {s:?}");

@@ -393,13 +393,19 @@ impl PluginActorState {
             let reason = agent_not_running(&self.shared.id, format_args!("{:?}", self.lifecycle));
             return core.dead_letter(envelope, reason);
         }
-        let span = tracing::debug_span!(
-            "agent.hop",
-            agent = %self.shared.id,
-            version = %self.version,
-            trace_id = envelope.ticket.trace_id,
-            input = envelope.ticket.input,
-        );
+        // Without a subscriber for it, no span at all: even a disabled one costs a drop that,
+        // with tracing's `log` bridge (sqlx turns it on), checks the log level.
+        let span = if tracing::span_enabled!(tracing::Level::DEBUG) {
+            tracing::debug_span!(
+                "agent.hop",
+                agent = %self.shared.id,
+                version = %self.version,
+                trace_id = envelope.ticket.trace_id,
+                input = envelope.ticket.input,
+            )
+        } else {
+            tracing::Span::none()
+        };
         // By default the message stays in the envelope, lent to the plugin, which replaces it
         // by its output, so that a failure can put it in the dead-letter queue (as it was, or
         // for a transforming plugin as it was left); systems built with
@@ -425,8 +431,7 @@ impl PluginActorState {
             // Pinned where it is built: the wrappers below then hold a pointer to it, and
             // moving them copies a few bytes rather than the whole call's state.
             let scoped = std::pin::pin!(CallChain::default().scope(id, call));
-            // A disabled span still costs an enter, an exit and a drop per poll (and, with
-            // tracing's `log` bridge, a check of the log level each time): leave it out.
+            // A disabled span would still cost an enter and an exit per poll: leave it out.
             let run = if span.is_disabled() {
                 futures::future::Either::Left(scoped)
             } else {
