@@ -192,7 +192,7 @@ impl SystemCore {
                     status: OutcomeStatus::Ok,
                     agent: Some(
                         hops.last()
-                            .map_or_else(String::new, |name| name.to_string()),
+                            .map_or_else(String::new, |name| String::from(&**name)),
                     ),
                     hops: hop_names(&hops),
                     output: Some(output),
@@ -304,5 +304,6 @@ fn parse_next(next: &Value) -> Result<Next<'_>, String> {
 }
 
 pub(crate) fn hop_names(hops: &[Arc<str>]) -> Vec<String> {
-    hops.iter().map(|h| h.to_string()).collect()
+    // `String::from(&str)` copies; `Arc<str>::to_string` would go through `Display`.
+    hops.iter().map(|h| String::from(&**h)).collect()
 }
