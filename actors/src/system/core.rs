@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock};
 
 use rustc_hash::FxHashMap;
 use serde_json::Value;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use super::dead_letter::{DeadLetter, DeadLetterQueue};
 use super::envelope::Envelope;
@@ -66,6 +67,8 @@ pub(crate) struct SystemCore {
     pub keep_failed_payloads: bool,
     pub dead_letters: DeadLetterQueue,
     pub totals: Totals,
+    /// Where the outcomes of `submit` go: the system's `OutcomeStream`.
+    pub outcomes: mpsc::UnboundedSender<(Outcome, OwnedSemaphorePermit)>,
 }
 
 /// The routing policy in force, if any. Every hop asks; most systems have none, and a flag that

@@ -11,7 +11,7 @@ use crate::clock::Instant;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use super::core::SystemCore;
 use super::outcome::Outcome;
@@ -20,9 +20,11 @@ use crate::nats::worker::RemoteHop;
 /// Where the final outcome of an input goes.
 pub(crate) enum OutcomeSink {
     Reply(oneshot::Sender<Outcome>),
-    /// The permit travels with the outcome and is released when the consumer receives it, so
-    /// an unread outcome stream holds back admission instead of growing without limit.
-    Stream(mpsc::UnboundedSender<(Outcome, OwnedSemaphorePermit)>),
+    /// The system's outcome stream (`SystemCore::outcomes`, one sender for all inputs: no
+    /// count on the channel bumped per input). The permit travels with the outcome and is
+    /// released when the consumer receives it, so an unread outcome stream holds back
+    /// admission instead of growing without limit.
+    Stream,
 }
 
 /// One admitted input.
@@ -124,8 +126,8 @@ impl Ticket {
                     let _ = reply.send(outcome);
                     drop(permit);
                 }
-                OutcomeSink::Stream(stream) => {
-                    let _ = stream.send((outcome, permit));
+                OutcomeSink::Stream => {
+                    let _ = self.core.outcomes.send((outcome, permit));
                 }
             }
         }

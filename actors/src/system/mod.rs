@@ -301,8 +301,10 @@ impl AgentSystemBuilder {
             address.introduce();
             agents.insert(Arc::<str>::from(name.as_str()), address);
         }
+        let (stream_tx, stream_rx) = mpsc::unbounded_channel();
         let core = Arc::new(SystemCore {
             agents,
+            outcomes: stream_tx,
             remote_agents,
             nats: nats.clone(),
             routing: RoutingSlot::new(self.routing),
@@ -324,7 +326,6 @@ impl AgentSystemBuilder {
                     .push(task);
             }
         }
-        let (stream_tx, stream_rx) = mpsc::unbounded_channel();
         Ok(AgentSystem {
             inner: Arc::new(SystemInner {
                 manager,
@@ -337,7 +338,6 @@ impl AgentSystemBuilder {
                 next_seq: AtomicU64::new(1),
                 trace_seed: trace_seed(),
                 closed: AtomicBool::new(false),
-                stream_tx,
                 stream_rx: Mutex::new(Some(stream_rx)),
             }),
         })
@@ -362,7 +362,6 @@ struct SystemInner {
     next_seq: AtomicU64,
     trace_seed: u64,
     closed: AtomicBool,
-    stream_tx: mpsc::UnboundedSender<(Outcome, OwnedSemaphorePermit)>,
     stream_rx: Mutex<Option<mpsc::UnboundedReceiver<(Outcome, OwnedSemaphorePermit)>>>,
 }
 
@@ -471,11 +470,7 @@ impl AgentSystem {
 
     /// [`AgentSystem::submit`] with a caller-chosen input number (e.g. a line number).
     pub async fn submit_numbered(&self, number: u64, input: Value) {
-        let stream = self.inner.stream_tx.clone();
-        if let Err(refused) = self
-            .admit(number, input, |_| OutcomeSink::Stream(stream.clone()))
-            .await
-        {
+        if let Err(refused) = self.admit(number, input, |_| OutcomeSink::Stream).await {
             self.report_refusal(refused).await;
         }
     }
@@ -574,7 +569,7 @@ impl AgentSystem {
         self.inner.core.record_outcome(&refused);
         // Refusals hold a slot like any outcome, so the stream stays bounded.
         if let Ok(permit) = self.inner.admission.clone().acquire_owned().await {
-            let _ = self.inner.stream_tx.send((refused, permit));
+            let _ = self.inner.core.outcomes.send((refused, permit));
         }
     }
 
