@@ -87,14 +87,16 @@ pub fn native_agents() -> Vec<(&'static str, Box<dyn AgentPlugin>)> {
             field(order, "order_id")?;
             let fields = fields(order)?;
             fields.retain(|key, _| key == "order_id");
-            set(fields, "total", total);
+            // Only `order_id` is left: every other field is new.
+            let mut add = |key: &str, value: Value| fields.insert(key.to_string(), value);
+            add("total", total.into());
             if total > HIGH_VALUE {
-                set(fields, "status", "pending_approval");
-                set(fields, "reason", "High value order");
-                set(fields, "next_agent", "manager");
+                add("status", "pending_approval".into());
+                add("reason", "High value order".into());
+                add("next_agent", "manager".into());
             } else {
-                set(fields, "status", "approved");
-                set(fields, "next_agent", "fulfillment");
+                add("status", "approved".into());
+                add("next_agent", "fulfillment".into());
             }
             Ok(())
         },
