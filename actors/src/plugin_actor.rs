@@ -21,6 +21,7 @@ use bilayer_plugins::{
 };
 use futures::FutureExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use serde_json::Value;
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
@@ -32,6 +33,9 @@ mod swap;
 
 /// Builds a fresh plugin instance; given at registration so a restart starts clean.
 pub type PluginFactory = Arc<dyn Fn() -> Box<dyn AgentPlugin> + Send + Sync>;
+
+/// How one agent hop ended: the plugin's answer, a panic, or the hop timeout that ran out.
+type HopOutcome = Result<Result<PluginResult<()>, Box<dyn Any + Send>>, std::time::Duration>;
 
 /// The messages a plugin actor understands.
 pub enum PluginMsg {
@@ -406,46 +410,33 @@ impl PluginActorState {
         } else {
             tracing::Span::none()
         };
-        // By default the message stays in the envelope, lent to the plugin, which replaces it
-        // by its output, so that a failure can put it in the dead-letter queue (as it was, or
-        // for a transforming plugin as it was left); systems built with
-        // `dead_letter_payloads(false)` hand it over (a plugin that only has `execute_json`
-        // then needs no copy). Either way, on success the envelope holds the output.
-        let plugin = &mut self.plugin;
-        let payload = &mut envelope.payload;
         let keep_payload = core.keep_failed_payloads;
-        let call = async move {
-            if keep_payload {
-                plugin.execute_json_in_place(payload).await
-            } else {
-                *payload = plugin.execute_json(std::mem::take(payload)).await?;
-                Ok(())
-            }
-        };
         let started = Instant::now();
-        // A hop that finishes on its first poll needs no timer (arming one costs more than most
-        // hops); the timeout bounds hops that wait, counted from that first poll.
-        let hop_timeout = self.hop_timeout;
-        let id = self.shared.id.clone();
-        let outcome = {
-            // Pinned where it is built: the wrappers below then hold a pointer to it, and
-            // moving them copies a few bytes rather than the whole call's state.
-            let scoped = std::pin::pin!(CallChain::default().scope(id, call));
-            // A disabled span would still cost an enter and an exit per poll: leave it out.
-            let run = if span.is_disabled() {
-                futures::future::Either::Left(scoped)
-            } else {
-                futures::future::Either::Right(scoped.instrument(span))
-            };
-            let mut run = AssertUnwindSafe(run).catch_unwind();
-            match futures::poll!(&mut run) {
-                std::task::Poll::Ready(outcome) => Ok(outcome),
-                std::task::Poll::Pending => match hop_timeout {
-                    Some(limit) => tokio::time::timeout(limit, run).await.map_err(|_| limit),
-                    None => Ok(run.await),
-                },
+        // A plugin that can answer at once (a native function) does so here: no boxed future,
+        // no task-local call frame, no poll. It calls no other plugin, so it needs no chain.
+        let now = {
+            let _entered = span.enter();
+            let (plugin, payload) = (&mut self.plugin, &mut envelope.payload);
+            match std::panic::catch_unwind(AssertUnwindSafe(|| {
+                plugin.execute_json_in_place_now(payload)
+            })) {
+                Ok(None) => None,
+                Ok(Some(result)) => Some(Ok(Ok(result))),
+                Err(panic) => Some(Ok(Err(panic))),
             }
         };
+        let outcome = match now {
+            Some(outcome) => outcome,
+            None => {
+                self.deliver_async(&mut envelope.payload, keep_payload, span)
+                    .await
+            }
+        };
+        if !keep_payload && !matches!(outcome, Ok(Ok(Ok(())))) {
+            // Handed over: a failure's dead letter carries no message, whichever path ran.
+            envelope.payload = Value::Null;
+        }
+
         let elapsed = started.elapsed();
         self.metrics.calls.increment(1);
         self.metrics.latency.record(elapsed.as_secs_f64());
@@ -502,6 +493,50 @@ impl PluginActorState {
                 };
                 self.on_fault(&error).await;
             }
+        }
+    }
+
+    /// An agent hop through the plugin's async entry points, in the agent's call chain, bounded
+    /// by the hop timeout once it has to wait. By default the message stays in the envelope,
+    /// lent to the plugin, which replaces it by its output, so that a failure can put it in the
+    /// dead-letter queue (as it was, or for a transforming plugin as it was left); systems
+    /// built with `dead_letter_payloads(false)` hand it over (a plugin that only has
+    /// `execute_json` then needs no copy). Either way, on success `payload` is the output.
+    async fn deliver_async(
+        &mut self,
+        payload: &mut Value,
+        keep_payload: bool,
+        span: tracing::Span,
+    ) -> HopOutcome {
+        let plugin = &mut self.plugin;
+        let call = async move {
+            if keep_payload {
+                plugin.execute_json_in_place(payload).await
+            } else {
+                *payload = plugin.execute_json(std::mem::take(payload)).await?;
+                Ok(())
+            }
+        };
+        // A hop that finishes on its first poll needs no timer (arming one costs more than most
+        // hops); the timeout bounds hops that wait, counted from that first poll.
+        let hop_timeout = self.hop_timeout;
+        let id = self.shared.id.clone();
+        // Pinned where it is built: the wrappers below then hold a pointer to it, and moving
+        // them copies a few bytes rather than the whole call's state.
+        let scoped = std::pin::pin!(CallChain::default().scope(id, call));
+        // A disabled span would still cost an enter and an exit per poll: leave it out.
+        let run = if span.is_disabled() {
+            futures::future::Either::Left(scoped)
+        } else {
+            futures::future::Either::Right(scoped.instrument(span))
+        };
+        let mut run = AssertUnwindSafe(run).catch_unwind();
+        match futures::poll!(&mut run) {
+            std::task::Poll::Ready(outcome) => Ok(outcome),
+            std::task::Poll::Pending => match hop_timeout {
+                Some(limit) => tokio::time::timeout(limit, run).await.map_err(|_| limit),
+                None => Ok(run.await),
+            },
         }
     }
 

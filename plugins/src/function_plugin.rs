@@ -223,6 +223,10 @@ impl<F: JsonFunction> AgentPlugin for FnPlugin<F> {
         self.function.call_in_place(message)
     }
 
+    fn execute_json_in_place_now(&mut self, message: &mut Value) -> Option<PluginResult<()>> {
+        Some(self.function.call_in_place(message))
+    }
+
     fn as_any(&self) -> &dyn Any {
         self
     }

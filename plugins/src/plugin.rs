@@ -67,6 +67,19 @@ pub trait AgentPlugin: Send + 'static {
         Ok(())
     }
 
+    /// [`AgentPlugin::execute_json_in_place`] for a plugin that can answer at once, without
+    /// awaiting anything: `Some(result)` when it did, `None` (the default) to be called through
+    /// the async entry points. Agent systems try it first, sparing a native function the boxed
+    /// future, the task-local call frame and the poll of an async call. It runs outside any
+    /// call chain and cannot be timed out: implement it only for work that calls no other
+    /// plugin and does not block (`FnPlugin` does).
+    fn execute_json_in_place_now(
+        &mut self,
+        _message: &mut serde_json::Value,
+    ) -> Option<PluginResult<()>> {
+        None
+    }
+
     fn as_any(&self) -> &dyn Any;
 
     fn as_any_mut(&mut self) -> &mut dyn Any;
