@@ -10,7 +10,7 @@
 //! new version are also counted against its rollback policy, and past it the actor rolls back
 //! to the last known-good version before taking the next message.
 
-use crate::clock::Instant;
+use crate::clock;
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -272,7 +272,7 @@ impl PluginActorState {
             outcome = tracing::field::Empty,
             micros = tracing::field::Empty,
         );
-        let started = Instant::now();
+        let started = clock::now();
         let run = AssertUnwindSafe(chain.scope(self.shared.id.clone(), self.plugin.execute(input)))
             .catch_unwind()
             .instrument(span.clone());
@@ -291,7 +291,7 @@ impl PluginActorState {
                 },
             }
         };
-        let elapsed = started.elapsed();
+        let elapsed = clock::since(started);
         self.metrics.calls.increment(1);
         self.metrics.latency.record(elapsed.as_secs_f64());
         // Recording into a disabled span still walks tracing's dispatch (and its `log` bridge).
@@ -411,7 +411,7 @@ impl PluginActorState {
             tracing::Span::none()
         };
         let keep_payload = core.keep_failed_payloads;
-        let started = Instant::now();
+        let started = clock::now();
         // A plugin that can answer at once (a native function) does so here: no boxed future,
         // no task-local call frame, no poll. It calls no other plugin, so it needs no chain.
         let now = {
@@ -437,7 +437,7 @@ impl PluginActorState {
             envelope.payload = Value::Null;
         }
 
-        let elapsed = started.elapsed();
+        let elapsed = clock::since(started);
         self.metrics.calls.increment(1);
         self.metrics.latency.record(elapsed.as_secs_f64());
         let id = &self.shared.id;

@@ -7,7 +7,7 @@
 //! permit. Every path through the system ends in `Ticket::finish_branch`; that is the
 //! conservation law: one input, one outcome.
 
-use crate::clock::Instant;
+use crate::clock::{self, Instant};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -72,7 +72,7 @@ impl Ticket {
         Arc::new(Ticket {
             input,
             trace_id,
-            admitted: Instant::now(),
+            admitted: clock::now(),
             core,
             remaining: AtomicUsize::new(1),
             fanned_out: AtomicBool::new(false),
@@ -95,7 +95,7 @@ impl Ticket {
 
     /// Records the end of one branch; the last branch completes the ticket.
     pub fn finish_branch(&self, mut outcome: Outcome) {
-        outcome.latency = self.admitted.elapsed();
+        outcome.latency = clock::since(self.admitted);
         if !self.fanned_out.load(Ordering::Acquire) {
             self.remaining.store(0, Ordering::Release);
             return self.complete(outcome);
