@@ -10,7 +10,6 @@
 //! new version are also counted against its rollback policy, and past it the actor rolls back
 //! to the last known-good version before taking the next message.
 
-use crate::clock;
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -25,6 +24,7 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
+use crate::clock;
 use crate::registry::PluginShared;
 use crate::supervisor::{RestartDecision, SupervisorMsg};
 use crate::system::{agent_not_running, Envelope, Inbox, SystemCore, MAX_PER_TURN};
@@ -412,20 +412,7 @@ impl PluginActorState {
         };
         let keep_payload = core.keep_failed_payloads;
         let started = clock::now();
-        // A plugin that can answer at once (a native function) does so here: no boxed future,
-        // no task-local call frame, no poll. It calls no other plugin, so it needs no chain.
-        let now = {
-            let _entered = span.enter();
-            let (plugin, payload) = (&mut self.plugin, &mut envelope.payload);
-            match std::panic::catch_unwind(AssertUnwindSafe(|| {
-                plugin.execute_json_in_place_now(payload)
-            })) {
-                Ok(None) => None,
-                Ok(Some(result)) => Some(Ok(Ok(result))),
-                Err(panic) => Some(Ok(Err(panic))),
-            }
-        };
-        let outcome = match now {
+        let outcome = match self.deliver_now(&mut envelope.payload, &span) {
             Some(outcome) => outcome,
             None => {
                 self.deliver_async(&mut envelope.payload, keep_payload, span)
@@ -436,7 +423,6 @@ impl PluginActorState {
             // Handed over: a failure's dead letter carries no message, whichever path ran.
             envelope.payload = Value::Null;
         }
-
         let elapsed = clock::since(started);
         self.metrics.calls.increment(1);
         self.metrics.latency.record(elapsed.as_secs_f64());
@@ -493,6 +479,21 @@ impl PluginActorState {
                 };
                 self.on_fault(&error).await;
             }
+        }
+    }
+
+    /// An agent hop answered at once, by a plugin that can (a native function): no boxed
+    /// future, no task-local call frame, no poll. Such a plugin calls no other plugin, so it
+    /// needs no call chain. `None` when the plugin needs the async path.
+    fn deliver_now(&mut self, payload: &mut Value, span: &tracing::Span) -> Option<HopOutcome> {
+        let _entered = span.enter();
+        let plugin = &mut self.plugin;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| {
+            plugin.execute_json_in_place_now(payload)
+        })) {
+            Ok(None) => None,
+            Ok(Some(result)) => Some(Ok(Ok(result))),
+            Err(panic) => Some(Ok(Err(panic))),
         }
     }
 
