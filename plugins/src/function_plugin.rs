@@ -117,17 +117,29 @@ where
 {
     /// A plugin with id and name `id`.
     pub fn new(id: impl Into<String>, plugin_type: PluginType, function: F) -> Self {
-        let id = id.into();
-        Self::with_metadata(PluginMetadata::new(id.clone(), id, plugin_type), function)
+        Self::with_metadata(named(id, plugin_type), function)
     }
 
     pub fn with_metadata(metadata: PluginMetadata, function: F) -> Self {
+        Self::from_parts(metadata, function)
+    }
+}
+
+impl<F> FnPlugin<F> {
+    /// The one place an `FnPlugin` is put together; the constructors only wrap the function.
+    fn from_parts(metadata: PluginMetadata, function: F) -> Self {
         Self {
             metadata,
             state: PluginState::Unloaded,
             function,
         }
     }
+}
+
+/// Metadata with id and name `id`.
+fn named(id: impl Into<String>, plugin_type: PluginType) -> PluginMetadata {
+    let id = id.into();
+    PluginMetadata::new(id.clone(), id, plugin_type)
 }
 
 impl<G> FnPlugin<Reading<G>>
@@ -137,16 +149,11 @@ where
     /// A plugin with id and name `id` whose function borrows its input: inside an agent
     /// system it runs on the message itself, never on a copy.
     pub fn reading(id: impl Into<String>, plugin_type: PluginType, function: G) -> Self {
-        let id = id.into();
-        Self::reading_with_metadata(PluginMetadata::new(id.clone(), id, plugin_type), function)
+        Self::reading_with_metadata(named(id, plugin_type), function)
     }
 
     pub fn reading_with_metadata(metadata: PluginMetadata, function: G) -> Self {
-        Self {
-            metadata,
-            state: PluginState::Unloaded,
-            function: Reading(function),
-        }
+        Self::from_parts(metadata, Reading(function))
     }
 }
 
@@ -159,16 +166,11 @@ where
     /// message is allocated. A failure dead-letters the message as the function left it, so
     /// validate before editing.
     pub fn transforming(id: impl Into<String>, plugin_type: PluginType, function: G) -> Self {
-        let id = id.into();
-        Self::transforming_with_metadata(PluginMetadata::new(id.clone(), id, plugin_type), function)
+        Self::transforming_with_metadata(named(id, plugin_type), function)
     }
 
     pub fn transforming_with_metadata(metadata: PluginMetadata, function: G) -> Self {
-        Self {
-            metadata,
-            state: PluginState::Unloaded,
-            function: Transforming(function),
-        }
+        Self::from_parts(metadata, Transforming(function))
     }
 }
 
