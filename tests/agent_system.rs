@@ -409,3 +409,64 @@ async fn a_bad_order_is_dead_lettered_as_it_came() {
     assert_eq!(not_an_object.status, OutcomeStatus::DeadLetter);
     system.shutdown().await.unwrap();
 }
+
+/// Rhai agents fail like any other: a script error or a runaway loop is a dead letter carrying
+/// the message as it came, with the script's reason, and the agent serves the next message.
+/// A bounded script answers on the agent's own turn (no async call); one with a loop runs on a
+/// blocking thread under its time limit; both must behave the same way here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rhai_agents_that_throw_or_run_away_become_dead_letters_and_serve_on() {
+    use bilayer::rhai_runtime::{RhaiConfig, RhaiPlugin};
+    let check = RhaiPlugin::from_source(
+        "check",
+        r#"
+        fn check(msg) {
+            if msg.n < 0 { throw "n must not be negative"; }
+            let next = if msg.spin { "spinner" } else { "done" };
+            #{ n: msg.n, next_agent: next }
+        }
+        check
+        "#,
+    )
+    .unwrap();
+    let done = RhaiPlugin::from_source("done", "fn done(msg) { #{ n: msg.n, done: true } }\ndone")
+        .unwrap();
+    let spinner = RhaiPlugin::from_source("spinner", "fn spin(msg) { loop {} }\nspin")
+        .unwrap()
+        .with_config(RhaiConfig::new().timeout(Duration::from_millis(200)))
+        .unwrap();
+    assert!(check.is_bounded() && done.is_bounded());
+    assert!(!spinner.is_bounded());
+    let system = AgentSystem::builder()
+        .agent("check", check)
+        .agent("done", done)
+        .agent("spinner", spinner)
+        .build()
+        .await
+        .unwrap();
+
+    let ok = system.send(json!({"n": 1, "spin": false})).await;
+    assert_eq!(ok.status, OutcomeStatus::Ok, "{ok:?}");
+    assert_eq!(ok.hops, vec!["check", "done"]);
+    assert_eq!(ok.output, Some(json!({"n": 1, "done": true})));
+
+    let negative = json!({"n": -1, "spin": false});
+    let thrown = system.send(negative.clone()).await;
+    assert_eq!(thrown.status, OutcomeStatus::DeadLetter, "{thrown:?}");
+    let reason = thrown.reason.unwrap();
+    assert!(reason.contains("n must not be negative"), "{reason}");
+    assert_eq!(system.dead_letters().pop().unwrap().payload, negative);
+
+    let runaway = system.send(json!({"n": 2, "spin": true})).await;
+    assert_eq!(runaway.status, OutcomeStatus::DeadLetter, "{runaway:?}");
+    assert_eq!(runaway.hops, vec!["check", "spinner"]);
+    let reason = runaway.reason.unwrap();
+    // Whichever limit stops the loop first (operations or time), the reason names it.
+    assert!(reason.contains("limit exceeded"), "{reason}");
+
+    // Both agents serve on after their failures.
+    let again = system.send(json!({"n": 3, "spin": false})).await;
+    assert_eq!(again.status, OutcomeStatus::Ok, "{again:?}");
+    assert_eq!(system.dead_letter_count(), 2);
+    system.shutdown().await.unwrap();
+}

@@ -393,6 +393,21 @@ impl AgentPlugin for RhaiPlugin {
         run_blocking(move || script.execute_value(input)).await?
     }
 
+    /// A bounded call (see [`RhaiPlugin::is_bounded`]) answers at once on the calling thread:
+    /// it cannot call another plugin, and the engine's own limits (operations, time, stack)
+    /// stop it, so it needs neither a call chain nor the hop timeout. Anything else goes
+    /// through the async path.
+    fn execute_json_in_place_now(&mut self, message: &mut Value) -> Option<PluginResult<()>> {
+        if !self.script.runs_inline_for(message) {
+            return None;
+        }
+        Some(
+            self.script
+                .execute_value_ref(message)
+                .map(|output| *message = output),
+        )
+    }
+
     fn as_any(&self) -> &dyn Any {
         self
     }
