@@ -127,9 +127,11 @@ pub(crate) struct PluginActorState {
     probation: Option<swap::Probation>,
     /// The inbox messages of the current turn (kept between turns for its allocation).
     batch: Vec<Envelope>,
-    /// The agent's inbox, once a message came through it (emptied into dead letters if the
-    /// actor stops).
-    inbox: Option<Arc<Inbox>>,
+    /// The agent's inbox and the system it serves, once a message came through it (the inbox
+    /// is emptied into dead letters if the actor stops). Holding the system here, rather than
+    /// in every message, keeps its reference count off the hot path: a count bumped by the
+    /// producer's core and dropped by the terminal agent's would cross cores on every input.
+    inbox: Option<(Arc<Inbox>, Arc<SystemCore>)>,
 }
 
 /// Per-agent metrics of an agent system (the plugin metrics count the same calls per plugin).
@@ -211,8 +213,8 @@ impl Actor for PluginActor {
         _myself: ActorRef<PluginMsg>,
         state: &mut PluginActorState,
     ) -> Result<(), ActorProcessingErr> {
-        if let Some(inbox) = state.inbox.take() {
-            state.dead_letter_all(&inbox, "stopped");
+        if let Some((inbox, core)) = state.inbox.take() {
+            state.dead_letter_all(&inbox, &core, "stopped");
         }
         Ok(())
     }
@@ -352,9 +354,18 @@ impl PluginActorState {
     /// then yields the mailbox to whatever else waits there (a swap, a lifecycle step) by
     /// sending itself the next `Drain`.
     async fn drain(&mut self, myself: &ActorRef<PluginMsg>, inbox: Arc<Inbox>) {
-        if self.inbox.is_none() {
-            self.inbox = Some(Arc::clone(&inbox));
-        }
+        let core = match &self.inbox {
+            Some((_, core)) => Arc::clone(core),
+            None => match inbox.core() {
+                Some(core) => {
+                    self.inbox = Some((Arc::clone(&inbox), Arc::clone(&core)));
+                    core
+                }
+                // The system is gone, and with it whoever waited for these messages' outcomes
+                // (a caller of `send` holds the system; the outcome stream ended with it).
+                None => return drop(inbox.take_all()),
+            },
+        };
         let mut batch = std::mem::take(&mut self.batch);
         let mut served = 0;
         while served < MAX_PER_TURN {
@@ -365,9 +376,6 @@ impl PluginActorState {
                 return;
             }
             served += batch.len();
-            // Every message of an inbox belongs to the same system: one reference to its core
-            // per batch, rather than a count on the shared core bumped by every hop.
-            let core = Arc::clone(&batch[0].ticket.core);
             for envelope in batch.drain(..) {
                 self.deliver(envelope, &core).await;
             }
@@ -377,15 +385,14 @@ impl PluginActorState {
             .send_message(PluginMsg::Drain(Arc::clone(&inbox)))
             .is_err()
         {
-            self.dead_letter_all(&inbox, "stopped");
+            self.dead_letter_all(&inbox, &core, "stopped");
         }
     }
 
     /// Ends every message waiting in `inbox` as a dead letter: the agent is not running (it
     /// is `state`).
-    fn dead_letter_all(&self, inbox: &Inbox, state: &str) {
+    fn dead_letter_all(&self, inbox: &Inbox, core: &SystemCore, state: &str) {
         for envelope in inbox.take_all() {
-            let core = envelope.ticket.core.clone();
             core.dead_letter(envelope, agent_not_running(&self.shared.id, state));
         }
     }

@@ -11,11 +11,13 @@ use super::link::NatsLink;
 use super::outbox::{Done, Job, Publication};
 use super::wire::{covers_tree, message_id, Fork, WireMessage, WireResult};
 use super::worker::to_bytes;
-use crate::system::{Outcome, Ticket};
+use crate::system::{Outcome, SystemCore, Ticket};
 
 /// An input waiting for its branches.
 pub(crate) struct Pending {
     ticket: Arc<Ticket>,
+    /// The submitting system, which the outcome is reported to.
+    core: Arc<SystemCore>,
     ended: Vec<WireResult>,
 }
 
@@ -26,11 +28,12 @@ impl NatsLink {
         self: &Arc<Self>,
         seq: u64,
         entry: &str,
+        core: &Arc<SystemCore>,
         ticket: Arc<Ticket>,
         payload: Value,
     ) {
         if let Err(e) = self.start_collector().await {
-            return ticket.finish_branch(error_outcome(&ticket, e));
+            return ticket.finish_branch(core, error_outcome(&ticket, e));
         }
         let wire = WireMessage {
             run: self.run.to_string(),
@@ -53,6 +56,7 @@ impl NatsLink {
                 seq,
                 Pending {
                     ticket,
+                    core: Arc::clone(core),
                     ended: Vec::with_capacity(1),
                 },
             );
@@ -72,7 +76,7 @@ impl NatsLink {
             .remove(&seq);
         if let Some(pending) = pending {
             let outcome = error_outcome(&pending.ticket, error);
-            pending.ticket.finish_branch(outcome);
+            pending.ticket.finish_branch(&pending.core, outcome);
         }
     }
 
@@ -141,23 +145,31 @@ impl NatsLink {
             }
             pending.remove(&seq)
         };
-        let Some(Pending { ticket, ended }) = complete else {
+        let Some(Pending {
+            ticket,
+            core,
+            ended,
+        }) = complete
+        else {
             return;
         };
         ticket.add_branches(ended.len() - 1);
         for branch in ended {
-            ticket.finish_branch(Outcome {
-                input: ticket.input,
-                status: branch.status,
-                agent: branch.agent,
-                hops: branch.hops,
-                output: branch.output,
-                trace_id: ticket.trace_id_hex(),
-                error: None,
-                reason: branch.reason,
-                branches: Vec::new(),
-                latency: Default::default(),
-            });
+            ticket.finish_branch(
+                &core,
+                Outcome {
+                    input: ticket.input,
+                    status: branch.status,
+                    agent: branch.agent,
+                    hops: branch.hops,
+                    output: branch.output,
+                    trace_id: ticket.trace_id_hex(),
+                    error: None,
+                    reason: branch.reason,
+                    branches: Vec::new(),
+                    latency: Default::default(),
+                },
+            );
         }
     }
 }

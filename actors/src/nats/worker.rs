@@ -134,7 +134,6 @@ fn accept(
     let ticket = Ticket::remote(
         wire.input,
         wire.trace,
-        core.clone(),
         RemoteHop {
             run: wire.run,
             seq: wire.seq,

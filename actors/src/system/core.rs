@@ -190,21 +190,24 @@ impl SystemCore {
         match next {
             Next::Terminal => {
                 let Envelope { hops, ticket, .. } = envelope;
-                ticket.finish_branch(Outcome {
-                    input: ticket.input,
-                    status: OutcomeStatus::Ok,
-                    agent: Some(
-                        hops.last()
-                            .map_or_else(String::new, |name| String::from(&**name)),
-                    ),
-                    hops: hop_names(&hops),
-                    output: Some(output),
-                    trace_id: ticket.trace_id_hex(),
-                    error: None,
-                    reason: None,
-                    branches: Vec::new(),
-                    latency: Default::default(),
-                });
+                ticket.finish_branch(
+                    self,
+                    Outcome {
+                        input: ticket.input,
+                        status: OutcomeStatus::Ok,
+                        agent: Some(
+                            hops.last()
+                                .map_or_else(String::new, |name| String::from(&**name)),
+                        ),
+                        hops: hop_names(&hops),
+                        output: Some(output),
+                        trace_id: ticket.trace_id_hex(),
+                        error: None,
+                        reason: None,
+                        branches: Vec::new(),
+                        latency: Default::default(),
+                    },
+                );
             }
             Next::One(target) => {
                 // Decided while the name still borrows the output, which then travels on.
@@ -250,18 +253,21 @@ impl SystemCore {
             reason: reason.clone(),
             payload: envelope.payload,
         });
-        ticket.finish_branch(Outcome {
-            input: ticket.input,
-            status: OutcomeStatus::DeadLetter,
-            agent,
-            hops,
-            output: None,
-            trace_id: ticket.trace_id_hex(),
-            error: None,
-            reason: Some(reason),
-            branches: Vec::new(),
-            latency: Default::default(),
-        });
+        ticket.finish_branch(
+            self,
+            Outcome {
+                input: ticket.input,
+                status: OutcomeStatus::DeadLetter,
+                agent,
+                hops,
+                output: None,
+                trace_id: ticket.trace_id_hex(),
+                error: None,
+                reason: Some(reason),
+                branches: Vec::new(),
+                latency: Default::default(),
+            },
+        );
     }
 
     pub fn record_outcome(&self, outcome: &Outcome) {

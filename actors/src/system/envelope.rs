@@ -32,7 +32,6 @@ pub(crate) struct Ticket {
     pub input: u64,
     pub trace_id: u64,
     pub admitted: Instant,
-    pub core: Arc<SystemCore>,
     /// Branches still travelling (1, plus n-1 for every fan-out into n).
     remaining: AtomicUsize,
     /// Whether the input ever fanned out. Until it does, its one branch is the only one that
@@ -50,22 +49,20 @@ impl Ticket {
     pub fn new(
         input: u64,
         trace_id: u64,
-        core: Arc<SystemCore>,
         sink: OutcomeSink,
         permit: OwnedSemaphorePermit,
     ) -> Arc<Ticket> {
-        Self::build(input, trace_id, core, Some((sink, permit)), None)
+        Self::build(input, trace_id, Some((sink, permit)), None)
     }
 
     /// The ticket of one message taken from NATS by a worker (no local caller waits on it).
-    pub fn remote(input: u64, trace_id: u64, core: Arc<SystemCore>, hop: RemoteHop) -> Arc<Ticket> {
-        Self::build(input, trace_id, core, None, Some(Box::new(hop)))
+    pub fn remote(input: u64, trace_id: u64, hop: RemoteHop) -> Arc<Ticket> {
+        Self::build(input, trace_id, None, Some(Box::new(hop)))
     }
 
     fn build(
         input: u64,
         trace_id: u64,
-        core: Arc<SystemCore>,
         sink: Option<(OutcomeSink, OwnedSemaphorePermit)>,
         remote: Option<Box<RemoteHop>>,
     ) -> Arc<Ticket> {
@@ -73,7 +70,6 @@ impl Ticket {
             input,
             trace_id,
             admitted: clock::now(),
-            core,
             remaining: AtomicUsize::new(1),
             fanned_out: AtomicBool::new(false),
             finished: Mutex::new(Vec::new()),
@@ -94,11 +90,11 @@ impl Ticket {
     }
 
     /// Records the end of one branch; the last branch completes the ticket.
-    pub fn finish_branch(&self, mut outcome: Outcome) {
+    pub fn finish_branch(&self, core: &SystemCore, mut outcome: Outcome) {
         outcome.latency = clock::since(self.admitted);
         if !self.fanned_out.load(Ordering::Acquire) {
             self.remaining.store(0, Ordering::Release);
-            return self.complete(outcome);
+            return self.complete(core, outcome);
         }
         self.finished
             .lock()
@@ -111,12 +107,15 @@ impl Ticket {
             std::mem::take(&mut *self.finished.lock().unwrap_or_else(|p| p.into_inner()));
         // Branch outcomes arrive in completion order; report them in a stable order.
         branches.sort_by(|a, b| a.hops.cmp(&b.hops));
-        self.complete(Outcome::join(self.input, self.trace_id_hex(), branches));
+        self.complete(
+            core,
+            Outcome::join(self.input, self.trace_id_hex(), branches),
+        );
     }
 
     /// Hands the input's one outcome to whoever waits for it.
-    fn complete(&self, outcome: Outcome) {
-        self.core.record_outcome(&outcome);
+    fn complete(&self, core: &SystemCore, outcome: Outcome) {
+        core.record_outcome(&outcome);
         let taken = self.sink.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some((sink, permit)) = taken {
             match sink {
@@ -127,7 +126,7 @@ impl Ticket {
                     drop(permit);
                 }
                 OutcomeSink::Stream => {
-                    let _ = self.core.outcomes.send((outcome, permit));
+                    let _ = core.outcomes.send((outcome, permit));
                 }
             }
         }

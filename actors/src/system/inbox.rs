@@ -15,10 +15,11 @@
 //! empty one that introduces the inbox to its actor, finds nothing and is harmless.)
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use ractor::ActorRef;
 
+use super::core::SystemCore;
 use super::envelope::Envelope;
 use crate::plugin_actor::PluginMsg;
 
@@ -31,9 +32,12 @@ pub(crate) struct AgentAddress {
     pub inbox: Arc<Inbox>,
 }
 
-#[derive(Default)]
 pub struct Inbox {
     queue: Mutex<Queue>,
+    /// The system the agent serves. The actor holds it strongly while it runs (so the messages
+    /// it serves can always be routed); the inbox, which the system's own agent table holds,
+    /// must not.
+    core: Weak<SystemCore>,
 }
 
 #[derive(Default)]
@@ -43,6 +47,18 @@ struct Queue {
 }
 
 impl Inbox {
+    pub(crate) fn new(core: Weak<SystemCore>) -> Self {
+        Self {
+            queue: Mutex::default(),
+            core,
+        }
+    }
+
+    /// The system this inbox belongs to, while it exists.
+    pub(crate) fn core(&self) -> Option<Arc<SystemCore>> {
+        self.core.upgrade()
+    }
+
     fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }

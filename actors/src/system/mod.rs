@@ -287,23 +287,22 @@ impl AgentSystemBuilder {
         manager.load_all().await?;
         manager.start_all().await?;
 
-        let mut agents = rustc_hash::FxHashMap::default();
+        let mut actors = Vec::with_capacity(agent_names.len());
         for name in &agent_names {
             let actor = manager
                 .actor(name)
                 .ok_or_else(|| PluginError::NotFound(name.clone()))?;
-            let address = inbox::AgentAddress {
-                actor,
-                inbox: Arc::default(),
-            };
-            // An empty first turn introduces the inbox to its actor, which then owns the
-            // messages left in it should it ever stop (they become dead letters).
-            address.introduce();
-            agents.insert(Arc::<str>::from(name.as_str()), address);
+            actors.push((Arc::<str>::from(name.as_str()), actor));
         }
         let (stream_tx, stream_rx) = mpsc::unbounded_channel();
-        let core = Arc::new(SystemCore {
-            agents,
+        let core = Arc::new_cyclic(|core| SystemCore {
+            agents: actors
+                .into_iter()
+                .map(|(name, actor)| {
+                    let inbox = Arc::new(inbox::Inbox::new(core.clone()));
+                    (name, inbox::AgentAddress { actor, inbox })
+                })
+                .collect(),
             outcomes: stream_tx,
             remote_agents,
             nats: nats.clone(),
@@ -313,6 +312,12 @@ impl AgentSystemBuilder {
             dead_letters: DeadLetterQueue::new(self.dead_letter_capacity),
             totals: Totals::default(),
         });
+        for address in core.agents.values() {
+            // An empty first turn introduces the inbox (and through it the system) to its
+            // actor, which then owns the messages left in it should it ever stop (they become
+            // dead letters).
+            address.introduce();
+        }
         if let Some(link) = &nats {
             for name in &agent_names {
                 let task = tokio::spawn(worker::consume(
@@ -547,16 +552,11 @@ impl AgentSystem {
             .acquire_owned()
             .await
             .map_err(|_| self.refusal(number, "the system is shut down".into()))?;
-        let ticket = Ticket::new(
-            number,
-            self.trace_id(number),
-            self.inner.core.clone(),
-            sink(number),
-            permit,
-        );
+        let ticket = Ticket::new(number, self.trace_id(number), sink(number), permit);
         if let Some(link) = &self.inner.core.nats {
             let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
-            link.submit(seq, &self.inner.entry, ticket, input).await;
+            link.submit(seq, &self.inner.entry, &self.inner.core, ticket, input)
+                .await;
             return Ok(());
         }
         let envelope = Envelope {
