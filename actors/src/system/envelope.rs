@@ -144,11 +144,12 @@ pub struct Envelope {
 /// formatting machinery: this runs once per outcome).
 pub(crate) fn trace_id_hex(id: u64) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let text: String = (0..16)
-        .rev()
-        .map(|i| DIGITS[((id >> (i * 4)) & 0xf) as usize] as char)
-        .collect();
-    text
+    let mut text = [0u8; 16];
+    for (i, digit) in text.iter_mut().enumerate() {
+        *digit = DIGITS[((id >> ((15 - i) * 4)) & 0xf) as usize];
+    }
+    // Sixteen ASCII digits, copied into a string of exactly their length.
+    String::from_utf8_lossy(&text).into_owned()
 }
 
 #[cfg(test)]
