@@ -470,3 +470,54 @@ async fn rhai_agents_that_throw_or_run_away_become_dead_letters_and_serve_on() {
     assert_eq!(system.dead_letter_count(), 2);
     system.shutdown().await.unwrap();
 }
+
+/// A system dropped without `shutdown` stops its agents, but loses nothing it accepted: every
+/// admitted input still has one outcome on the stream (served, or a dead letter because its
+/// agent stopped), and then the stream ends rather than waiting forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_system_dropped_without_shutdown_accounts_for_every_input_then_its_stream_ends() {
+    let slow = step("slow", |mut msg| {
+        std::thread::sleep(Duration::from_micros(200));
+        msg["next_agent"] = json!("end");
+        Ok(msg)
+    });
+    let end = step("end", |mut msg| {
+        msg["next_agent"] = Value::Null;
+        Ok(msg)
+    });
+    let system = AgentSystem::builder()
+        .max_in_flight(64)
+        .agent("slow", slow)
+        .agent("end", end)
+        .build()
+        .await
+        .unwrap();
+    let mut stream = system.outcome_stream().unwrap();
+    let reader = tokio::spawn(async move {
+        let (mut served, mut stopped) = (0, 0);
+        while let Some(outcome) = stream.recv().await {
+            match outcome.status {
+                OutcomeStatus::Ok => served += 1,
+                OutcomeStatus::DeadLetter
+                    if outcome
+                        .reason
+                        .as_deref()
+                        .is_some_and(|r| r.contains("not running")) =>
+                {
+                    stopped += 1
+                }
+                _ => panic!("unexpected outcome {outcome:?}"),
+            }
+        }
+        (served, stopped)
+    });
+    for i in 0..500 {
+        system.submit(json!({ "i": i })).await;
+    }
+    drop(system);
+    let (served, stopped) = tokio::time::timeout(Duration::from_secs(20), reader)
+        .await
+        .expect("the outcome stream ends once the dropped system has accounted for everything")
+        .unwrap();
+    assert_eq!(served + stopped, 500, "served {served}, stopped {stopped}");
+}
