@@ -521,3 +521,27 @@ async fn a_system_dropped_without_shutdown_accounts_for_every_input_then_its_str
         .unwrap();
     assert_eq!(served + stopped, 500, "served {served}, stopped {stopped}");
 }
+
+/// A handle on the system's manager keeps its agents serving, but not the dropped system: once
+/// every admitted input has its outcome, the outcome stream ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_manager_does_not_hold_a_dropped_systems_stream_open() {
+    let system = orders_system(1024).await;
+    let manager = system.manager().clone();
+    let mut stream = system.outcome_stream().unwrap();
+    for i in 0..200 {
+        system.submit(orders::order(i)).await;
+    }
+    drop(system);
+    let mut received = 0;
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(outcome) = stream.recv().await {
+            assert_eq!(outcome.status, OutcomeStatus::Ok, "{outcome:?}");
+            received += 1;
+        }
+    })
+    .await
+    .expect("the outcome stream ends once every admitted input has its outcome");
+    assert_eq!(received, 200);
+    drop(manager);
+}

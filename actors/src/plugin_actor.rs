@@ -56,6 +56,12 @@ pub enum PluginMsg {
     /// an agent on each, then hand each output to the system's router (no reply: every
     /// envelope's ticket carries its outcome).
     Drain(Arc<Inbox>),
+    /// Take `inbox` as this agent's own, before any message arrives in it, so that whatever
+    /// is left in it when the actor stops becomes a dead letter (see `post_stop`).
+    Introduce {
+        inbox: Arc<Inbox>,
+        reply: oneshot::Sender<()>,
+    },
     /// Replace the plugin by a new version between this message's neighbours (hot reload).
     Swap {
         replacement: Replacement,
@@ -127,11 +133,9 @@ pub(crate) struct PluginActorState {
     probation: Option<swap::Probation>,
     /// The inbox messages of the current turn (kept between turns for its allocation).
     batch: Vec<Envelope>,
-    /// The agent's inbox and the system it serves, once a message came through it (the inbox
-    /// is emptied into dead letters if the actor stops). Holding the system here, rather than
-    /// in every message, keeps its reference count off the hot path: a count bumped by the
-    /// producer's core and dropped by the terminal agent's would cross cores on every input.
-    inbox: Option<(Arc<Inbox>, Arc<SystemCore>)>,
+    /// The agent's inbox, from its system's introduction (emptied into dead letters if the
+    /// actor stops).
+    inbox: Option<Arc<Inbox>>,
 }
 
 /// Per-agent metrics of an agent system (the plugin metrics count the same calls per plugin).
@@ -213,8 +217,8 @@ impl Actor for PluginActor {
         _myself: ActorRef<PluginMsg>,
         state: &mut PluginActorState,
     ) -> Result<(), ActorProcessingErr> {
-        if let Some((inbox, core)) = state.inbox.take() {
-            state.dead_letter_all(&inbox, &core, "stopped");
+        if let Some(inbox) = state.inbox.take() {
+            state.dead_letter_all(&inbox, "stopped");
         }
         Ok(())
     }
@@ -239,6 +243,10 @@ impl Actor for PluginActor {
                 let _ = reply.send(result);
             }
             PluginMsg::Drain(inbox) => state.drain(&myself, inbox).await,
+            PluginMsg::Introduce { inbox, reply } => {
+                state.inbox = Some(inbox);
+                let _ = reply.send(());
+            }
             PluginMsg::Swap { replacement, reply } => {
                 let _ = reply.send(state.swap(replacement).await);
             }
@@ -354,17 +362,20 @@ impl PluginActorState {
     /// then yields the mailbox to whatever else waits there (a swap, a lifecycle step) by
     /// sending itself the next `Drain`.
     async fn drain(&mut self, myself: &ActorRef<PluginMsg>, inbox: Arc<Inbox>) {
-        let core = match &self.inbox {
-            Some((_, core)) => Arc::clone(core),
-            None => match inbox.core() {
-                Some(core) => {
-                    self.inbox = Some((Arc::clone(&inbox), Arc::clone(&core)));
-                    core
-                }
-                // The system is gone, and with it whoever waited for these messages' outcomes
-                // (a caller of `send` holds the system; the outcome stream ended with it).
-                None => return drop(inbox.take_all()),
-            },
+        // One reference to the system per turn, rather than one per message: a count bumped
+        // by the producer's core and dropped by the terminal agent's would cross cores on every
+        // input. The system outlives every input it admitted (`SystemInner`'s drop), so the
+        // core is only gone once nothing waits for an outcome.
+        let Some(core) = inbox.core() else {
+            let orphans = inbox.take_all();
+            if !orphans.is_empty() {
+                tracing::warn!(
+                    agent = %self.shared.id,
+                    messages = orphans.len(),
+                    "messages for an agent system that no longer exists were dropped"
+                );
+            }
+            return;
         };
         let mut batch = std::mem::take(&mut self.batch);
         let mut served = 0;
@@ -385,15 +396,22 @@ impl PluginActorState {
             .send_message(PluginMsg::Drain(Arc::clone(&inbox)))
             .is_err()
         {
-            self.dead_letter_all(&inbox, &core, "stopped");
+            Self::dead_letter_into(&core, &inbox, &self.shared.id, "stopped");
         }
     }
 
     /// Ends every message waiting in `inbox` as a dead letter: the agent is not running (it
     /// is `state`).
-    fn dead_letter_all(&self, inbox: &Inbox, core: &SystemCore, state: &str) {
+    fn dead_letter_all(&self, inbox: &Inbox, state: &str) {
+        match inbox.core() {
+            Some(core) => Self::dead_letter_into(&core, inbox, &self.shared.id, state),
+            None => drop(inbox.take_all()),
+        }
+    }
+
+    fn dead_letter_into(core: &SystemCore, inbox: &Inbox, agent: &str, state: &str) {
         for envelope in inbox.take_all() {
-            core.dead_letter(envelope, agent_not_running(&self.shared.id, state));
+            core.dead_letter(envelope, agent_not_running(agent, state));
         }
     }
 

@@ -72,7 +72,8 @@ pub trait AgentPlugin: Send + 'static {
     /// the async entry points. Agent systems try it first, sparing a native function the boxed
     /// future, the task-local call frame and the poll of an async call. It runs outside any
     /// call chain and cannot be timed out: implement it only for work that calls no other
-    /// plugin and does not block (`FnPlugin` does).
+    /// plugin and does not block (`FnPlugin` does; `RhaiPlugin` does for bounded scripts,
+    /// which its engine's own operation and time limits stop).
     fn execute_json_in_place_now(
         &mut self,
         _message: &mut serde_json::Value,

@@ -708,3 +708,54 @@ async fn the_sandbox_limits_still_apply_inline() {
     // The same plugin serves the next call.
     assert_eq!(timed.execute("3".to_string()).await.unwrap(), "3");
 }
+
+/// The synchronous agent entry point answers exactly the calls that run inline, and leaves the
+/// message as it came when the script fails; everything else is left to the async path.
+#[test]
+fn execute_json_in_place_now_answers_inline_calls_only() {
+    let mut bounded = assert_bounded(
+        "check",
+        r#"fn check(msg) { if msg.n < 0 { throw "negative"; } #{ n: msg.n * 2 } }
+        check"#,
+    );
+    let mut message = json!({"n": 21});
+    assert!(matches!(
+        bounded.execute_json_in_place_now(&mut message),
+        Some(Ok(()))
+    ));
+    assert_eq!(message, json!({"n": 42}));
+    let mut bad = json!({"n": -1});
+    let failed = bounded.execute_json_in_place_now(&mut bad);
+    assert!(matches!(failed, Some(Err(_))), "{failed:?}");
+    assert_eq!(
+        bad,
+        json!({"n": -1}),
+        "a failure leaves the message as it came"
+    );
+
+    let mut looping = source("spin", "fn spin(msg) { loop {} }\nspin");
+    assert!(looping
+        .execute_json_in_place_now(&mut json!({"n": 1}))
+        .is_none());
+
+    let mut not_inline = source("double", "fn double(msg) { #{ n: msg.n * 2 } }\ndouble")
+        .with_config(RhaiConfig::new().inline_bounded(false))
+        .unwrap();
+    assert!(not_inline
+        .execute_json_in_place_now(&mut json!({"n": 1}))
+        .is_none());
+
+    let mut functions = source(
+        "mixed",
+        "fn quick(x) { x + 1 }\nfn slow(x) { let i = 0; while i < x { i += 1; } i }",
+    );
+    let mut quick = json!({"function": "quick", "args": [1]});
+    assert!(matches!(
+        functions.execute_json_in_place_now(&mut quick),
+        Some(Ok(()))
+    ));
+    assert_eq!(quick, json!(2));
+    assert!(functions
+        .execute_json_in_place_now(&mut json!({"function": "slow", "args": [3]}))
+        .is_none());
+}

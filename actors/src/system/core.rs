@@ -1,7 +1,7 @@
 //! The shared heart of an agent system: the agents' addresses, the routing decision after each
-//! hop, the dead-letter queue and the totals. Plugin actors call into it (through the ticket
-//! every envelope carries) right after their agent produced an output, so routing costs no
-//! extra mailbox hop.
+//! hop, the dead-letter queue and the totals. Plugin actors call into it (through their inbox,
+//! once per turn) right after their agent produced an output, so routing costs no extra
+//! mailbox hop.
 
 use std::borrow::Cow;
 use std::collections::HashSet;

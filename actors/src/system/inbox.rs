@@ -11,13 +11,15 @@
 //! The invariant: whenever messages wait, a `Drain` is in the mailbox or being handled. A push
 //! that finds the `scheduled` flag false sets it and sends a `Drain`; the actor clears it only
 //! when it finds the inbox empty, under the same lock, so a message pushed at any moment is
-//! either seen by the running turn or schedules the next one. (An extra `Drain`, such as the
-//! empty one that introduces the inbox to its actor, finds nothing and is harmless.)
+//! either seen by the running turn or schedules the next one. (An extra `Drain` finds nothing
+//! and is harmless.)
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, Weak};
 
+use bilayer_plugins::{PluginError, PluginResult};
 use ractor::ActorRef;
+use tokio::sync::oneshot;
 
 use super::core::SystemCore;
 use super::envelope::Envelope;
@@ -34,9 +36,8 @@ pub(crate) struct AgentAddress {
 
 pub struct Inbox {
     queue: Mutex<Queue>,
-    /// The system the agent serves. The actor holds it strongly while it runs (so the messages
-    /// it serves can always be routed); the inbox, which the system's own agent table holds,
-    /// must not.
+    /// The system the agent serves, which holds this inbox in its agent table (hence weak).
+    /// The actor takes a strong reference for each turn.
     core: Weak<SystemCore>,
 }
 
@@ -90,12 +91,19 @@ impl Inbox {
 }
 
 impl AgentAddress {
-    /// Tells the actor which inbox is its own, before any message arrives (see
+    /// Tells the actor which inbox is its own, and waits until it knows, so that no message
+    /// can arrive in an inbox whose actor would not empty it on stopping (see
     /// `PluginActor::post_stop`).
-    pub fn introduce(&self) {
-        let _ = self
-            .actor
-            .send_message(PluginMsg::Drain(Arc::clone(&self.inbox)));
+    pub async fn introduce(&self, agent: &str) -> PluginResult<()> {
+        let (reply, introduced) = oneshot::channel();
+        let gone = || PluginError::execution(format!("agent `{agent}` stopped while starting"));
+        self.actor
+            .send_message(PluginMsg::Introduce {
+                inbox: Arc::clone(&self.inbox),
+                reply,
+            })
+            .map_err(|_| gone())?;
+        introduced.await.map_err(|_| gone())
     }
 
     /// Queues `envelope` for the agent. `Err` returns the messages that can no longer reach

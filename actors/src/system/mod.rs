@@ -312,11 +312,10 @@ impl AgentSystemBuilder {
             dead_letters: DeadLetterQueue::new(self.dead_letter_capacity),
             totals: Totals::default(),
         });
-        for address in core.agents.values() {
-            // An empty first turn introduces the inbox (and through it the system) to its
-            // actor, which then owns the messages left in it should it ever stop (they become
-            // dead letters).
-            address.introduce();
+        for (name, address) in &core.agents {
+            // Each actor then owns the messages left in its inbox should it ever stop: they
+            // become dead letters.
+            address.introduce(name).await?;
         }
         if let Some(link) = &nats {
             for name in &agent_names {
@@ -368,6 +367,30 @@ struct SystemInner {
     trace_seed: u64,
     closed: AtomicBool,
     stream_rx: Mutex<Option<mpsc::UnboundedReceiver<(Outcome, OwnedSemaphorePermit)>>>,
+}
+
+/// The last handle is gone without a `shutdown`. Inputs already admitted still end, each with
+/// its outcome on the stream: their messages hold no reference to the system (an `Arc` per
+/// input would cross cores on every input), so a task holds the core until every admitted
+/// input's outcome has been received or the stream dropped. Agents keep serving meanwhile if
+/// something else keeps the manager; otherwise the manager's drop stops them and what is left
+/// in their inboxes becomes dead letters.
+impl Drop for SystemInner {
+    fn drop(&mut self) {
+        if self.admission.is_closed() || self.admission.available_permits() >= self.max_in_flight {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let core = Arc::clone(&self.core);
+        let admission = Arc::clone(&self.admission);
+        let all = u32::try_from(self.max_in_flight).unwrap_or(u32::MAX);
+        runtime.spawn(async move {
+            let _accounted_for = admission.acquire_many(all).await;
+            drop(core);
+        });
+    }
 }
 
 /// Totals of the outcomes so far.

@@ -393,10 +393,12 @@ impl AgentPlugin for RhaiPlugin {
         run_blocking(move || script.execute_value(input)).await?
     }
 
-    /// A bounded call (see [`RhaiPlugin::is_bounded`]) answers at once on the calling thread:
-    /// it cannot call another plugin, and the engine's own limits (operations, time, stack)
-    /// stop it, so it needs neither a call chain nor the hop timeout. Anything else goes
-    /// through the async path.
+    /// A call that [runs inline](RhaiPlugin::runs_inline) (bounded, with
+    /// [`RhaiConfig::inline_bounded`] on; for a functions-form script, a call of a bounded
+    /// function) answers at once on the calling thread: it cannot call another plugin, and the
+    /// engine's own limits (operations, time, stack) stop it, so it needs neither a call chain
+    /// nor the hop timeout. Anything else goes through the async path, as before. On failure
+    /// the message is left as it came.
     fn execute_json_in_place_now(&mut self, message: &mut Value) -> Option<PluginResult<()>> {
         if !self.script.runs_inline_for(message) {
             return None;
