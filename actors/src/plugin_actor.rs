@@ -367,15 +367,7 @@ impl PluginActorState {
         // input. The system outlives every input it admitted (`SystemInner`'s drop), so the
         // core is only gone once nothing waits for an outcome.
         let Some(core) = inbox.core() else {
-            let orphans = inbox.take_all();
-            if !orphans.is_empty() {
-                tracing::warn!(
-                    agent = %self.shared.id,
-                    messages = orphans.len(),
-                    "messages for an agent system that no longer exists were dropped"
-                );
-            }
-            return;
+            return self.dead_letter_all(&inbox, "stopped");
         };
         let mut batch = std::mem::take(&mut self.batch);
         let mut served = 0;
@@ -396,22 +388,27 @@ impl PluginActorState {
             .send_message(PluginMsg::Drain(Arc::clone(&inbox)))
             .is_err()
         {
-            Self::dead_letter_into(&core, &inbox, &self.shared.id, "stopped");
+            self.dead_letter_all(&inbox, "stopped");
         }
     }
 
     /// Ends every message waiting in `inbox` as a dead letter: the agent is not running (it
-    /// is `state`).
+    /// is `state`). If the system itself is gone, nothing waits for their outcomes any more
+    /// (see `SystemInner`'s drop): they are dropped, and the drop logged.
     fn dead_letter_all(&self, inbox: &Inbox, state: &str) {
-        match inbox.core() {
-            Some(core) => Self::dead_letter_into(&core, inbox, &self.shared.id, state),
-            None => drop(inbox.take_all()),
+        let waiting = inbox.take_all();
+        if waiting.is_empty() {
+            return;
         }
-    }
-
-    fn dead_letter_into(core: &SystemCore, inbox: &Inbox, agent: &str, state: &str) {
-        for envelope in inbox.take_all() {
-            core.dead_letter(envelope, agent_not_running(agent, state));
+        let Some(core) = inbox.core() else {
+            return tracing::warn!(
+                agent = %self.shared.id,
+                messages = waiting.len(),
+                "messages for an agent system that no longer exists were dropped"
+            );
+        };
+        for envelope in waiting {
+            core.dead_letter(envelope, agent_not_running(&self.shared.id, state));
         }
     }
 

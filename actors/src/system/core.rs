@@ -136,10 +136,8 @@ impl SystemCore {
 
     /// Delivers an envelope to `target`, or dead-letters it.
     pub fn deliver(&self, envelope: Envelope, target: &str) {
-        match self.resolve(envelope.hops.len(), target) {
-            Ok((name, address)) => self.send_to(envelope, name, address),
-            Err(reason) => self.dead_letter(envelope, reason),
-        }
+        let route = self.resolve(envelope.hops.len(), target);
+        self.send_or_dead_letter(envelope, route);
     }
 
     /// Where a message that has made `hops` hops goes next, if it may go to `target` at all.
@@ -155,7 +153,17 @@ impl SystemCore {
         }
     }
 
-    fn send_to(&self, envelope: Envelope, name: &str, address: &AgentAddress) {
+    /// Sends `envelope` where [`resolve`](Self::resolve) decided, or dead-letters it with the
+    /// reason it could not go.
+    fn send_or_dead_letter(
+        &self,
+        envelope: Envelope,
+        route: Result<(&str, &AgentAddress), String>,
+    ) {
+        let (name, address) = match route {
+            Ok(route) => route,
+            Err(reason) => return self.dead_letter(envelope, reason),
+        };
         if let Err(undeliverable) = address.send(envelope) {
             for envelope in undeliverable {
                 self.dead_letter(envelope, agent_not_running(name, "stopped"));
@@ -216,10 +224,7 @@ impl SystemCore {
                     payload: output,
                     ..envelope
                 };
-                match route {
-                    Ok((name, address)) => self.send_to(envelope, name, address),
-                    Err(reason) => self.dead_letter(envelope, reason),
-                }
+                self.send_or_dead_letter(envelope, route);
             }
             Next::Many(targets) => {
                 envelope.ticket.add_branches(targets.len() - 1);
