@@ -101,7 +101,7 @@ impl RuleEngine {
 
     /// Decides on a message given as JSON (usually a string).
     pub fn evaluate(&self, message: &Value) -> PluginResult<RuleDecision> {
-        self.decide(dynamic_from_value(message)?)
+        self.decide(dynamic_from_value(message))
     }
 
     /// Decides on a text message.

@@ -58,8 +58,8 @@ impl ScriptInput<'_> {
                     "the input is not valid JSON ({e}); send a JSON document"
                 ))
             }),
-            ScriptInput::Json(value) => dynamic_from_value(value),
-            ScriptInput::JsonRef(value) => dynamic_from_value(value),
+            ScriptInput::Json(value) => Ok(dynamic_from_value(value)),
+            ScriptInput::JsonRef(value) => Ok(dynamic_from_value(value)),
         }
     }
 
@@ -81,8 +81,8 @@ impl ScriptInput<'_> {
             ScriptInput::Text(text) => Ok(
                 dynamic_from_json_text(text).unwrap_or_else(|_| Dynamic::from(text.to_string()))
             ),
-            ScriptInput::Json(value) => dynamic_from_value(value),
-            ScriptInput::JsonRef(value) => dynamic_from_value(value),
+            ScriptInput::Json(value) => Ok(dynamic_from_value(value)),
+            ScriptInput::JsonRef(value) => Ok(dynamic_from_value(value)),
         }
     }
 }
@@ -241,7 +241,7 @@ impl CompiledScript {
                 validate_arguments(&definition.name, &definition.parameters, &args)?;
                 self.call_fn_ptr(
                     execute,
-                    vec![dynamic_from_value(&args)?],
+                    vec![dynamic_from_value(&args)],
                     CallSite::Function(execute.fn_name()),
                 )?
             }
@@ -292,10 +292,7 @@ impl CompiledScript {
     pub(crate) fn call_function(&self, function: &str, args: Vec<Value>) -> PluginResult<Value> {
         let _limits = ExecutionGuard::enter(self.config.timeout, self.config.max_operations);
         self.find_function(function, args.len())?;
-        let args = args
-            .iter()
-            .map(dynamic_from_value)
-            .collect::<PluginResult<Vec<_>>>()?;
+        let args = args.iter().map(dynamic_from_value).collect();
         let output = self.call_function_unguarded(function, args)?;
         self.check_output(&output)?;
         value_from_dynamic(&output)
@@ -386,10 +383,7 @@ impl CompiledScript {
             Some(single) => vec![single],
         };
         self.find_function(&name, args.len())?;
-        let args = args
-            .iter()
-            .map(dynamic_from_value)
-            .collect::<PluginResult<Vec<_>>>()?;
+        let args = args.iter().map(dynamic_from_value).collect();
         Ok((name, args))
     }
 

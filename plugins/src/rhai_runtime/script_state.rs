@@ -54,10 +54,9 @@ impl ScriptState {
     }
 
     fn get(&self, key: &str) -> ScriptResult<Dynamic> {
-        self.with_store(|map| map.get(key).map(dynamic_from_value))?
-            .transpose()
-            .map(|value| value.unwrap_or(Dynamic::UNIT))
-            .map_err(|e| script_error(e.to_string()))
+        Ok(self
+            .with_store(|map| map.get(key).map(dynamic_from_value))?
+            .unwrap_or(Dynamic::UNIT))
     }
 
     fn set(&self, key: &str, value: Dynamic, config: &RhaiConfig) -> ScriptResult<()> {
@@ -95,7 +94,7 @@ pub(crate) fn register(engine: &mut Engine, config: &RhaiConfig) {
         .register_into_engine(engine, |state: &mut ScriptState, key: &str| {
             state.with_store(|map| {
                 map.remove(key)
-                    .and_then(|value| dynamic_from_value(&value).ok())
+                    .map(|value| dynamic_from_value(&value))
                     .unwrap_or(Dynamic::UNIT)
             })
         });
