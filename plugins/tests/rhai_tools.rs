@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bilayer_plugins::rhai_runtime::{RhaiToolRegistry, ToolDefinition};
+use bilayer_plugins::rhai_runtime::{RhaiConfig, RhaiPlugin, RhaiToolRegistry, ToolDefinition};
 use bilayer_plugins::PluginError;
 use serde_json::json;
 
@@ -186,6 +186,29 @@ async fn a_non_tool_script_or_unknown_tool_is_refused() {
     );
     let err = registry.execute("nope", "{}").await.unwrap_err();
     assert_eq!(err, PluginError::NotFound("nope".into()));
+}
+
+/// A tool definition is measured like any value leaving a script: one nested deeper than
+/// `max_json_depth` (top-level statements could build it in a loop) is refused at load, with
+/// the limit named, rather than converted.
+#[test]
+fn a_tool_definition_past_the_depth_limit_is_refused() {
+    let source = r#"
+        let schema = #{ type: "object" };
+        for i in 0..8 { schema = #{ type: "object", properties: #{ inner: schema } }; }
+        let tool = #{ name: "deep", description: "too deep", parameters: schema };
+        fn execute(args) { args }
+        #{ tool: tool, execute: execute }
+    "#;
+    let config = RhaiConfig::default().max_json_depth(6);
+    let err = RhaiPlugin::from_source_with_config("deep", source, config.clone()).unwrap_err();
+    assert!(
+        matches!(&err, PluginError::LimitExceeded { limit, detail }
+            if limit == "max_json_depth" && detail.contains("`tool` map")),
+        "{err:?}"
+    );
+    let roomy = config.max_json_depth(64);
+    assert!(RhaiPlugin::from_source_with_config("deep", source, roomy).is_ok());
 }
 
 #[test]

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::rules::RuleSet;
 use super::tool::ToolDefinition;
+use super::RhaiConfig;
 use crate::{PluginError, PluginResult};
 
 /// The shape of a Rhai plugin script, which decides what its input means.
@@ -81,11 +82,12 @@ impl ScriptForm {
         result: Dynamic,
         globals: &HashMap<String, Dynamic>,
         functions: &[ScriptFunction],
+        config: &RhaiConfig,
     ) -> PluginResult<Self> {
         if let Some(function) = result.clone().try_cast::<FnPtr>() {
             return Self::entry(script, function, functions);
         }
-        if let Some(form) = Self::tool(script, &result)? {
+        if let Some(form) = Self::tool(script, &result, config)? {
             return Ok(form);
         }
         if let Some(rules) = globals.get("rules") {
@@ -139,7 +141,7 @@ impl ScriptForm {
         })
     }
 
-    fn tool(script: &str, result: &Dynamic) -> PluginResult<Option<Self>> {
+    fn tool(script: &str, result: &Dynamic, config: &RhaiConfig) -> PluginResult<Option<Self>> {
         let Ok(map) = result.as_map_ref() else {
             return Ok(None);
         };
@@ -152,7 +154,7 @@ impl ScriptForm {
                  after `fn execute(args) {{ ... }}`"
             ))
         })?;
-        let definition = ToolDefinition::from_script_value(script, tool)?;
+        let definition = ToolDefinition::from_script_value(script, tool, config)?;
         Ok(Some(ScriptForm::Tool {
             definition,
             execute,

@@ -168,7 +168,7 @@ impl CompiledScript {
                 params: f.params.iter().map(|p| p.to_string()).collect(),
             })
             .collect();
-        let mut form = ScriptForm::detect(name, result, &globals, &functions)?;
+        let mut form = ScriptForm::detect(name, result, &globals, &functions, &config)?;
         if let ScriptForm::Rules(rules) = &mut form {
             rules.fold_constants(&ast);
         }

@@ -9,7 +9,8 @@ use rhai::Dynamic;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::json::value_from_dynamic;
+use super::json::{check_boundary_value, value_from_dynamic};
+use super::RhaiConfig;
 use crate::{PluginError, PluginResult};
 
 /// A tool's name, description and JSON Schema of its arguments.
@@ -43,14 +44,21 @@ impl ToolDefinition {
         })
     }
 
-    /// Reads the `tool` map of a tool script (`script` names it in errors).
-    pub(crate) fn from_script_value(script: &str, tool: &Dynamic) -> PluginResult<Self> {
+    /// Reads the `tool` map of a tool script (`script` names it in errors), measured against
+    /// `config`'s size and depth limits first, like every value leaving a script.
+    pub(crate) fn from_script_value(
+        script: &str,
+        tool: &Dynamic,
+        config: &RhaiConfig,
+    ) -> PluginResult<Self> {
         let invalid = |what: &str| {
             PluginError::Config(format!(
                 "tool script {script}: {what}; `tool` must be a map like \
                  #{{ name: \"get_weather\", description: \"...\", parameters: #{{ type: \"object\", properties: #{{...}} }} }}"
             ))
         };
+        check_boundary_value(tool, config)
+            .map_err(|breach| breach.into_error(&format!("the `tool` map of {script}")))?;
         let Value::Object(mut fields) = value_from_dynamic(tool)? else {
             return Err(invalid("`tool` is not a map"));
         };
