@@ -21,6 +21,7 @@
 //! | rules | the message: JSON (a string value is the usual case) or, if the input is not valid JSON, the raw text | `{"rule": NAME, ...action's map}` |
 //! | functions | `{"function": NAME, "args": [..]}` or `"args": {PARAM: ..}` (by parameter name) | the function's result |
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -63,15 +64,17 @@ impl ScriptInput<'_> {
         }
     }
 
-    fn into_value(self) -> PluginResult<Value> {
+    /// The input as JSON, parsed if it came as text and borrowed otherwise: every form reads
+    /// its input, none keeps it, so a lent message is never copied.
+    fn as_value(&self) -> PluginResult<Cow<'_, Value>> {
         match self {
-            ScriptInput::Text(text) => serde_json::from_str(text).map_err(|e| {
+            ScriptInput::Text(text) => serde_json::from_str(text).map(Cow::Owned).map_err(|e| {
                 PluginError::InvalidInput(format!(
                     "the input is not valid JSON ({e}); send a JSON document"
                 ))
             }),
-            ScriptInput::Json(value) => Ok(value),
-            ScriptInput::JsonRef(value) => Ok(value.clone()),
+            ScriptInput::Json(value) => Ok(Cow::Borrowed(value)),
+            ScriptInput::JsonRef(value) => Ok(Cow::Borrowed(*value)),
         }
     }
 
@@ -237,7 +240,7 @@ impl CompiledScript {
                 definition,
                 execute,
             } => {
-                let args = input.into_value()?;
+                let args = input.as_value()?;
                 validate_arguments(&definition.name, &definition.parameters, &args)?;
                 self.call_fn_ptr(
                     execute,
@@ -250,8 +253,9 @@ impl CompiledScript {
                 rules.output(rules.evaluate(self, &message)?)
             }
             ScriptForm::Functions => {
-                let (function, args) = self.function_call(input.into_value()?)?;
-                self.call_function_unguarded(&function, args)?
+                let call = input.as_value()?;
+                let (function, args) = self.function_call(&call)?;
+                self.call_function_unguarded(function, args)?
             }
         };
         self.check_output(&output)?;
@@ -326,7 +330,7 @@ impl CompiledScript {
     }
 
     /// Reads `{"function": NAME, "args": [...] | {...}}`.
-    fn function_call(&self, call: Value) -> PluginResult<(String, Vec<Dynamic>)> {
+    fn function_call<'a>(&self, call: &'a Value) -> PluginResult<(&'a str, Vec<Dynamic>)> {
         let usage = || {
             let available: Vec<String> = self
                 .functions
@@ -340,26 +344,26 @@ impl CompiledScript {
                 available.join(", ")
             )
         };
-        let Value::Object(mut call) = call else {
+        let Value::Object(call) = call else {
             return Err(PluginError::InvalidInput(format!(
                 "the input is not an object; {}",
                 usage()
             )));
         };
-        let Some(Value::String(name)) = call.remove("function") else {
+        let Some(Value::String(name)) = call.get("function") else {
             return Err(PluginError::InvalidInput(format!(
                 "the input has no string \"function\"; {}",
                 usage()
             )));
         };
-        let args = match call.remove("args") {
+        let args: Vec<&Value> = match call.get("args") {
             None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(args)) => args,
-            Some(Value::Object(mut named)) => {
+            Some(Value::Array(args)) => args.iter().collect(),
+            Some(Value::Object(named)) => {
                 let function = self
                     .functions
                     .iter()
-                    .find(|f| f.name == name && f.params.len() == named.len());
+                    .find(|f| f.name == *name && f.params.len() == named.len());
                 let Some(function) = function else {
                     return Err(PluginError::InvalidInput(format!(
                         "no function `{name}` takes {} named arguments; {}",
@@ -369,7 +373,7 @@ impl CompiledScript {
                 };
                 let mut ordered = Vec::with_capacity(function.params.len());
                 for param in &function.params {
-                    let value = named.remove(param).ok_or_else(|| {
+                    let value = named.get(param).ok_or_else(|| {
                         PluginError::InvalidInput(format!(
                             "missing argument `{param}` for {}; {}",
                             function.signature(),
@@ -382,8 +386,8 @@ impl CompiledScript {
             }
             Some(single) => vec![single],
         };
-        self.find_function(&name, args.len())?;
-        let args = args.iter().map(dynamic_from_value).collect();
+        self.find_function(name, args.len())?;
+        let args = args.into_iter().map(dynamic_from_value).collect();
         Ok((name, args))
     }
 
