@@ -22,18 +22,15 @@ pub(crate) struct RemoteHop {
     pub run: String,
     pub seq: u64,
     pub path: Vec<Fork>,
-    /// Taken when the hop's job is handed to the outbox.
-    pub message: Mutex<Option<jetstream::Message>>,
-    /// This agent's slot in the worker's local bound, freed once the message is acknowledged.
-    pub slot: Mutex<Option<OwnedSemaphorePermit>>,
+    /// The JetStream message and this agent's slot in the worker's local bound, taken
+    /// together when the hop's job is handed to the outbox (the slot is freed once the
+    /// message is acknowledged).
+    pub taken: Mutex<Option<(jetstream::Message, OwnedSemaphorePermit)>>,
 }
 
 impl RemoteHop {
-    fn take_message(&self) -> Option<jetstream::Message> {
-        self.message
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
+    fn take(&self) -> Option<(jetstream::Message, OwnedSemaphorePermit)> {
+        self.taken.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }
 
@@ -138,8 +135,7 @@ fn accept(
             run: wire.run,
             seq: wire.seq,
             path: wire.path,
-            message: Mutex::new(Some(message)),
-            slot: Mutex::new(Some(slot)),
+            taken: Mutex::new(Some((message, slot))),
         },
     );
     let envelope = Envelope {
@@ -247,12 +243,11 @@ pub(crate) fn dead_letter(core: &SystemCore, link: &NatsLink, envelope: Envelope
 }
 
 fn finish(link: &NatsLink, hop: &RemoteHop, publications: Vec<Publication>) {
-    let slot = hop.slot.lock().unwrap_or_else(|p| p.into_inner()).take();
-    match hop.take_message() {
-        Some(message) => link.send(Job {
+    match hop.take() {
+        Some((message, slot)) => link.send(Job {
             publications,
             done: Done::Ack(Box::new(message)),
-            slot,
+            slot: Some(slot),
         }),
         None => tracing::error!("a NATS hop ended twice; its second ending is dropped"),
     }
