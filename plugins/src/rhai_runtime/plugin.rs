@@ -257,7 +257,7 @@ impl RhaiPlugin {
     /// Runs one input given as a JSON value on the current thread, returning a JSON value
     /// (no JSON text in between).
     pub fn execute_value(&self, input: Value) -> PluginResult<Value> {
-        self.script.execute_value(input)
+        self.script.execute_value(&input)
     }
 
     /// Calls a function the script defines, by name, with JSON arguments, whatever its form.
@@ -363,10 +363,10 @@ impl AgentPlugin for RhaiPlugin {
                     return run_inline(|| script.execute_text(&input));
                 };
                 if script.runs_inline_for(&call) {
-                    run_inline(|| script.execute_value_to_text(call))
+                    run_inline(|| script.execute_value_to_text(&call))
                 } else {
                     let script = Arc::clone(script);
-                    run_blocking(move || script.execute_value_to_text(call)).await?
+                    run_blocking(move || script.execute_value_to_text(&call)).await?
                 }
             }
         }
@@ -376,21 +376,21 @@ impl AgentPlugin for RhaiPlugin {
     /// where [`execute`](AgentPlugin::execute) would.
     async fn execute_json(&mut self, input: Value) -> PluginResult<Value> {
         if self.script.runs_inline_for(&input) {
-            return run_inline(|| self.script.execute_value(input));
+            return run_inline(|| self.script.execute_value(&input));
         }
         let script = Arc::clone(&self.script);
-        run_blocking(move || script.execute_value(input)).await?
+        run_blocking(move || script.execute_value(&input)).await?
     }
 
     /// [`execute_json`](AgentPlugin::execute_json) on a borrowed message: converted into Rhai
     /// values in place (copied only for a call that goes to a blocking thread).
     async fn execute_json_ref(&mut self, input: &Value) -> PluginResult<Value> {
         if self.script.runs_inline_for(input) {
-            return run_inline(|| self.script.execute_value_ref(input));
+            return run_inline(|| self.script.execute_value(input));
         }
         let script = Arc::clone(&self.script);
         let input = input.clone();
-        run_blocking(move || script.execute_value(input)).await?
+        run_blocking(move || script.execute_value(&input)).await?
     }
 
     /// A call that [runs inline](RhaiPlugin::runs_inline) (bounded, with
@@ -405,7 +405,7 @@ impl AgentPlugin for RhaiPlugin {
         }
         Some(
             self.script
-                .execute_value_ref(message)
+                .execute_value(message)
                 .map(|output| *message = output),
         )
     }

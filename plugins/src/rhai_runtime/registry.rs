@@ -199,7 +199,7 @@ impl RhaiToolRegistry {
     /// Runs tool `name` with JSON arguments on the current thread.
     pub fn execute_value(&self, name: &str, args: Value) -> PluginResult<Value> {
         let script = self.script(name)?;
-        let output = script.execute(ScriptInput::Json(args))?;
+        let output = script.execute(ScriptInput::Json(&args))?;
         super::json::value_from_dynamic(&output)
     }
 

@@ -44,11 +44,11 @@ use crate::{PluginContext, PluginError, PluginResult};
 /// The top-level constant a script may set to choose its plugin id.
 pub(crate) const PLUGIN_ID_CONSTANT: &str = "PLUGIN_ID";
 
-/// An input to a script call: JSON text (the `AgentPlugin` boundary) or a parsed value.
+/// An input to a script call: JSON text (the `AgentPlugin` boundary) or a parsed value, which
+/// every script form only reads.
 pub(crate) enum ScriptInput<'a> {
     Text(&'a str),
-    Json(Value),
-    JsonRef(&'a Value),
+    Json(&'a Value),
 }
 
 impl ScriptInput<'_> {
@@ -60,12 +60,11 @@ impl ScriptInput<'_> {
                 ))
             }),
             ScriptInput::Json(value) => Ok(dynamic_from_value(value)),
-            ScriptInput::JsonRef(value) => Ok(dynamic_from_value(value)),
         }
     }
 
-    /// The input as JSON, parsed if it came as text and borrowed otherwise: every form reads
-    /// its input, none keeps it, so a lent message is never copied.
+    /// The input as JSON, parsed if it came as text and borrowed otherwise, so a lent message
+    /// is never copied.
     fn as_value(&self) -> PluginResult<Cow<'_, Value>> {
         match self {
             ScriptInput::Text(text) => serde_json::from_str(text).map(Cow::Owned).map_err(|e| {
@@ -73,8 +72,7 @@ impl ScriptInput<'_> {
                     "the input is not valid JSON ({e}); send a JSON document"
                 ))
             }),
-            ScriptInput::Json(value) => Ok(Cow::Borrowed(value)),
-            ScriptInput::JsonRef(value) => Ok(Cow::Borrowed(*value)),
+            ScriptInput::Json(value) => Ok(Cow::Borrowed(*value)),
         }
     }
 
@@ -85,7 +83,6 @@ impl ScriptInput<'_> {
                 dynamic_from_json_text(text).unwrap_or_else(|_| Dynamic::from(text.to_string()))
             ),
             ScriptInput::Json(value) => Ok(dynamic_from_value(value)),
-            ScriptInput::JsonRef(value) => Ok(dynamic_from_value(value)),
         }
     }
 }
@@ -266,16 +263,12 @@ impl CompiledScript {
         dynamic_to_json_text(&self.execute(ScriptInput::Text(input))?)
     }
 
-    pub(crate) fn execute_value(&self, input: Value) -> PluginResult<Value> {
+    pub(crate) fn execute_value(&self, input: &Value) -> PluginResult<Value> {
         value_from_dynamic(&self.execute(ScriptInput::Json(input))?)
     }
 
-    pub(crate) fn execute_value_ref(&self, input: &Value) -> PluginResult<Value> {
-        value_from_dynamic(&self.execute(ScriptInput::JsonRef(input))?)
-    }
-
     /// Runs one parsed input, returning JSON text.
-    pub(crate) fn execute_value_to_text(&self, input: Value) -> PluginResult<String> {
+    pub(crate) fn execute_value_to_text(&self, input: &Value) -> PluginResult<String> {
         dynamic_to_json_text(&self.execute(ScriptInput::Json(input))?)
     }
 
