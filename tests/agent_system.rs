@@ -367,6 +367,59 @@ async fn a_failed_agents_dead_letter_carries_its_input_unless_told_not_to() {
     }
 }
 
+/// Rhai agents of the tool and functions forms read the message they are lent (they no longer
+/// copy it): they answer the same whether the system keeps failed messages or hands them over,
+/// and a refused call's dead letter carries the message, or nothing when told not to keep it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rhai_tool_and_functions_agents_serve_with_or_without_kept_payloads() {
+    use bilayer::rhai_runtime::RhaiPlugin;
+    let tool = r#"
+        let tool = #{ name: "add", description: "Adds",
+            parameters: #{ type: "object",
+                properties: #{ a: #{ type: "number" }, b: #{ type: "number" } },
+                required: ["a", "b"] } };
+        fn execute(args) { #{ sum: args.a + args.b } }
+        #{ tool: tool, execute: execute }
+    "#;
+    let functions =
+        "fn double(x) { #{ doubled: x * 2 } }\nfn pair(a, b) { #{ first: a, second: b } }";
+    for keep in [true, false] {
+        for (name, source, good, output, bad) in [
+            (
+                "add",
+                tool,
+                json!({"a": 1, "b": 2}),
+                json!({"sum": 3}),
+                json!({"a": "one", "b": 2}),
+            ),
+            (
+                "math",
+                functions,
+                json!({"function": "pair", "args": {"b": "y", "a": "x"}}),
+                json!({"first": "x", "second": "y"}),
+                json!({"function": "double", "args": [1, 2]}),
+            ),
+        ] {
+            let plugin = RhaiPlugin::from_source(name, source).unwrap();
+            assert!(plugin.is_bounded(), "{name} runs on the agent's turn");
+            let system = AgentSystem::builder()
+                .dead_letter_payloads(keep)
+                .agent(name, plugin)
+                .build()
+                .await
+                .unwrap();
+            let served = system.send(good.clone()).await;
+            assert_eq!(served.status, OutcomeStatus::Ok, "{served:?}");
+            assert_eq!(served.output, Some(output));
+            let refused = system.send(bad.clone()).await;
+            assert_eq!(refused.status, OutcomeStatus::DeadLetter, "{refused:?}");
+            let letter = system.dead_letters().pop().unwrap();
+            assert_eq!(letter.payload, if keep { bad } else { Value::Null });
+            system.shutdown().await.unwrap();
+        }
+    }
+}
+
 /// The native W1 agents edit each message into their output; what comes out must be what the
 /// Rhai agents of examples/orders build afresh, hop for hop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
