@@ -524,6 +524,37 @@ async fn rhai_agents_that_throw_or_run_away_become_dead_letters_and_serve_on() {
     system.shutdown().await.unwrap();
 }
 
+/// A message nested thousands of levels deep (a `Value` built in code has no depth bound)
+/// reaching a Rhai agent is refused at `max_json_depth`, as the agent's outputs are, instead of
+/// converting it recursively until the worker's stack overflows and takes the process down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deeply_nested_message_to_a_rhai_agent_is_a_dead_letter_not_a_crash() {
+    use bilayer::rhai_runtime::RhaiPlugin;
+    let agent =
+        RhaiPlugin::from_source("reader", "fn read(msg) { #{ seen: true } }\nread").unwrap();
+    let system = AgentSystem::builder()
+        .agent("reader", agent)
+        .build()
+        .await
+        .unwrap();
+    // Arrays: dropping nested arrays takes little stack per level, so only the conversion
+    // could overflow.
+    let mut deep = json!(1);
+    for _ in 0..3_000 {
+        deep = Value::Array(vec![deep]);
+    }
+    let refused = system.send(deep).await;
+    assert_eq!(refused.status, OutcomeStatus::DeadLetter, "{refused:?}");
+    let reason = refused.reason.unwrap();
+    assert!(
+        reason.contains("max_json_depth") && reason.contains("128 levels"),
+        "{reason}"
+    );
+    let served = system.send(json!({"n": 1})).await;
+    assert_eq!(served.output, Some(json!({"seen": true})), "{served:?}");
+    system.shutdown().await.unwrap();
+}
+
 /// A system dropped without `shutdown` stops its agents, but loses nothing it accepted: every
 /// admitted input still has one outcome on the stream (served, or a dead letter because its
 /// agent stopped), and then the stream ends rather than waiting forever.

@@ -40,7 +40,7 @@ pub trait AgentPlugin: Send + 'static {
     /// [`AgentPlugin::execute`]; plugins that work on structured data (Rhai scripts, native
     /// agents) override it to skip the text round trip.
     async fn execute_json(&mut self, input: serde_json::Value) -> PluginResult<serde_json::Value> {
-        let output = self.execute(input.to_string()).await?;
+        let output = self.execute(json_text(&input)?).await?;
         parse_output(&self.metadata().id, &output)
     }
 
@@ -96,6 +96,36 @@ fn truncate_for_error(text: &str) -> String {
     }
 }
 
+/// The deepest a message may nest arrays and objects to be printed as JSON text for a plugin:
+/// the deepest text serde_json parses under its default recursion limit, so deeper text could
+/// not be read back by a serde_json-based plugin anyway.
+pub(crate) const MAX_TEXT_DEPTH: usize = 127;
+
+/// `input` printed as JSON text for a plugin that reads text (the default JSON entry points, WASM
+/// modules). Printing is recursive and a `Value` built in code has no depth bound, so a message
+/// nested deeper than [`MAX_TEXT_DEPTH`] is refused rather than overflowing the thread's stack
+/// (the walk that finds out stops at the bound).
+pub(crate) fn json_text(input: &serde_json::Value) -> PluginResult<String> {
+    fn deeper_than(value: &serde_json::Value, levels: usize) -> bool {
+        match value {
+            serde_json::Value::Array(items) => {
+                levels == 0 || items.iter().any(|v| deeper_than(v, levels - 1))
+            }
+            serde_json::Value::Object(fields) => {
+                levels == 0 || fields.values().any(|v| deeper_than(v, levels - 1))
+            }
+            _ => false,
+        }
+    }
+    if deeper_than(input, MAX_TEXT_DEPTH) {
+        return Err(PluginError::InvalidInput(format!(
+            "the message nests arrays and objects deeper than {MAX_TEXT_DEPTH} levels, more \
+             than JSON text for a plugin may; send flatter data"
+        )));
+    }
+    Ok(input.to_string())
+}
+
 /// Parses what a plugin's [`AgentPlugin::execute`] returned, for the JSON entry points.
 pub(crate) fn parse_output(plugin: &str, output: &str) -> PluginResult<serde_json::Value> {
     serde_json::from_str(output).map_err(|e| {
@@ -104,4 +134,35 @@ pub(crate) fn parse_output(plugin: &str, output: &str) -> PluginResult<serde_jso
             truncate_for_error(output)
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    /// Text for a plugin nests at most as deep as serde_json reads back; deeper is an error,
+    /// even thousands of levels deep, where printing would have overflowed the stack.
+    #[test]
+    fn json_text_refuses_what_serde_json_could_not_read_back() {
+        let nest = |levels: usize| {
+            let mut value = json!(1);
+            for _ in 0..levels {
+                value = Value::Array(vec![value]);
+            }
+            value
+        };
+        let text = json_text(&nest(MAX_TEXT_DEPTH)).unwrap();
+        assert!(
+            serde_json::from_str::<Value>(&text).is_ok(),
+            "it reads back"
+        );
+        for levels in [MAX_TEXT_DEPTH + 1, 3_000] {
+            let err = json_text(&nest(levels)).unwrap_err();
+            assert!(
+                matches!(&err, PluginError::InvalidInput(m) if m.contains("deeper than 127")),
+                "{err:?}"
+            );
+        }
+    }
 }

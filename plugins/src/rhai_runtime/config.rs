@@ -29,7 +29,7 @@ use super::profanity::ProfanityFilter;
 /// | `max_map_size` | 10 000 entries | `LimitExceeded { limit: "max_map_size" }` |
 /// | `timeout` | 1 s wall clock | `LimitExceeded { limit: "timeout" }` |
 /// | `max_native_stack` | 1 MiB | `LimitExceeded { limit: "max_native_stack" }` |
-/// | `max_json_depth` | 128 levels | `LimitExceeded { limit: "max_json_depth" }` |
+/// | `max_json_depth` | 128 levels, inputs and outputs | `LimitExceeded { limit: "max_json_depth" }` |
 ///
 /// Sizes count nested containers together, as Rhai does: an array of 100 arrays of 100
 /// elements holds 10 100 elements. Limits of zero are raised to one, because Rhai reads zero
@@ -161,6 +161,8 @@ impl RhaiConfig {
         self
     }
 
+    /// How deeply JSON crossing the script boundary may nest arrays and objects, both ways: a
+    /// message converted into Rhai values and every value leaving the script.
     pub fn max_json_depth(mut self, depth: usize) -> Self {
         self.max_json_depth = depth.max(1);
         self

@@ -31,9 +31,20 @@ pub(crate) fn dynamic_from_json_text(text: &str) -> serde_json::Result<Dynamic> 
 }
 
 /// Converts a JSON value into a Rhai value, as `rhai::serde::to_dynamic` would: integers that
-/// fit an `INT` become integers, every other number a float.
-pub(crate) fn dynamic_from_value(value: &Value) -> Dynamic {
-    match value {
+/// fit an `INT` become integers, every other number a float. Values nested deeper than
+/// `max_depth` (`RhaiConfig::max_json_depth`) are refused, as they are on the way out: a
+/// `serde_json::Value` built in code has no depth bound, and converting one recursively could
+/// overflow the thread's stack, which no error handling survives.
+pub(crate) fn dynamic_from_value(value: &Value, max_depth: usize) -> Result<Dynamic, LimitBreach> {
+    convert_value(value, 1, max_depth)
+}
+
+fn convert_value(value: &Value, depth: usize, max_depth: usize) -> Result<Dynamic, LimitBreach> {
+    let is_container = matches!(value, Value::Array(_) | Value::Object(_));
+    if is_container && depth > max_depth {
+        return Err(too_deep(max_depth));
+    }
+    Ok(match value {
         Value::Null => Dynamic::UNIT,
         Value::Bool(b) => Dynamic::from_bool(*b),
         Value::Number(n) => match n.as_i64() {
@@ -42,16 +53,31 @@ pub(crate) fn dynamic_from_value(value: &Value) -> Dynamic {
             None => Dynamic::from_float(n.as_f64().unwrap_or(f64::NAN)),
         },
         Value::String(s) => rhai::ImmutableString::from(s.as_str()).into(),
-        Value::Array(items) => Dynamic::from_array(items.iter().map(dynamic_from_value).collect()),
+        Value::Array(items) => Dynamic::from_array(
+            items
+                .iter()
+                .map(|item| convert_value(item, depth + 1, max_depth))
+                .collect::<Result<_, _>>()?,
+        ),
         Value::Object(fields) => {
             // Inserted one by one: `collect` into a `BTreeMap` buffers and sorts the entries
             // first, which costs more than the inserts for a message's few fields.
             let mut map = rhai::Map::new();
             for (key, item) in fields {
-                map.insert(key.as_str().into(), dynamic_from_value(item));
+                map.insert(
+                    key.as_str().into(),
+                    convert_value(item, depth + 1, max_depth)?,
+                );
             }
             Dynamic::from_map(map)
         }
+    })
+}
+
+fn too_deep(max_depth: usize) -> LimitBreach {
+    LimitBreach {
+        limit: "max_json_depth",
+        detail: format!("values nest deeper than {max_depth} levels"),
     }
 }
 
@@ -111,7 +137,7 @@ impl LimitBreach {
         PluginError::LimitExceeded {
             limit: self.limit.to_string(),
             detail: format!(
-                "{what}: {}; raise RhaiConfig::{} or produce less data",
+                "{what}: {}; raise RhaiConfig::{} or use less data",
                 self.detail, self.limit
             ),
         }
@@ -151,10 +177,7 @@ fn measure(
     }
     let is_container = value.is_array() || value.is_map() || value.is_blob();
     if is_container && depth > config.max_json_depth {
-        return Err(LimitBreach {
-            limit: "max_json_depth",
-            detail: format!("values nest deeper than {} levels", config.max_json_depth),
-        });
+        return Err(too_deep(config.max_json_depth));
     }
     if let Ok(array) = value.as_array_ref() {
         add(
@@ -241,7 +264,7 @@ mod tests {
                 "a":[1,"x",[],{}],"m":{"nested":{"deep":[null,false]}},"":"empty key"}"#,
         )
         .unwrap();
-        let ours = dynamic_from_value(&value);
+        let ours = dynamic_from_value(&value, 128).unwrap();
         let rhai = rhai::serde::to_dynamic(&value).unwrap();
         assert_eq!(format!("{ours:?}"), format!("{rhai:?}"));
         assert_eq!(
@@ -303,6 +326,23 @@ mod tests {
         );
         let small = dynamic_from_json_text("[[1,2]]").unwrap();
         assert!(check_boundary_value(&small, &config).is_ok());
+    }
+
+    #[test]
+    fn values_going_in_are_bounded_like_values_coming_out() {
+        let nested = serde_json::json!([[[1]]]);
+        assert!(dynamic_from_value(&nested, 3).is_ok());
+        let breach = dynamic_from_value(&nested, 2).unwrap_err();
+        assert_eq!(breach.limit, "max_json_depth");
+        assert_eq!(
+            breach,
+            check_boundary_value(
+                &dynamic_from_value(&nested, 3).unwrap(),
+                &RhaiConfig::default().max_json_depth(2)
+            )
+            .unwrap_err(),
+            "the same limit, counted the same way, in both directions"
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::execution_guard::ExecutionGuard;
 use super::form::ScriptForm;
-use super::json::{dynamic_from_value, value_from_dynamic};
+use super::json::value_from_dynamic;
 use super::rules::{RuleDecision, RuleInfo, RuleSet};
 use super::script::CompiledScript;
 use super::{RhaiConfig, RhaiPlugin};
@@ -101,7 +101,7 @@ impl RuleEngine {
 
     /// Decides on a message given as JSON (usually a string).
     pub fn evaluate(&self, message: &Value) -> PluginResult<RuleDecision> {
-        self.decide(dynamic_from_value(message))
+        self.decide(self.script.rhai_value(message)?)
     }
 
     /// Decides on a text message.

@@ -52,14 +52,14 @@ pub(crate) enum ScriptInput<'a> {
 }
 
 impl ScriptInput<'_> {
-    fn to_dynamic(&self) -> PluginResult<Dynamic> {
+    fn to_dynamic(&self, script: &CompiledScript) -> PluginResult<Dynamic> {
         match self {
             ScriptInput::Text(text) => dynamic_from_json_text(text).map_err(|e| {
                 PluginError::InvalidInput(format!(
                     "the input is not valid JSON ({e}); send a JSON document"
                 ))
             }),
-            ScriptInput::Json(value) => Ok(dynamic_from_value(value)),
+            ScriptInput::Json(value) => script.rhai_value(value),
         }
     }
 
@@ -77,12 +77,12 @@ impl ScriptInput<'_> {
     }
 
     /// A rules message: JSON when it parses, the raw text otherwise.
-    fn to_message(&self) -> PluginResult<Dynamic> {
+    fn to_message(&self, script: &CompiledScript) -> PluginResult<Dynamic> {
         match self {
             ScriptInput::Text(text) => Ok(
                 dynamic_from_json_text(text).unwrap_or_else(|_| Dynamic::from(text.to_string()))
             ),
-            ScriptInput::Json(value) => Ok(dynamic_from_value(value)),
+            ScriptInput::Json(value) => script.rhai_value(value),
         }
     }
 }
@@ -227,7 +227,7 @@ impl CompiledScript {
                 takes_input,
             } => {
                 let args = if *takes_input {
-                    vec![input.to_dynamic()?]
+                    vec![input.to_dynamic(self)?]
                 } else {
                     Vec::new()
                 };
@@ -241,12 +241,12 @@ impl CompiledScript {
                 validate_arguments(&definition.name, &definition.parameters, &args)?;
                 self.call_fn_ptr(
                     execute,
-                    vec![dynamic_from_value(&args)],
+                    vec![self.rhai_value(&args)?],
                     CallSite::Function(execute.fn_name()),
                 )?
             }
             ScriptForm::Rules(rules) => {
-                let message = input.to_message()?;
+                let message = input.to_message(self)?;
                 rules.output(rules.evaluate(self, &message)?)
             }
             ScriptForm::Functions => {
@@ -289,7 +289,10 @@ impl CompiledScript {
     pub(crate) fn call_function(&self, function: &str, args: Vec<Value>) -> PluginResult<Value> {
         let _limits = ExecutionGuard::enter(self.config.timeout, self.config.max_operations);
         self.find_function(function, args.len())?;
-        let args = args.iter().map(dynamic_from_value).collect();
+        let args = args
+            .iter()
+            .map(|arg| self.rhai_value(arg))
+            .collect::<PluginResult<_>>()?;
         let output = self.call_function_unguarded(function, args)?;
         self.check_output(&output)?;
         value_from_dynamic(&output)
@@ -380,7 +383,10 @@ impl CompiledScript {
             Some(single) => vec![single],
         };
         self.find_function(name, args.len())?;
-        let args = args.into_iter().map(dynamic_from_value).collect();
+        let args = args
+            .into_iter()
+            .map(|arg| self.rhai_value(arg))
+            .collect::<PluginResult<_>>()?;
         Ok((name, args))
     }
 
@@ -400,6 +406,13 @@ impl CompiledScript {
                     available.join(", ")
                 ))
             })
+    }
+
+    /// A JSON value going into the script as a Rhai value; refused if it nests deeper than
+    /// `max_json_depth`, like every value coming out.
+    pub(crate) fn rhai_value(&self, value: &Value) -> PluginResult<Dynamic> {
+        dynamic_from_value(value, self.config.max_json_depth)
+            .map_err(|breach| breach.into_error(&format!("the input of {}", self.name)))
     }
 
     pub(crate) fn check_output(&self, output: &Dynamic) -> PluginResult<()> {

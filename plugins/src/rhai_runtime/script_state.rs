@@ -53,10 +53,14 @@ impl ScriptState {
         Ok(f(&mut map))
     }
 
-    fn get(&self, key: &str) -> ScriptResult<Dynamic> {
-        Ok(self
-            .with_store(|map| map.get(key).map(dynamic_from_value))?
-            .unwrap_or(Dynamic::UNIT))
+    fn get(&self, key: &str, max_depth: usize) -> ScriptResult<Dynamic> {
+        self.with_store(|map| map.get(key).map(|value| stored(key, value, max_depth)))?
+            .unwrap_or(Ok(Dynamic::UNIT))
+    }
+
+    fn remove(&self, key: &str, max_depth: usize) -> ScriptResult<Dynamic> {
+        self.with_store(|map| map.remove(key).map(|value| stored(key, &value, max_depth)))?
+            .unwrap_or(Ok(Dynamic::UNIT))
     }
 
     fn set(&self, key: &str, value: Dynamic, config: &RhaiConfig) -> ScriptResult<()> {
@@ -71,6 +75,14 @@ impl ScriptState {
     }
 }
 
+/// A stored value as a Rhai value. Scripts only store values within their limits, but the host
+/// may have put anything in the store.
+fn stored(key: &str, value: &Value, max_depth: usize) -> ScriptResult<Dynamic> {
+    dynamic_from_value(value, max_depth).map_err(|breach| {
+        script_error(format!("state.{key}: {} ({})", breach.detail, breach.limit))
+    })
+}
+
 /// Registers the `State` type with its indexers and methods.
 ///
 /// `on_var` hands scripts a read-only value, so the mutating functions are registered as
@@ -78,7 +90,9 @@ impl ScriptState {
 /// not the handle.
 pub(crate) fn register(engine: &mut Engine, config: &RhaiConfig) {
     engine.register_type_with_name::<ScriptState>("State");
-    engine.register_indexer_get(|state: &mut ScriptState, key: &str| state.get(key));
+    let max_depth = config.max_json_depth;
+    engine
+        .register_indexer_get(move |state: &mut ScriptState, key: &str| state.get(key, max_depth));
 
     let limits = config.clone();
     FuncRegistration::new_index_setter()
@@ -91,12 +105,8 @@ pub(crate) fn register(engine: &mut Engine, config: &RhaiConfig) {
         );
     FuncRegistration::new("remove")
         .with_purity(true)
-        .register_into_engine(engine, |state: &mut ScriptState, key: &str| {
-            state.with_store(|map| {
-                map.remove(key)
-                    .map(|value| dynamic_from_value(&value))
-                    .unwrap_or(Dynamic::UNIT)
-            })
+        .register_into_engine(engine, move |state: &mut ScriptState, key: &str| {
+            state.remove(key, max_depth)
         });
     FuncRegistration::new("clear")
         .with_purity(true)

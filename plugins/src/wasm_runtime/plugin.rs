@@ -384,7 +384,7 @@ impl AgentPlugin for WasmPlugin {
         &mut self,
         input: &serde_json::Value,
     ) -> PluginResult<serde_json::Value> {
-        let output = self.call(input.to_string()).await?;
+        let output = self.call(crate::plugin::json_text(input)?).await?;
         crate::plugin::parse_output(&self.metadata.id, &output)
     }
 

@@ -147,7 +147,9 @@ impl WasmRuntime {
 
     /// Runs a JSON value through plugin `plugin_id` and parses its output as JSON.
     pub async fn execute_json(&self, plugin_id: &str, input: Value) -> PluginResult<Value> {
-        let output = self.execute(plugin_id, input.to_string()).await?;
+        let output = self
+            .execute(plugin_id, crate::plugin::json_text(&input)?)
+            .await?;
         serde_json::from_str(&output).map_err(|e| {
             PluginError::Json(format!(
                 "WASM plugin `{plugin_id}` returned output that is not JSON ({e})"
