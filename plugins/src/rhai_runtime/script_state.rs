@@ -33,7 +33,7 @@ use serde_json::{Map, Value};
 
 use super::errors::{script_error, ScriptResult};
 use super::host_link::HostLink;
-use super::json::{check_boundary_value, dynamic_from_value, value_from_dynamic};
+use super::json::{check_boundary_value, dynamic_from_value, value_from_dynamic, LimitBreach};
 use super::RhaiConfig;
 
 /// The value behind the `state` variable: a handle to the script's host link.
@@ -64,9 +64,7 @@ impl ScriptState {
     }
 
     fn set(&self, key: &str, value: Dynamic, config: &RhaiConfig) -> ScriptResult<()> {
-        check_boundary_value(&value, config).map_err(|breach| {
-            script_error(format!("state.{key}: {} ({})", breach.detail, breach.limit))
-        })?;
+        check_boundary_value(&value, config).map_err(|breach| over_limit(key, breach))?;
         let json = value_from_dynamic(&value)
             .map_err(|e| script_error(format!("state.{key} cannot hold this value: {e}")))?;
         self.with_store(|map| {
@@ -78,9 +76,12 @@ impl ScriptState {
 /// A stored value as a Rhai value. Scripts only store values within their limits, but the host
 /// may have put anything in the store.
 fn stored(key: &str, value: &Value, max_depth: usize) -> ScriptResult<Dynamic> {
-    dynamic_from_value(value, max_depth).map_err(|breach| {
-        script_error(format!("state.{key}: {} ({})", breach.detail, breach.limit))
-    })
+    dynamic_from_value(value, max_depth).map_err(|breach| over_limit(key, breach))
+}
+
+/// The script error for a `state.key` value that broke a limit, stored or read back.
+fn over_limit(key: &str, breach: LimitBreach) -> Box<rhai::EvalAltResult> {
+    script_error(format!("state.{key}: {} ({})", breach.detail, breach.limit))
 }
 
 /// Registers the `State` type with its indexers and methods.
