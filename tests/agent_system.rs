@@ -560,50 +560,63 @@ async fn a_deeply_nested_message_to_a_rhai_agent_is_a_dead_letter_not_a_crash() 
 /// agent stopped), and then the stream ends rather than waiting forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_system_dropped_without_shutdown_accounts_for_every_input_then_its_stream_ends() {
-    let slow = step("slow", |mut msg| {
-        std::thread::sleep(Duration::from_micros(200));
-        msg["next_agent"] = json!("end");
-        Ok(msg)
-    });
-    let end = step("end", |mut msg| {
-        msg["next_agent"] = Value::Null;
-        Ok(msg)
-    });
-    let system = AgentSystem::builder()
-        .max_in_flight(64)
-        .agent("slow", slow)
-        .agent("end", end)
-        .build()
-        .await
-        .unwrap();
-    let mut stream = system.outcome_stream().unwrap();
-    let reader = tokio::spawn(async move {
-        let (mut served, mut stopped) = (0, 0);
-        while let Some(outcome) = stream.recv().await {
-            match outcome.status {
-                OutcomeStatus::Ok => served += 1,
-                OutcomeStatus::DeadLetter
-                    if outcome
-                        .reason
-                        .as_deref()
-                        .is_some_and(|r| r.contains("not running")) =>
-                {
-                    stopped += 1
+    // Rounds with turns of different lengths, so that the drop lands at different points of
+    // the agents' turns: the supervisor used to kill an agent still in a turn, and the
+    // messages left in its inbox then never ended (the stream hung one run in a few).
+    for round in 0..12u64 {
+        let micros = 50 + (round % 4) * 200;
+        let slow = step("slow", move |mut msg| {
+            std::thread::sleep(Duration::from_micros(micros));
+            msg["next_agent"] = json!("end");
+            Ok(msg)
+        });
+        let end = step("end", move |mut msg| {
+            std::thread::sleep(Duration::from_micros(micros / 2));
+            msg["next_agent"] = Value::Null;
+            Ok(msg)
+        });
+        let system = AgentSystem::builder()
+            .max_in_flight(64)
+            .agent("slow", slow)
+            .agent("end", end)
+            .build()
+            .await
+            .unwrap();
+        let mut stream = system.outcome_stream().unwrap();
+        let reader = tokio::spawn(async move {
+            let (mut served, mut stopped) = (0, 0);
+            while let Some(outcome) = stream.recv().await {
+                match outcome.status {
+                    OutcomeStatus::Ok => served += 1,
+                    OutcomeStatus::DeadLetter
+                        if outcome
+                            .reason
+                            .as_deref()
+                            .is_some_and(|r| r.contains("not running")) =>
+                    {
+                        stopped += 1
+                    }
+                    _ => panic!("unexpected outcome {outcome:?}"),
                 }
-                _ => panic!("unexpected outcome {outcome:?}"),
             }
+            (served, stopped)
+        });
+        for i in 0..200 {
+            system.submit(json!({ "i": i })).await;
         }
-        (served, stopped)
-    });
-    for i in 0..500 {
-        system.submit(json!({ "i": i })).await;
+        drop(system);
+        let (served, stopped) = tokio::time::timeout(Duration::from_secs(20), reader)
+            .await
+            .unwrap_or_else(|_| {
+                panic!("round {round}: the outcome stream ends once the dropped system has accounted for everything")
+            })
+            .unwrap();
+        assert_eq!(
+            served + stopped,
+            200,
+            "round {round}: served {served}, stopped {stopped}"
+        );
     }
-    drop(system);
-    let (served, stopped) = tokio::time::timeout(Duration::from_secs(20), reader)
-        .await
-        .expect("the outcome stream ends once the dropped system has accounted for everything")
-        .unwrap();
-    assert_eq!(served + stopped, 500, "served {served}, stopped {stopped}");
 }
 
 /// A handle on the system's manager keeps its agents serving, but not the dropped system: once

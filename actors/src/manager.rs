@@ -87,12 +87,26 @@ impl Drop for ManagerInner {
             heartbeat.abort();
         }
         // Actors do not stop when their references are dropped; the last handle stops them.
-        for slot in self.plugins.iter() {
-            slot.actor.stop(None);
+        let actors: Vec<_> = self.plugins.iter().map(|slot| slot.actor.clone()).collect();
+        for actor in &actors {
+            actor.stop(None);
         }
-        if let Some(supervisor) = self.supervisor.get() {
+        let Some(supervisor) = self.supervisor.get().cloned() else {
+            return;
+        };
+        // A ractor supervisor that stops kills its children still running, and a killed actor
+        // skips `post_stop`: an agent in the middle of a turn would then leave its inbox
+        // unemptied and the inputs waiting there without an outcome. So the supervisor stops
+        // once its children have finished their turns and stopped (or a call's time is up).
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return supervisor.stop(None);
+        };
+        let grace = self.execute_timeout.unwrap_or(DEFAULT_EXECUTE_TIMEOUT);
+        runtime.spawn(async move {
+            let all_stopped = futures::future::join_all(actors.iter().map(|a| a.wait(None)));
+            let _ = tokio::time::timeout(grace, all_stopped).await;
             supervisor.stop(None);
-        }
+        });
     }
 }
 

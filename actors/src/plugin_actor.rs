@@ -11,6 +11,7 @@
 //! to the last known-good version before taking the next message.
 
 use std::any::Any;
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
@@ -131,11 +132,22 @@ pub(crate) struct PluginActorState {
     version: Arc<str>,
     /// Set after a swap with a rollback policy, until the new version has proved itself.
     probation: Option<swap::Probation>,
-    /// The inbox messages of the current turn (kept between turns for its allocation).
-    batch: Vec<Envelope>,
+    /// The inbox messages of the current turn, served from the front (kept between turns for
+    /// its allocation). Messages stay here until served, so that a turn cut short by a kill
+    /// leaves them for the drop to dead-letter.
+    batch: VecDeque<Envelope>,
     /// The agent's inbox, from its system's introduction (emptied into dead letters if the
     /// actor stops).
     inbox: Option<Arc<Inbox>>,
+}
+
+/// However the actor ends, nothing may be left waiting in its inbox. `post_stop` covers a
+/// stop; a killed actor (a dying ractor supervisor kills the children still running) and one
+/// that failed skip it, and their state is only dropped.
+impl Drop for PluginActorState {
+    fn drop(&mut self) {
+        self.abandon_inbox();
+    }
 }
 
 /// Per-agent metrics of an agent system (the plugin metrics count the same calls per plugin).
@@ -205,21 +217,20 @@ impl Actor for PluginActor {
             hop_timeout: args.hop_timeout,
             version,
             probation: None,
-            batch: Vec::new(),
+            batch: VecDeque::new(),
             inbox: None,
         })
     }
 
     /// Messages still in the agent's inbox when the actor stops would wait forever (and their
-    /// callers with them): they go to the dead-letter queue.
+    /// callers with them): they go to the dead-letter queue. (A killed actor skips this; the
+    /// state's drop does the same for it.)
     async fn post_stop(
         &self,
         _myself: ActorRef<PluginMsg>,
         state: &mut PluginActorState,
     ) -> Result<(), ActorProcessingErr> {
-        if let Some(inbox) = state.inbox.take() {
-            state.dead_letter_all(&inbox, "stopped");
-        }
+        state.abandon_inbox();
         Ok(())
     }
 
@@ -369,21 +380,18 @@ impl PluginActorState {
         let Some(core) = inbox.core() else {
             return self.dead_letter_all(&inbox, "stopped");
         };
-        let mut batch = std::mem::take(&mut self.batch);
         let mut served = 0;
         while served < MAX_PER_TURN {
-            inbox.take(MAX_PER_TURN - served, &mut batch);
-            if batch.is_empty() {
+            inbox.take(MAX_PER_TURN - served, &mut self.batch);
+            if self.batch.is_empty() {
                 // The inbox is idle again; the next message schedules the next turn.
-                self.batch = batch;
                 return;
             }
-            served += batch.len();
-            for envelope in batch.drain(..) {
+            served += self.batch.len();
+            while let Some(envelope) = self.batch.pop_front() {
                 self.deliver(envelope, &core).await;
             }
         }
-        self.batch = batch;
         if myself
             .send_message(PluginMsg::Drain(Arc::clone(&inbox)))
             .is_err()
@@ -392,11 +400,21 @@ impl PluginActorState {
         }
     }
 
+    /// Ends what waits for this agent as dead letters, once: it is stopping and its inbox
+    /// will not be served again.
+    fn abandon_inbox(&mut self) {
+        if let Some(inbox) = self.inbox.take() {
+            self.dead_letter_all(&inbox, "stopped");
+        }
+    }
+
     /// Ends every message waiting in `inbox` as a dead letter: the agent is not running (it
     /// is `state`). If the system itself is gone, nothing waits for their outcomes any more
     /// (see `SystemInner`'s drop): they are dropped, and the drop logged.
-    fn dead_letter_all(&self, inbox: &Inbox, state: &str) {
-        let waiting = inbox.take_all();
+    fn dead_letter_all(&mut self, inbox: &Inbox, state: &str) {
+        // A turn's leftovers first: they came out of the inbox before what is still in it.
+        let mut waiting: Vec<Envelope> = self.batch.drain(..).collect();
+        waiting.extend(inbox.take_all());
         if waiting.is_empty() {
             return;
         }

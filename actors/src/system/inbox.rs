@@ -73,7 +73,7 @@ impl Inbox {
 
     /// Moves up to `max` waiting messages into `batch`. Finding none ends the turn: the inbox
     /// is idle again and the next push schedules a new `Drain`.
-    pub(crate) fn take(&self, max: usize, batch: &mut Vec<Envelope>) {
+    pub(crate) fn take(&self, max: usize, batch: &mut VecDeque<Envelope>) {
         let mut queue = self.queue();
         let n = queue.waiting.len().min(max);
         if n == 0 {
