@@ -619,6 +619,100 @@ async fn a_system_dropped_without_shutdown_accounts_for_every_input_then_its_str
     }
 }
 
+/// An agent that awaits on every message (a timer), so a turn can outlast the grace its
+/// dropped manager gives it, and the kill lands in the middle of a hop.
+struct Napping(PluginMetadata, Duration);
+
+#[async_trait]
+impl AgentPlugin for Napping {
+    fn metadata(&self) -> &PluginMetadata {
+        &self.0
+    }
+    fn state(&self) -> PluginState {
+        PluginState::Running
+    }
+    async fn load(&mut self, _: &PluginContext) -> PluginResult<()> {
+        Ok(())
+    }
+    async fn init_plugin(&mut self) -> PluginResult<()> {
+        Ok(())
+    }
+    async fn start(&mut self) -> PluginResult<()> {
+        Ok(())
+    }
+    async fn stop(&mut self) -> PluginResult<()> {
+        Ok(())
+    }
+    async fn unload(&mut self) -> PluginResult<()> {
+        Ok(())
+    }
+    async fn execute(&mut self, input: String) -> PluginResult<String> {
+        Ok(input)
+    }
+    async fn execute_json_in_place(&mut self, message: &mut Value) -> PluginResult<()> {
+        tokio::time::sleep(self.1).await;
+        message["next_agent"] = Value::Null;
+        Ok(())
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+        self
+    }
+}
+
+/// A turn longer than the grace of a dropped system (one hop timeout): the agent is killed while
+/// it awaits a hop. The message it was handling and those still waiting are dead letters; none
+/// goes missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_killed_mid_hop_dead_letters_the_message_it_was_handling() {
+    let napping = Napping(
+        PluginMetadata::new("napping", "Napping", PluginType::Custom("test".into())),
+        Duration::from_millis(100),
+    );
+    let system = AgentSystem::builder()
+        .hop_timeout(Some(Duration::from_millis(300)))
+        .agent("napping", napping)
+        .build()
+        .await
+        .unwrap();
+    let mut stream = system.outcome_stream().unwrap();
+    for i in 0..10 {
+        system.submit(json!({ "i": i })).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(system);
+    let mut outcomes = Vec::new();
+    while let Some(outcome) = tokio::time::timeout(Duration::from_secs(10), stream.recv())
+        .await
+        .expect("the stream ends")
+    {
+        outcomes.push(outcome);
+    }
+    let mut inputs: Vec<u64> = outcomes.iter().map(|o| o.input).collect();
+    inputs.sort_unstable();
+    assert_eq!(inputs, (1..=10).collect::<Vec<_>>(), "{outcomes:?}");
+    let served = outcomes
+        .iter()
+        .filter(|o| o.status == OutcomeStatus::Ok)
+        .count();
+    assert!(
+        served < 10,
+        "the kill came before the turn ended: {outcomes:?}"
+    );
+    for outcome in outcomes.iter().filter(|o| o.status != OutcomeStatus::Ok) {
+        assert_eq!(outcome.status, OutcomeStatus::DeadLetter, "{outcome:?}");
+        assert!(
+            outcome.reason.as_deref().unwrap().contains("not running"),
+            "{outcome:?}"
+        );
+    }
+}
+
 /// A handle on the system's manager keeps its agents serving, but not the dropped system: once
 /// every admitted input has its outcome, the outcome stream ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

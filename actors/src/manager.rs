@@ -87,24 +87,29 @@ impl Drop for ManagerInner {
             heartbeat.abort();
         }
         // Actors do not stop when their references are dropped; the last handle stops them.
-        let actors: Vec<_> = self.plugins.iter().map(|slot| slot.actor.clone()).collect();
-        for actor in &actors {
-            actor.stop(None);
+        for slot in self.plugins.iter() {
+            slot.actor.stop(None);
         }
         let Some(supervisor) = self.supervisor.get().cloned() else {
             return;
         };
         // A ractor supervisor that stops kills its children still running, and a killed actor
-        // skips `post_stop`: an agent in the middle of a turn would then leave its inbox
-        // unemptied and the inputs waiting there without an outcome. So the supervisor stops
-        // once its children have finished their turns and stopped (or a call's time is up).
+        // skips `post_stop`. So the supervisor stops once its children (also those `shutdown`
+        // or `unregister` already took out of `plugins`) have finished their turns and stopped,
+        // or after one call's time: then the kill cuts the turn short, and the actor state's
+        // drop dead-letters the message being handled and those still waiting.
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return supervisor.stop(None);
         };
-        let grace = self.execute_timeout.unwrap_or(DEFAULT_EXECUTE_TIMEOUT);
+        let grace = self.execute_timeout;
         runtime.spawn(async move {
-            let all_stopped = futures::future::join_all(actors.iter().map(|a| a.wait(None)));
-            let _ = tokio::time::timeout(grace, all_stopped).await;
+            let children = supervisor.get_children();
+            let all_stopped = futures::future::join_all(children.iter().map(|c| c.wait(None)));
+            match grace {
+                // No timer without a timeout: the runtime may have no time driver.
+                None => drop(all_stopped.await),
+                Some(grace) => drop(tokio::time::timeout(grace, all_stopped).await),
+            }
             supervisor.stop(None);
         });
     }

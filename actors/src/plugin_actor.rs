@@ -139,6 +139,9 @@ pub(crate) struct PluginActorState {
     /// The agent's inbox, from its system's introduction (emptied into dead letters if the
     /// actor stops).
     inbox: Option<Arc<Inbox>>,
+    /// While a hop awaits its plugin: the message's hops and ticket (its payload is with the
+    /// plugin), so that an actor killed mid-hop still dead-letters it.
+    in_flight: Option<Envelope>,
 }
 
 /// However the actor ends, nothing may be left waiting in its inbox. `post_stop` covers a
@@ -219,6 +222,7 @@ impl Actor for PluginActor {
             probation: None,
             batch: VecDeque::new(),
             inbox: None,
+            in_flight: None,
         })
     }
 
@@ -404,11 +408,15 @@ impl PluginActorState {
     /// will not be served again.
     fn abandon_inbox(&mut self) {
         if let Some(inbox) = self.inbox.take() {
+            if let Some(cut_short) = self.in_flight.take() {
+                self.batch.push_front(cut_short);
+            }
             self.dead_letter_all(&inbox, "stopped");
         }
     }
 
-    /// Ends every message waiting in `inbox` as a dead letter: the agent is not running (it
+    /// Ends every message waiting for the agent (what is left of the current turn, then
+    /// `inbox`) as a dead letter: the agent is not running (it
     /// is `state`). If the system itself is gone, nothing waits for their outcomes any more
     /// (see `SystemInner`'s drop): they are dropped, and the drop logged.
     fn dead_letter_all(&mut self, inbox: &Inbox, state: &str) {
@@ -455,8 +463,17 @@ impl PluginActorState {
         let outcome = match self.deliver_now(&mut envelope.payload, &span) {
             Some(outcome) => outcome,
             None => {
-                self.deliver_async(&mut envelope.payload, keep_payload, span)
-                    .await
+                // Awaiting, the hop can be cut short by a kill (only a sync hop cannot).
+                self.in_flight = Some(Envelope {
+                    payload: Value::Null,
+                    hops: envelope.hops.clone(),
+                    ticket: Arc::clone(&envelope.ticket),
+                });
+                let outcome = self
+                    .deliver_async(&mut envelope.payload, keep_payload, span)
+                    .await;
+                self.in_flight = None;
+                outcome
             }
         };
         if !keep_payload && !matches!(outcome, Ok(Ok(Ok(())))) {
