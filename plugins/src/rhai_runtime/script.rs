@@ -35,7 +35,7 @@ use super::form::{ScriptForm, ScriptFunction};
 use super::host_link::HostLink;
 use super::json::{
     check_boundary_value, dynamic_from_json_text, dynamic_from_value, dynamic_to_json_text,
-    value_from_dynamic,
+    value_from_dynamic, value_from_dynamic_within,
 };
 use super::schema::validate_arguments;
 use super::{sandbox, RhaiConfig};
@@ -218,8 +218,16 @@ impl CompiledScript {
         self.link.detach();
     }
 
-    /// Runs one input through the script's form (see the module docs).
+    /// Runs one input through the script's form (see the module docs); the output is checked
+    /// against the limits.
     pub(crate) fn execute(&self, input: ScriptInput<'_>) -> PluginResult<Dynamic> {
+        let output = self.run(input)?;
+        self.check_output(&output)?;
+        Ok(output)
+    }
+
+    /// [`CompiledScript::execute`] without the output check: the caller checks it.
+    fn run(&self, input: ScriptInput<'_>) -> PluginResult<Dynamic> {
         let _limits = ExecutionGuard::enter(self.config.timeout, self.config.max_operations);
         let output = match &self.form {
             ScriptForm::Entry {
@@ -255,7 +263,6 @@ impl CompiledScript {
                 self.call_function_unguarded(function, args)?
             }
         };
-        self.check_output(&output)?;
         Ok(output)
     }
 
@@ -264,7 +271,8 @@ impl CompiledScript {
     }
 
     pub(crate) fn execute_value(&self, input: &Value) -> PluginResult<Value> {
-        value_from_dynamic(&self.execute(ScriptInput::Json(input))?)
+        let output = self.run(ScriptInput::Json(input))?;
+        value_from_dynamic_within(&output, &self.config, || self.output_name())
     }
 
     /// Runs one parsed input, returning JSON text.
@@ -417,7 +425,12 @@ impl CompiledScript {
 
     pub(crate) fn check_output(&self, output: &Dynamic) -> PluginResult<()> {
         check_boundary_value(output, &self.config)
-            .map_err(|breach| breach.into_error(&format!("the result of {}", self.name)))
+            .map_err(|breach| breach.into_error(&self.output_name()))
+    }
+
+    /// What a limit error about the script's output calls it.
+    fn output_name(&self) -> String {
+        format!("the result of {}", self.name)
     }
 }
 
