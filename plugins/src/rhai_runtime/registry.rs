@@ -20,7 +20,7 @@ use std::sync::{Arc, RwLock};
 use serde_json::Value;
 
 use super::plugin::run_inline;
-use super::script::{CompiledScript, Placement, ScriptInput};
+use super::script::{CompiledScript, Placement};
 use super::tool::ToolDefinition;
 use super::{RhaiConfig, RhaiPlugin};
 use crate::{run_blocking, PluginCaller, PluginContext, PluginError, PluginResult};
@@ -198,9 +198,7 @@ impl RhaiToolRegistry {
 
     /// Runs tool `name` with JSON arguments on the current thread.
     pub fn execute_value(&self, name: &str, args: Value) -> PluginResult<Value> {
-        let script = self.script(name)?;
-        let output = script.execute(ScriptInput::Json(&args))?;
-        super::json::value_from_dynamic(&output)
+        self.script(name)?.execute_value(&args)
     }
 
     fn script(&self, name: &str) -> PluginResult<Arc<CompiledScript>> {

@@ -15,7 +15,6 @@ use serde_json::Value;
 
 use super::execution_guard::ExecutionGuard;
 use super::form::ScriptForm;
-use super::json::value_from_dynamic;
 use super::rules::{RuleDecision, RuleInfo, RuleSet};
 use super::script::CompiledScript;
 use super::{RhaiConfig, RhaiPlugin};
@@ -126,11 +125,10 @@ impl RuleEngine {
             },
             Some((index, result)) => {
                 let info = rules.info(index);
-                self.script.check_output(&result)?;
                 RuleDecision {
                     rule: Some(info.name.clone()),
                     priority: Some(info.priority),
-                    result: value_from_dynamic(&result)?,
+                    result: self.script.json_output(&result)?,
                 }
             }
         })

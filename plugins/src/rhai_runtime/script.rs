@@ -35,7 +35,7 @@ use super::form::{ScriptForm, ScriptFunction};
 use super::host_link::HostLink;
 use super::json::{
     check_boundary_value, dynamic_from_json_text, dynamic_from_value, dynamic_to_json_text,
-    value_from_dynamic, value_from_dynamic_within,
+    value_from_dynamic_within,
 };
 use super::schema::validate_arguments;
 use super::{sandbox, RhaiConfig};
@@ -271,8 +271,12 @@ impl CompiledScript {
     }
 
     pub(crate) fn execute_value(&self, input: &Value) -> PluginResult<Value> {
-        let output = self.run(ScriptInput::Json(input))?;
-        value_from_dynamic_within(&output, &self.config, || self.output_name())
+        self.json_output(&self.run(ScriptInput::Json(input))?)
+    }
+
+    /// A result of the script as JSON, measured against the limits in the same walk.
+    pub(crate) fn json_output(&self, output: &Dynamic) -> PluginResult<Value> {
+        value_from_dynamic_within(output, &self.config, || self.output_name())
     }
 
     /// Runs one parsed input, returning JSON text.
@@ -301,9 +305,7 @@ impl CompiledScript {
             .iter()
             .map(|arg| self.rhai_value(arg))
             .collect::<PluginResult<_>>()?;
-        let output = self.call_function_unguarded(function, args)?;
-        self.check_output(&output)?;
-        value_from_dynamic(&output)
+        self.json_output(&self.call_function_unguarded(function, args)?)
     }
 
     fn call_function_unguarded(&self, function: &str, args: Vec<Dynamic>) -> PluginResult<Dynamic> {
@@ -423,7 +425,7 @@ impl CompiledScript {
             .map_err(|breach| breach.into_error(&format!("the input of {}", self.name)))
     }
 
-    pub(crate) fn check_output(&self, output: &Dynamic) -> PluginResult<()> {
+    fn check_output(&self, output: &Dynamic) -> PluginResult<()> {
         check_boundary_value(output, &self.config)
             .map_err(|breach| breach.into_error(&self.output_name()))
     }
