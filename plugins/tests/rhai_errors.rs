@@ -175,3 +175,30 @@ fn shipped_scripts_all_compile() {
         RhaiPlugin::from_file(dir.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
     }
 }
+
+/// Calls on one thread share a kept scope (script.rs): a call that throws midway, with its
+/// argument and locals in that scope, must leave nothing behind for the next call.
+#[test]
+fn a_call_that_throws_leaves_nothing_for_the_next_call() {
+    let plugin = RhaiPlugin::from_source(
+        "alternating",
+        "fn run(x) {\n  let doubled = x.n * 2;\n  if x.n > 5 { throw \"too big\"; }\n  #{ doubled: doubled, args: x }\n}\nrun",
+    )
+    .unwrap();
+    for n in [1, 9, 2, 7, 3, 12, 0, 6, 5] {
+        let result = plugin.execute_sync(&json!({ "n": n }).to_string());
+        if n > 5 {
+            assert!(
+                result.unwrap_err().to_string().contains("too big"),
+                "n = {n}"
+            );
+        } else {
+            let output: serde_json::Value = serde_json::from_str(&result.unwrap()).unwrap();
+            assert_eq!(
+                output,
+                json!({ "doubled": n * 2, "args": { "n": n } }),
+                "n = {n}"
+            );
+        }
+    }
+}

@@ -144,12 +144,13 @@ pub struct Envelope {
 /// formatting machinery: this runs once per outcome).
 pub(crate) fn trace_id_hex(id: u64) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut text = [0u8; 16];
-    for (i, digit) in text.iter_mut().enumerate() {
-        *digit = DIGITS[((id >> ((15 - i) * 4)) & 0xf) as usize];
+    // Pushed one by one into a string of exactly their length (going through a byte buffer
+    // and `from_utf8_lossy` cost more than the digits themselves).
+    let mut text = String::with_capacity(16);
+    for shift in (0..16).rev().map(|i| i * 4) {
+        text.push(char::from(DIGITS[((id >> shift) & 0xf) as usize]));
     }
-    // Sixteen ASCII digits, copied into a string of exactly their length.
-    String::from_utf8_lossy(&text).into_owned()
+    text
 }
 
 #[cfg(test)]

@@ -41,6 +41,12 @@ use super::schema::validate_arguments;
 use super::{sandbox, RhaiConfig};
 use crate::{PluginContext, PluginError, PluginResult};
 
+thread_local! {
+    /// The scope script calls on this thread run in, kept between calls (see
+    /// `call_function_unguarded`).
+    static CALL_SCOPE: std::cell::Cell<Option<Scope<'static>>> = const { std::cell::Cell::new(None) };
+}
+
 /// The top-level constant a script may set to choose its plugin id.
 pub(crate) const PLUGIN_ID_CONSTANT: &str = "PLUGIN_ID";
 
@@ -310,9 +316,17 @@ impl CompiledScript {
 
     fn call_function_unguarded(&self, function: &str, args: Vec<Dynamic>) -> PluginResult<Dynamic> {
         let options = CallFnOptions::new().eval_ast(false);
-        self.engine
-            .call_fn_with_options::<Dynamic>(options, &mut Scope::new(), &self.ast, function, args)
-            .map_err(|e| eval_error(&self.name, CallSite::Function(function), *e))
+        // The engine pushes the arguments into the scope and rewinds it after the call, so a
+        // scope kept per thread comes back empty with its buffers: a fresh one allocated two of
+        // them per call. A nested call on the same thread finds none kept and makes its own.
+        let mut scope = CALL_SCOPE.take().unwrap_or_default();
+        let result = self
+            .engine
+            .call_fn_with_options::<Dynamic>(options, &mut scope, &self.ast, function, args)
+            .map_err(|e| eval_error(&self.name, CallSite::Function(function), *e));
+        scope.clear();
+        CALL_SCOPE.set(Some(scope));
+        result
     }
 
     /// Calls a function pointer (entry function, tool `execute`, rule closure). Named,
