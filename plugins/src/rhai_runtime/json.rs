@@ -81,20 +81,11 @@ fn too_deep(max_depth: usize) -> LimitBreach {
     }
 }
 
-/// Converts a Rhai value into a JSON value (after [`check_boundary_value`]), as
+/// Converts a Rhai value that is no string, array or map into JSON, as
 /// `rhai::serde::from_dynamic` would: a float that is not finite becomes `null`, a character a
-/// one-character string.
-pub(crate) fn value_from_dynamic(value: &Dynamic) -> PluginResult<Value> {
-    if let Ok(text) = value.as_immutable_string_ref() {
-        return Ok(Value::String(text.as_str().to_owned()));
-    }
-    if let Ok(map) = value.as_map_ref() {
-        let mut fields = serde_json::Map::new();
-        for (key, item) in map.iter() {
-            fields.insert(key.as_str().to_owned(), value_from_dynamic(item)?);
-        }
-        return Ok(Value::Object(fields));
-    }
+/// one-character string, and what JSON has no literal for (blobs, timestamps, function
+/// pointers, custom types) goes through serde itself.
+fn leaf_from_dynamic(value: &Dynamic) -> PluginResult<Value> {
     if let Ok(float) = value.as_float() {
         return Ok(serde_json::Number::from_f64(float).map_or(Value::Null, Value::Number));
     }
@@ -107,36 +98,37 @@ pub(crate) fn value_from_dynamic(value: &Dynamic) -> PluginResult<Value> {
     if value.is_unit() {
         return Ok(Value::Null);
     }
-    if let Ok(array) = value.as_array_ref() {
-        return array
-            .iter()
-            .map(value_from_dynamic)
-            .collect::<PluginResult<Vec<_>>>()
-            .map(Value::Array);
-    }
     if let Ok(c) = value.as_char() {
         return Ok(Value::String(c.to_string()));
     }
     rhai::serde::from_dynamic(value).map_err(|e| PluginError::Json(e.to_string()))
 }
 
-/// [`check_boundary_value`] and [`value_from_dynamic`] in one walk: a hop's output is
-/// otherwise walked twice (the measuring walk alone was ~5% of a Rhai hop). A breach is
-/// reported as `what` broke the limit.
+/// Converts a Rhai value leaving a script into JSON, measured against the limits of
+/// [`check_boundary_value`] in the same walk (measuring first was a second walk, ~5% of a Rhai
+/// hop). A breach is reported as `what` broke the limit. A shared value converts as the value
+/// it holds (only Rust code can hand one over: scripts flatten theirs).
 pub(crate) fn value_from_dynamic_within(
     value: &Dynamic,
     config: &RhaiConfig,
     what: impl FnOnce() -> String,
 ) -> PluginResult<Value> {
-    let mut totals = Totals::default();
-    convert_measured(value, 1, config, &mut totals).map_err(|refused| match refused {
+    json_within(value, config).map_err(|refused| match refused {
         Refused::Limit(breach) => breach.into_error(&what()),
         Refused::Error(error) => error,
     })
 }
 
-enum Refused {
+/// [`value_from_dynamic_within`] for callers that word its two failures themselves.
+pub(crate) fn json_within(value: &Dynamic, config: &RhaiConfig) -> Result<Value, Refused> {
+    convert_measured(value, 1, config, &mut Totals::default())
+}
+
+/// Why a value could not leave a script as JSON.
+pub(crate) enum Refused {
+    /// It breaks a size or nesting limit.
     Limit(LimitBreach),
+    /// JSON cannot hold it (a function pointer, a custom type).
     Error(PluginError),
 }
 
@@ -146,7 +138,7 @@ impl From<LimitBreach> for Refused {
     }
 }
 
-/// What `measure` counts, counted while `value_from_dynamic` converts.
+/// What `measure` counts, counted while converting.
 fn convert_measured(
     value: &Dynamic,
     depth: usize,
@@ -185,7 +177,7 @@ fn convert_measured(
         count_array(totals, blob.len(), config)?;
     }
     // Scalars (and blobs, which serde turns into arrays of numbers) hold nothing to count.
-    value_from_dynamic(value).map_err(Refused::Error)
+    leaf_from_dynamic(value).map_err(Refused::Error)
 }
 
 fn count_string(totals: &mut Totals, len: usize, config: &RhaiConfig) -> Result<(), LimitBreach> {
@@ -309,6 +301,11 @@ fn add(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A value leaving a script, converted within the default limits.
+    fn value_from_dynamic(value: &Dynamic) -> PluginResult<Value> {
+        value_from_dynamic_within(value, &RhaiConfig::default(), String::new)
+    }
 
     #[test]
     fn json_text_round_trips_through_dynamic() {

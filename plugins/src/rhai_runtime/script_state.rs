@@ -33,7 +33,7 @@ use serde_json::{Map, Value};
 
 use super::errors::{script_error, ScriptResult};
 use super::host_link::HostLink;
-use super::json::{check_boundary_value, dynamic_from_value, value_from_dynamic, LimitBreach};
+use super::json::{dynamic_from_value, json_within, LimitBreach, Refused};
 use super::RhaiConfig;
 
 /// The value behind the `state` variable: a handle to the script's host link.
@@ -64,9 +64,10 @@ impl ScriptState {
     }
 
     fn set(&self, key: &str, value: Dynamic, config: &RhaiConfig) -> ScriptResult<()> {
-        check_boundary_value(&value, config).map_err(|breach| over_limit(key, breach))?;
-        let json = value_from_dynamic(&value)
-            .map_err(|e| script_error(format!("state.{key} cannot hold this value: {e}")))?;
+        let json = json_within(&value, config).map_err(|refused| match refused {
+            Refused::Limit(breach) => over_limit(key, breach),
+            Refused::Error(e) => script_error(format!("state.{key} cannot hold this value: {e}")),
+        })?;
         self.with_store(|map| {
             map.insert(key.to_string(), json);
         })

@@ -9,7 +9,7 @@ use rhai::Dynamic;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::json::{check_boundary_value, value_from_dynamic};
+use super::json::value_from_dynamic_within;
 use super::RhaiConfig;
 use crate::{PluginError, PluginResult};
 
@@ -57,9 +57,9 @@ impl ToolDefinition {
                  #{{ name: \"get_weather\", description: \"...\", parameters: #{{ type: \"object\", properties: #{{...}} }} }}"
             ))
         };
-        check_boundary_value(tool, config)
-            .map_err(|breach| breach.into_error(&format!("the `tool` map of {script}")))?;
-        let Value::Object(mut fields) = value_from_dynamic(tool)? else {
+        let tool =
+            value_from_dynamic_within(tool, config, || format!("the `tool` map of {script}"))?;
+        let Value::Object(mut fields) = tool else {
             return Err(invalid("`tool` is not a map"));
         };
         let name = match fields.remove("name") {
