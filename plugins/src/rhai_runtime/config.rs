@@ -82,8 +82,10 @@ pub struct RhaiConfig {
     /// the whole process, into an error. Keep it well below the stack size of the threads that
     /// run scripts (2 MiB for tokio workers unless the runtime sets more).
     pub max_native_stack: usize,
-    /// Nesting depth of values crossing the boundary as JSON (outputs, `state` values,
-    /// `parse_json` results). serde_json itself refuses to parse deeper than 128.
+    /// Nesting depth of values crossing the boundary as JSON (inputs, outputs, `state` values,
+    /// `parse_json` results). serde_json itself refuses to parse deeper than 128. Of an entry
+    /// function's input, only the fields the function can see are converted and measured
+    /// (see the module docs).
     pub max_json_depth: usize,
     /// The only directory `import` may load modules from; `None` refuses every import.
     pub import_dir: Option<PathBuf>,

@@ -74,6 +74,26 @@ fn convert_value(value: &Value, depth: usize, max_depth: usize) -> Result<Dynami
     })
 }
 
+/// The fields of `message` named in `fields` (sorted), as a Rhai map: the argument of an entry
+/// function that can see only those ([`super::fields_read`]). Refused like
+/// [`dynamic_from_value`] if one of them nests deeper than `max_depth`.
+pub(crate) fn dynamic_from_fields(
+    message: &serde_json::Map<String, Value>,
+    fields: &[String],
+    max_depth: usize,
+) -> Result<Dynamic, LimitBreach> {
+    if max_depth < 1 {
+        return Err(too_deep(max_depth));
+    }
+    let mut map = rhai::Map::new();
+    for name in fields {
+        if let Some(item) = message.get(name) {
+            map.insert(name.as_str().into(), convert_value(item, 2, max_depth)?);
+        }
+    }
+    Ok(Dynamic::from_map(map))
+}
+
 fn too_deep(max_depth: usize) -> LimitBreach {
     LimitBreach {
         limit: "max_json_depth",

@@ -25,7 +25,10 @@
 //!
 //! Input and output are JSON text at the [`AgentPlugin`](crate::AgentPlugin) boundary;
 //! [`RhaiPlugin::execute_value`] skips the text for callers holding a `serde_json::Value`.
-//! JSON objects become Rhai object maps, arrays become arrays, `null` becomes `()`.
+//! JSON objects become Rhai object maps, arrays become arrays, `null` becomes `()`. An entry
+//! function that only ever uses its message through properties named in the script
+//! (`msg.total`, `msg.items[0]`) receives, from a JSON object, only those fields: nothing else
+//! of the message is converted, or measured against `max_json_depth` (`fields_read.rs`).
 //! [`RhaiPlugin::call_function`] calls any defined function by name, whatever the form.
 //!
 //! ## What scripts get from the host
@@ -120,6 +123,7 @@ mod bounded;
 mod config;
 mod errors;
 mod execution_guard;
+mod fields_read;
 mod form;
 mod host_functions;
 mod host_link;

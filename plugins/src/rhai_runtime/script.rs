@@ -31,11 +31,12 @@ use serde_json::Value;
 use super::bounded::Bounds;
 use super::errors::{compile_error, eval_error, CallSite};
 use super::execution_guard::ExecutionGuard;
+use super::fields_read::fields_read;
 use super::form::{ScriptForm, ScriptFunction};
 use super::host_link::HostLink;
 use super::json::{
-    check_boundary_value, dynamic_from_json_text, dynamic_from_value, dynamic_to_json_text,
-    value_from_dynamic_within,
+    check_boundary_value, dynamic_from_fields, dynamic_from_json_text, dynamic_from_value,
+    dynamic_to_json_text, value_from_dynamic_within,
 };
 use super::schema::validate_arguments;
 use super::{sandbox, RhaiConfig};
@@ -66,6 +67,18 @@ impl ScriptInput<'_> {
                 ))
             }),
             ScriptInput::Json(value) => script.rhai_value(value),
+        }
+    }
+
+    /// The entry function's argument: only the fields of the message it can see, when the
+    /// script says which ([`super::fields_read`]).
+    fn to_entry_argument(&self, script: &CompiledScript) -> PluginResult<Dynamic> {
+        match (self, script.entry_fields.as_deref()) {
+            (ScriptInput::Json(Value::Object(message)), Some(fields)) => {
+                dynamic_from_fields(message, fields, script.config.max_json_depth)
+                    .map_err(|breach| breach.into_error(&format!("the input of {}", script.name)))
+            }
+            _ => self.to_dynamic(script),
         }
     }
 
@@ -122,6 +135,9 @@ pub(crate) struct CompiledScript {
     /// Which of the host's calls are bounded.
     pub(crate) bounds: Bounds,
     pub(crate) placement: Placement,
+    /// For the entry form: the only fields of a JSON object input the entry function can see,
+    /// sorted, when every use of its parameter names one; `None` converts the whole input.
+    pub(crate) entry_fields: Option<Box<[String]>>,
 }
 
 impl CompiledScript {
@@ -179,6 +195,13 @@ impl CompiledScript {
             rules.fold_constants(&ast);
         }
         let bounds = Bounds::classify(&ast, &globals, &form);
+        let entry_fields = match &form {
+            ScriptForm::Entry {
+                function,
+                takes_input: true,
+            } => fields_read(&ast, function).map(Vec::into_boxed_slice),
+            _ => None,
+        };
         let placement = if !config.inline_bounded {
             Placement::Blocking
         } else if bounds.form.is_ok() {
@@ -208,6 +231,7 @@ impl CompiledScript {
             functions,
             bounds,
             placement,
+            entry_fields,
         })
     }
 
@@ -241,7 +265,7 @@ impl CompiledScript {
                 takes_input,
             } => {
                 let args = if *takes_input {
-                    vec![input.to_dynamic(self)?]
+                    vec![input.to_entry_argument(self)?]
                 } else {
                     Vec::new()
                 };
