@@ -4,7 +4,7 @@
 //! message; and a script that uses the message as a whole still sees every field, under every
 //! limit.
 
-use bilayer_plugins::rhai_runtime::RhaiPlugin;
+use bilayer_plugins::rhai_runtime::{RhaiConfig, RhaiPlugin};
 use serde_json::{json, Value};
 
 /// An object nested `levels` deep: past `max_json_depth` (128 by default) at 200, and shallow
@@ -83,4 +83,27 @@ fn a_function_that_uses_the_whole_message_sees_every_field() {
         .execute_value(json!({ "a": 1, "unread": deep(200) }))
         .unwrap_err();
     assert!(refused.to_string().contains("max_json_depth"), "{refused}");
+}
+
+#[test]
+fn a_message_given_as_text_gets_the_same_treatment() {
+    let config = RhaiConfig::new().max_json_depth(8);
+    let source = "fn read(msg) { msg.a * 2 }\nread";
+    let plugin = RhaiPlugin::from_source_with_config("reader", source, config).unwrap();
+    let fine = json!({ "a": 21, "unread": deep(20) });
+    assert_eq!(plugin.execute_value(fine.clone()).unwrap(), json!(42));
+    assert_eq!(plugin.execute_sync(&fine.to_string()).unwrap(), "42");
+    let named_too_deep = json!({ "a": deep(20) });
+    let by_value = plugin.execute_value(named_too_deep.clone()).unwrap_err();
+    let by_text = plugin
+        .execute_sync(&named_too_deep.to_string())
+        .unwrap_err();
+    for refused in [by_value, by_text] {
+        assert!(refused.to_string().contains("max_json_depth"), "{refused}");
+    }
+    let not_json = plugin.execute_sync("{not json").unwrap_err();
+    assert!(
+        not_json.to_string().contains("not valid JSON"),
+        "{not_json}"
+    );
 }

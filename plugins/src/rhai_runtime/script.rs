@@ -71,14 +71,18 @@ impl ScriptInput<'_> {
     }
 
     /// The entry function's argument: only the fields of the message it can see, when the
-    /// script says which ([`super::fields_read`]).
+    /// script says which ([`super::fields_read`]), whether the message came as text or as a
+    /// value.
     fn to_entry_argument(&self, script: &CompiledScript) -> PluginResult<Dynamic> {
-        match (self, script.entry_fields.as_deref()) {
-            (ScriptInput::Json(Value::Object(message)), Some(fields)) => {
+        let Some(fields) = script.entry_fields.as_deref() else {
+            return self.to_dynamic(script);
+        };
+        match &*self.as_value()? {
+            Value::Object(message) => {
                 dynamic_from_fields(message, fields, script.config.max_json_depth)
                     .map_err(|breach| breach.into_error(&format!("the input of {}", script.name)))
             }
-            _ => self.to_dynamic(script),
+            other => script.rhai_value(other),
         }
     }
 
