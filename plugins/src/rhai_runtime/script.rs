@@ -36,7 +36,7 @@ use super::form::{ScriptForm, ScriptFunction};
 use super::host_link::HostLink;
 use super::json::{
     check_boundary_value, dynamic_from_fields, dynamic_from_json_text, dynamic_from_value,
-    dynamic_to_json_text, value_from_dynamic_within,
+    dynamic_to_json_text, value_from_dynamic_within, LimitBreach,
 };
 use super::schema::validate_arguments;
 use super::{sandbox, RhaiConfig};
@@ -78,10 +78,7 @@ impl ScriptInput<'_> {
             return self.to_dynamic(script);
         };
         match &*self.as_value()? {
-            Value::Object(message) => {
-                dynamic_from_fields(message, fields, script.config.max_json_depth)
-                    .map_err(|breach| breach.into_error(&format!("the input of {}", script.name)))
-            }
+            Value::Object(message) => script.rhai_fields(message, fields),
             other => script.rhai_value(other),
         }
     }
@@ -463,8 +460,22 @@ impl CompiledScript {
     /// A JSON value going into the script as a Rhai value; refused if it nests deeper than
     /// `max_json_depth`, like every value coming out.
     pub(crate) fn rhai_value(&self, value: &Value) -> PluginResult<Dynamic> {
-        dynamic_from_value(value, self.config.max_json_depth)
-            .map_err(|breach| breach.into_error(&format!("the input of {}", self.name)))
+        dynamic_from_value(value, self.config.max_json_depth).map_err(|b| self.input_refused(b))
+    }
+
+    /// The `fields` of a JSON object input as a Rhai map, refused like
+    /// [`rhai_value`](Self::rhai_value) (see [`super::fields_read`]).
+    fn rhai_fields(
+        &self,
+        message: &serde_json::Map<String, Value>,
+        fields: &[String],
+    ) -> PluginResult<Dynamic> {
+        dynamic_from_fields(message, fields, self.config.max_json_depth)
+            .map_err(|b| self.input_refused(b))
+    }
+
+    fn input_refused(&self, breach: LimitBreach) -> PluginError {
+        breach.into_error(&format!("the input of {}", self.name))
     }
 
     fn check_output(&self, output: &Dynamic) -> PluginResult<()> {
