@@ -188,10 +188,7 @@ impl<'a> Analyzer<'a> {
     }
 
     fn check_body(&self, name: &str) -> Result<Vec<String>, String> {
-        // Not `clone_functions_only_filtered`: in rhai 1.27 it ignores its filter when the
-        // target module is empty, which it always is.
-        let mut only = self.ast.clone_functions_only();
-        only.retain_functions(|_, _, f, _| f == name);
+        let only = function_ast(self.ast, name, None);
         if only.iter_functions().next().is_none() {
             return Err(format!("the script defines no function `{name}`"));
         }
@@ -335,6 +332,18 @@ impl<'a> Analyzer<'a> {
             _ => Ok(()),
         }
     }
+}
+
+/// An `AST` holding only the script's function `name` (every overload, or the one taking
+/// `params` parameters), to walk one function's body.
+pub(crate) fn function_ast(ast: &AST, name: &str, params: Option<usize>) -> AST {
+    // Not `clone_functions_only_filtered`: in rhai 1.27 it ignores its filter when the target
+    // module is empty, which it always is.
+    let mut only = ast.clone_functions_only();
+    only.retain_functions(|_, _, function, arity| {
+        function == name && params.is_none_or(|params| params == arity)
+    });
+    only
 }
 
 /// Whether `name` is a closure's generated name (`anon$...`).

@@ -25,15 +25,15 @@ use std::collections::BTreeSet;
 
 use rhai::{ASTNode, Expr, FnPtr, Stmt, AST};
 
+use super::bounded::function_ast;
+
 /// The names of the fields the entry function `entry` can see, sorted; `None` when it may see
 /// the whole message (see the module docs).
 pub(crate) fn fields_read(ast: &AST, entry: &FnPtr) -> Option<Vec<String>> {
     if entry.is_curried() {
         return None;
     }
-    let name = entry.fn_name();
-    let mut only = ast.clone_functions_only();
-    only.retain_functions(|_, _, function, params| function == name && params == 1);
+    let only = function_ast(ast, entry.fn_name(), Some(1));
     let mut definitions = only.iter_functions();
     let definition = definitions.next()?;
     if definitions.next().is_some() || definition.this_type.is_some() {

@@ -30,6 +30,7 @@ use rhai::{ASTNode, Dynamic, FnPtr, Map, Stmt, AST};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::bounded::function_ast;
 use super::errors::CallSite;
 use super::script::CompiledScript;
 use crate::{PluginError, PluginResult};
@@ -290,8 +291,7 @@ fn constant_body(ast: &AST, function: &FnPtr) -> Option<Dynamic> {
     if !function.is_anonymous() || function.is_curried() {
         return None;
     }
-    let mut only = ast.clone_functions_only();
-    only.retain_functions(|_, _, name, params| name == function.fn_name() && params == 1);
+    let only = function_ast(ast, function.fn_name(), Some(1));
     let (mut statements, mut constant) = (0, None);
     only.walk(&mut |path: &[ASTNode]| {
         // The body's own statements are the nodes at depth one.
