@@ -25,7 +25,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use rhai::{CallFnOptions, Dynamic, Engine, EvalAltResult, FnPtr, Scope, AST};
+use rhai::{CallFnOptions, Dynamic, Engine, EvalAltResult, FnPtr, FuncArgs, Scope, AST};
 use serde_json::Value;
 
 use super::bounded::Bounds;
@@ -265,12 +265,13 @@ impl CompiledScript {
                 function,
                 takes_input,
             } => {
-                let args = if *takes_input {
-                    vec![input.to_entry_argument(self)?]
+                // An array, not a `Vec`: one allocation less per call.
+                let site = CallSite::Function(function.fn_name());
+                if *takes_input {
+                    self.call_fn_ptr(function, [input.to_entry_argument(self)?], site)?
                 } else {
-                    Vec::new()
-                };
-                self.call_fn_ptr(function, args, CallSite::Function(function.fn_name()))?
+                    self.call_fn_ptr(function, [] as [Dynamic; 0], site)?
+                }
             }
             ScriptForm::Tool {
                 definition,
@@ -335,11 +336,15 @@ impl CompiledScript {
         let args = args
             .iter()
             .map(|arg| self.rhai_value(arg))
-            .collect::<PluginResult<_>>()?;
+            .collect::<PluginResult<Vec<_>>>()?;
         self.json_output(&self.call_function_unguarded(function, args)?)
     }
 
-    fn call_function_unguarded(&self, function: &str, args: Vec<Dynamic>) -> PluginResult<Dynamic> {
+    fn call_function_unguarded(
+        &self,
+        function: &str,
+        args: impl FuncArgs,
+    ) -> PluginResult<Dynamic> {
         let options = CallFnOptions::new().eval_ast(false);
         // The engine pushes the arguments into the scope and rewinds it after the call, so a
         // scope kept per thread comes back empty with its buffers: a fresh one allocated two of
@@ -359,7 +364,7 @@ impl CompiledScript {
     pub(crate) fn call_fn_ptr(
         &self,
         function: &FnPtr,
-        args: Vec<Dynamic>,
+        args: impl FuncArgs,
         site: CallSite<'_>,
     ) -> PluginResult<Dynamic> {
         if !function.is_anonymous() && !function.is_curried() {
