@@ -165,15 +165,22 @@ fn convert_measured(
     config: &RhaiConfig,
     totals: &mut Totals,
 ) -> Result<Value, Refused> {
-    if let Ok(text) = value.as_immutable_string_ref() {
-        count_string(totals, text.len(), config)?;
-        return Ok(Value::String(text.as_str().to_owned()));
+    // Each value's type is tested with the `is_*` matches first: a failed `as_*_ref` costs a
+    // lock check and names the actual type, four times over for every number.
+    if value.is_string() {
+        if let Ok(text) = value.as_immutable_string_ref() {
+            count_string(totals, text.len(), config)?;
+            return Ok(Value::String(text.as_str().to_owned()));
+        }
     }
-    let is_container = value.is_array() || value.is_map() || value.is_blob();
-    if is_container && depth > config.max_json_depth {
+    let (is_map, is_array, is_blob) = (value.is_map(), value.is_array(), value.is_blob());
+    if !(is_map || is_array || is_blob) {
+        return leaf_from_dynamic(value).map_err(Refused::Error);
+    }
+    if depth > config.max_json_depth {
         return Err(too_deep(config.max_json_depth).into());
     }
-    if let Ok(map) = value.as_map_ref() {
+    if let Some(map) = is_map.then(|| value.as_map_ref().ok()).flatten() {
         count_map(totals, map.len(), config)?;
         let mut fields = serde_json::Map::new();
         for (key, item) in map.iter() {
@@ -185,7 +192,7 @@ fn convert_measured(
         }
         return Ok(Value::Object(fields));
     }
-    if let Ok(array) = value.as_array_ref() {
+    if let Some(array) = is_array.then(|| value.as_array_ref().ok()).flatten() {
         count_array(totals, array.len(), config)?;
         return array
             .iter()
@@ -193,10 +200,10 @@ fn convert_measured(
             .collect::<Result<Vec<_>, _>>()
             .map(Value::Array);
     }
-    if let Ok(blob) = value.as_blob_ref() {
+    if let Some(blob) = is_blob.then(|| value.as_blob_ref().ok()).flatten() {
         count_array(totals, blob.len(), config)?;
     }
-    // Scalars (and blobs, which serde turns into arrays of numbers) hold nothing to count.
+    // Blobs, which serde turns into arrays of numbers.
     leaf_from_dynamic(value).map_err(Refused::Error)
 }
 
