@@ -180,28 +180,34 @@ fn convert_measured(
     if depth > config.max_json_depth {
         return Err(too_deep(config.max_json_depth).into());
     }
-    if let Some(map) = is_map.then(|| value.as_map_ref().ok()).flatten() {
-        count_map(totals, map.len(), config)?;
-        let mut fields = serde_json::Map::new();
-        for (key, item) in map.iter() {
-            count_string(totals, key.len(), config)?;
-            fields.insert(
-                key.as_str().to_owned(),
-                convert_measured(item, depth + 1, config, totals)?,
-            );
+    if is_map {
+        if let Ok(map) = value.as_map_ref() {
+            count_map(totals, map.len(), config)?;
+            let mut fields = serde_json::Map::new();
+            for (key, item) in map.iter() {
+                count_string(totals, key.len(), config)?;
+                fields.insert(
+                    key.as_str().to_owned(),
+                    convert_measured(item, depth + 1, config, totals)?,
+                );
+            }
+            return Ok(Value::Object(fields));
         }
-        return Ok(Value::Object(fields));
     }
-    if let Some(array) = is_array.then(|| value.as_array_ref().ok()).flatten() {
-        count_array(totals, array.len(), config)?;
-        return array
-            .iter()
-            .map(|item| convert_measured(item, depth + 1, config, totals))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Value::Array);
+    if is_array {
+        if let Ok(array) = value.as_array_ref() {
+            count_array(totals, array.len(), config)?;
+            return array
+                .iter()
+                .map(|item| convert_measured(item, depth + 1, config, totals))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Value::Array);
+        }
     }
-    if let Some(blob) = is_blob.then(|| value.as_blob_ref().ok()).flatten() {
-        count_array(totals, blob.len(), config)?;
+    if is_blob {
+        if let Ok(blob) = value.as_blob_ref() {
+            count_array(totals, blob.len(), config)?;
+        }
     }
     // Blobs, which serde turns into arrays of numbers.
     leaf_from_dynamic(value).map_err(Refused::Error)
