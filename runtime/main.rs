@@ -13,13 +13,34 @@ use std::process::ExitCode;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use bilayer::rhai_runtime::SCRIPT_THREAD_STACK;
 use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     cli::init_tracing();
+    // Every thread that can run a script gets the stack scripts need (`SCRIPT_THREAD_STACK`,
+    // address space touched only as deep as a call goes): the runtime's workers and blocking
+    // threads, and this one's stand-in, which drives the runtime and compiles scripts
+    // (`check`). The main thread's own stack is whatever the platform gave it.
+    let driver = std::thread::Builder::new()
+        .name("bilayer-main".to_string())
+        .stack_size(SCRIPT_THREAD_STACK)
+        .spawn(move || drive(args));
+    match driver.map(std::thread::JoinHandle::join) {
+        Ok(Ok(code)) => code,
+        Ok(Err(_)) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: could not start the main thread: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn drive(args: cli::Cli) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(SCRIPT_THREAD_STACK)
         .build()
     {
         Ok(runtime) => runtime,
@@ -28,11 +49,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(cli::run(args)) {
+    let code = match runtime.block_on(cli::run(args)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Work still running now was abandoned by its caller: a WASI call blocked past its hop or
+    // call timeout keeps its blocking thread until the call returns. Dropping the runtime would
+    // wait for it; the process has answered and exits instead.
+    runtime.shutdown_background();
+    code
 }

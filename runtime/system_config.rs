@@ -12,9 +12,13 @@
 //! restart_window_ms = 5000      # ... within 5 s
 //! routing = "routing.rhai"      # optional routing script
 //!
-//! [limits]                      # Rhai limits for every script agent (per agent: [agents.limits])
-//! max_operations = 1000000
-//! timeout_ms = 1000
+//! [limits]                      # for every agent they concern (per agent: [agents.limits])
+//! timeout_ms = 1000             # wall clock per call, scripts and WASM modules (default 1000)
+//! max_operations = 1000000      # scripts: RhaiConfig's limits (max_call_stack_depth,
+//!                               # max_expr_depth, max_string_size, max_array_size, max_map_size)
+//! max_memory_bytes = 67108864   # WASM modules: linear memory (default 64 MiB)
+//! fuel = 100000000              # WASM modules: fuel per call (default: not metered)
+//! max_output_bytes = 16777216   # WASM modules: bytes one call may return (default 16 MiB)
 //!
 //! [hot_reload]
 //! dirs = ["."]                  # directories watched for script changes
@@ -56,6 +60,14 @@
 //! `init_sql_file` (on a `[[plugins]]` table or a database agent) reads the file into the
 //! config's `init_sql`.
 //!
+//! Limits keep the defaults of [`RhaiConfig`] and [`WasmLimits`] where unset. Scripts run on
+//! threads with [`SCRIPT_THREAD_STACK`] bytes of native stack, and Rhai nests values as deep as
+//! `max_array_size + max_map_size + max_expr_depth` allow, so a definition whose script limits
+//! need more stack than that ([`RhaiConfig::native_stack_needed`]) is refused, naming the keys
+//! to lower. `hop_timeout_ms` bounds every hop whatever its plugin's own `timeout_ms`: a running
+//! script or module is stopped at it, and a hop blocked in a host call (a WASI read, a sleep)
+//! fails with a timeout at it while the blocked call is abandoned.
+//!
 //! Paths are relative to the TOML file's directory. [`SystemDefinition::check`] reports every
 //! problem it can find, each with a file position; [`SystemDefinition::build`] builds the
 //! system.
@@ -73,8 +85,8 @@ use bilayer_plugins::builtin::{
     DatabaseConfig, DatabasePlugin, HttpConfig, HttpPlugin, LLMPlugin, LlmConfig,
 };
 use bilayer_plugins::hot_reload::{DeleteAction, HotReloadConfig, HotReloadManager};
-use bilayer_plugins::rhai_runtime::{RhaiConfig, RhaiPlugin};
-use bilayer_plugins::wasm_runtime::{WasmCapabilities, WasmPlugin};
+use bilayer_plugins::rhai_runtime::{RhaiConfig, RhaiPlugin, SCRIPT_THREAD_STACK};
+use bilayer_plugins::wasm_runtime::{WasmCapabilities, WasmEngine, WasmLimits, WasmPlugin};
 use bilayer_plugins::{AgentPlugin, PluginError, PluginResult};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -107,7 +119,8 @@ struct SystemFile {
     plugins: Vec<PluginEntry>,
 }
 
-/// Rhai limits, as in [`RhaiConfig`]; unset fields keep its defaults.
+/// Limits of script agents (as in [`RhaiConfig`]) and WASM agents (as in [`WasmLimits`]);
+/// unset fields keep their defaults. `timeout_ms` concerns both kinds.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Limits {
@@ -118,6 +131,38 @@ struct Limits {
     max_array_size: Option<usize>,
     max_map_size: Option<usize>,
     timeout_ms: Option<u64>,
+    max_memory_bytes: Option<usize>,
+    fuel: Option<u64>,
+    max_output_bytes: Option<usize>,
+}
+
+impl Limits {
+    /// The keys set here that only script agents have.
+    fn script_keys(&self) -> Vec<&'static str> {
+        [
+            ("max_operations", self.max_operations.is_some()),
+            ("max_call_stack_depth", self.max_call_stack_depth.is_some()),
+            ("max_expr_depth", self.max_expr_depth.is_some()),
+            ("max_string_size", self.max_string_size.is_some()),
+            ("max_array_size", self.max_array_size.is_some()),
+            ("max_map_size", self.max_map_size.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(key, set)| set.then_some(key))
+        .collect()
+    }
+
+    /// The keys set here that only WASM agents have.
+    fn wasm_keys(&self) -> Vec<&'static str> {
+        [
+            ("max_memory_bytes", self.max_memory_bytes.is_some()),
+            ("fuel", self.fuel.is_some()),
+            ("max_output_bytes", self.max_output_bytes.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(key, set)| set.then_some(key))
+        .collect()
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -307,18 +352,27 @@ impl SystemDefinition {
                     ),
                 ));
             }
+            if let Some(message) = self.misplaced_limits(agent, &source) {
+                problems.push(self.problem_in_table("agents", index, "limits", &message));
+            }
             match source {
                 Err(message) => problems.push(self.problem_in_agent(index, &message)),
                 Ok(AgentSource::Script(path)) => {
-                    match RhaiPlugin::from_file_with_config(&path, self.limits_for(agent)) {
-                        Ok(_) => {}
-                        Err(e) => problems.push(problem_from_error(&path, e)),
+                    match self.checked_limits_for(agent) {
+                        Err(message) => {
+                            problems.push(self.problem_in_table("agents", index, "name", &message))
+                        }
+                        Ok(limits) => match RhaiPlugin::from_file_with_config(&path, limits) {
+                            Ok(_) => {}
+                            Err(e) => problems.push(problem_from_error(&path, e)),
+                        },
                     }
                     problems.extend(self.unknown_targets(&path, &names));
                 }
                 Ok(AgentSource::Wasm(path)) => {
-                    if let Err(e) = wasm_agent(&path, &agent.capabilities)
-                        .and_then(|plugin| plugin.check_link())
+                    if let Err(e) =
+                        wasm_agent(&path, &agent.capabilities, &self.wasm_limits_for(agent))
+                            .and_then(|plugin| plugin.check_link())
                     {
                         problems.push(problem_from_error(&path, e));
                     }
@@ -378,6 +432,9 @@ impl SystemDefinition {
                     &format!("entry agent `{entry}` is not one of the agents"),
                 ));
             }
+        }
+        if let Err(message) = self.base_limits().check_stack(SCRIPT_THREAD_STACK) {
+            problems.push(self.problem_at("[limits]", &format!("[limits]: {message}")));
         }
         if let Some(routing) = &self.raw.routing {
             let path = self.dir.join(routing);
@@ -578,6 +635,9 @@ impl SystemDefinition {
                 Duration::from_millis(self.raw.restart_window_ms.unwrap_or(5_000)),
             );
         }
+        self.base_limits()
+            .check_stack(SCRIPT_THREAD_STACK)
+            .map_err(|message| PluginError::Config(format!("[limits]: {message}")))?;
         if let Some(routing) = &self.raw.routing {
             let policy = RhaiRoutingPolicy::from_file_with_config(
                 self.dir.join(routing),
@@ -596,9 +656,14 @@ impl SystemDefinition {
                 match self.source_of(agent).map_err(PluginError::Config)? {
                     AgentSource::Script(path) => Box::new(RhaiPlugin::from_file_with_config(
                         &path,
-                        self.limits_for(agent),
+                        self.checked_limits_for(agent)
+                            .map_err(PluginError::Config)?,
                     )?),
-                    AgentSource::Wasm(path) => Box::new(wasm_agent(&path, &agent.capabilities)?),
+                    AgentSource::Wasm(path) => Box::new(wasm_agent(
+                        &path,
+                        &agent.capabilities,
+                        &self.wasm_limits_for(agent),
+                    )?),
                     AgentSource::Native(name) => builtin_native(&name).ok_or_else(|| {
                         PluginError::Config(format!("unknown native plugin `{name}`"))
                     })?,
@@ -645,7 +710,7 @@ impl SystemDefinition {
             dirs.push(self.dir.clone());
         }
         let mut scripts: HashMap<PathBuf, RhaiConfig> = HashMap::new();
-        let mut modules: HashMap<PathBuf, Vec<String>> = HashMap::new();
+        let mut modules: HashMap<PathBuf, (Vec<String>, WasmLimits)> = HashMap::new();
         let mut config = HotReloadConfig::default()
             .with_preserve_state(true)
             .with_auto_rollback(true)
@@ -659,7 +724,10 @@ impl SystemDefinition {
                     config = config.with_plugin_id(path, agent.name.clone());
                 }
                 Ok(AgentSource::Wasm(path)) => {
-                    modules.insert(canonical(&path), agent.capabilities.clone());
+                    modules.insert(
+                        canonical(&path),
+                        (agent.capabilities.clone(), self.wasm_limits_for(agent)),
+                    );
                     config = config.with_plugin_id(path, agent.name.clone());
                 }
                 _ => {}
@@ -677,8 +745,8 @@ impl SystemDefinition {
         for extension in ["wasm", "wat"] {
             let modules = modules.clone();
             config = config.with_loader(extension, move |path| {
-                let grant = modules.get(&canonical(path)).cloned().unwrap_or_default();
-                Ok(Box::new(wasm_agent(path, &grant)?) as Box<dyn AgentPlugin>)
+                let (grant, limits) = modules.get(&canonical(path)).cloned().unwrap_or_default();
+                Ok(Box::new(wasm_agent(path, &grant, &limits)?) as Box<dyn AgentPlugin>)
             });
         }
         // The routing script reloads beside the agents, under its reserved id (system_reload.rs),
@@ -793,6 +861,61 @@ impl SystemDefinition {
             Some(limits) => apply_limits(base, limits),
             None => base,
         }
+    }
+
+    /// The agent's script limits, refused (naming the keys) when they could need more native
+    /// stack than the threads running scripts have.
+    fn checked_limits_for(&self, agent: &AgentEntry) -> Result<RhaiConfig, String> {
+        let limits = self.limits_for(agent);
+        limits.check_stack(SCRIPT_THREAD_STACK).map_err(|message| {
+            let table = if agent.limits.is_some() {
+                "[agents.limits] (or [limits])"
+            } else {
+                "[limits]"
+            };
+            format!("agent `{}`: {table}: {message}", agent.name)
+        })?;
+        Ok(limits)
+    }
+
+    /// A WASM agent's limits: [`WasmLimits`]' defaults, then `[limits]`, then its own.
+    fn wasm_limits_for(&self, agent: &AgentEntry) -> WasmLimits {
+        let base = apply_wasm_limits(WasmLimits::default(), &self.raw.limits);
+        match &agent.limits {
+            Some(limits) => apply_wasm_limits(base, limits),
+            None => base,
+        }
+    }
+
+    /// An agent's own `limits` table setting keys its kind of plugin does not have.
+    fn misplaced_limits(
+        &self,
+        agent: &AgentEntry,
+        source: &Result<AgentSource, String>,
+    ) -> Option<String> {
+        let limits = agent.limits.as_ref()?;
+        let (keys, kind, other) = match source {
+            Ok(AgentSource::Script(_)) => (limits.wasm_keys(), "a script", "WASM modules"),
+            Ok(AgentSource::Wasm(_)) => (limits.script_keys(), "a WASM module", "scripts"),
+            Ok(_) => {
+                let mut keys = limits.script_keys();
+                keys.extend(limits.wasm_keys());
+                keys.extend(limits.timeout_ms.map(|_| "timeout_ms"));
+                (
+                    keys,
+                    "a native or built-in plugin",
+                    "scripts and WASM modules",
+                )
+            }
+            Err(_) => return None,
+        };
+        (!keys.is_empty()).then(|| {
+            format!(
+                "agent `{}` is {kind}, but its limits set {}, which only {other} have; remove them",
+                agent.name,
+                keys.join(", ")
+            )
+        })
     }
 
     /// Literal `next_agent: "x"` / `next_agent = "x"` in a script naming no agent.
@@ -950,9 +1073,37 @@ fn canonical(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
-/// A WASM agent with exactly the capabilities its table grants (none by default).
-fn wasm_agent(path: &Path, capabilities: &[String]) -> PluginResult<WasmPlugin> {
-    Ok(WasmPlugin::from_file(path)?.with_capabilities(WasmCapabilities::from_names(capabilities)?))
+/// A WASM agent with exactly the capabilities its table grants (none by default) and its
+/// limits; compiled on the fuel-metering engine when its limits set `fuel`.
+fn wasm_agent(
+    path: &Path,
+    capabilities: &[String],
+    limits: &WasmLimits,
+) -> PluginResult<WasmPlugin> {
+    let engine = if limits.fuel.is_some() {
+        WasmEngine::shared_metering_fuel()?
+    } else {
+        WasmEngine::shared()?
+    };
+    Ok(WasmPlugin::compile_file(&engine, path)?
+        .with_capabilities(WasmCapabilities::from_names(capabilities)?)
+        .with_limits(limits.clone()))
+}
+
+fn apply_wasm_limits(mut wasm: WasmLimits, limits: &Limits) -> WasmLimits {
+    if let Some(ms) = limits.timeout_ms {
+        wasm = wasm.timeout(Duration::from_millis(ms));
+    }
+    if let Some(bytes) = limits.max_memory_bytes {
+        wasm = wasm.max_memory_bytes(bytes);
+    }
+    if let Some(fuel) = limits.fuel {
+        wasm = wasm.fuel(fuel);
+    }
+    if let Some(bytes) = limits.max_output_bytes {
+        wasm = wasm.max_output_bytes(bytes);
+    }
+    wasm
 }
 
 fn apply_limits(mut config: RhaiConfig, limits: &Limits) -> RhaiConfig {

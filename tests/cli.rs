@@ -1390,3 +1390,340 @@ fn check_reports_a_bad_transport_table() {
         "stderr",
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hostile plugins: timeouts that bound, WASM limits from flags and TOML, deep Rhai values
+// (issue 21 items 4 and 5)
+// ---------------------------------------------------------------------------------------------
+
+/// A module whose `execute` sleeps 30 s in WASI `poll_oneoff` (a blocking host call no epoch
+/// interrupt can stop).
+const WASI_SLEEPER: &str = r#"(module
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "execute") (param i32 i32) (result i64)
+    (i64.store (i32.const 0) (i64.const 1))
+    (i32.store8 (i32.const 8) (i32.const 0))
+    (i32.store (i32.const 16) (i32.const 1))
+    (i64.store (i32.const 24) (i64.const 30000000000))
+    (i64.store (i32.const 32) (i64.const 0))
+    (i32.store16 (i32.const 40) (i32.const 0))
+    (drop (call $poll (i32.const 0) (i32.const 104) (i32.const 1) (i32.const 200)))
+    (i64.const 0)))"#;
+
+/// A module whose `execute` spins forever.
+const SPINNER: &str = r#"(module
+  (memory (export "memory") 1)
+  (func (export "alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "execute") (param i32 i32) (result i64)
+    (loop $spin (br $spin))
+    (i64.const 0)))"#;
+
+/// A module whose `execute` grows its memory by `pages` (64 KiB each) and traps if refused.
+fn memory_grower(pages: u32) -> String {
+    format!(
+        r#"(module
+  (memory (export "memory") 1)
+  (func (export "alloc") (param i32) (result i32) (i32.const 1024))
+  (func (export "execute") (param i32 i32) (result i64)
+    (if (i32.lt_s (memory.grow (i32.const {pages})) (i32.const 0)) (then unreachable))
+    (i64.const 0)))"#
+    )
+}
+
+#[test]
+fn exec_timeout_abandons_a_module_blocked_in_wasi_and_exits() {
+    let scratch = Scratch::new("wasi-sleep");
+    let module = scratch.write("sleeper.wat", WASI_SLEEPER);
+    let started = Instant::now();
+    let done = run_cli(
+        [
+            "exec".as_ref(),
+            module.as_os_str(),
+            "--grant".as_ref(),
+            "wasi".as_ref(),
+            "--timeout-ms".as_ref(),
+            "200".as_ref(),
+            "--input".as_ref(),
+            "{}".as_ref(),
+        ],
+        None,
+        QUICK,
+    );
+    let elapsed = started.elapsed();
+    done.assert_failure();
+    assert_contains(&done.stderr, "did not answer within 200ms", "stderr");
+    // The process waited neither for the 30 s sleep nor for its blocking thread.
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "exec should exit about when its timeout fires, took {elapsed:?}"
+    );
+}
+
+#[test]
+fn exec_timeout_stops_a_spinning_module_whose_own_limit_is_its_timeout() {
+    let scratch = Scratch::new("wasm-spin");
+    let module = scratch.write("spin.wat", SPINNER);
+    let started = Instant::now();
+    let done = run_cli(
+        [
+            "exec".as_ref(),
+            module.as_os_str(),
+            "--timeout-ms".as_ref(),
+            "300".as_ref(),
+            "--input".as_ref(),
+            "{}".as_ref(),
+        ],
+        None,
+        QUICK,
+    );
+    let elapsed = started.elapsed();
+    done.assert_failure();
+    assert_contains(&done.stderr, "300ms", "stderr");
+    assert!(elapsed < Duration::from_secs(3), "took {elapsed:?}");
+}
+
+#[test]
+fn exec_sets_wasm_fuel_and_memory_from_its_flags() {
+    let scratch = Scratch::new("wasm-flags");
+    let spin = scratch.write("spin.wat", SPINNER);
+    let done = run_cli(
+        [
+            "exec".as_ref(),
+            spin.as_os_str(),
+            "--fuel".as_ref(),
+            "100000".as_ref(),
+            "--input".as_ref(),
+            "{}".as_ref(),
+        ],
+        None,
+        QUICK,
+    );
+    done.assert_failure();
+    assert_contains(&done.stderr, "fuel", "stderr");
+    assert_contains(&done.stderr, "100000 units", "stderr");
+
+    // 2 MiB more than the initial 64 KiB: refused under --memory-mb 1, fine by default.
+    let grower = scratch.write("grow.wat", &memory_grower(32));
+    let args = |extra: &[&str]| {
+        let mut args = vec![
+            "exec".to_string(),
+            grower.display().to_string(),
+            "--input".to_string(),
+            "{}".to_string(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    };
+    let refused = run_cli(args(&["--memory-mb", "1"]), None, QUICK);
+    refused.assert_failure();
+    assert_contains(&refused.stderr, "max_memory_bytes", "stderr");
+    run_cli(args(&[]), None, QUICK).assert_success();
+
+    // They are WASM limits: a script is told where its limits are set instead.
+    let script = scratch.write("echo.rhai", "fn echo(x) { x }\n\necho\n");
+    let done = run_cli(
+        [
+            "exec".as_ref(),
+            script.as_os_str(),
+            "--fuel".as_ref(),
+            "5".as_ref(),
+            "--input".as_ref(),
+            "1".as_ref(),
+        ],
+        None,
+        QUICK,
+    );
+    done.assert_failure();
+    assert_contains(&done.stderr, "[limits]", "stderr");
+}
+
+#[test]
+fn run_hop_timeout_bounds_a_wasm_hop_whatever_the_module_does() {
+    let scratch = Scratch::new("hop-timeout");
+    scratch.write("sleeper.wat", WASI_SLEEPER);
+    scratch.write("spin.wat", SPINNER);
+    let input = scratch.write("in.jsonl", "{\"n\":1}\n{\"n\":2}\n");
+    for (module, grant) in [
+        ("sleeper.wat", "capabilities = [\"wasi\"]\n"),
+        ("spin.wat", ""),
+    ] {
+        // The module's own timeout is a minute; the hop's is 300 ms.
+        let system = scratch.write(
+            "system.toml",
+            &format!(
+                "hop_timeout_ms = 300\n\n[limits]\ntimeout_ms = 60000\n\n[[agents]]\n\
+                 name = \"slow\"\nwasm = \"{module}\"\n{grant}"
+            ),
+        );
+        let started = Instant::now();
+        let done = run_cli(
+            [
+                "run".as_ref(),
+                system.as_os_str(),
+                "--input".as_ref(),
+                input.as_os_str(),
+            ],
+            None,
+            QUICK,
+        );
+        let elapsed = started.elapsed();
+        done.assert_success();
+        let lines = done.stdout_lines();
+        assert_eq!(lines.len(), 2, "{module}: {}", done.stdout);
+        for line in &lines {
+            assert_eq!(line["status"], "dead_letter", "{module}: {line}");
+            let reason = line["reason"].as_str().unwrap_or_default();
+            assert!(
+                reason.contains("did not answer within 300ms"),
+                "{module}: the hop fails with its timeout: {line}"
+            );
+        }
+        // Two hops of 300 ms, not two of 30 s or a minute.
+        assert!(
+            elapsed < Duration::from_secs(10),
+            "{module}: the run took {elapsed:?}"
+        );
+    }
+}
+
+#[test]
+fn run_sets_wasm_limits_from_the_definition() {
+    let scratch = Scratch::new("wasm-toml-limits");
+    scratch.write("spin.wat", SPINNER);
+    scratch.write("grow.wat", &memory_grower(32));
+    let input = scratch.write("in.jsonl", "{\"n\":1}\n");
+    for (module, limits, expected) in [
+        ("spin.wat", "fuel = 100000", "fuel"),
+        ("grow.wat", "max_memory_bytes = 1048576", "max_memory_bytes"),
+    ] {
+        let system = scratch.write(
+            "system.toml",
+            &format!(
+                "[[agents]]\nname = \"limited\"\nwasm = \"{module}\"\n\n\
+                 [agents.limits]\n{limits}\n"
+            ),
+        );
+        run_cli(["check".as_ref(), system.as_os_str()], None, QUICK).assert_success();
+        let done = run_cli(
+            [
+                "run".as_ref(),
+                system.as_os_str(),
+                "--input".as_ref(),
+                input.as_os_str(),
+            ],
+            None,
+            QUICK,
+        );
+        done.assert_success();
+        let line = &done.stdout_lines()[0];
+        assert_eq!(line["status"], "dead_letter", "{line}");
+        assert_contains(
+            line["reason"].as_str().unwrap_or_default(),
+            expected,
+            "reason",
+        );
+    }
+
+    // A script-only limit on a WASM agent is a mistake `check` names.
+    let system = scratch.write(
+        "system.toml",
+        "[[agents]]\nname = \"limited\"\nwasm = \"spin.wat\"\n\n[agents.limits]\nmax_operations = 5\n",
+    );
+    let done = run_cli(["check".as_ref(), system.as_os_str()], None, QUICK);
+    done.assert_failure();
+    assert_contains(&done.stderr, "max_operations", "stderr");
+    assert_contains(&done.stderr, "only scripts have", "stderr");
+}
+
+/// The largest Rhai size limits a definition accepts: together they may let values nest at most
+/// as deep as the threads running scripts can print, compare and drop.
+const LARGEST_LIMITS: &str = "max_operations = 9223372036854775807\n\
+    max_call_stack_depth = 9223372036854775807\n\
+    max_string_size = 9223372036854775807\n\
+    max_array_size = 16000\nmax_map_size = 16000\nmax_expr_depth = 376\n";
+
+#[test]
+fn run_survives_the_deepest_values_a_script_can_build_under_the_largest_limits() {
+    let scratch = Scratch::new("deep-values");
+    // Each script builds its value one level per iteration until a limit stops it (the size
+    // limits, or in a debug build the timeout first: every level re-measures the whole value,
+    // so a few thousand levels), printing it every 250 levels (printing recurses once per level
+    // with no check: ~7 KB a level in a debug build, past a 2 MiB stack at ~300 levels);
+    // comparing recurses through the progress hook, so its stack budget stops it; the last one
+    // recurses until its stack budget runs out.
+    scratch.write(
+        "arrays.rhai",
+        "fn build(x) {\n  let a = 0; let n = 0;\n  loop {\n    a = [a]; n += 1;\n    \
+         if n % 250 == 0 { let s = a.to_string(); let t = `${a}`; }\n  }\n}\n\nbuild\n",
+    );
+    scratch.write(
+        "maps.rhai",
+        "fn build(x) {\n  let m = #{}; let n = 0;\n  loop {\n    m = #{inner: m}; n += 1;\n    \
+         if n % 250 == 0 { let s = m.to_string(); debug(m); }\n  }\n}\n\nbuild\n",
+    );
+    scratch.write(
+        "compare.rhai",
+        "fn build(x) {\n  let a = 0;\n  loop { a = [a]; let same = a == a; }\n}\n\nbuild\n",
+    );
+    scratch.write(
+        "recurse.rhai",
+        "fn down(n) { [down(n + 1)] }\nfn start(x) { down(0) }\n\nstart\n",
+    );
+    let input = scratch.write("in.jsonl", "{\"n\":1}\n");
+    for script in ["arrays.rhai", "maps.rhai", "compare.rhai", "recurse.rhai"] {
+        let system = scratch.write(
+            "system.toml",
+            &format!(
+                "hop_timeout_ms = 60000\n\n[limits]\ntimeout_ms = 5000\n{LARGEST_LIMITS}\n\
+                 [[agents]]\nname = \"deep\"\nscript = \"{script}\"\n"
+            ),
+        );
+        run_cli(["check".as_ref(), system.as_os_str()], None, QUICK).assert_success();
+        let done = run_cli(
+            [
+                "run".as_ref(),
+                system.as_os_str(),
+                "--input".as_ref(),
+                input.as_os_str(),
+            ],
+            None,
+            QUICK,
+        );
+        // The process is alive at the end (a stack overflow aborts it with a signal) and
+        // reports the input's outcome: a dead letter naming the limit that stopped the script.
+        done.assert_success();
+        let line = &done.stdout_lines()[0];
+        assert_eq!(line["status"], "dead_letter", "{script}: {line}");
+        assert_contains(
+            line["reason"].as_str().unwrap_or_default(),
+            "limit exceeded",
+            script,
+        );
+    }
+
+    // One level more than the threads can hold is refused, naming the keys to lower.
+    let system = scratch.write(
+        "system.toml",
+        "[limits]\nmax_array_size = 16001\nmax_map_size = 16000\nmax_expr_depth = 376\n\n\
+         [[agents]]\nname = \"deep\"\nscript = \"arrays.rhai\"\n",
+    );
+    for command in ["check", "run"] {
+        let done = run_cli(
+            [
+                command.as_ref(),
+                system.as_os_str(),
+                "--input".as_ref(),
+                input.as_os_str(),
+            ]
+            .into_iter()
+            .take(if command == "check" { 2 } else { 4 }),
+            None,
+            QUICK,
+        );
+        done.assert_failure();
+        assert_contains(&done.stderr, "max_array_size (16001)", command);
+        assert_contains(&done.stderr, "native stack", command);
+    }
+}

@@ -282,7 +282,8 @@ impl PluginManager {
             .with_state(store)
             .with_caller(Arc::new(ManagerCaller {
                 manager: Arc::downgrade(&self.inner),
-            }));
+            }))
+            .with_call_timeout(self.inner.execute_timeout);
         let args = PluginActorArgs {
             plugin,
             factory: options.factory,

@@ -470,7 +470,7 @@ impl PluginActorState {
                     ticket: Arc::clone(&envelope.ticket),
                 });
                 let outcome = self
-                    .deliver_async(&mut envelope.payload, keep_payload, span)
+                    .deliver_async(&mut envelope.payload, keep_payload, span, started)
                     .await;
                 self.in_flight = None;
                 outcome
@@ -555,7 +555,10 @@ impl PluginActorState {
     }
 
     /// An agent hop through the plugin's async entry points, in the agent's call chain, bounded
-    /// by the hop timeout once it has to wait. By default the message stays in the envelope,
+    /// by the hop timeout (counted from `started`, the start of the hop) once it has to wait.
+    /// A plugin whose work waits on another thread (a WASM call on a blocking thread) is
+    /// abandoned there when the timeout fires; plugins bound their own guest code by the same
+    /// timeout (`PluginContext::call_timeout`), so a running guest stops at it too. By default the message stays in the envelope,
     /// lent to the plugin, which replaces it by its output, so that a failure can put it in the
     /// dead-letter queue (as it was, or for a transforming plugin as it was left); systems
     /// built with `dead_letter_payloads(false)` hand it over (a plugin that only has
@@ -565,6 +568,7 @@ impl PluginActorState {
         payload: &mut Value,
         keep_payload: bool,
         span: tracing::Span,
+        started: clock::Instant,
     ) -> HopOutcome {
         let plugin = &mut self.plugin;
         let call = async move {
@@ -576,7 +580,8 @@ impl PluginActorState {
             }
         };
         // A hop that finishes on its first poll needs no timer (arming one costs more than most
-        // hops); the timeout bounds hops that wait, counted from that first poll.
+        // hops); the timeout bounds hops that wait, counted from the start of the hop (the
+        // first poll may have run a speculative inline slice of a WASM call).
         let hop_timeout = self.hop_timeout;
         let id = self.shared.id.clone();
         // Pinned where it is built: the wrappers below then hold a pointer to it, and moving
@@ -592,7 +597,10 @@ impl PluginActorState {
         match futures::poll!(&mut run) {
             std::task::Poll::Ready(outcome) => Ok(outcome),
             std::task::Poll::Pending => match hop_timeout {
-                Some(limit) => tokio::time::timeout(limit, run).await.map_err(|_| limit),
+                Some(limit) => {
+                    let left = limit.saturating_sub(clock::since(started));
+                    tokio::time::timeout(left, run).await.map_err(|_| limit)
+                }
                 None => Ok(run.await),
             },
         }

@@ -9,6 +9,7 @@
 
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde_json::{Map, Value};
@@ -202,6 +203,7 @@ pub struct PluginContext {
     config: Arc<Value>,
     state: PluginStateStore,
     caller: Option<Arc<dyn PluginCaller>>,
+    call_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for PluginContext {
@@ -211,6 +213,7 @@ impl std::fmt::Debug for PluginContext {
             .field("manager_name", &self.manager_name)
             .field("config", &self.config)
             .field("can_call_plugins", &self.caller.is_some())
+            .field("call_timeout", &self.call_timeout)
             .finish()
     }
 }
@@ -225,6 +228,7 @@ impl PluginContext {
             config: Arc::new(Value::Null),
             state: PluginStateStore::new(),
             caller: None,
+            call_timeout: None,
         }
     }
 
@@ -245,6 +249,15 @@ impl PluginContext {
 
     pub fn with_caller(mut self, caller: Arc<dyn PluginCaller>) -> Self {
         self.caller = Some(caller);
+        self
+    }
+
+    /// The longest the host waits for one call of the plugin (a `PluginManager`'s execute
+    /// timeout, which is an agent system's hop timeout). Plugins that run guest code bound it
+    /// by this too, whatever their own limits say: a script or module still running at it is
+    /// stopped, instead of running on after its caller has given up.
+    pub fn with_call_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.call_timeout = timeout;
         self
     }
 
@@ -271,6 +284,12 @@ impl PluginContext {
         self.caller.as_ref()
     }
 
+    /// The host's bound on one call ([`PluginContext::with_call_timeout`]); `None` when the
+    /// host waits as long as the plugin takes.
+    pub fn call_timeout(&self) -> Option<Duration> {
+        self.call_timeout
+    }
+
     /// Executes another plugin by id from async code, through its actor.
     pub async fn call_plugin(&self, target: &str, input: String) -> PluginResult<String> {
         let caller = self.require_caller()?;
@@ -289,6 +308,33 @@ impl PluginContext {
         })?;
         let call = caller.call(CallChain::current(), target.to_string(), input);
         handle.block_on(call)
+    }
+
+    /// [`PluginContext::call_plugin_blocking`] waiting at most `limit` for the answer (a
+    /// timeout error past it; the other plugin's call is abandoned, as a manager's timeout
+    /// abandons it).
+    pub fn call_plugin_blocking_within(
+        &self,
+        target: &str,
+        input: String,
+        limit: Option<Duration>,
+    ) -> PluginResult<String> {
+        let Some(limit) = limit else {
+            return self.call_plugin_blocking(target, input);
+        };
+        let caller = self.require_caller()?;
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| {
+            PluginError::execution("call_plugin needs a tokio runtime; run the plugin inside one")
+        })?;
+        let call = caller.call(CallChain::current(), target.to_string(), input);
+        handle
+            .block_on(async { tokio::time::timeout(limit, call).await })
+            .unwrap_or_else(|_| {
+                Err(PluginError::Timeout {
+                    id: target.to_string(),
+                    after: limit,
+                })
+            })
     }
 
     fn require_caller(&self) -> PluginResult<&Arc<dyn PluginCaller>> {
@@ -328,4 +374,34 @@ where
             }),
         Err(_) => Ok(chain.scope_blocking(f)),
     }
+}
+
+/// Runs synchronous plugin work on a thread of the runtime's blocking pool and awaits it, so the
+/// await can be abandoned: a caller whose timeout fires (an agent's hop timeout, a manager's
+/// execute timeout) drops this future and moves on, while the thread finishes the work on its
+/// own (a WASI call blocked on a read or a sleep cannot be interrupted, only left behind). The
+/// current call chain stays visible to the work, as in [`run_blocking`]. Outside a tokio runtime
+/// the work runs on the calling thread.
+///
+/// Unlike [`run_blocking`] on a multi-thread runtime (`block_in_place`, which holds the calling
+/// task until the work returns), this hands the work to another thread; the hand-off costs about
+/// as much as `block_in_place`'s.
+pub async fn run_detached<R, F>(f: F) -> PluginResult<R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    let chain = CallChain::current();
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Ok(chain.scope_blocking(f));
+    }
+    tokio::task::spawn_blocking(move || chain.scope_blocking(f))
+        .await
+        .map_err(|e| {
+            if e.is_panic() {
+                std::panic::resume_unwind(e.into_panic())
+            } else {
+                PluginError::execution("blocking plugin work was cancelled")
+            }
+        })
 }

@@ -34,7 +34,9 @@ pub mod rhai_runtime;
 mod state;
 pub mod wasm_runtime;
 
-pub use context::{run_blocking, CallChain, PluginCaller, PluginContext, PluginStateStore};
+pub use context::{
+    run_blocking, run_detached, CallChain, PluginCaller, PluginContext, PluginStateStore,
+};
 pub use error::{PluginError, PluginResult};
 pub use function_plugin::{FnPlugin, JsonFunction, Reading, Transforming};
 pub use metadata::{PluginMetadata, PluginType};

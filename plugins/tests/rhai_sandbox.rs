@@ -190,6 +190,25 @@ fn there_are_no_file_network_or_process_functions() {
     }
 }
 
+/// `f.curry(f)` in a loop nests function pointers past every size limit, and dropping the
+/// result recurses once per level: explicit `curry` is refused when the script compiles, while
+/// closures still capture their variables (the parser's capture does not go through it).
+#[test]
+fn curry_is_disabled() {
+    for source in [
+        "fn attack() { let f = Fn(\"attack\"); f.curry(f) }",
+        "fn attack() { curry(Fn(\"attack\"), 1) }",
+    ] {
+        let err = RhaiPlugin::from_source("curry", source).unwrap_err();
+        assert!(err.to_string().contains("curry"), "{err}");
+    }
+    let closures = plugin_with(
+        "let y = 5; let f = |x| x + y; f.call(1)",
+        RhaiConfig::default(),
+    );
+    assert_eq!(closures.call_function("attack", vec![]).unwrap(), json!(6));
+}
+
 #[test]
 fn eval_is_disabled() {
     for source in [

@@ -1,6 +1,11 @@
 //! `bilayer exec FILE --input JSON`: one plugin (.rhai, .wasm or .wat), one input, through a real `PluginManager`
 //! (so the plugin runs in its actor, with its limits, and `call_plugin` reports a clear error
 //! rather than reaching nothing).
+//!
+//! `--timeout-ms` is the manager's execute timeout, so it bounds the call whatever the plugin
+//! does: a running script or module is stopped at it (the plugin's own timeout is capped by
+//! it), and a module blocked in a host call is abandoned at it, the process exiting without
+//! waiting for the call to return (runtime/main.rs).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -8,20 +13,65 @@ use std::time::Duration;
 
 use bilayer::prelude::*;
 use bilayer::rhai_runtime::RhaiPlugin;
-use bilayer::wasm_runtime::{WasmCapabilities, WasmPlugin};
+use bilayer::wasm_runtime::{WasmCapabilities, WasmEngine, WasmLimits, WasmPlugin};
+
+/// The limits `exec` gives the call (`--timeout-ms`, `--memory-mb`, `--fuel`).
+pub struct Limits {
+    /// How long exec waits for the call; also a WASM module's own timeout.
+    pub timeout: Duration,
+    pub memory_mb: Option<usize>,
+    pub fuel: Option<u64>,
+}
+
+impl Limits {
+    /// The module's limits: the defaults with the flags given.
+    fn wasm(&self) -> Result<WasmLimits, String> {
+        let mut limits = WasmLimits::default().timeout(self.timeout).fuel(self.fuel);
+        if let Some(mb) = self.memory_mb {
+            let bytes = mb
+                .checked_mul(1 << 20)
+                .ok_or_else(|| format!("--memory-mb {mb} is too large"))?;
+            limits = limits.max_memory_bytes(bytes);
+        }
+        Ok(limits)
+    }
+}
 
 pub async fn run(
     file: &Path,
     input: &str,
-    timeout: Duration,
+    limits: &Limits,
     grants: &[String],
     config: Option<&str>,
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let is_wasm = matches!(
+        file.extension().and_then(|e| e.to_str()),
+        Some("wasm" | "wat")
+    );
+    if !is_wasm && (limits.memory_mb.is_some() || limits.fuel.is_some()) {
+        return Err(
+            "--memory-mb and --fuel are limits of WASM modules (.wasm, .wat); a script's \
+                    limits are set in a system definition's [limits]"
+                .into(),
+        );
+    }
+    let timeout = limits.timeout;
     let plugin: Box<dyn AgentPlugin> = match file.extension().and_then(|e| e.to_str()) {
         Some("rhai") => Box::new(RhaiPlugin::from_file(file)?),
-        Some("wasm" | "wat") => Box::new(
-            WasmPlugin::from_file(file)?.with_capabilities(WasmCapabilities::from_names(grants)?),
-        ),
+        Some("wasm" | "wat") => {
+            // Fuel needs code compiled with metering, which makes every module slower: only
+            // modules asked to burn fuel are compiled that way.
+            let engine = if limits.fuel.is_some() {
+                WasmEngine::shared_metering_fuel()?
+            } else {
+                WasmEngine::shared()?
+            };
+            Box::new(
+                WasmPlugin::compile_file(&engine, file)?
+                    .with_capabilities(WasmCapabilities::from_names(grants)?)
+                    .with_limits(limits.wasm()?),
+            )
+        }
         _ => {
             return Err(format!(
                 "{}: unsupported plugin file; `exec` runs .rhai scripts and .wasm/.wat modules",

@@ -38,9 +38,17 @@ enum Command {
         /// The input: JSON text (a bare word that is not JSON is passed as a JSON string).
         #[arg(long, short)]
         input: String,
-        /// Wall-clock limit for the call, in milliseconds.
+        /// Wall-clock limit for the call, in milliseconds: how long exec waits, and the WASM
+        /// module's own timeout. A module blocked in a host call past it is abandoned.
         #[arg(long, default_value_t = 5_000)]
         timeout_ms: u64,
+        /// Linear memory a WASM module may hold, in MiB (default 64).
+        #[arg(long)]
+        memory_mb: Option<usize>,
+        /// Fuel a WASM module may burn in the call (about one unit per wasm instruction);
+        /// meters fuel, which makes guest code slower. Default: not metered.
+        #[arg(long)]
+        fuel: Option<u64>,
         /// Grant a capability to a WASM module (log, config, state, call_plugin,
         /// call_plugin:ID, wasi, wasi:dir=HOST::GUEST[:ro|:rw], wasi:env=KEY[=VALUE],
         /// wasi:arg=VALUE); repeatable. Nothing is granted by default.
@@ -181,11 +189,17 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             file,
             input,
             timeout_ms,
+            memory_mb,
+            fuel,
             grants,
             config,
         } => {
-            let timeout = std::time::Duration::from_millis(timeout_ms);
-            exec::run(&file, &input, timeout, &grants, config.as_deref()).await
+            let limits = exec::Limits {
+                timeout: std::time::Duration::from_millis(timeout_ms),
+                memory_mb,
+                fuel,
+            };
+            exec::run(&file, &input, &limits, &grants, config.as_deref()).await
         }
         Command::Tools { path, format } => tools::run(&path, format).await,
     }

@@ -17,6 +17,30 @@ use std::time::Duration;
 
 use super::profanity::ProfanityFilter;
 
+/// Native stack the threads that run scripts get in the `bilayer` binary (its tokio workers,
+/// its blocking threads and the thread that drives them), and what a host should give its own
+/// runtime threads: `tokio::runtime::Builder::thread_stack_size(SCRIPT_THREAD_STACK)`. It is
+/// address space reserved per thread; only the pages a call actually touches are memory. Every
+/// [`RhaiConfig`] whose [`native_stack_needed`](RhaiConfig::native_stack_needed) fits in it can
+/// run on such a thread without overflowing it, whatever its scripts do; a system definition
+/// refuses limits that do not fit.
+pub const SCRIPT_THREAD_STACK: usize = 256 << 20;
+
+/// Native stack one level of a nested value costs in the deepest recursion Rhai makes over a
+/// value: printing it (`to_string`, `print`, interpolation) or comparing it (`==`, `in`,
+/// `contains`) goes through Rhai's function dispatch once per level, ~7.2 KB in a debug build;
+/// copying and dropping it cost 0.2-0.7 KB a level. Measured in a debug build, so it holds for
+/// release builds too, where frames are smaller.
+const VALUE_LEVEL_STACK: usize = 8 << 10;
+
+/// Native stack one level of expression nesting costs while a script is parsed (~17 KB in a
+/// debug build; parsing is not watched by the progress hook, only bounded by `max_expr_depth`).
+const EXPR_LEVEL_STACK: usize = 20 << 10;
+
+/// What the host has on the stack below a script call (an actor's turn, tokio's frames) and
+/// Rhai's own entry frames.
+const HOST_FRAMES_STACK: usize = 2 << 20;
+
 /// Sandbox limits and host options for Rhai scripts.
 ///
 /// | limit | default | what hitting it reports |
@@ -34,6 +58,16 @@ use super::profanity::ProfanityFilter;
 /// Sizes count nested containers together, as Rhai does: an array of 100 arrays of 100
 /// elements holds 10 100 elements. Limits of zero are raised to one, because Rhai reads zero
 /// as "unlimited".
+///
+/// Rhai bounds how deeply values nest only through those sizes: an array nested N levels deep
+/// holds N elements, so a script can build values about `max_array_size + max_map_size` levels
+/// deep (plus `max_expr_depth` through one chain of index assignments). Printing, comparing,
+/// copying and dropping such a value recurse once per level on the native stack, where no
+/// limit can stop them, so the thread a call runs on must hold the deepest value the limits
+/// allow: [`RhaiConfig::native_stack_needed`] says how much stack that is (~160 MiB with the
+/// defaults, counted as a debug build needs it), and [`SCRIPT_THREAD_STACK`] is what the
+/// `bilayer` binary gives its threads. Explicit `curry` is refused at compile time: a function
+/// pointer curried with itself nests without counting against any size.
 ///
 /// `import` is refused unless [`RhaiConfig::allow_imports_from`] names a directory; then only
 /// `.rhai` files inside that directory can be imported.
@@ -77,10 +111,12 @@ pub struct RhaiConfig {
     /// Wall-clock time one call may take, checked while the script runs (time spent waiting
     /// in `call_plugin` counts too).
     pub timeout: Duration,
-    /// Native stack bytes one call may use. Deep recursion in Rhai costs far more native
-    /// stack in debug builds than in release builds; this turns an overflow, which would abort
-    /// the whole process, into an error. Keep it well below the stack size of the threads that
-    /// run scripts (2 MiB for tokio workers unless the runtime sets more).
+    /// Native stack bytes the script's own recursion (function calls, nested expressions) may
+    /// use, counted from where the call started and checked once per operation. Deep recursion
+    /// in Rhai costs far more native stack in debug builds than in release builds; this turns
+    /// an overflow, which would abort the whole process, into an error. The thread also needs
+    /// room for the deepest value the size limits allow on top of it: see
+    /// [`RhaiConfig::native_stack_needed`].
     pub max_native_stack: usize,
     /// Nesting depth of values crossing the boundary as JSON (inputs, outputs, `state` values,
     /// `parse_json` results). serde_json itself refuses to parse deeper than 128. Of an entry
@@ -121,6 +157,61 @@ impl RhaiConfig {
     /// Same as [`RhaiConfig::default`].
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// How deeply a script under these limits can nest a value: Rhai counts nested containers
+    /// against `max_array_size` and `max_map_size` (one element per level), an index
+    /// assignment chain (`a[0][0] = b`) adds at most `max_expr_depth` levels, and a message
+    /// converted in nests at most `max_json_depth`.
+    pub fn max_value_depth(&self) -> usize {
+        self.max_array_size
+            .saturating_add(self.max_map_size)
+            .saturating_add(self.max_expr_depth)
+            .saturating_add(8)
+            .max(self.max_json_depth)
+    }
+
+    /// Native stack bytes a thread must have for any call (or compilation) of a script under
+    /// these limits to finish without overflowing it: the script's own recursion
+    /// (`max_native_stack`), the deepest value it can build ([`RhaiConfig::max_value_depth`])
+    /// printed or compared, and the host's frames below the call; or parsing the deepest
+    /// expression `max_expr_depth` allows, if that needs more. Counted as a debug build needs
+    /// it. Run scripts on threads with at least this much stack ([`SCRIPT_THREAD_STACK`]
+    /// covers every configuration whose need fits in it).
+    pub fn native_stack_needed(&self) -> usize {
+        let call = self
+            .max_native_stack
+            .saturating_add(self.max_value_depth().saturating_mul(VALUE_LEVEL_STACK));
+        let compile = self.max_expr_depth.saturating_mul(EXPR_LEVEL_STACK);
+        call.max(compile).saturating_add(HOST_FRAMES_STACK)
+    }
+
+    /// `Err` naming the limits to lower when calls under this configuration could need more
+    /// native stack than a thread of `stack` bytes has ([`RhaiConfig::native_stack_needed`]).
+    pub fn check_stack(&self, stack: usize) -> Result<(), String> {
+        let needed = self.native_stack_needed();
+        if needed <= stack {
+            return Ok(());
+        }
+        let fixed = self
+            .max_native_stack
+            .saturating_add(HOST_FRAMES_STACK)
+            .saturating_add(9 * VALUE_LEVEL_STACK);
+        let levels = stack.saturating_sub(fixed) / VALUE_LEVEL_STACK;
+        Err(format!(
+            "max_array_size ({}) + max_map_size ({}) + max_expr_depth ({}) let a script nest \
+             values {} levels deep, and printing, comparing or copying such a value recurses once \
+             per level: that needs about {} MiB of native stack, more than the {} MiB the \
+             threads running scripts have; lower them to at most {levels} together (and \
+             max_expr_depth to at most {})",
+            self.max_array_size,
+            self.max_map_size,
+            self.max_expr_depth,
+            self.max_value_depth(),
+            needed >> 20,
+            stack >> 20,
+            stack.saturating_sub(HOST_FRAMES_STACK) / EXPR_LEVEL_STACK,
+        ))
     }
 
     pub fn max_operations(mut self, operations: u64) -> Self {

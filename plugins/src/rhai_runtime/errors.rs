@@ -11,7 +11,7 @@
 
 use rhai::{EvalAltResult, ParseError, Position};
 
-use super::execution_guard::{MAX_OPERATIONS, NATIVE_STACK, TIMEOUT};
+use super::execution_guard::{HOST_TIMEOUT, MAX_OPERATIONS, NATIVE_STACK, TIMEOUT};
 use crate::PluginError;
 
 /// What the host was running when the error happened, for errors raised outside any
@@ -116,6 +116,15 @@ fn classify(err: EvalAltResult, at: String) -> PluginError {
             let token = token.to_string();
             match token.as_str() {
                 TIMEOUT => limit(TIMEOUT, "the script ran past its wall-clock timeout".into()),
+                HOST_TIMEOUT => PluginError::LimitExceeded {
+                    limit: TIMEOUT.to_string(),
+                    detail: format!(
+                        "the script ran past its host's call timeout (an agent system's \
+                         hop_timeout_ms, a manager's execute timeout), which is shorter than its \
+                         own RhaiConfig::timeout, at {at}; raise the host's timeout or make the \
+                         script do less"
+                    ),
+                },
                 MAX_OPERATIONS => limit(MAX_OPERATIONS, "too many operations".into()),
                 NATIVE_STACK => limit(
                     NATIVE_STACK,

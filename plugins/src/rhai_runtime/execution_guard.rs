@@ -24,6 +24,9 @@ use rhai::Dynamic;
 
 /// Termination token for a call that ran past its deadline.
 pub(crate) const TIMEOUT: &str = "timeout";
+/// Termination token for a call that ran past its host's call timeout (a hop timeout, a
+/// manager's execute timeout), which was shorter than its own `timeout`.
+pub(crate) const HOST_TIMEOUT: &str = "call_timeout";
 /// Termination token for a call that used up its native stack budget.
 pub(crate) const NATIVE_STACK: &str = "max_native_stack";
 /// Termination token for a call that ran more operations than `max_operations`, closures
@@ -37,6 +40,8 @@ const CLOCK_CHECK_INTERVAL: u64 = 64;
 /// The limits of the call running on this thread.
 struct CallLimits {
     deadline: Cell<Option<Instant>>,
+    /// What passing `deadline` reports: [`TIMEOUT`] or [`HOST_TIMEOUT`].
+    deadline_token: Cell<&'static str>,
     /// 0 when no call is running.
     stack_base: Cell<usize>,
     operations: Cell<u64>,
@@ -48,6 +53,7 @@ thread_local! {
     static LIMITS: CallLimits = const {
         CallLimits {
             deadline: Cell::new(None),
+            deadline_token: Cell::new(TIMEOUT),
             stack_base: Cell::new(0),
             operations: Cell::new(0),
             max_operations: Cell::new(0),
@@ -58,6 +64,7 @@ thread_local! {
 /// Keeps the limits of one script call installed on this thread while it lives.
 pub(crate) struct ExecutionGuard {
     previous_deadline: Option<Instant>,
+    previous_deadline_token: &'static str,
     previous_operations: u64,
     previous_max_operations: u64,
     owns_stack_base: bool,
@@ -66,6 +73,20 @@ pub(crate) struct ExecutionGuard {
 impl ExecutionGuard {
     /// Starts a call that may run for `timeout` from now and `max_operations` operations.
     pub(crate) fn enter(timeout: Duration, max_operations: u64) -> Self {
+        Self::enter_bounded(timeout, None, max_operations)
+    }
+
+    /// [`ExecutionGuard::enter`] for a call whose host waits at most `host_timeout`: the
+    /// deadline is the sooner of the two, and passing the host's reports [`HOST_TIMEOUT`].
+    pub(crate) fn enter_bounded(
+        timeout: Duration,
+        host_timeout: Option<Duration>,
+        max_operations: u64,
+    ) -> Self {
+        let (timeout, token) = match host_timeout {
+            Some(host) if host < timeout => (host, HOST_TIMEOUT),
+            _ => (timeout, TIMEOUT),
+        };
         let deadline = Instant::now().checked_add(timeout);
         LIMITS.with(|limits| {
             let owns_stack_base = limits.stack_base.get() == 0;
@@ -74,6 +95,7 @@ impl ExecutionGuard {
             }
             Self {
                 previous_deadline: limits.deadline.replace(deadline),
+                previous_deadline_token: limits.deadline_token.replace(token),
                 previous_operations: limits.operations.replace(0),
                 previous_max_operations: limits.max_operations.replace(max_operations.max(1)),
                 owns_stack_base,
@@ -86,6 +108,7 @@ impl Drop for ExecutionGuard {
     fn drop(&mut self) {
         LIMITS.with(|limits| {
             limits.deadline.set(self.previous_deadline);
+            limits.deadline_token.set(self.previous_deadline_token);
             limits.operations.set(self.previous_operations);
             limits.max_operations.set(self.previous_max_operations);
             if self.owns_stack_base {
@@ -129,7 +152,16 @@ pub(crate) fn check_progress(native_stack_budget: usize) -> Option<Dynamic> {
 #[inline(never)]
 fn past_deadline(limits: &CallLimits) -> Option<&'static str> {
     let deadline = limits.deadline.get()?;
-    (Instant::now() >= deadline).then_some(TIMEOUT)
+    (Instant::now() >= deadline).then(|| limits.deadline_token.get())
+}
+
+/// The time left before the deadline of the call running on this thread (`None` outside a call
+/// or without a deadline): how long a host function may block on the call's behalf.
+pub(crate) fn time_left() -> Option<Duration> {
+    LIMITS.with(|limits| {
+        let deadline = limits.deadline.get()?;
+        Some(deadline.saturating_duration_since(Instant::now()))
+    })
 }
 
 #[cold]

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use rhai::{Array, Dynamic, Engine, Map, FLOAT, INT};
 
 use super::errors::{passthrough_error, script_error, ScriptResult};
+use super::execution_guard::time_left;
 use super::host_link::HostLink;
 use super::json::{check_boundary_value, dynamic_from_json_text, dynamic_to_json_text};
 use super::regex_cache;
@@ -54,8 +55,10 @@ fn register_call_plugin(engine: &mut Engine, link: &Arc<HostLink>) {
             } else {
                 dynamic_to_json_text(&input).map_err(|e| script_error(e.to_string()))?
             };
+            // Waits no longer than the calling script may still run: its own timeout, or its
+            // host's call timeout (a hop timeout) when that is shorter.
             context
-                .call_plugin_blocking(target, input)
+                .call_plugin_blocking_within(target, input, time_left())
                 .map_err(|err| match err {
                     PluginError::CallCycle(_) => passthrough_error("call_plugin", err),
                     other => script_error(format!("call_plugin(\"{target}\") failed: {other}")),

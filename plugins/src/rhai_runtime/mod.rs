@@ -70,11 +70,21 @@
 //! `file:line:column`; runtime errors are `PluginError::Runtime` with the position and the
 //! function.
 //!
-//! Rhai has no limit on how deeply values nest, and copying, dropping or serializing a value
-//! recurses once per level. Nesting is bounded only by `max_array_size + max_map_size`
-//! (20 000 levels by default), which in a release build needs about 250 bytes of native stack
-//! per level: give the threads that run scripts (tokio workers) at least 8 MiB of stack when
-//! scripts are untrusted, or lower those limits.
+//! Rhai has no limit on how deeply values nest, and printing, comparing, copying or dropping
+//! a value recurses once per level on the native stack, where no limit can stop it. Nesting is
+//! bounded only by `max_array_size + max_map_size` (about 20 000 levels with the defaults), and
+//! printing or comparing costs up to ~7 KB of stack a level in a debug build (less in release):
+//! [`RhaiConfig::native_stack_needed`] is the stack a thread needs for the deepest value the
+//! limits allow (~160 MiB with the defaults), and [`SCRIPT_THREAD_STACK`] (256 MiB of address
+//! space, touched only as deep as a call goes) is what the `bilayer` binary gives every thread
+//! that runs scripts. Build your runtime the same way when scripts are untrusted
+//! (`tokio::runtime::Builder::thread_stack_size(SCRIPT_THREAD_STACK)`, and run the code that
+//! compiles scripts on such a thread), or lower the size limits until `native_stack_needed`
+//! fits your threads: a thread with less stack than that can be overflowed by a script, which
+//! aborts the process. The progress hook's `max_native_stack` check covers only the script's
+//! own recursion. Explicit `curry` is refused at compile time: currying a function pointer
+//! with itself nests values without counting against any size limit (closures still capture
+//! their variables).
 //!
 //! ## Where scripts run
 //!
@@ -141,7 +151,7 @@ mod script;
 mod script_state;
 mod tool;
 
-pub use config::RhaiConfig;
+pub use config::{RhaiConfig, SCRIPT_THREAD_STACK};
 pub use form::ScriptKind;
 pub use plugin::RhaiPlugin;
 pub use profanity::ProfanityFilter;

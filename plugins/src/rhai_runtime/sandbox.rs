@@ -5,7 +5,7 @@
 //! which has no file, network or process functions. On top of that:
 //!
 //! - `eval` is disabled (it would compile code that escaped review and the compile-time
-//!   limits);
+//!   limits), and so is explicit `curry` (it nests values past every size limit);
 //! - `import` is refused, or confined to one directory ([`super::imports`]);
 //! - `sleep` is replaced by an error ([`super::host_functions`]);
 //! - every limit of [`RhaiConfig`] is installed, the wall-clock and native-stack ones through
@@ -46,6 +46,11 @@ pub(crate) fn build_engine(config: &RhaiConfig, link: &Arc<HostLink>) -> PluginR
 
     install_limits(&mut engine, config);
     engine.disable_symbol("eval");
+    // `f.curry(f)` in a loop nests function pointers without counting against any size limit,
+    // and dropping or printing the result recurses once per level on the native stack (see
+    // `RhaiConfig::native_stack_needed`). The parser's own capture of closure variables does
+    // not go through the symbol, so closures keep working.
+    engine.disable_symbol("curry");
     imports::install(&mut engine, config.import_dir.as_deref())?;
     route_output_to_tracing(&mut engine, link);
 

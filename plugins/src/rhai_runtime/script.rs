@@ -23,7 +23,9 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use rhai::{CallFnOptions, Dynamic, Engine, EvalAltResult, FnPtr, FuncArgs, Scope, AST};
 use serde_json::Value;
@@ -139,6 +141,9 @@ pub(crate) struct CompiledScript {
     /// For the entry form: the only fields of a JSON object input the entry function can see,
     /// sorted, when every use of its parameter names one; `None` converts the whole input.
     pub(crate) entry_fields: Option<Box<[String]>>,
+    /// The host's call timeout in nanoseconds ([`PluginContext::call_timeout`], set on attach;
+    /// `u64::MAX` for none): calls stop at it when it is shorter than `config.timeout`.
+    host_timeout_nanos: AtomicU64,
 }
 
 impl CompiledScript {
@@ -233,11 +238,17 @@ impl CompiledScript {
             bounds,
             placement,
             entry_fields,
+            host_timeout_nanos: AtomicU64::new(u64::MAX),
         })
     }
 
     /// Connects the script to its host (state store, plugin caller) under `plugin_id`.
     pub(crate) fn attach(&self, plugin_id: &str, context: PluginContext) {
+        let host_timeout = context.call_timeout().map_or(u64::MAX, |t| {
+            u64::try_from(t.as_nanos()).unwrap_or(u64::MAX)
+        });
+        self.host_timeout_nanos
+            .store(host_timeout, Ordering::Relaxed);
         self.link.set_plugin_id(plugin_id);
         self.link.attach(context);
         if let ScriptForm::Rules(rules) = &self.form {
@@ -246,7 +257,17 @@ impl CompiledScript {
     }
 
     pub(crate) fn detach(&self) {
+        self.host_timeout_nanos.store(u64::MAX, Ordering::Relaxed);
         self.link.detach();
+    }
+
+    /// The limits of one call: its own timeout, bounded by the host's call timeout.
+    fn enter_call(&self) -> ExecutionGuard {
+        let host = match self.host_timeout_nanos.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            nanos => Some(Duration::from_nanos(nanos)),
+        };
+        ExecutionGuard::enter_bounded(self.config.timeout, host, self.config.max_operations)
     }
 
     /// Runs one input through the script's form (see the module docs); the output is checked
@@ -259,7 +280,7 @@ impl CompiledScript {
 
     /// [`CompiledScript::execute`] without the output check: the caller checks it.
     fn run(&self, input: ScriptInput<'_>) -> PluginResult<Dynamic> {
-        let _limits = ExecutionGuard::enter(self.config.timeout, self.config.max_operations);
+        let _limits = self.enter_call();
         let output = match &self.form {
             ScriptForm::Entry {
                 function,
@@ -331,7 +352,7 @@ impl CompiledScript {
 
     /// Calls a script function by name with JSON arguments, whatever the script's form.
     pub(crate) fn call_function(&self, function: &str, args: Vec<Value>) -> PluginResult<Value> {
-        let _limits = ExecutionGuard::enter(self.config.timeout, self.config.max_operations);
+        let _limits = self.enter_call();
         self.find_function(function, args.len())?;
         let args = args
             .iter()

@@ -67,6 +67,17 @@ impl WasmEngine {
             .clone()
     }
 
+    /// The process-wide engine built from `WasmConfig::default().fuel_metering(true)`, created
+    /// on first use: what plugins whose limits set [`WasmLimits::fuel`](super::WasmLimits::fuel)
+    /// are compiled on when their host picks the engine (system definitions, `bilayer exec
+    /// --fuel`). Metered code is slower, so plugins without fuel stay on [`WasmEngine::shared`].
+    pub fn shared_metering_fuel() -> PluginResult<WasmEngine> {
+        static METERED: OnceLock<PluginResult<WasmEngine>> = OnceLock::new();
+        METERED
+            .get_or_init(|| WasmEngine::new(WasmConfig::default().fuel_metering(true)))
+            .clone()
+    }
+
     /// A new engine for `config` and its epoch ticker thread.
     pub fn new(config: WasmConfig) -> PluginResult<WasmEngine> {
         let (engine, pooling) = build_engine(&config)?;

@@ -1,5 +1,7 @@
 //! Turns wasmtime's errors into `PluginError`s that name the cause and what to change.
 //!
+//! - An epoch deadline set from the host's call timeout (shorter than the plugin's own) becomes
+//!   `PluginError::Timeout`, as if the host had stopped waiting.
 //! - An epoch deadline, an empty fuel tank or a wasm stack overflow becomes
 //!   `PluginError::LimitExceeded` whose `limit` is the setting to raise (`timeout`, `fuel`,
 //!   `max_wasm_stack`).
@@ -52,6 +54,8 @@ pub(crate) struct Site<'a> {
     pub plugin_id: &'a str,
     pub version: &'a str,
     pub phase: Phase,
+    /// The host's call timeout, when it is what the epoch deadline was set from.
+    pub host_timeout: Option<Duration>,
 }
 
 impl Site<'_> {
@@ -86,6 +90,14 @@ pub(crate) fn guest_error(
     let id = site.plugin_id;
     if let Some(trap) = err.downcast_ref::<Trap>() {
         match trap {
+            Trap::Interrupt if site.host_timeout.is_some() => {
+                // The host's bound (a hop timeout, an execute timeout) was the tighter one: the
+                // call timed out as the host sees it, whatever the plugin's own limit.
+                return PluginError::Timeout {
+                    id: id.to_string(),
+                    after: site.host_timeout.unwrap_or(elapsed),
+                };
+            }
             Trap::Interrupt => {
                 return PluginError::LimitExceeded {
                     limit: "timeout".to_string(),

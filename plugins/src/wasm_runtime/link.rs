@@ -10,7 +10,7 @@
 //! than the first call; each store then opens them anew ([`wasi`](super::wasi)).
 
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use wasmtime::{InstancePre, Linker};
 
@@ -33,6 +33,10 @@ pub(crate) struct LinkedPlugin {
     pub limits: WasmLimits,
     pub mode: InstanceMode,
     pub deadline_ticks: u64,
+    /// The host's call timeout ([`PluginContext::call_timeout`]) when it is shorter than
+    /// `limits.timeout`: the epoch deadline is set from it, and a guest stopped there failed the
+    /// call with a timeout rather than its own limit.
+    pub host_timeout: Option<Duration>,
     /// Whether instances run the guest's `_initialize` (not for the metadata probe).
     pub run_initialize: bool,
     /// Whether `wasi` is granted (read on every call, so kept out of the grant's set).
@@ -138,7 +142,11 @@ impl LinkedPlugin {
         mode: InstanceMode,
         run_initialize: bool,
     ) -> LinkedPlugin {
-        let deadline_ticks = deadline_ticks(limits.timeout, compiled.engine.config().epoch_tick);
+        let host_timeout = ctx.call_timeout().filter(|host| *host < limits.timeout);
+        let deadline_ticks = deadline_ticks(
+            host_timeout.unwrap_or(limits.timeout),
+            compiled.engine.config().epoch_tick,
+        );
         let uses_wasi = grants.allows(Capability::Wasi);
         let reuse_could_leave =
             mode == InstanceMode::Reuse && host_imports::may_leave_inline(&compiled.module);
@@ -152,6 +160,7 @@ impl LinkedPlugin {
             limits,
             mode,
             deadline_ticks,
+            host_timeout,
             run_initialize,
             uses_wasi,
             inline_allowed,
@@ -186,6 +195,7 @@ impl LinkedPlugin {
             plugin_id: &self.plugin_id,
             version: &self.compiled.version,
             phase,
+            host_timeout: self.host_timeout,
         }
     }
 

@@ -6,9 +6,11 @@
 //! instance mode are set with builders; `load` links the module against the grant (an
 //! ungranted import fails here, naming the capability) and attaches the host context (config,
 //! state store, plugin caller). `execute` tries a short inline slice on the calling thread
-//! first and moves to the blocking side of the runtime ([`run_blocking`]) when the guest needs
-//! longer or blocks, so a guest spinning until its deadline never stalls the async workers for
-//! more than the slice.
+//! first and moves to a blocking thread ([`run_detached`]) when the guest needs longer or
+//! blocks, so a guest spinning until its deadline never stalls the async workers for more than
+//! the slice, and a caller that stops waiting is never held by a guest blocked in a host call.
+//! Each call is bounded by the plugin's `WasmLimits::timeout` and by its host's call timeout
+//! ([`PluginContext::call_timeout`], an agent's hop timeout), whichever is shorter.
 //!
 //! Identity: a plugin read from a file is named after the file stem (`plugins/echo.wasm` →
 //! `echo`) unless its metadata declares an `id`; [`WasmPlugin::from_bytes`] uses the id it is
@@ -26,7 +28,7 @@ use super::link::LinkedPlugin;
 use super::module::CompiledModule;
 use super::{InstanceMode, WasmCapabilities, WasmEngine, WasmLimits};
 use crate::{
-    run_blocking, AgentPlugin, PluginContext, PluginError, PluginMetadata, PluginResult,
+    run_detached, AgentPlugin, PluginContext, PluginError, PluginMetadata, PluginResult,
     PluginState, PluginType,
 };
 
@@ -253,14 +255,19 @@ impl WasmPlugin {
     /// Runs one input without holding an async worker longer than a short slice: first on the
     /// calling thread for at most ~2 ms, then, when the guest needs longer or calls an import
     /// that blocks or has an effect (`log`, `state_set`, `call_plugin`), again from the start
-    /// on a blocking thread ([`run_blocking`]) with its full timeout. `&self`, so a shared plugin
+    /// on a blocking thread ([`run_detached`]) with its full timeout. `&self`, so a shared plugin
     /// can serve concurrent calls (each on its own instance unless [`InstanceMode::Reuse`]).
+    ///
+    /// The future returned can be dropped at any time: a caller that stops waiting (its hop or
+    /// execute timeout fired) leaves the blocking thread to finish on its own, which a guest
+    /// blocked in a host call (a WASI read, a sleep) does when the call returns, and a running
+    /// guest at its epoch deadline.
     pub async fn call(&self, input: String) -> PluginResult<String> {
         let linked = self.linked()?;
         if let Some(output) = linked.try_inline(input.as_bytes()) {
             return self.output_text(output?);
         }
-        let output = run_blocking(move || linked.execute(input.as_bytes())).await??;
+        let output = run_detached(move || linked.execute(input.as_bytes())).await??;
         self.output_text(output)
     }
 
