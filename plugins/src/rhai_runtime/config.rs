@@ -284,3 +284,40 @@ impl RhaiConfig {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_fit_the_script_threads_and_name_what_they_need() {
+        let defaults = RhaiConfig::default();
+        assert_eq!(defaults.max_value_depth(), 10_000 + 10_000 + 64 + 8);
+        assert!(defaults.check_stack(SCRIPT_THREAD_STACK).is_ok());
+        // Far more than a tokio worker's default 2 MiB: the deepest value printed.
+        assert!(defaults.native_stack_needed() > 100 << 20);
+    }
+
+    #[test]
+    fn limits_whose_values_nest_past_the_stack_are_refused_naming_them() {
+        let at_most = RhaiConfig::default()
+            .max_array_size(16_000)
+            .max_map_size(16_000)
+            .max_expr_depth(376);
+        assert!(at_most.check_stack(SCRIPT_THREAD_STACK).is_ok());
+        let message = at_most
+            .clone()
+            .max_array_size(16_001)
+            .check_stack(SCRIPT_THREAD_STACK)
+            .unwrap_err();
+        for key in ["max_array_size (16001)", "max_map_size", "max_expr_depth"] {
+            assert!(message.contains(key), "{message}");
+        }
+        // Parsing alone can outgrow the stack too.
+        let parse = RhaiConfig::default().max_expr_depth(1 << 20);
+        assert!(parse.check_stack(SCRIPT_THREAD_STACK).is_err());
+        // Overflowing arithmetic saturates into a refusal.
+        let huge = RhaiConfig::default().max_array_size(usize::MAX);
+        assert!(huge.check_stack(SCRIPT_THREAD_STACK).is_err());
+    }
+}
