@@ -15,10 +15,12 @@
 //! - the host's clocks and random numbers (preview 1 programs cannot start without them).
 //!
 //! The functions are the synchronous ones (`add_to_linker_sync`): guest code runs on a blocking
-//! thread already ([`run_blocking`](crate::run_blocking)), so file operations run in place
+//! thread already ([`run_detached`](crate::run_detached)), so file operations run in place
 //! (`allow_blocking_current_thread`) instead of bouncing through tokio's blocking pool. The
 //! epoch deadline, fuel and the memory limiter work as for any plugin; a host call itself is not
-//! interrupted (a guest sleeping in `poll_oneoff` stops when the sleep returns).
+//! interrupted (a guest sleeping in `poll_oneoff` stops when the sleep returns), but its caller
+//! does not wait for it: at its timeout (the plugin's own, or the host's call timeout: a hop
+//! timeout) the caller abandons the blocking thread and fails the call.
 //!
 //! `proc_exit` ends the call with an error naming the exit status (a plugin returns from
 //! `execute` rather than exiting), and the instance is discarded.
