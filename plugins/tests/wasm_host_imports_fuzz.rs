@@ -29,8 +29,16 @@ const IMPORTS: &[(&str, &str, &str)] = &[
     ("bilayer", "log", "(param i32 i32 i32)"),
     ("bilayer", "config_get", "(param i32 i32) (result i64)"),
     ("bilayer", "state_get", "(param i32 i32) (result i64)"),
-    ("bilayer", "state_set", "(param i32 i32 i32 i32) (result i64)"),
-    ("bilayer", "call_plugin", "(param i32 i32 i32 i32) (result i64)"),
+    (
+        "bilayer",
+        "state_set",
+        "(param i32 i32 i32 i32) (result i64)",
+    ),
+    (
+        "bilayer",
+        "call_plugin",
+        "(param i32 i32 i32 i32) (result i64)",
+    ),
     (
         "wasi_snapshot_preview1",
         "fd_write",
