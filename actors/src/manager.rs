@@ -468,7 +468,10 @@ impl PluginManager {
             .await
     }
 
-    /// [`PluginManager::execute`] with its own timeout.
+    /// [`PluginManager::execute`] with its own timeout. Scripts and modules still stop their own
+    /// code at the manager's execute timeout when that is shorter than their limits
+    /// (`PluginContext::call_timeout`, given at registration): a longer per-call timeout waits
+    /// longer for other plugins, it does not let a guest run longer.
     pub async fn execute_with_timeout(
         &self,
         id: &str,

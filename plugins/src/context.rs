@@ -1,5 +1,7 @@
-//! What the host hands a plugin at load time: its identity, config, state store, and a way to
-//! call other plugins.
+//! What the host hands a plugin at load time: its identity, config, state store, a way to
+//! call other plugins, and how long it waits for one call (`call_timeout`, which scripts and
+//! modules bound their own code by); and how synchronous plugin work leaves the async workers
+//! ([`run_blocking`], [`run_detached`]).
 //!
 //! The plugin layer knows nothing about actors. Calling another plugin goes through the
 //! [`PluginCaller`] trait object, which the actor layer implements on top of its manager. The
