@@ -5,6 +5,8 @@
 //! name = "orders"
 //! entry = "intake"              # default: the first agent
 //! max_hops = 16                 # default 32
+//! max_branches = 1024           # default 1024: how many branches one input's fan-outs may
+//!                               # end in (the product of the widths on a branch's way)
 //! max_in_flight = 16384         # admission bound (backpressure)
 //! hop_timeout_ms = 30000
 //! strategy = "one_for_one"      # or one_for_all, rest_for_one
@@ -15,6 +17,7 @@
 //! [limits]                      # Rhai limits for every script agent (per agent: [agents.limits])
 //! max_operations = 1000000
 //! timeout_ms = 1000
+//! max_state_bytes = 67108864    # every agent's state (script, WASM, native), JSON bytes; 64 MiB
 //!
 //! [hot_reload]
 //! dirs = ["."]                  # directories watched for script changes
@@ -90,6 +93,7 @@ struct SystemFile {
     name: Option<String>,
     entry: Option<String>,
     max_hops: Option<usize>,
+    max_branches: Option<u32>,
     max_in_flight: Option<usize>,
     hop_timeout_ms: Option<u64>,
     strategy: Option<String>,
@@ -118,6 +122,8 @@ struct Limits {
     max_array_size: Option<usize>,
     max_map_size: Option<usize>,
     timeout_ms: Option<u64>,
+    /// Not a Rhai limit: the size of each agent's state, for every kind of plugin.
+    max_state_bytes: Option<usize>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -243,8 +249,11 @@ impl SystemDefinition {
                 message: e.message().to_string(),
             }
         })?;
+        // A bare file name's parent is the empty path, which names no directory to watch or
+        // to resolve paths against: it is the current one.
         let dir = file
             .parent()
+            .filter(|dir| !dir.as_os_str().is_empty())
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
         Ok(Self {
@@ -563,6 +572,9 @@ impl SystemDefinition {
         if let Some(max_hops) = self.raw.max_hops {
             builder = builder.max_hops(max_hops);
         }
+        if let Some(max_branches) = self.raw.max_branches {
+            builder = builder.max_branches(max_branches);
+        }
         if let Some(max_in_flight) = self.raw.max_in_flight {
             builder = builder.max_in_flight(max_in_flight);
         }
@@ -606,12 +618,12 @@ impl SystemDefinition {
                         let plugin = builtin_plugin(&name, &config).map_err(|message| {
                             PluginError::Config(format!("agent `{}`: {message}", agent.name))
                         })?;
-                        let options = PluginOptions::new().config(config);
+                        let options = self.state_limit_for(agent).config(config);
                         builder = builder.agent_with(&agent.name, plugin, options);
                         continue;
                     }
                 };
-            let mut options = PluginOptions::new();
+            let mut options = self.state_limit_for(agent);
             if let Some(config) = &agent.config {
                 let config =
                     serde_json::to_value(config).map_err(|e| PluginError::Config(e.to_string()))?;
@@ -787,6 +799,20 @@ impl SystemDefinition {
         apply_limits(RhaiConfig::default(), &self.raw.limits)
     }
 
+    /// Plugin options carrying the agent's `max_state_bytes` (its own `[agents.limits]`, else
+    /// `[limits]`), when the definition sets one.
+    fn state_limit_for(&self, agent: &AgentEntry) -> PluginOptions {
+        let max_bytes = agent
+            .limits
+            .as_ref()
+            .and_then(|limits| limits.max_state_bytes)
+            .or(self.raw.limits.max_state_bytes);
+        match max_bytes {
+            Some(max_bytes) => PluginOptions::new().max_state_bytes(max_bytes),
+            None => PluginOptions::new(),
+        }
+    }
+
     fn limits_for(&self, agent: &AgentEntry) -> RhaiConfig {
         let base = self.base_limits();
         match &agent.limits {
@@ -795,28 +821,51 @@ impl SystemDefinition {
         }
     }
 
+    /// What is allowed but likely wrong: a script whose literal `next_agent` list names its own
+    /// agent, so that every hop fans out again (the branches multiply until `max_branches`
+    /// cuts them off). `bilayer check` prints these as warnings.
+    pub fn warnings(&self) -> Vec<Problem> {
+        let mut warnings = Vec::new();
+        for agent in &self.raw.agents {
+            let Ok(AgentSource::Script(path)) = self.source_of(agent) else {
+                continue;
+            };
+            let Ok(source) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            for route in literal_routes(&source) {
+                if route.is_list && route.names.iter().any(|(name, _)| name == &agent.name) {
+                    let (line, column) = line_column(&source, route.at);
+                    warnings.push(Problem {
+                        location: format!("{}:{line}:{column}", path.display()),
+                        message: format!(
+                            "agent `{}` fans out to itself: every hop multiplies its branches \
+                             until max_branches ({}) dead-letters the input",
+                            agent.name,
+                            self.raw
+                                .max_branches
+                                .unwrap_or(bilayer_actors::DEFAULT_MAX_BRANCHES)
+                        ),
+                    });
+                }
+            }
+        }
+        warnings
+    }
+
     /// Literal `next_agent: "x"` / `next_agent = "x"` in a script naming no agent.
     fn unknown_targets(&self, script: &Path, agents: &HashSet<&str>) -> Vec<Problem> {
         let Ok(source) = std::fs::read_to_string(script) else {
             return Vec::new();
         };
-        let pattern = regex::Regex::new(r#"next_agent\s*[:=]\s*(\[[^\]]*\]|"[^"]*")"#)
-            .expect("static pattern");
-        let name = regex::Regex::new(r#""([^"]*)""#).expect("static pattern");
         let mut problems = Vec::new();
-        for found in pattern.captures_iter(&source) {
-            let value = found.get(1).expect("group 1");
-            for target in name.captures_iter(value.as_str()) {
-                let target_match = target.get(1).expect("group 1");
-                if !agents.contains(target_match.as_str()) {
-                    let (line, column) =
-                        line_column(&source, value.start() + target_match.start() - 1);
+        for route in literal_routes(&source) {
+            for (name, at) in route.names {
+                if !agents.contains(name.as_str()) {
+                    let (line, column) = line_column(&source, at);
                     problems.push(Problem {
                         location: format!("{}:{line}:{column}", script.display()),
-                        message: format!(
-                            "next_agent `{}` is not an agent of this system",
-                            target_match.as_str()
-                        ),
+                        message: format!("next_agent `{name}` is not an agent of this system"),
                     });
                 }
             }
@@ -988,6 +1037,43 @@ fn problem_from_error(path: &Path, error: PluginError) -> Problem {
             message: other.to_string(),
         },
     }
+}
+
+/// A literal `next_agent` value written in a script: `next_agent: "x"`, `next_agent = ["x", "y"]`.
+struct LiteralRoute {
+    /// Where the value starts (a byte offset in the script).
+    at: usize,
+    /// Whether the value is a list (a fan-out).
+    is_list: bool,
+    /// The names in it, each with the byte offset of its opening quote.
+    names: Vec<(String, usize)>,
+}
+
+/// Every literal `next_agent` value in a script's source (what `check` can know without
+/// running it).
+fn literal_routes(source: &str) -> Vec<LiteralRoute> {
+    static ROUTE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r#"next_agent\s*[:=]\s*(\[[^\]]*\]|"[^"]*")"#).expect("static pattern")
+    });
+    static NAME: std::sync::LazyLock<regex::Regex> =
+        std::sync::LazyLock::new(|| regex::Regex::new(r#""([^"]*)""#).expect("static pattern"));
+    ROUTE
+        .captures_iter(source)
+        .map(|found| {
+            let value = found.get(1).expect("group 1");
+            LiteralRoute {
+                at: value.start(),
+                is_list: value.as_str().starts_with('['),
+                names: NAME
+                    .captures_iter(value.as_str())
+                    .map(|name| {
+                        let name = name.get(1).expect("group 1");
+                        (name.as_str().to_string(), value.start() + name.start() - 1)
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
 }
 
 /// 1-based line and column of a byte offset.

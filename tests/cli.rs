@@ -1390,3 +1390,338 @@ fn check_reports_a_bad_transport_table() {
         "stderr",
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hostile input (issue 21 items 1, 2, 7, 9): a bad line costs only itself, an endless one
+// costs no memory, Ctrl-C and a closed pipe lose nothing already finished and say nothing
+// spurious
+// ---------------------------------------------------------------------------------------------
+
+const ORDER_LINE: &str = r#"{"order_id":"S-1","quantity":1,"price":2.5}"#;
+
+/// Sends `signal` (a `kill` name: INT, TERM) to `child`.
+fn send_signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{signal}"), child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} failed");
+}
+
+/// The resident memory of a running process, in KiB (Linux).
+fn resident_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
+
+#[test]
+fn run_goes_on_past_a_line_that_is_not_utf8_and_accepts_a_byte_order_mark() {
+    let mut input = Vec::new();
+    input.extend_from_slice(b"\xEF\xBB\xBF");
+    input.extend_from_slice(ORDER_LINE.as_bytes());
+    input.extend_from_slice(b"\n{\"order_id\":\"S-\xff\xfe\",\"quantity\":1,\"price\":2.5}\n");
+    input.extend_from_slice(ORDER_LINE.as_bytes());
+    input.push(b'\n');
+    let scratch = Scratch::new("utf8");
+    let file = scratch.0.join("bad.jsonl");
+    std::fs::write(&file, &input).expect("write input");
+    for source in ["file", "stdin"] {
+        let done = if source == "file" {
+            run_cli(
+                [
+                    "run",
+                    "examples/orders/system.toml",
+                    "--input",
+                    file.to_str().unwrap(),
+                ],
+                None,
+                QUICK,
+            )
+        } else {
+            run_cli(
+                ["run", "examples/orders/system.toml", "--input", "-"],
+                Some(&input),
+                QUICK,
+            )
+        };
+        done.assert_success();
+        let by_input: BTreeMap<u64, Value> = done
+            .stdout_lines()
+            .into_iter()
+            .map(|l| (l["input"].as_u64().unwrap(), l))
+            .collect();
+        assert_eq!(by_input.len(), 3, "{source}: {}", done.stdout);
+        assert_eq!(
+            by_input[&1]["status"], "ok",
+            "{source}: the BOM is accepted"
+        );
+        assert_eq!(by_input[&2]["status"], "error");
+        assert_eq!(
+            by_input[&2]["error"], "line 2 is not valid UTF-8 (byte 16 of the line)",
+            "{source}"
+        );
+        assert_eq!(by_input[&3]["status"], "ok", "{source}: the run goes on");
+        assert_contains(
+            &done.stderr,
+            "outcomes: ok 2, error 1, dead_letter 0",
+            "stderr summary",
+        );
+    }
+}
+
+#[test]
+fn run_refuses_an_over_long_line_and_reads_the_next() {
+    let scratch = Scratch::new("long-line");
+    let mut input = format!("{{\"order_id\":\"{}\"}}\n", "x".repeat(200_000));
+    input.push_str(ORDER_LINE);
+    input.push('\n');
+    let file = scratch.write("long.jsonl", &input);
+    let done = run_cli(
+        [
+            "run",
+            "examples/orders/system.toml",
+            "--input",
+            file.to_str().unwrap(),
+            "--max-line-bytes",
+            "100000",
+        ],
+        None,
+        QUICK,
+    );
+    done.assert_success();
+    let lines = done.stdout_lines();
+    assert_eq!(lines.len(), 2, "{}", done.stdout);
+    let refused = lines.iter().find(|l| l["input"] == 1).expect("line 1");
+    assert_eq!(refused["status"], "error");
+    assert_eq!(
+        refused["error"],
+        "line 1 is longer than 100000 bytes (raise --max-line-bytes to accept it)"
+    );
+    let next = lines.iter().find(|l| l["input"] == 2).expect("line 2");
+    assert_eq!(next["status"], "ok");
+}
+
+#[test]
+fn run_on_an_endless_line_holds_no_memory_and_ctrl_c_writes_what_finished() {
+    let mut child = bilayer([
+        "run",
+        "examples/orders/system.toml",
+        "--input",
+        "/dev/zero",
+        "--max-line-bytes",
+        "65536",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("spawn the bilayer binary");
+    // Reading /dev/zero runs at gigabytes a second: a reader that held the line would be
+    // gigabytes large by now.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "the run ended by itself on an endless input"
+    );
+    let rss = resident_kib(child.id());
+    assert!(rss < 256 * 1024, "resident memory grew to {rss} KiB");
+    send_signal(&child, "INT");
+    let done = wait_with_deadline(child, QUICK, "bilayer run --input /dev/zero");
+    assert_eq!(done.status.code(), Some(130), "stderr:\n{}", done.stderr);
+    // The refusal of line 1 was finished (and buffered, the input being a file): it is written.
+    let lines = done.stdout_lines();
+    assert_eq!(lines.len(), 1, "{}", done.stdout);
+    assert_eq!(lines[0]["status"], "error");
+    assert_contains(
+        lines[0]["error"].as_str().unwrap(),
+        "line 1 is longer than 65536 bytes",
+        "the refusal",
+    );
+    assert_contains(&done.stderr, "1 inputs in ", "the summary");
+    assert_contains(&done.stderr, "interrupted by SIGINT", "the summary");
+}
+
+#[test]
+fn run_stopped_by_sigterm_writes_every_finished_outcome_and_its_summary() {
+    let mut child = bilayer(["run", "examples/orders/system.toml", "--input", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the bilayer binary");
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    for _ in 0..3 {
+        writeln!(stdin, "{ORDER_LINE}").expect("write to stdin");
+    }
+    stdin.flush().expect("flush stdin");
+    // stdin stays open: the run is waiting for more input when the signal comes.
+    std::thread::sleep(Duration::from_millis(1500));
+    send_signal(&child, "TERM");
+    let done = wait_with_deadline(child, QUICK, "bilayer run --input -");
+    drop(stdin);
+    assert_eq!(done.status.code(), Some(143), "stderr:\n{}", done.stderr);
+    let lines = done.stdout_lines();
+    assert_eq!(lines.len(), 3, "{}", done.stdout);
+    assert!(lines.iter().all(|l| l["status"] == "ok"), "{}", done.stdout);
+    assert_contains(&done.stderr, "3 inputs in ", "the summary");
+    assert_contains(&done.stderr, "interrupted by SIGTERM", "the summary");
+}
+
+#[test]
+fn run_into_a_closed_pipe_ends_quietly() {
+    let scratch = Scratch::new("closed-pipe");
+    let input = format!("{ORDER_LINE}\n").repeat(20_000);
+    let file = scratch.write("orders.jsonl", &input);
+    // The default log filter (warnings), as a user has it.
+    let mut child = bilayer([
+        "run",
+        "examples/orders/system.toml",
+        "--input",
+        file.to_str().unwrap(),
+    ])
+    .env_remove("RUST_LOG")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("spawn the bilayer binary");
+    let stderr = drain(child.stderr.take().expect("stderr is piped"));
+    {
+        // `| head -1`: one line read, then the pipe closed.
+        use std::io::BufRead;
+        let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout is piped"));
+        let mut first = String::new();
+        stdout.read_line(&mut first).expect("read the first line");
+        assert!(first.contains("\"status\":\"ok\""), "{first}");
+    }
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if started.elapsed() > QUICK {
+            let _ = child.kill();
+            panic!("the run did not end after its stdout closed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = stderr.join().expect("stderr reader");
+    assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
+    assert_eq!(stderr, "", "nothing said on stderr");
+}
+
+#[test]
+fn run_watch_accepts_a_definition_given_as_a_bare_file_name() {
+    let scratch = Scratch::new("watch-bare");
+    scratch.write(
+        "system.toml",
+        "[[agents]]\nname = \"stamp\"\nscript = \"stamp.rhai\"\n",
+    );
+    scratch.write(
+        "stamp.rhai",
+        "fn stamp(msg) { #{ id: msg.id, stamped: true } }\n\nstamp\n",
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bilayer"))
+        .args(["run", "system.toml", "--input", "-", "--watch"])
+        .current_dir(&scratch.0)
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the bilayer binary");
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    writeln!(stdin, "{{\"id\":7}}").expect("write to stdin");
+    drop(stdin);
+    let done = wait_with_deadline(child, QUICK, "bilayer run system.toml --watch");
+    done.assert_success();
+    let lines = done.stdout_lines();
+    assert_eq!(lines.len(), 1, "{}", done.stdout);
+    assert_eq!(lines[0]["output"], json!({"id": 7, "stamped": true}));
+}
+
+#[test]
+fn run_bounds_a_self_fan_out_by_max_branches_and_check_warns_of_it() {
+    let scratch = Scratch::new("fan-out");
+    scratch.write(
+        "twin.rhai",
+        "fn twin(msg) {\n    msg.next_agent = [\"twin\", \"twin\"];\n    msg\n}\n\ntwin\n",
+    );
+    let system = scratch.write(
+        "system.toml",
+        "max_branches = 32\n\n[[agents]]\nname = \"twin\"\nscript = \"twin.rhai\"\n",
+    );
+    let done = run_cli(
+        ["run", system.to_str().unwrap(), "--input", "-"],
+        Some(b"{\"n\":1}\n{\"n\":2}\n"),
+        QUICK,
+    );
+    done.assert_success();
+    let lines = done.stdout_lines();
+    assert_eq!(lines.len(), 2, "{}", done.stdout);
+    for line in &lines {
+        assert_eq!(line["status"], "dead_letter");
+        assert_contains(
+            line["reason"].as_str().unwrap(),
+            "more than 32 branches (max_branches",
+            "the reason",
+        );
+        assert_eq!(line["branches"].as_array().map(Vec::len), Some(32));
+    }
+    let checked = run_cli(["check", system.to_str().unwrap()], None, QUICK);
+    checked.assert_success();
+    assert_contains(
+        &checked.stderr,
+        &format!(
+            "warning: {}: agent `twin` fans out to itself",
+            at(&scratch.0.join("twin.rhai"), 2, 22)
+        ),
+        "check's warning",
+    );
+}
+
+#[test]
+fn run_refuses_a_state_write_past_max_state_bytes_and_keeps_serving() {
+    let scratch = Scratch::new("state-cap");
+    scratch.write(
+        "hoard.rhai",
+        "fn hoard(msg) {\n    if msg.keep { state[`k${msg.n}`] = \"0123456789012345678901234567890123456789\"; }\n    #{ n: msg.n, kept: state.len() }\n}\n\nhoard\n",
+    );
+    let system = scratch.write(
+        "system.toml",
+        "[limits]\nmax_state_bytes = 450\n\n[[agents]]\nname = \"hoard\"\nscript = \"hoard.rhai\"\n",
+    );
+    let mut input = String::new();
+    for n in 1..=20 {
+        input.push_str(&format!("{{\"n\":{n},\"keep\":true}}\n"));
+    }
+    input.push_str("{\"n\":21,\"keep\":false}\n");
+    let done = run_cli(
+        ["run", system.to_str().unwrap(), "--input", "-"],
+        Some(input.as_bytes()),
+        QUICK,
+    );
+    done.assert_success();
+    let by_input: BTreeMap<u64, Value> = done
+        .stdout_lines()
+        .into_iter()
+        .map(|l| (l["input"].as_u64().unwrap(), l))
+        .collect();
+    // Each entry is its key (`k1`, …, `k10`) and 42 bytes of JSON string: ten take 441 bytes,
+    // the eleventh would take the state to 486, past 450.
+    for n in 1..=10 {
+        assert_eq!(by_input[&n]["status"], "ok", "{}", by_input[&n]);
+    }
+    for n in 11..=20 {
+        assert_eq!(by_input[&n]["status"], "dead_letter", "{}", by_input[&n]);
+        assert_contains(
+            by_input[&n]["reason"].as_str().unwrap(),
+            "max_state_bytes = 450",
+            "the reason",
+        );
+    }
+    assert_eq!(by_input[&21]["status"], "ok", "the agent keeps serving");
+    assert_eq!(by_input[&21]["output"]["kept"], 10);
+}

@@ -467,6 +467,7 @@ impl PluginActorState {
                 self.in_flight = Some(Envelope {
                     payload: Value::Null,
                     hops: envelope.hops.clone(),
+                    breadth: envelope.breadth,
                     ticket: Arc::clone(&envelope.ticket),
                 });
                 let outcome = self

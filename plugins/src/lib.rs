@@ -32,14 +32,16 @@ mod metadata;
 mod plugin;
 pub mod rhai_runtime;
 mod state;
+mod state_store;
 pub mod wasm_runtime;
 
-pub use context::{run_blocking, CallChain, PluginCaller, PluginContext, PluginStateStore};
+pub use context::{run_blocking, CallChain, PluginCaller, PluginContext};
 pub use error::{PluginError, PluginResult};
 pub use function_plugin::{FnPlugin, JsonFunction, Reading, Transforming};
 pub use metadata::{PluginMetadata, PluginType};
 pub use plugin::AgentPlugin;
 pub use state::PluginState;
+pub use state_store::{PluginStateStore, StateGuard, DEFAULT_MAX_STATE_BYTES};
 
 /// Re-exported so plugin authors need no direct dependency to implement [`AgentPlugin`].
 pub use async_trait::async_trait;

@@ -15,6 +15,9 @@ pub fn run(system_file: &Path) -> Result<ExitCode, Box<dyn std::error::Error>> {
             return Ok(ExitCode::FAILURE);
         }
     };
+    for warning in definition.warnings() {
+        eprintln!("warning: {warning}");
+    }
     let problems = definition.check();
     if problems.is_empty() {
         println!(

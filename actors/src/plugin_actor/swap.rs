@@ -70,7 +70,7 @@ impl PluginActorState {
         let store = if preserve_state {
             old_store.clone()
         } else {
-            PluginStateStore::new()
+            old_store.fresh()
         };
         let mut handover = if preserve_state {
             StateHandover::Preserved
@@ -95,7 +95,12 @@ impl PluginActorState {
                      version {previous_version} keeps serving with its state unchanged"
                 ))
             })?;
-            store.replace(migrated);
+            store.replace(migrated).map_err(|e| {
+                PluginError::execution(format!(
+                    "the state migration of version {version} of plugin `{id}` produced a \
+                     state over its limit ({e}); version {previous_version} keeps serving"
+                ))
+            })?;
             restore = Some(old);
             handover = StateHandover::Migrated;
         }
@@ -104,7 +109,7 @@ impl PluginActorState {
         let goal = self.target;
         if let Err(error) = bring_up(&id, plugin.as_mut(), &ctx, goal).await {
             if let Some(old) = restore {
-                store.replace(old);
+                store.restore(old);
             }
             tracing::warn!(plugin = %id, %version, %error, "new version failed to start; the old one keeps serving");
             return Err(error);
@@ -215,7 +220,7 @@ impl PluginActorState {
         } = probation.known_good;
         tear_down(&id, self.plugin.as_mut(), self.lifecycle).await;
         if let Some(state) = restore {
-            store.replace(state);
+            store.restore(state);
         }
         self.plugin = match &factory {
             Some(factory) => factory(),
