@@ -294,7 +294,7 @@ async fn under_load_through_an_agent_system_a_bad_save_costs_no_message() {
             while !done.load(Ordering::Acquire) {
                 submitted.insert(system.submit(json!({ "n": n })).await);
                 n += 1;
-                if n % 64 == 0 {
+                if n.is_multiple_of(64) {
                     tokio::task::yield_now().await;
                 }
             }

@@ -310,10 +310,10 @@ impl PluginActorState {
             micros = tracing::field::Empty,
         );
         // On probation the input is kept, to run it again should the version be rolled back.
-        let retry = match self.probation {
-            Some(_) => Some((input.clone(), chain.clone())),
-            None => None,
-        };
+        let retry = self
+            .probation
+            .is_some()
+            .then(|| (input.clone(), chain.clone()));
         let started = clock::now();
         let run = AssertUnwindSafe(chain.scope(self.shared.id.clone(), self.plugin.execute(input)))
             .catch_unwind()
@@ -500,10 +500,7 @@ impl PluginActorState {
         let keep_payload = core.keep_failed_payloads;
         // On probation the message is kept as it came in, to run it again should the version
         // be rolled back.
-        let retry = match self.probation {
-            Some(_) => Some(envelope.payload.clone()),
-            None => None,
-        };
+        let retry = self.probation.is_some().then(|| envelope.payload.clone());
         let started = clock::now();
         let outcome = match self.deliver_now(&mut envelope.payload, &span) {
             Some(outcome) => outcome,

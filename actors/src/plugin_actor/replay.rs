@@ -7,7 +7,7 @@
 //! The hold is bounded twice: at most `max_failures` messages per probation (the one past it
 //! rolls the version back and is run again at once), and each for at most the policy's
 //! `replay_hold` (a timer, [`PluginMsg::ReviewProbation`], answers it when that runs out), never
-//! past the failure window.
+//! past the failure window. In a runtime without timers nothing is held.
 //!
 //! Every failed message gets exactly one answer: a [`Held`] that is dropped (hold over, window
 //! over, another version swapped in, a rollback that failed, the actor gone) answers with its
@@ -122,9 +122,10 @@ impl Drop for Held {
 
 impl PluginActorState {
     /// Keeps `held` until the probation's verdict, for at most the policy's hold (and never
-    /// past the window). Without a probation, or with no hold, it is answered at once.
+    /// past the window). Without a probation, with no hold, or without a timer to end the hold,
+    /// it is answered at once.
     pub(super) fn hold(&mut self, mut held: Held) {
-        let Some(probation) = self.probation.as_mut() else {
+        let Some(probation) = self.probation.as_ref() else {
             return drop(held);
         };
         let hold = probation.policy.replay_hold.min(
@@ -133,14 +134,14 @@ impl PluginActorState {
                 .window
                 .saturating_sub(probation.since.elapsed()),
         );
-        if hold.is_zero() {
+        // The first held message arms the timer; each review re-arms it for the next one.
+        let first = probation.held.is_empty();
+        if hold.is_zero() || (first && !self.review_after(hold)) {
             return drop(held);
         }
-        let first = probation.held.is_empty();
         held.until = Instant::now() + hold;
-        probation.held.push_back(held);
-        if first {
-            self.review_after(hold);
+        if let Some(probation) = self.probation.as_mut() {
+            probation.held.push_back(held);
         }
     }
 
@@ -161,14 +162,26 @@ impl PluginActorState {
         }
         if let Some(next) = probation.held.front() {
             let wait = next.until.saturating_duration_since(now);
-            self.review_after(wait);
+            // Armed for the first of them, so the runtime has timers.
+            let _armed = self.review_after(wait);
         }
     }
 
-    /// Asks for a [`review_probation`](Self::review_probation) after `wait`.
-    pub(super) fn review_after(&self, wait: Duration) {
-        // Detached: the timer's task ends with its one message (a stopped actor refuses it).
-        drop(self.myself.send_after(wait, || PluginMsg::ReviewProbation));
+    /// Asks for a [`review_probation`](Self::review_probation) after `wait`. False when the
+    /// runtime has no timers (built without `enable_time`): then nothing may be held, and a
+    /// probation ends when a fault or a swap finds its window over.
+    pub(super) fn review_after(&self, wait: Duration) -> bool {
+        // tokio panics building a timer in a runtime without a time driver.
+        let Ok(timer) = std::panic::catch_unwind(|| tokio::time::sleep(wait)) else {
+            return false;
+        };
+        let myself = self.myself.clone();
+        // Detached: the task ends with its one message (which a stopped actor refuses).
+        tokio::spawn(async move {
+            timer.await;
+            let _ = myself.send_message(PluginMsg::ReviewProbation);
+        });
+        true
     }
 
     /// Runs the held messages again, in the order they failed, on the version now serving (the
@@ -181,17 +194,13 @@ impl PluginActorState {
         Box::pin(async move {
             for mut held in held {
                 match held.failed.take() {
+                    // A caller that stopped waiting (its timeout) has had its answer.
                     Some(Failed::Call {
                         input,
                         chain,
                         reply,
                         ..
-                    }) => {
-                        // A caller that stopped waiting (its timeout) has had its answer.
-                        if !reply.is_closed() {
-                            self.execute(input, chain, reply).await;
-                        }
-                    }
+                    }) if !reply.is_closed() => self.execute(input, chain, reply).await,
                     Some(Failed::Hop {
                         mut envelope,
                         input,
@@ -201,7 +210,7 @@ impl PluginActorState {
                         envelope.payload = input;
                         self.serve_hop(envelope, &core).await;
                     }
-                    None => {}
+                    Some(Failed::Call { .. }) | None => {}
                 }
             }
         })

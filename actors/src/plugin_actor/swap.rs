@@ -179,7 +179,7 @@ impl PluginActorState {
         if let Some(probation) = &self.probation {
             // Ends the probation when its window has passed, so that the hot path stops
             // keeping copies of messages for a replay.
-            self.review_after(
+            let _armed = self.review_after(
                 probation
                     .policy
                     .window
