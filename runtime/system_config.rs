@@ -75,11 +75,13 @@ use bilayer_plugins::builtin::{
 use bilayer_plugins::hot_reload::{DeleteAction, HotReloadConfig, HotReloadManager};
 use bilayer_plugins::rhai_runtime::{RhaiConfig, RhaiPlugin};
 use bilayer_plugins::wasm_runtime::{WasmCapabilities, WasmPlugin};
-use bilayer_plugins::{AgentPlugin, PluginError, PluginResult};
+use bilayer_plugins::{AgentPlugin, LimitSettings, PluginError, PluginResult};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use toml::de::{DeTable, DeValue};
 
+use crate::definition_shape;
 use crate::orders::{builtin_native, BUILTIN_NATIVE};
 use crate::routing::RhaiRoutingPolicy;
 use crate::system_reload::{SystemReloadTarget, ROUTING_SCRIPT_ID};
@@ -108,7 +110,7 @@ struct SystemFile {
 }
 
 /// Rhai limits, as in [`RhaiConfig`]; unset fields keep its defaults.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct Limits {
     max_operations: Option<u64>,
@@ -204,6 +206,9 @@ pub struct SystemDefinition {
     text: String,
     raw: SystemFile,
     dir: PathBuf,
+    /// For `agents` and `plugins`: the index among the tables the text wrote of each one kept
+    /// (a table [`SystemDefinition::read`] left out for its problem shifts the ones after it).
+    kept_tables: std::collections::BTreeMap<String, Vec<usize>>,
 }
 
 /// One problem found by [`SystemDefinition::check`], with where it is.
@@ -221,8 +226,39 @@ impl std::fmt::Display for Problem {
 }
 
 impl SystemDefinition {
-    /// Reads and parses a system definition; a TOML error names its line and column.
+    /// Reads and parses a system definition. Its TOML's first problem (a syntax error, an
+    /// unknown key, a value of the wrong type, a missing key) is the error, with its line and
+    /// column and how many more there are ([`SystemDefinition::read`] lists them all).
     pub fn load(path: impl AsRef<Path>) -> PluginResult<Self> {
+        let file = path.as_ref().display().to_string();
+        let (definition, problems) = Self::read(path)?;
+        let mut problems = problems.into_iter();
+        match (definition, problems.next()) {
+            (Some(definition), None) => Ok(definition),
+            (_, first) => {
+                let Problem { location, message } = first.unwrap_or_else(|| Problem {
+                    location: file,
+                    message: "the system definition cannot be read".to_string(),
+                });
+                let more = problems.len();
+                let message = if more == 0 {
+                    message
+                } else {
+                    format!(
+                        "{message} (and {more} more problem{}: `bilayer check` lists them all)",
+                        if more == 1 { "" } else { "s" }
+                    )
+                };
+                Err(PluginError::Compile { location, message })
+            }
+        }
+    }
+
+    /// Reads a system definition collecting every problem of its TOML (syntax errors, unknown
+    /// keys, values of the wrong type, missing keys; at most 50) instead of stopping at the
+    /// first, each with its `file:line:column`: the definition, with the faulty items left out,
+    /// when one could be made, and the problems. Only a file that cannot be read is an error.
+    pub fn read(path: impl AsRef<Path>) -> PluginResult<(Option<Self>, Vec<Problem>)> {
         let file = path.as_ref().to_path_buf();
         let text = std::fs::read_to_string(&file).map_err(|e| {
             PluginError::Io(format!(
@@ -230,29 +266,33 @@ impl SystemDefinition {
                 file.display()
             ))
         })?;
-        let raw: SystemFile = toml::from_str(&text).map_err(|e| {
-            let location = match e.span() {
-                Some(span) => {
-                    let (line, column) = line_column(&text, span.start);
-                    format!("{}:{line}:{column}", file.display())
-                }
-                None => file.display().to_string(),
-            };
-            PluginError::Compile {
-                location,
-                message: e.message().to_string(),
-            }
-        })?;
+        let shaped = definition_shape::read::<SystemFile>(&text);
+        let problems = shaped
+            .problems
+            .into_iter()
+            .map(|problem| Problem {
+                location: match problem.span {
+                    Some(span) => {
+                        let (line, column) = line_column(&text, span.start);
+                        format!("{}:{line}:{column}", file.display())
+                    }
+                    None => file.display().to_string(),
+                },
+                message: problem.message,
+            })
+            .collect();
         let dir = file
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
-        Ok(Self {
+        let definition = shaped.value.map(|raw| Self {
             file,
             text,
             raw,
             dir,
-        })
+            kept_tables: shaped.kept_tables,
+        });
+        Ok((definition, problems))
     }
 
     pub fn name(&self) -> &str {
@@ -287,25 +327,53 @@ impl SystemDefinition {
                 "the system has no agents; add an [[agents]] table",
             ));
         }
-        let mut seen = HashSet::new();
+        // Each clash is told with the rest of its table's problems, in file order.
+        let mut clashes = self.id_clashes().into_iter().peekable();
+        let mut clash_at = |array: &str, index: usize| {
+            clashes
+                .next_if(|clash| clash.array == array && clash.index == index)
+                .map(|clash| self.problem_in_table(clash.array, index, clash.key, &clash.message))
+        };
+        let mut uses_rhai_limits = self.raw.routing.is_some();
         for (index, agent) in self.raw.agents.iter().enumerate() {
-            if !seen.insert(agent.name.as_str()) {
-                problems.push(
-                    self.problem_in_agent(
-                        index,
-                        &format!("agent `{}` is defined twice", agent.name),
-                    ),
-                );
-            }
+            problems.extend(clash_at("agents", index));
             let source = self.source_of(agent);
-            if !agent.capabilities.is_empty() && !matches!(source, Ok(AgentSource::Wasm(_))) {
-                problems.push(self.problem_in_agent(
-                    index,
-                    &format!(
-                        "agent `{}`: capabilities are granted to WASM agents only; scripts and native plugins have none to grant",
-                        agent.name
-                    ),
+            let grant = self.capabilities_of(agent, source.as_ref().ok());
+            if let Err(message) = &grant {
+                problems.push(self.problem_at_key(
+                    &[
+                        Step::Key("agents"),
+                        Step::Table(index),
+                        Step::Key("capabilities"),
+                    ],
+                    message,
                 ));
+            }
+            if let Ok(source) = &source {
+                uses_rhai_limits |= matches!(source, AgentSource::Script(_));
+                for key in agent
+                    .limits
+                    .as_ref()
+                    .map(limit_keys_set)
+                    .unwrap_or_default()
+                {
+                    if let Some(limit_kind) = limit_key_unused_by(&key, source) {
+                        problems.push(self.problem_at_key(
+                            &[
+                                Step::Key("agents"),
+                                Step::Table(index),
+                                Step::Key("limits"),
+                                Step::Key(&key),
+                            ],
+                            &format!(
+                                "agent `{}`: `limits.{key}` is a {limit_kind}, and this agent is \
+                                 {}, which does not use it; remove the key",
+                                agent.name,
+                                describe_source(source)
+                            ),
+                        ));
+                    }
+                }
             }
             match source {
                 Err(message) => problems.push(self.problem_in_agent(index, &message)),
@@ -317,10 +385,16 @@ impl SystemDefinition {
                     problems.extend(self.unknown_targets(&path, &names));
                 }
                 Ok(AgentSource::Wasm(path)) => {
-                    if let Err(e) = wasm_agent(&path, &agent.capabilities)
-                        .and_then(|plugin| plugin.check_link())
-                    {
-                        problems.push(problem_from_error(&path, e));
+                    // A grant that does not parse is reported above, at its key.
+                    if let Ok(grant) = grant {
+                        if let Err(e) = WasmPlugin::from_file(&path).and_then(|plugin| {
+                            plugin
+                                .with_id(&agent.name)
+                                .with_capabilities(grant)
+                                .check_link()
+                        }) {
+                            problems.push(problem_from_error(&path, e));
+                        }
                     }
                 }
                 Ok(AgentSource::Native(_)) => {}
@@ -334,20 +408,22 @@ impl SystemDefinition {
                 }
             }
         }
-        for (index, plugin) in self.raw.plugins.iter().enumerate() {
-            let id = plugin_id(plugin);
-            // `seen` holds the agents' names too: agents and plugins share one id space.
-            if !seen.insert(id) {
-                problems.push(self.problem_in_table(
-                    "plugins",
-                    index,
-                    "builtin",
-                    &format!(
-                        "plugin id `{id}` is already taken by an agent or another plugin; \
-                         give it another `id`"
-                    ),
-                ));
+        if !uses_rhai_limits {
+            for key in limit_keys_set(&self.raw.limits) {
+                if let Some(limit_kind) = limit_key_kind(&key) {
+                    problems.push(self.problem_at_key(
+                        &[Step::Key("limits"), Step::Key(&key)],
+                        &format!(
+                            "`[limits] {key}` is a {limit_kind}, and this system has no script \
+                             agent or routing script to use it; remove the key"
+                        ),
+                    ));
+                }
             }
+        }
+        for (index, plugin) in self.raw.plugins.iter().enumerate() {
+            problems.extend(clash_at("plugins", index));
+            let id = plugin_id(plugin);
             // Point at the key at fault: `builtin`, `init_sql_file`, or `config`.
             let checked =
                 match self.builtin_config(&plugin.builtin, &plugin.config, &plugin.init_sql_file) {
@@ -533,6 +609,7 @@ impl SystemDefinition {
     /// Builds and starts the system as `deployment` says: its transport, and which agents this
     /// process serves (the others are declared remote).
     pub async fn build_with(&self, deployment: &Deployment) -> PluginResult<AgentSystem> {
+        self.refuse_what_the_builder_would_word_for_rust()?;
         let transport = match &deployment.transport {
             Some(transport) => transport.clone(),
             None => self.transport().map_err(PluginError::Config)?,
@@ -598,7 +675,9 @@ impl SystemDefinition {
                         &path,
                         self.limits_for(agent),
                     )?),
-                    AgentSource::Wasm(path) => Box::new(wasm_agent(&path, &agent.capabilities)?),
+                    AgentSource::Wasm(path) => {
+                        Box::new(wasm_agent(&path, &agent.name, &agent.capabilities)?)
+                    }
                     AgentSource::Native(name) => builtin_native(&name).ok_or_else(|| {
                         PluginError::Config(format!("unknown native plugin `{name}`"))
                     })?,
@@ -631,6 +710,39 @@ impl SystemDefinition {
         builder.build().await
     }
 
+    /// The mistakes the agent system builder would report in Rust terms (no agent: "add one
+    /// with .agent(name, plugin)"; a taken id: "unregister it first"), and grants it cannot
+    /// use, refused here in the definition's terms, naming the key and its position.
+    fn refuse_what_the_builder_would_word_for_rust(&self) -> PluginResult<()> {
+        if self.raw.agents.is_empty() {
+            let problem = self.problem_at(
+                "[[agents]]",
+                "the system has no agents; add an [[agents]] table",
+            );
+            return Err(PluginError::Config(problem.to_string()));
+        }
+        if let Some(clash) = self.id_clashes().into_iter().next() {
+            let problem =
+                self.problem_in_table(clash.array, clash.index, clash.key, &clash.message);
+            return Err(PluginError::Config(problem.to_string()));
+        }
+        for (index, agent) in self.raw.agents.iter().enumerate() {
+            let source = self.source_of(agent).ok();
+            if let Err(message) = self.capabilities_of(agent, source.as_ref()) {
+                let problem = self.problem_at_key(
+                    &[
+                        Step::Key("agents"),
+                        Step::Table(index),
+                        Step::Key("capabilities"),
+                    ],
+                    &message,
+                );
+                return Err(PluginError::Config(problem.to_string()));
+            }
+        }
+        Ok(())
+    }
+
     /// A hot reload manager for this system's script and module agents, watching the
     /// `[hot_reload] dirs` (or, when none are set, the directory of the definition): a changed
     /// file is compiled with its agent's own limits and grant, checked off to the side, and
@@ -645,7 +757,7 @@ impl SystemDefinition {
             dirs.push(self.dir.clone());
         }
         let mut scripts: HashMap<PathBuf, RhaiConfig> = HashMap::new();
-        let mut modules: HashMap<PathBuf, Vec<String>> = HashMap::new();
+        let mut modules: HashMap<PathBuf, (String, Vec<String>)> = HashMap::new();
         let mut config = HotReloadConfig::default()
             .with_preserve_state(true)
             .with_auto_rollback(true)
@@ -659,7 +771,10 @@ impl SystemDefinition {
                     config = config.with_plugin_id(path, agent.name.clone());
                 }
                 Ok(AgentSource::Wasm(path)) => {
-                    modules.insert(canonical(&path), agent.capabilities.clone());
+                    modules.insert(
+                        canonical(&path),
+                        (agent.name.clone(), agent.capabilities.clone()),
+                    );
                     config = config.with_plugin_id(path, agent.name.clone());
                 }
                 _ => {}
@@ -677,8 +792,13 @@ impl SystemDefinition {
         for extension in ["wasm", "wat"] {
             let modules = modules.clone();
             config = config.with_loader(extension, move |path| {
-                let grant = modules.get(&canonical(path)).cloned().unwrap_or_default();
-                Ok(Box::new(wasm_agent(path, &grant)?) as Box<dyn AgentPlugin>)
+                let (name, grant) = modules.get(&canonical(path)).cloned().unwrap_or_default();
+                let plugin = if name.is_empty() {
+                    WasmPlugin::from_file(path)?
+                } else {
+                    wasm_agent(path, &name, &grant)?
+                };
+                Ok(Box::new(plugin) as Box<dyn AgentPlugin>)
             });
         }
         // The routing script reloads beside the agents, under its reserved id (system_reload.rs),
@@ -696,6 +816,119 @@ impl SystemDefinition {
             manager = manager.with_dir(dir);
         }
         manager.with_target(SystemReloadTarget::new(system, routing_version))
+    }
+
+    /// Agents defined twice, and support plugins whose id an agent or another plugin already
+    /// has (agents and plugins share one id space): what `check` reports and `build` refuses.
+    fn id_clashes(&self) -> Vec<Clash> {
+        let mut clashes = Vec::new();
+        let mut seen = HashSet::new();
+        for (index, agent) in self.raw.agents.iter().enumerate() {
+            if !seen.insert(agent.name.as_str()) {
+                clashes.push(Clash {
+                    array: "agents",
+                    index,
+                    key: "name",
+                    message: format!(
+                        "agent `{}` is defined twice; give each [[agents]] table its own `name`",
+                        agent.name
+                    ),
+                });
+            }
+        }
+        for (index, plugin) in self.raw.plugins.iter().enumerate() {
+            let id = plugin_id(plugin);
+            if !seen.insert(id) {
+                clashes.push(Clash {
+                    array: "plugins",
+                    index,
+                    key: "builtin",
+                    message: format!(
+                        "plugin id `{id}` is already taken by an agent or another plugin; \
+                         give it another `id`"
+                    ),
+                });
+            }
+        }
+        clashes
+    }
+
+    /// The WASM grant of an agent's `capabilities`: refused when a name is unknown, or when
+    /// the agent (its `source`, when known) is no WASM module, which has nothing to grant.
+    fn capabilities_of(
+        &self,
+        agent: &AgentEntry,
+        source: Option<&AgentSource>,
+    ) -> Result<WasmCapabilities, String> {
+        if agent.capabilities.is_empty() {
+            return Ok(WasmCapabilities::none());
+        }
+        if let Some(source) = source.filter(|s| !matches!(s, AgentSource::Wasm(_))) {
+            return Err(format!(
+                "agent `{}`: capabilities are granted to WASM agents only, and this agent is \
+                 {}, which has none to grant; remove the `capabilities` key",
+                agent.name,
+                describe_source(source)
+            ));
+        }
+        WasmCapabilities::from_names(&agent.capabilities).map_err(|e| {
+            let why = match e {
+                PluginError::Config(message) => message,
+                other => other.to_string(),
+            };
+            format!("agent `{}`: `capabilities`: {why}", agent.name)
+        })
+    }
+
+    /// A problem located at the key `path` leads to in the TOML text (or as deep along the path
+    /// as the text goes: a key left to its default, a table written in another form).
+    fn problem_at_key(&self, path: &[Step<'_>], message: &str) -> Problem {
+        let location = match self.key_offset(path) {
+            Some(offset) => {
+                let (line, column) = line_column(&self.text, offset);
+                format!("{}:{line}:{column}", self.file.display())
+            }
+            None => self.file.display().to_string(),
+        };
+        Problem {
+            location,
+            message: message.to_string(),
+        }
+    }
+
+    /// The byte offset of the deepest step of `path` found in the text.
+    fn key_offset(&self, path: &[Step<'_>]) -> Option<usize> {
+        let root = DeValue::Table(DeTable::parse(&self.text).ok()?.into_inner());
+        let mut here = &root;
+        let mut offset = None;
+        let mut array = "";
+        for step in path {
+            match (step, here) {
+                (Step::Key(key), DeValue::Table(table)) => {
+                    let Some((found, value)) = table.get_key_value(*key) else {
+                        break;
+                    };
+                    offset = Some(found.span().start);
+                    array = key;
+                    here = value.get_ref();
+                }
+                (Step::Table(index), DeValue::Array(items)) => {
+                    let written = self
+                        .kept_tables
+                        .get(array)
+                        .and_then(|kept| kept.get(*index))
+                        .copied()
+                        .unwrap_or(*index);
+                    let Some(item) = items.get(written) else {
+                        break;
+                    };
+                    offset = Some(item.span().start);
+                    here = item.get_ref();
+                }
+                _ => break,
+            }
+        }
+        offset
     }
 
     fn source_of(&self, agent: &AgentEntry) -> Result<AgentSource, String> {
@@ -783,12 +1016,16 @@ impl SystemDefinition {
         Ok(json)
     }
 
+    /// The routing script's limits: `[limits]`, its errors naming those keys.
     fn base_limits(&self) -> RhaiConfig {
-        apply_limits(RhaiConfig::default(), &self.raw.limits)
+        apply_limits(RhaiConfig::default(), &self.raw.limits).limit_settings(limit_settings(None))
     }
 
+    /// A script agent's limits: `[limits]` overridden by its own `limits`, its errors naming
+    /// the keys to raise.
     fn limits_for(&self, agent: &AgentEntry) -> RhaiConfig {
-        let base = self.base_limits();
+        let base = apply_limits(RhaiConfig::default(), &self.raw.limits)
+            .limit_settings(limit_settings(Some(agent)));
         match &agent.limits {
             Some(limits) => apply_limits(base, limits),
             None => base,
@@ -837,7 +1074,13 @@ impl SystemDefinition {
             regex::Regex::new(&format!(r"(?m)^\s*\[\[\s*{array}\s*\]\]")).expect("valid pattern");
         let name_value =
             regex::Regex::new(&format!(r"(?m)^\s*{key}\s*=\s*")).expect("valid pattern");
-        let Some(table) = header.find_iter(&self.text).nth(index) else {
+        let written = self
+            .kept_tables
+            .get(array)
+            .and_then(|kept| kept.get(index))
+            .copied()
+            .unwrap_or(index);
+        let Some(table) = header.find_iter(&self.text).nth(written) else {
             return self.problem_at(&format!("[[{array}]]"), message);
         };
         let rest = &self.text[table.end()..];
@@ -868,6 +1111,93 @@ impl SystemDefinition {
             message: message.to_string(),
         }
     }
+}
+
+/// Two tables claiming one id: the `index`-th table of `[[array]]`, at its `key`.
+struct Clash {
+    array: &'static str,
+    index: usize,
+    key: &'static str,
+    message: String,
+}
+
+/// One step of a path into the TOML text: a key, or the n-th table (as the definition keeps
+/// them) of the array of tables the previous key names.
+enum Step<'a> {
+    Key(&'a str),
+    Table(usize),
+}
+
+/// What an agent is, for messages: "a WASM module", "the built-in `llm` plugin", ...
+fn describe_source(source: &AgentSource) -> String {
+    match source {
+        AgentSource::Script(_) => "a Rhai script".to_string(),
+        AgentSource::Wasm(_) => "a WASM module".to_string(),
+        AgentSource::Native(name) => format!("the native plugin `{name}`"),
+        AgentSource::Builtin(name, _) => format!("the built-in `{name}` plugin"),
+    }
+}
+
+/// The `limits` keys that set Rhai limits, with the [`RhaiConfig`] limit each one sets (the
+/// name a limit error reports).
+const RHAI_LIMIT_KEYS: &[(&str, &str)] = &[
+    ("max_operations", "max_operations"),
+    ("max_call_stack_depth", "max_call_stack_depth"),
+    ("max_expr_depth", "max_expr_depth"),
+    ("max_string_size", "max_string_size"),
+    ("max_array_size", "max_array_size"),
+    ("max_map_size", "max_map_size"),
+    ("timeout_ms", "timeout"),
+];
+
+/// The keys a `limits` table sets.
+fn limit_keys_set(limits: &Limits) -> Vec<String> {
+    match serde_json::to_value(limits) {
+        Ok(Value::Object(fields)) => fields
+            .into_iter()
+            .filter(|(_, value)| !value.is_null())
+            .map(|(key, _)| key)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// What kind of limit a `limits` key sets, for the keys whose users `check` knows.
+fn limit_key_kind(key: &str) -> Option<&'static str> {
+    RHAI_LIMIT_KEYS
+        .iter()
+        .any(|(known, _)| *known == key)
+        .then_some("Rhai script limit")
+}
+
+/// The kind of limit `key` sets, when an agent backed by `source` does not use it.
+fn limit_key_unused_by(key: &str, source: &AgentSource) -> Option<&'static str> {
+    let kind = limit_key_kind(key)?;
+    (!matches!(source, AgentSource::Script(_))).then_some(kind)
+}
+
+/// How limit errors of a script name the key that raises each limit: the agent's own
+/// `limits.KEY` when it sets that key, else `[limits] KEY` (or the agent's, for it alone); for
+/// the routing script (`agent` = `None`), `[limits] KEY`.
+fn limit_settings(agent: Option<&AgentEntry>) -> LimitSettings {
+    let own: Vec<String> = agent
+        .and_then(|agent| agent.limits.as_ref())
+        .map(limit_keys_set)
+        .unwrap_or_default();
+    LimitSettings::keys(RHAI_LIMIT_KEYS.iter().map(|(key, limit)| {
+        let words = match agent {
+            Some(agent) if own.iter().any(|k| k == key) => {
+                format!("`limits.{key}` in the [[agents]] table of `{}`", agent.name)
+            }
+            Some(agent) => format!(
+                "`[limits] {key}` (every script agent; `limits.{key}` in the [[agents]] table \
+                 of `{}` for it alone)",
+                agent.name
+            ),
+            None => format!("`[limits] {key}`"),
+        };
+        (*limit, words)
+    }))
 }
 
 /// The support plugin's id: its `id`, else the builtin's name.
@@ -950,9 +1280,18 @@ fn canonical(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
-/// A WASM agent with exactly the capabilities its table grants (none by default).
-fn wasm_agent(path: &Path, capabilities: &[String]) -> PluginResult<WasmPlugin> {
-    Ok(WasmPlugin::from_file(path)?.with_capabilities(WasmCapabilities::from_names(capabilities)?))
+/// A WASM agent named after the agent (not its file), with exactly the capabilities its table
+/// grants (none by default).
+fn wasm_agent(path: &Path, name: &str, capabilities: &[String]) -> PluginResult<WasmPlugin> {
+    let grant = WasmCapabilities::from_names(capabilities).map_err(|e| match e {
+        PluginError::Config(why) => {
+            PluginError::Config(format!("agent `{name}`: `capabilities`: {why}"))
+        }
+        other => other,
+    })?;
+    Ok(WasmPlugin::from_file(path)?
+        .with_id(name)
+        .with_capabilities(grant))
 }
 
 fn apply_limits(mut config: RhaiConfig, limits: &Limits) -> RhaiConfig {

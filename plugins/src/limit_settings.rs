@@ -54,10 +54,10 @@ impl LimitSettings {
         }
     }
 
-    /// "raise SETTING or {otherwise}", or just `otherwise` when nothing can be raised.
+    /// "raise SETTING, or {otherwise}", or just `otherwise` when nothing can be raised.
     pub fn advice(&self, rust_type: &str, limit: &str, otherwise: &str) -> String {
         match self.setting(rust_type, limit) {
-            Some(setting) => format!("raise {setting} or {otherwise}"),
+            Some(setting) => format!("raise {setting}, or {otherwise}"),
             None => otherwise.to_string(),
         }
     }
@@ -72,12 +72,12 @@ mod tests {
         let rust = LimitSettings::rust();
         assert_eq!(
             rust.advice("RhaiConfig", "max_operations", "make the script do less"),
-            "raise RhaiConfig::max_operations or make the script do less"
+            "raise RhaiConfig::max_operations, or make the script do less"
         );
         let file = LimitSettings::keys([("timeout", "`[limits] timeout_ms`")]);
         assert_eq!(
             file.advice("RhaiConfig", "timeout", "make the script do less"),
-            "raise `[limits] timeout_ms` or make the script do less"
+            "raise `[limits] timeout_ms`, or make the script do less"
         );
         assert_eq!(
             file.advice("RhaiConfig", "max_json_depth", "use less data"),

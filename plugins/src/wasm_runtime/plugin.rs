@@ -309,10 +309,7 @@ impl WasmPlugin {
 
     fn link(&self) -> PluginResult<LinkedPlugin> {
         let id = self.name();
-        let ctx = self
-            .ctx
-            .clone()
-            .unwrap_or_else(|| PluginContext::new(id));
+        let ctx = self.ctx.clone().unwrap_or_else(|| PluginContext::new(id));
         LinkedPlugin::link(
             Arc::clone(&self.compiled),
             id,

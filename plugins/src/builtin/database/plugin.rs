@@ -245,8 +245,11 @@ impl DatabasePlugin {
         if config.is_postgres() {
             let options = PgConnectOptions::from_str(&config.url).map_err(fail)?;
             // One attempt, answered at once: refused, unknown host, bad credentials.
-            match tokio::time::timeout(config.acquire_timeout(), PgConnection::connect_with(&options))
-                .await
+            match tokio::time::timeout(
+                config.acquire_timeout(),
+                PgConnection::connect_with(&options),
+            )
+            .await
             {
                 Err(_) => {
                     return Err(fail_with(format!(
