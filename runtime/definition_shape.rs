@@ -10,8 +10,10 @@
 //! pointing into the original text, so every problem keeps its true position. A syntax error
 //! ends the reading there: the tree of a broken document would only yield made-up problems.
 //!
-//! At most [`MAX_SHAPE_PROBLEMS`] are collected: each costs one more pass over the tree, so a
-//! hostile file of a million unknown keys costs a bounded number of passes, not a million.
+//! Each problem costs one more pass over the tree, so their number is bounded: at most
+//! [`MAX_SHAPE_PROBLEMS`], and fewer for a big file, whose passes together re-read at most
+//! [`SHAPE_READ_BUDGET`] bytes (always at least one). A hostile file of a million unknown keys
+//! costs one or a few passes, not a million; a definition of a few kilobytes gets all 50.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -22,6 +24,10 @@ use toml::Spanned;
 
 /// The most shape problems one reading reports; past it, the reading stops and says so.
 pub(crate) const MAX_SHAPE_PROBLEMS: usize = 50;
+
+/// Bytes of text the passes of one reading may re-read together (4 MiB): a 3 MB file gets one
+/// pass, a 100 KB one 41, anything up to 80 KB all [`MAX_SHAPE_PROBLEMS`].
+pub(crate) const SHAPE_READ_BUDGET: usize = 4 << 20;
 
 /// One shape problem: what is wrong, and where (a byte range of the text, when known).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +78,7 @@ fn read_in_key_order<T: DeserializeOwned>(text: &str) -> Shaped<T> {
         return shaped;
     }
     let written = array_spans(tree.get_ref());
+    let max_problems = (SHAPE_READ_BUDGET / text.len().max(1)).clamp(1, MAX_SHAPE_PROBLEMS);
     loop {
         let error = match T::deserialize(toml::de::Deserializer::from(tree.clone())) {
             Ok(value) => {
@@ -95,11 +102,11 @@ fn read_in_key_order<T: DeserializeOwned>(text: &str) -> Shaped<T> {
             span: error.span(),
             message: error.message().to_string(),
         });
-        if shaped.problems.len() == MAX_SHAPE_PROBLEMS {
+        if shaped.problems.len() == max_problems {
             shaped.problems.push(ShapeProblem {
                 span: None,
                 message: format!(
-                    "stopped after {MAX_SHAPE_PROBLEMS} problems; fix these and check again"
+                    "stopped after {max_problems} problems; fix these and check again"
                 ),
             });
             return shaped;

@@ -56,9 +56,18 @@
 //! `init_sql_file` (on a `[[plugins]]` table or a database agent) reads the file into the
 //! config's `init_sql`.
 //!
-//! Paths are relative to the TOML file's directory. [`SystemDefinition::check`] reports every
-//! problem it can find, each with a file position; [`SystemDefinition::build`] builds the
-//! system.
+//! `limits` (top-level or an agent's) sets Rhai limits: a key set for an agent that is no script,
+//! or at the top level of a system with no script agent and no routing script, is a problem
+//! `check` reports. Limit errors of a script name the key that raises the limit (`[limits]
+//! max_string_size`, or the agent's own `limits.max_string_size` when it sets one).
+//! `capabilities` names must be known, and are for WASM agents only (`check` and `build`
+//! refuse others, naming the key).
+//!
+//! Paths are relative to the TOML file's directory. [`SystemDefinition::read`] reports every
+//! problem of the TOML itself (syntax, unknown keys, wrong types, missing keys; at most 50),
+//! [`SystemDefinition::load`] refuses at the first; [`SystemDefinition::check`] reports every
+//! problem of what a definition says, each with a file position; [`SystemDefinition::build`]
+//! builds the system.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -79,8 +88,8 @@ use bilayer_plugins::{AgentPlugin, LimitSettings, PluginError, PluginResult};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use toml::de::{DeTable, DeValue};
 
+use crate::definition_positions::{LineIndex, Positions};
 use crate::definition_shape;
 use crate::orders::{builtin_native, BUILTIN_NATIVE};
 use crate::routing::RhaiRoutingPolicy;
@@ -209,6 +218,8 @@ pub struct SystemDefinition {
     /// For `agents` and `plugins`: the index among the tables the text wrote of each one kept
     /// (a table [`SystemDefinition::read`] left out for its problem shifts the ones after it).
     kept_tables: std::collections::BTreeMap<String, Vec<usize>>,
+    /// Where each item of `text` is: indexed on the first problem to place, then reused.
+    positions: std::sync::OnceLock<Arc<Positions>>,
 }
 
 /// One problem found by [`SystemDefinition::check`], with where it is.
@@ -267,13 +278,14 @@ impl SystemDefinition {
             ))
         })?;
         let shaped = definition_shape::read::<SystemFile>(&text);
+        let lines = LineIndex::new(&text);
         let problems = shaped
             .problems
             .into_iter()
             .map(|problem| Problem {
                 location: match problem.span {
                     Some(span) => {
-                        let (line, column) = line_column(&text, span.start);
+                        let (line, column) = lines.line_column(&text, span.start);
                         format!("{}:{line}:{column}", file.display())
                     }
                     None => file.display().to_string(),
@@ -291,6 +303,7 @@ impl SystemDefinition {
             raw,
             dir,
             kept_tables: shaped.kept_tables,
+            positions: std::sync::OnceLock::new(),
         });
         Ok((definition, problems))
     }
@@ -386,13 +399,10 @@ impl SystemDefinition {
                 }
                 Ok(AgentSource::Wasm(path)) => {
                     // A grant that does not parse is reported above, at its key.
-                    if let Ok(grant) = grant {
-                        if let Err(e) = WasmPlugin::from_file(&path).and_then(|plugin| {
-                            plugin
-                                .with_id(&agent.name)
-                                .with_capabilities(grant)
-                                .check_link()
-                        }) {
+                    if grant.is_ok() {
+                        if let Err(e) = wasm_agent(&path, &agent.name, &agent.capabilities)
+                            .and_then(|plugin| plugin.check_link())
+                        {
                             problems.push(problem_from_error(&path, e));
                         }
                     }
@@ -885,7 +895,7 @@ impl SystemDefinition {
     fn problem_at_key(&self, path: &[Step<'_>], message: &str) -> Problem {
         let location = match self.key_offset(path) {
             Some(offset) => {
-                let (line, column) = line_column(&self.text, offset);
+                let (line, column) = self.positions().lines.line_column(&self.text, offset);
                 format!("{}:{line}:{column}", self.file.display())
             }
             None => self.file.display().to_string(),
@@ -898,37 +908,38 @@ impl SystemDefinition {
 
     /// The byte offset of the deepest step of `path` found in the text.
     fn key_offset(&self, path: &[Step<'_>]) -> Option<usize> {
-        let root = DeValue::Table(DeTable::parse(&self.text).ok()?.into_inner());
-        let mut here = &root;
+        let positions = self.positions();
+        let mut at = Vec::with_capacity(path.len());
         let mut offset = None;
-        let mut array = "";
         for step in path {
-            match (step, here) {
-                (Step::Key(key), DeValue::Table(table)) => {
-                    let Some((found, value)) = table.get_key_value(*key) else {
-                        break;
-                    };
-                    offset = Some(found.span().start);
-                    array = key;
-                    here = value.get_ref();
+            match step {
+                Step::Key(key) => at.push(key.to_string()),
+                Step::Table(index) => {
+                    let array = at.last().map_or("", String::as_str);
+                    at.push(self.written_index(array, *index).to_string());
                 }
-                (Step::Table(index), DeValue::Array(items)) => {
-                    let written = self
-                        .kept_tables
-                        .get(array)
-                        .and_then(|kept| kept.get(*index))
-                        .copied()
-                        .unwrap_or(*index);
-                    let Some(item) = items.get(written) else {
-                        break;
-                    };
-                    offset = Some(item.span().start);
-                    here = item.get_ref();
-                }
-                _ => break,
+            }
+            match positions.get(&at) {
+                Some(position) => offset = Some(position.key),
+                None => break,
             }
         }
         offset
+    }
+
+    /// The index among the tables the text wrote of the `index`-th `[[array]]` table kept.
+    fn written_index(&self, array: &str, index: usize) -> usize {
+        self.kept_tables
+            .get(array)
+            .and_then(|kept| kept.get(index))
+            .copied()
+            .unwrap_or(index)
+    }
+
+    /// Where the items of the text are (indexed once).
+    fn positions(&self) -> &Positions {
+        self.positions
+            .get_or_init(|| Arc::new(Positions::of(&self.text)))
     }
 
     fn source_of(&self, agent: &AgentEntry) -> Result<AgentSource, String> {
@@ -1037,9 +1048,15 @@ impl SystemDefinition {
         let Ok(source) = std::fs::read_to_string(script) else {
             return Vec::new();
         };
-        let pattern = regex::Regex::new(r#"next_agent\s*[:=]\s*(\[[^\]]*\]|"[^"]*")"#)
-            .expect("static pattern");
-        let name = regex::Regex::new(r#""([^"]*)""#).expect("static pattern");
+        // Compiled once per process, not once per script checked.
+        static PATTERN: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+            regex::Regex::new(r#"next_agent\s*[:=]\s*(\[[^\]]*\]|"[^"]*")"#)
+                .expect("static pattern")
+        });
+        static NAME: std::sync::LazyLock<regex::Regex> =
+            std::sync::LazyLock::new(|| regex::Regex::new(r#""([^"]*)""#).expect("static pattern"));
+        let (pattern, name) = (&*PATTERN, &*NAME);
+        let lines = LineIndex::new(&source);
         let mut problems = Vec::new();
         for found in pattern.captures_iter(&source) {
             let value = found.get(1).expect("group 1");
@@ -1047,7 +1064,7 @@ impl SystemDefinition {
                 let target_match = target.get(1).expect("group 1");
                 if !agents.contains(target_match.as_str()) {
                     let (line, column) =
-                        line_column(&source, value.start() + target_match.start() - 1);
+                        lines.line_column(&source, value.start() + target_match.start() - 1);
                     problems.push(Problem {
                         location: format!("{}:{line}:{column}", script.display()),
                         message: format!(
@@ -1068,29 +1085,22 @@ impl SystemDefinition {
     }
 
     /// A problem located at the `key` value of the `index`-th `[[array]]` table (or at the
-    /// table's header when it has no such line).
+    /// table itself when it has no such key).
     fn problem_in_table(&self, array: &str, index: usize, key: &str, message: &str) -> Problem {
-        let header =
-            regex::Regex::new(&format!(r"(?m)^\s*\[\[\s*{array}\s*\]\]")).expect("valid pattern");
-        let name_value =
-            regex::Regex::new(&format!(r"(?m)^\s*{key}\s*=\s*")).expect("valid pattern");
-        let written = self
-            .kept_tables
-            .get(array)
-            .and_then(|kept| kept.get(index))
-            .copied()
-            .unwrap_or(index);
-        let Some(table) = header.find_iter(&self.text).nth(written) else {
+        let table = [
+            array.to_string(),
+            self.written_index(array, index).to_string(),
+        ];
+        let positions = self.positions();
+        // Point at the key's value (the agent's name, where the reader looks for the agent).
+        let offset = positions
+            .get(&[table[0].clone(), table[1].clone(), key.to_string()])
+            .map(|position| position.value)
+            .or_else(|| positions.get(&table).map(|position| position.key));
+        let Some(offset) = offset else {
             return self.problem_at(&format!("[[{array}]]"), message);
         };
-        let rest = &self.text[table.end()..];
-        let section_end = header.find(rest).map_or(rest.len(), |next| next.start());
-        // Point at the agent's name value, where the reader looks for the agent.
-        let offset = match name_value.find(&rest[..section_end]) {
-            Some(name) => table.end() + name.end(),
-            None => table.start(),
-        };
-        let (line, column) = line_column(&self.text, offset);
+        let (line, column) = self.positions().lines.line_column(&self.text, offset);
         Problem {
             location: format!("{}:{line}:{column}", self.file.display()),
             message: message.to_string(),
@@ -1101,7 +1111,7 @@ impl SystemDefinition {
     fn problem_at(&self, needle: &str, message: &str) -> Problem {
         let location = match self.text.find(needle) {
             Some(offset) => {
-                let (line, column) = line_column(&self.text, offset);
+                let (line, column) = self.positions().lines.line_column(&self.text, offset);
                 format!("{}:{line}:{column}", self.file.display())
             }
             None => self.file.display().to_string(),
@@ -1327,12 +1337,4 @@ fn problem_from_error(path: &Path, error: PluginError) -> Problem {
             message: other.to_string(),
         },
     }
-}
-
-/// 1-based line and column of a byte offset.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
 }
