@@ -1299,10 +1299,26 @@ fn wasm_agent(path: &Path, name: &str, capabilities: &[String]) -> PluginResult<
         }
         other => other,
     })?;
-    Ok(WasmPlugin::from_file(path)?
+    let plugin = WasmPlugin::from_file(path)?
         .with_id(name)
-        .with_capabilities(grant))
+        .with_capabilities(grant);
+    let limits = plugin
+        .limits()
+        .limit_settings(LimitSettings::keys(WASM_LIMIT_KEYS.iter().map(
+            |(key, limit)| {
+                (
+                    *limit,
+                    format!("`limits.{key}` in the [[agents]] table of `{name}`"),
+                )
+            },
+        )));
+    Ok(plugin.with_limits(limits))
 }
+
+/// The `limits` keys that set WASM limits, with the `WasmLimits` limit each one sets. None
+/// yet: a WASM agent's limit errors then give no advice to raise a setting the definition
+/// cannot hold, rather than naming a Rust field (`WasmLimits::timeout`) a TOML user cannot set.
+const WASM_LIMIT_KEYS: &[(&str, &str)] = &[];
 
 fn apply_limits(mut config: RhaiConfig, limits: &Limits) -> RhaiConfig {
     if let Some(v) = limits.max_operations {

@@ -1888,3 +1888,23 @@ fn a_wasm_agent_error_names_the_agent_not_the_module_file() {
     assert_contains(&check.stderr, "`prober`", "stderr");
     assert!(!check.stderr.contains("`host_probe`"), "{}", check.stderr);
 }
+
+/// A WASM agent past its timeout is told so without being told to raise `WasmLimits::timeout`,
+/// a Rust setting a system definition cannot hold.
+#[test]
+fn a_wasm_agent_limit_error_does_not_name_a_rust_setting() {
+    let scratch = Scratch::new("wasm-limit");
+    let module = root().join("plugins/tests/fixtures/wasm/infinite_loop.wat");
+    let system = scratch.write(
+        "system.toml",
+        &format!(
+            "[[agents]]\nname = \"spinner\"\nwasm = \"{}\"\n",
+            module.display()
+        ),
+    );
+    let (_, lines) = run_system(&system, b"{\"n\":1}\n");
+    let reason = lines[0]["reason"].as_str().expect("a dead letter");
+    assert_contains(reason, "WASM plugin `spinner` was stopped", "reason");
+    assert_contains(reason, "past its timeout", "reason");
+    assert!(!reason.contains("WasmLimits"), "{reason}");
+}
