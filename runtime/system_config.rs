@@ -49,7 +49,8 @@
 //! A built-in's `config` uses the keys of its config struct, unset keys keeping their
 //! defaults: `llm` → [`LlmConfig`] (`provider` picks the defaults: `openai`, `ollama`,
 //! `llamacpp`, else a local `http://127.0.0.1:8080/v1`; then `base_url`, `model`, `api_key`,
-//! `api_key_env`, `timeout_ms`, `max_retries`, ...), `database` → [`DatabaseConfig`] (`url`,
+//! `api_key_env`, `timeout_ms`, `max_retries`, ...; a key is required before sending only at
+//! OpenAI's own API, so `config = { base_url = "http://127.0.0.1:8080/v1" }` alone works), `database` → [`DatabaseConfig`] (`url`,
 //! `read_only`, `max_rows`, `max_connections`, `acquire_timeout_ms`, `init_sql`), `http` →
 //! [`HttpConfig`] (`allowed_hosts`, `timeout_ms`, `max_response_bytes`, `default_headers`,
 //! `max_redirects`). An unknown key or a value of the wrong type is a problem `check` reports.
