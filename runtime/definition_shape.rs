@@ -86,10 +86,14 @@ fn read_in_key_order<T: DeserializeOwned>(text: &str) -> Shaped<T> {
                 shaped.kept_tables = array_spans(tree.get_ref())
                     .into_iter()
                     .map(|(name, kept)| {
-                        let all = written.get(&name).cloned().unwrap_or_default();
+                        // Each written table by where it starts (no two start at one offset).
+                        let index_of: std::collections::HashMap<usize, usize> = written
+                            .get(&name)
+                            .map(|all| all.iter().enumerate().map(|(i, s)| (s.start, i)).collect())
+                            .unwrap_or_default();
                         let indices = kept
                             .iter()
-                            .filter_map(|span| all.iter().position(|w| w == span))
+                            .filter_map(|span| index_of.get(&span.start).copied())
                             .collect();
                         (name, indices)
                     })
@@ -106,7 +110,9 @@ fn read_in_key_order<T: DeserializeOwned>(text: &str) -> Shaped<T> {
             shaped.problems.push(ShapeProblem {
                 span: None,
                 message: format!(
-                    "stopped after {max_problems} problems; fix these and check again"
+                    "stopped after {max_problems} problem{}; fix {} and check again",
+                    if max_problems == 1 { "" } else { "s" },
+                    if max_problems == 1 { "it" } else { "these" },
                 ),
             });
             return shaped;
