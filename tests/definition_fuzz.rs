@@ -112,11 +112,13 @@ fn copy_tree(from: &Path, to: &Path) {
 }
 
 /// The directory of `example` in a scratch copy of the repository's examples/ and scripts/
-/// (an example may refer to ../../scripts), where the mutated definitions are written.
+/// (an example may refer to ../../scripts), where the mutated definitions are written. The copy
+/// lives in the target directory's scratch space under a fixed name, refreshed by each run,
+/// so runs do not pile copies up.
 fn example_copy(example: &str) -> PathBuf {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
     let root = ROOT.get_or_init(|| {
-        let root = std::env::temp_dir().join(format!("bilayer-fuzz-{}", std::process::id()));
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("definition_fuzz");
         let repository = Path::new(env!("CARGO_MANIFEST_DIR"));
         copy_tree(&repository.join("examples"), &root.join("examples"));
         copy_tree(&repository.join("scripts"), &root.join("scripts"));
@@ -132,11 +134,21 @@ fn example_text(example: &str) -> String {
 /// Reads, loads and checks `text` as a definition in `dir`: problems or a definition, no
 /// panic, no hang, and every problem of the TOML located in the TOML file.
 fn read_load_check(dir: &Path, text: &str) -> Result<(), TestCaseError> {
-    // One file per case and thread: the harness runs the three properties in parallel.
-    let path = dir.join(format!("fuzz-{:?}.toml", std::thread::current().id()));
+    // One file per process and thread: the harness runs the three properties in parallel.
+    let path = dir.join(format!(
+        "fuzz-{}-{:?}.toml",
+        std::process::id(),
+        std::thread::current().id()
+    ));
     std::fs::write(&path, text).expect("write the case");
+    let checked = check_file(&path);
+    let _ = std::fs::remove_file(&path);
+    checked
+}
+
+fn check_file(path: &Path) -> Result<(), TestCaseError> {
     let started = Instant::now();
-    let (definition, problems) = SystemDefinition::read(&path)
+    let (definition, problems) = SystemDefinition::read(path)
         .map_err(|e| TestCaseError::fail(format!("an existing file must be read: {e}")))?;
     let file = path.display().to_string();
     for problem in &problems {
@@ -155,7 +167,7 @@ fn read_load_check(dir: &Path, text: &str) -> Result<(), TestCaseError> {
     );
     // At most 50 problems and the note that it stopped.
     prop_assert!(problems.len() <= 51, "{} problems", problems.len());
-    let loaded = SystemDefinition::load(&path);
+    let loaded = SystemDefinition::load(path);
     prop_assert_eq!(
         loaded.is_ok(),
         definition.is_some() && problems.is_empty(),
