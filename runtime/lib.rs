@@ -45,6 +45,8 @@
 //! The path of a message: this crate (facade, CLI) → `bilayer_actors` (plugin actors,
 //! supervisor) → `bilayer_plugins` (the plugin kernel and the Rhai runtime).
 
+mod definition_positions;
+mod definition_shape;
 pub mod jsonl;
 pub mod orders;
 pub mod routing;

@@ -52,16 +52,26 @@
 //! A built-in's `config` uses the keys of its config struct, unset keys keeping their
 //! defaults: `llm` → [`LlmConfig`] (`provider` picks the defaults: `openai`, `ollama`,
 //! `llamacpp`, else a local `http://127.0.0.1:8080/v1`; then `base_url`, `model`, `api_key`,
-//! `api_key_env`, `timeout_ms`, `max_retries`, ...), `database` → [`DatabaseConfig`] (`url`,
+//! `api_key_env`, `timeout_ms`, `max_retries`, ...; a key is required before sending only at
+//! OpenAI's own API, so `config = { base_url = "http://127.0.0.1:8080/v1" }` alone works), `database` → [`DatabaseConfig`] (`url`,
 //! `read_only`, `max_rows`, `max_connections`, `acquire_timeout_ms`, `init_sql`), `http` →
 //! [`HttpConfig`] (`allowed_hosts`, `timeout_ms`, `max_response_bytes`, `default_headers`,
 //! `max_redirects`). An unknown key or a value of the wrong type is a problem `check` reports.
 //! `init_sql_file` (on a `[[plugins]]` table or a database agent) reads the file into the
 //! config's `init_sql`.
 //!
-//! Paths are relative to the TOML file's directory. [`SystemDefinition::check`] reports every
-//! problem it can find, each with a file position; [`SystemDefinition::build`] builds the
-//! system.
+//! `limits` (top-level or an agent's) sets Rhai limits: a key set for an agent that is no script,
+//! or at the top level of a system with no script agent and no routing script, is a problem
+//! `check` reports. Limit errors of a script name the key that raises the limit (`[limits]
+//! max_string_size`, or the agent's own `limits.max_string_size` when it sets one).
+//! `capabilities` names must be known, and are for WASM agents only (`check` and `build`
+//! refuse others, naming the key).
+//!
+//! Paths are relative to the TOML file's directory. [`SystemDefinition::read`] reports every
+//! problem of the TOML itself (syntax, unknown keys, wrong types, missing keys; at most 50),
+//! [`SystemDefinition::load`] refuses at the first; [`SystemDefinition::check`] reports every
+//! problem of what a definition says, each with a file position; [`SystemDefinition::build`]
+//! builds the system.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -78,11 +88,13 @@ use bilayer_plugins::builtin::{
 use bilayer_plugins::hot_reload::{DeleteAction, HotReloadConfig, HotReloadManager};
 use bilayer_plugins::rhai_runtime::{RhaiConfig, RhaiPlugin};
 use bilayer_plugins::wasm_runtime::{WasmCapabilities, WasmPlugin};
-use bilayer_plugins::{AgentPlugin, PluginError, PluginResult};
+use bilayer_plugins::{AgentPlugin, LimitSettings, PluginError, PluginResult};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::definition_positions::{LineIndex, Positions};
+use crate::definition_shape;
 use crate::orders::{builtin_native, BUILTIN_NATIVE};
 use crate::routing::RhaiRoutingPolicy;
 use crate::system_reload::{SystemReloadTarget, ROUTING_SCRIPT_ID};
@@ -112,7 +124,7 @@ struct SystemFile {
 }
 
 /// Rhai limits, as in [`RhaiConfig`]; unset fields keep its defaults.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct Limits {
     max_operations: Option<u64>,
@@ -210,6 +222,11 @@ pub struct SystemDefinition {
     text: String,
     raw: SystemFile,
     dir: PathBuf,
+    /// For `agents` and `plugins`: the index among the tables the text wrote of each one kept
+    /// (a table [`SystemDefinition::read`] left out for its problem shifts the ones after it).
+    kept_tables: std::collections::BTreeMap<String, Vec<usize>>,
+    /// Where each item of `text` is: indexed on the first problem to place, then reused.
+    positions: std::sync::OnceLock<Arc<Positions>>,
 }
 
 /// One problem found by [`SystemDefinition::check`], with where it is.
@@ -227,8 +244,39 @@ impl std::fmt::Display for Problem {
 }
 
 impl SystemDefinition {
-    /// Reads and parses a system definition; a TOML error names its line and column.
+    /// Reads and parses a system definition. Its TOML's first problem (a syntax error, an
+    /// unknown key, a value of the wrong type, a missing key) is the error, with its line and
+    /// column and how many more there are ([`SystemDefinition::read`] lists them all).
     pub fn load(path: impl AsRef<Path>) -> PluginResult<Self> {
+        let file = path.as_ref().display().to_string();
+        let (definition, problems) = Self::read(path)?;
+        let mut problems = problems.into_iter();
+        match (definition, problems.next()) {
+            (Some(definition), None) => Ok(definition),
+            (_, first) => {
+                let Problem { location, message } = first.unwrap_or_else(|| Problem {
+                    location: file,
+                    message: "the system definition cannot be read".to_string(),
+                });
+                let more = problems.len();
+                let message = if more == 0 {
+                    message
+                } else {
+                    format!(
+                        "{message} (and {more} more problem{}: `bilayer check` lists them all)",
+                        if more == 1 { "" } else { "s" }
+                    )
+                };
+                Err(PluginError::Compile { location, message })
+            }
+        }
+    }
+
+    /// Reads a system definition collecting every problem of its TOML (syntax errors, unknown
+    /// keys, values of the wrong type, missing keys; at most 50) instead of stopping at the
+    /// first, each with its `file:line:column`: the definition, with the faulty items left out,
+    /// when one could be made, and the problems. Only a file that cannot be read is an error.
+    pub fn read(path: impl AsRef<Path>) -> PluginResult<(Option<Self>, Vec<Problem>)> {
         let file = path.as_ref().to_path_buf();
         let text = std::fs::read_to_string(&file).map_err(|e| {
             PluginError::Io(format!(
@@ -236,19 +284,22 @@ impl SystemDefinition {
                 file.display()
             ))
         })?;
-        let raw: SystemFile = toml::from_str(&text).map_err(|e| {
-            let location = match e.span() {
-                Some(span) => {
-                    let (line, column) = line_column(&text, span.start);
-                    format!("{}:{line}:{column}", file.display())
-                }
-                None => file.display().to_string(),
-            };
-            PluginError::Compile {
-                location,
-                message: e.message().to_string(),
-            }
-        })?;
+        let shaped = definition_shape::read::<SystemFile>(&text);
+        let lines = LineIndex::new(&text);
+        let problems = shaped
+            .problems
+            .into_iter()
+            .map(|problem| Problem {
+                location: match problem.span {
+                    Some(span) => {
+                        let (line, column) = lines.line_column(&text, span.start);
+                        format!("{}:{line}:{column}", file.display())
+                    }
+                    None => file.display().to_string(),
+                },
+                message: problem.message,
+            })
+            .collect();
         // A bare file name's parent is the empty path, which names no directory to watch or
         // to resolve paths against: it is the current one.
         let dir = file
@@ -256,12 +307,15 @@ impl SystemDefinition {
             .filter(|dir| !dir.as_os_str().is_empty())
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
-        Ok(Self {
+        let definition = shaped.value.map(|raw| Self {
             file,
             text,
             raw,
             dir,
-        })
+            kept_tables: shaped.kept_tables,
+            positions: std::sync::OnceLock::new(),
+        });
+        Ok((definition, problems))
     }
 
     pub fn name(&self) -> &str {
@@ -296,25 +350,53 @@ impl SystemDefinition {
                 "the system has no agents; add an [[agents]] table",
             ));
         }
-        let mut seen = HashSet::new();
+        // Each clash is told with the rest of its table's problems, in file order.
+        let mut clashes = self.id_clashes().into_iter().peekable();
+        let mut clash_at = |array: &str, index: usize| {
+            clashes
+                .next_if(|clash| clash.array == array && clash.index == index)
+                .map(|clash| self.problem_in_table(clash.array, index, clash.key, &clash.message))
+        };
+        let mut uses_rhai_limits = self.raw.routing.is_some();
         for (index, agent) in self.raw.agents.iter().enumerate() {
-            if !seen.insert(agent.name.as_str()) {
-                problems.push(
-                    self.problem_in_agent(
-                        index,
-                        &format!("agent `{}` is defined twice", agent.name),
-                    ),
-                );
-            }
+            problems.extend(clash_at("agents", index));
             let source = self.source_of(agent);
-            if !agent.capabilities.is_empty() && !matches!(source, Ok(AgentSource::Wasm(_))) {
-                problems.push(self.problem_in_agent(
-                    index,
-                    &format!(
-                        "agent `{}`: capabilities are granted to WASM agents only; scripts and native plugins have none to grant",
-                        agent.name
-                    ),
+            let grant = self.capabilities_of(agent, source.as_ref().ok());
+            if let Err(message) = &grant {
+                problems.push(self.problem_at_key(
+                    &[
+                        Step::Key("agents"),
+                        Step::Table(index),
+                        Step::Key("capabilities"),
+                    ],
+                    message,
                 ));
+            }
+            if let Ok(source) = &source {
+                uses_rhai_limits |= matches!(source, AgentSource::Script(_));
+                for key in agent
+                    .limits
+                    .as_ref()
+                    .map(limit_keys_set)
+                    .unwrap_or_default()
+                {
+                    if let Some(limit_kind) = limit_key_unused_by(&key, source) {
+                        problems.push(self.problem_at_key(
+                            &[
+                                Step::Key("agents"),
+                                Step::Table(index),
+                                Step::Key("limits"),
+                                Step::Key(&key),
+                            ],
+                            &format!(
+                                "agent `{}`: `limits.{key}` is a {limit_kind}, and this agent is \
+                                 {}, which does not use it; remove the key",
+                                agent.name,
+                                describe_source(source)
+                            ),
+                        ));
+                    }
+                }
             }
             match source {
                 Err(message) => problems.push(self.problem_in_agent(index, &message)),
@@ -326,10 +408,13 @@ impl SystemDefinition {
                     problems.extend(self.unknown_targets(&path, &names));
                 }
                 Ok(AgentSource::Wasm(path)) => {
-                    if let Err(e) = wasm_agent(&path, &agent.capabilities)
-                        .and_then(|plugin| plugin.check_link())
-                    {
-                        problems.push(problem_from_error(&path, e));
+                    // A grant that does not parse is reported above, at its key.
+                    if grant.is_ok() {
+                        if let Err(e) = wasm_agent(&path, &agent.name, &agent.capabilities)
+                            .and_then(|plugin| plugin.check_link())
+                        {
+                            problems.push(problem_from_error(&path, e));
+                        }
                     }
                 }
                 Ok(AgentSource::Native(_)) => {}
@@ -343,20 +428,22 @@ impl SystemDefinition {
                 }
             }
         }
-        for (index, plugin) in self.raw.plugins.iter().enumerate() {
-            let id = plugin_id(plugin);
-            // `seen` holds the agents' names too: agents and plugins share one id space.
-            if !seen.insert(id) {
-                problems.push(self.problem_in_table(
-                    "plugins",
-                    index,
-                    "builtin",
-                    &format!(
-                        "plugin id `{id}` is already taken by an agent or another plugin; \
-                         give it another `id`"
-                    ),
-                ));
+        if !uses_rhai_limits {
+            for key in limit_keys_set(&self.raw.limits) {
+                if let Some(limit_kind) = limit_key_kind(&key) {
+                    problems.push(self.problem_at_key(
+                        &[Step::Key("limits"), Step::Key(&key)],
+                        &format!(
+                            "`[limits] {key}` is a {limit_kind}, and this system has no script \
+                             agent or routing script to use it; remove the key"
+                        ),
+                    ));
+                }
             }
+        }
+        for (index, plugin) in self.raw.plugins.iter().enumerate() {
+            problems.extend(clash_at("plugins", index));
+            let id = plugin_id(plugin);
             // Point at the key at fault: `builtin`, `init_sql_file`, or `config`.
             let checked =
                 match self.builtin_config(&plugin.builtin, &plugin.config, &plugin.init_sql_file) {
@@ -542,6 +629,7 @@ impl SystemDefinition {
     /// Builds and starts the system as `deployment` says: its transport, and which agents this
     /// process serves (the others are declared remote).
     pub async fn build_with(&self, deployment: &Deployment) -> PluginResult<AgentSystem> {
+        self.refuse_what_the_builder_would_word_for_rust()?;
         let transport = match &deployment.transport {
             Some(transport) => transport.clone(),
             None => self.transport().map_err(PluginError::Config)?,
@@ -610,7 +698,9 @@ impl SystemDefinition {
                         &path,
                         self.limits_for(agent),
                     )?),
-                    AgentSource::Wasm(path) => Box::new(wasm_agent(&path, &agent.capabilities)?),
+                    AgentSource::Wasm(path) => {
+                        Box::new(wasm_agent(&path, &agent.name, &agent.capabilities)?)
+                    }
                     AgentSource::Native(name) => builtin_native(&name).ok_or_else(|| {
                         PluginError::Config(format!("unknown native plugin `{name}`"))
                     })?,
@@ -643,6 +733,39 @@ impl SystemDefinition {
         builder.build().await
     }
 
+    /// The mistakes the agent system builder would report in Rust terms (no agent: "add one
+    /// with .agent(name, plugin)"; a taken id: "unregister it first"), and grants it cannot
+    /// use, refused here in the definition's terms, naming the key and its position.
+    fn refuse_what_the_builder_would_word_for_rust(&self) -> PluginResult<()> {
+        if self.raw.agents.is_empty() {
+            let problem = self.problem_at(
+                "[[agents]]",
+                "the system has no agents; add an [[agents]] table",
+            );
+            return Err(PluginError::Config(problem.to_string()));
+        }
+        if let Some(clash) = self.id_clashes().into_iter().next() {
+            let problem =
+                self.problem_in_table(clash.array, clash.index, clash.key, &clash.message);
+            return Err(PluginError::Config(problem.to_string()));
+        }
+        for (index, agent) in self.raw.agents.iter().enumerate() {
+            let source = self.source_of(agent).ok();
+            if let Err(message) = self.capabilities_of(agent, source.as_ref()) {
+                let problem = self.problem_at_key(
+                    &[
+                        Step::Key("agents"),
+                        Step::Table(index),
+                        Step::Key("capabilities"),
+                    ],
+                    &message,
+                );
+                return Err(PluginError::Config(problem.to_string()));
+            }
+        }
+        Ok(())
+    }
+
     /// A hot reload manager for this system's script and module agents, watching the
     /// `[hot_reload] dirs` (or, when none are set, the directory of the definition): a changed
     /// file is compiled with its agent's own limits and grant, checked off to the side, and
@@ -657,7 +780,7 @@ impl SystemDefinition {
             dirs.push(self.dir.clone());
         }
         let mut scripts: HashMap<PathBuf, RhaiConfig> = HashMap::new();
-        let mut modules: HashMap<PathBuf, Vec<String>> = HashMap::new();
+        let mut modules: HashMap<PathBuf, (String, Vec<String>)> = HashMap::new();
         let mut config = HotReloadConfig::default()
             .with_preserve_state(true)
             .with_auto_rollback(true)
@@ -671,7 +794,10 @@ impl SystemDefinition {
                     config = config.with_plugin_id(path, agent.name.clone());
                 }
                 Ok(AgentSource::Wasm(path)) => {
-                    modules.insert(canonical(&path), agent.capabilities.clone());
+                    modules.insert(
+                        canonical(&path),
+                        (agent.name.clone(), agent.capabilities.clone()),
+                    );
                     config = config.with_plugin_id(path, agent.name.clone());
                 }
                 _ => {}
@@ -689,8 +815,13 @@ impl SystemDefinition {
         for extension in ["wasm", "wat"] {
             let modules = modules.clone();
             config = config.with_loader(extension, move |path| {
-                let grant = modules.get(&canonical(path)).cloned().unwrap_or_default();
-                Ok(Box::new(wasm_agent(path, &grant)?) as Box<dyn AgentPlugin>)
+                let (name, grant) = modules.get(&canonical(path)).cloned().unwrap_or_default();
+                let plugin = if name.is_empty() {
+                    WasmPlugin::from_file(path)?
+                } else {
+                    wasm_agent(path, &name, &grant)?
+                };
+                Ok(Box::new(plugin) as Box<dyn AgentPlugin>)
             });
         }
         // The routing script reloads beside the agents, under its reserved id (system_reload.rs),
@@ -708,6 +839,120 @@ impl SystemDefinition {
             manager = manager.with_dir(dir);
         }
         manager.with_target(SystemReloadTarget::new(system, routing_version))
+    }
+
+    /// Agents defined twice, and support plugins whose id an agent or another plugin already
+    /// has (agents and plugins share one id space): what `check` reports and `build` refuses.
+    fn id_clashes(&self) -> Vec<Clash> {
+        let mut clashes = Vec::new();
+        let mut seen = HashSet::new();
+        for (index, agent) in self.raw.agents.iter().enumerate() {
+            if !seen.insert(agent.name.as_str()) {
+                clashes.push(Clash {
+                    array: "agents",
+                    index,
+                    key: "name",
+                    message: format!(
+                        "agent `{}` is defined twice; give each [[agents]] table its own `name`",
+                        agent.name
+                    ),
+                });
+            }
+        }
+        for (index, plugin) in self.raw.plugins.iter().enumerate() {
+            let id = plugin_id(plugin);
+            if !seen.insert(id) {
+                clashes.push(Clash {
+                    array: "plugins",
+                    index,
+                    key: "builtin",
+                    message: format!(
+                        "plugin id `{id}` is already taken by an agent or another plugin; \
+                         give it another `id`"
+                    ),
+                });
+            }
+        }
+        clashes
+    }
+
+    /// The WASM grant of an agent's `capabilities`: refused when a name is unknown, or when
+    /// the agent (its `source`, when known) is no WASM module, which has nothing to grant.
+    fn capabilities_of(
+        &self,
+        agent: &AgentEntry,
+        source: Option<&AgentSource>,
+    ) -> Result<WasmCapabilities, String> {
+        if agent.capabilities.is_empty() {
+            return Ok(WasmCapabilities::none());
+        }
+        if let Some(source) = source.filter(|s| !matches!(s, AgentSource::Wasm(_))) {
+            return Err(format!(
+                "agent `{}`: capabilities are granted to WASM agents only, and this agent is \
+                 {}, which has none to grant; remove the `capabilities` key",
+                agent.name,
+                describe_source(source)
+            ));
+        }
+        WasmCapabilities::from_names(&agent.capabilities).map_err(|e| {
+            let why = match e {
+                PluginError::Config(message) => message,
+                other => other.to_string(),
+            };
+            format!("agent `{}`: `capabilities`: {why}", agent.name)
+        })
+    }
+
+    /// A problem located at the key `path` leads to in the TOML text (or as deep along the path
+    /// as the text goes: a key left to its default, a table written in another form).
+    fn problem_at_key(&self, path: &[Step<'_>], message: &str) -> Problem {
+        let location = match self.key_offset(path) {
+            Some(offset) => {
+                let (line, column) = self.positions().lines.line_column(&self.text, offset);
+                format!("{}:{line}:{column}", self.file.display())
+            }
+            None => self.file.display().to_string(),
+        };
+        Problem {
+            location,
+            message: message.to_string(),
+        }
+    }
+
+    /// The byte offset of the deepest step of `path` found in the text.
+    fn key_offset(&self, path: &[Step<'_>]) -> Option<usize> {
+        let positions = self.positions();
+        let mut at = Vec::with_capacity(path.len());
+        let mut offset = None;
+        for step in path {
+            match step {
+                Step::Key(key) => at.push(key.to_string()),
+                Step::Table(index) => {
+                    let array = at.last().map_or("", String::as_str);
+                    at.push(self.written_index(array, *index).to_string());
+                }
+            }
+            match positions.get(&at) {
+                Some(position) => offset = Some(position.key),
+                None => break,
+            }
+        }
+        offset
+    }
+
+    /// The index among the tables the text wrote of the `index`-th `[[array]]` table kept.
+    fn written_index(&self, array: &str, index: usize) -> usize {
+        self.kept_tables
+            .get(array)
+            .and_then(|kept| kept.get(index))
+            .copied()
+            .unwrap_or(index)
+    }
+
+    /// Where the items of the text are (indexed once).
+    fn positions(&self) -> &Positions {
+        self.positions
+            .get_or_init(|| Arc::new(Positions::of(&self.text)))
     }
 
     fn source_of(&self, agent: &AgentEntry) -> Result<AgentSource, String> {
@@ -795,8 +1040,9 @@ impl SystemDefinition {
         Ok(json)
     }
 
+    /// The routing script's limits: `[limits]`, its errors naming those keys.
     fn base_limits(&self) -> RhaiConfig {
-        apply_limits(RhaiConfig::default(), &self.raw.limits)
+        apply_limits(RhaiConfig::default(), &self.raw.limits).limit_settings(limit_settings(None))
     }
 
     /// Plugin options carrying the agent's `max_state_bytes` (its own `[agents.limits]`, else
@@ -813,8 +1059,11 @@ impl SystemDefinition {
         }
     }
 
+    /// A script agent's limits: `[limits]` overridden by its own `limits`, its errors naming
+    /// the keys to raise.
     fn limits_for(&self, agent: &AgentEntry) -> RhaiConfig {
-        let base = self.base_limits();
+        let base = apply_limits(RhaiConfig::default(), &self.raw.limits)
+            .limit_settings(limit_settings(Some(agent)));
         match &agent.limits {
             Some(limits) => apply_limits(base, limits),
             None => base,
@@ -833,9 +1082,10 @@ impl SystemDefinition {
             let Ok(source) = std::fs::read_to_string(&path) else {
                 continue;
             };
+            let lines = LineIndex::new(&source);
             for route in literal_routes(&source) {
                 if route.is_list && route.names.iter().any(|(name, _)| name == &agent.name) {
-                    let (line, column) = line_column(&source, route.at);
+                    let (line, column) = lines.line_column(&source, route.at);
                     warnings.push(Problem {
                         location: format!("{}:{line}:{column}", path.display()),
                         message: format!(
@@ -858,11 +1108,12 @@ impl SystemDefinition {
         let Ok(source) = std::fs::read_to_string(script) else {
             return Vec::new();
         };
+        let lines = LineIndex::new(&source);
         let mut problems = Vec::new();
         for route in literal_routes(&source) {
             for (name, at) in route.names {
                 if !agents.contains(name.as_str()) {
-                    let (line, column) = line_column(&source, at);
+                    let (line, column) = lines.line_column(&source, at);
                     problems.push(Problem {
                         location: format!("{}:{line}:{column}", script.display()),
                         message: format!("next_agent `{name}` is not an agent of this system"),
@@ -880,23 +1131,22 @@ impl SystemDefinition {
     }
 
     /// A problem located at the `key` value of the `index`-th `[[array]]` table (or at the
-    /// table's header when it has no such line).
+    /// table itself when it has no such key).
     fn problem_in_table(&self, array: &str, index: usize, key: &str, message: &str) -> Problem {
-        let header =
-            regex::Regex::new(&format!(r"(?m)^\s*\[\[\s*{array}\s*\]\]")).expect("valid pattern");
-        let name_value =
-            regex::Regex::new(&format!(r"(?m)^\s*{key}\s*=\s*")).expect("valid pattern");
-        let Some(table) = header.find_iter(&self.text).nth(index) else {
+        let table = [
+            array.to_string(),
+            self.written_index(array, index).to_string(),
+        ];
+        let positions = self.positions();
+        // Point at the key's value (the agent's name, where the reader looks for the agent).
+        let offset = positions
+            .get(&[table[0].clone(), table[1].clone(), key.to_string()])
+            .map(|position| position.value)
+            .or_else(|| positions.get(&table).map(|position| position.key));
+        let Some(offset) = offset else {
             return self.problem_at(&format!("[[{array}]]"), message);
         };
-        let rest = &self.text[table.end()..];
-        let section_end = header.find(rest).map_or(rest.len(), |next| next.start());
-        // Point at the agent's name value, where the reader looks for the agent.
-        let offset = match name_value.find(&rest[..section_end]) {
-            Some(name) => table.end() + name.end(),
-            None => table.start(),
-        };
-        let (line, column) = line_column(&self.text, offset);
+        let (line, column) = self.positions().lines.line_column(&self.text, offset);
         Problem {
             location: format!("{}:{line}:{column}", self.file.display()),
             message: message.to_string(),
@@ -907,7 +1157,7 @@ impl SystemDefinition {
     fn problem_at(&self, needle: &str, message: &str) -> Problem {
         let location = match self.text.find(needle) {
             Some(offset) => {
-                let (line, column) = line_column(&self.text, offset);
+                let (line, column) = self.positions().lines.line_column(&self.text, offset);
                 format!("{}:{line}:{column}", self.file.display())
             }
             None => self.file.display().to_string(),
@@ -917,6 +1167,93 @@ impl SystemDefinition {
             message: message.to_string(),
         }
     }
+}
+
+/// Two tables claiming one id: the `index`-th table of `[[array]]`, at its `key`.
+struct Clash {
+    array: &'static str,
+    index: usize,
+    key: &'static str,
+    message: String,
+}
+
+/// One step of a path into the TOML text: a key, or the n-th table (as the definition keeps
+/// them) of the array of tables the previous key names.
+enum Step<'a> {
+    Key(&'a str),
+    Table(usize),
+}
+
+/// What an agent is, for messages: "a WASM module", "the built-in `llm` plugin", ...
+fn describe_source(source: &AgentSource) -> String {
+    match source {
+        AgentSource::Script(_) => "a Rhai script".to_string(),
+        AgentSource::Wasm(_) => "a WASM module".to_string(),
+        AgentSource::Native(name) => format!("the native plugin `{name}`"),
+        AgentSource::Builtin(name, _) => format!("the built-in `{name}` plugin"),
+    }
+}
+
+/// The `limits` keys that set Rhai limits, with the [`RhaiConfig`] limit each one sets (the
+/// name a limit error reports).
+const RHAI_LIMIT_KEYS: &[(&str, &str)] = &[
+    ("max_operations", "max_operations"),
+    ("max_call_stack_depth", "max_call_stack_depth"),
+    ("max_expr_depth", "max_expr_depth"),
+    ("max_string_size", "max_string_size"),
+    ("max_array_size", "max_array_size"),
+    ("max_map_size", "max_map_size"),
+    ("timeout_ms", "timeout"),
+];
+
+/// The keys a `limits` table sets.
+fn limit_keys_set(limits: &Limits) -> Vec<String> {
+    match serde_json::to_value(limits) {
+        Ok(Value::Object(fields)) => fields
+            .into_iter()
+            .filter(|(_, value)| !value.is_null())
+            .map(|(key, _)| key)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// What kind of limit a `limits` key sets, for the keys whose users `check` knows.
+fn limit_key_kind(key: &str) -> Option<&'static str> {
+    RHAI_LIMIT_KEYS
+        .iter()
+        .any(|(known, _)| *known == key)
+        .then_some("Rhai script limit")
+}
+
+/// The kind of limit `key` sets, when an agent backed by `source` does not use it.
+fn limit_key_unused_by(key: &str, source: &AgentSource) -> Option<&'static str> {
+    let kind = limit_key_kind(key)?;
+    (!matches!(source, AgentSource::Script(_))).then_some(kind)
+}
+
+/// How limit errors of a script name the key that raises each limit: the agent's own
+/// `limits.KEY` when it sets that key, else `[limits] KEY` (or the agent's, for it alone); for
+/// the routing script (`agent` = `None`), `[limits] KEY`.
+fn limit_settings(agent: Option<&AgentEntry>) -> LimitSettings {
+    let own: Vec<String> = agent
+        .and_then(|agent| agent.limits.as_ref())
+        .map(limit_keys_set)
+        .unwrap_or_default();
+    LimitSettings::keys(RHAI_LIMIT_KEYS.iter().map(|(key, limit)| {
+        let words = match agent {
+            Some(agent) if own.iter().any(|k| k == key) => {
+                format!("`limits.{key}` in the [[agents]] table of `{}`", agent.name)
+            }
+            Some(agent) => format!(
+                "`[limits] {key}` (every script agent; `limits.{key}` in the [[agents]] table \
+                 of `{}` for it alone)",
+                agent.name
+            ),
+            None => format!("`[limits] {key}`"),
+        };
+        (*limit, words)
+    }))
 }
 
 /// The support plugin's id: its `id`, else the builtin's name.
@@ -999,10 +1336,35 @@ fn canonical(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
-/// A WASM agent with exactly the capabilities its table grants (none by default).
-fn wasm_agent(path: &Path, capabilities: &[String]) -> PluginResult<WasmPlugin> {
-    Ok(WasmPlugin::from_file(path)?.with_capabilities(WasmCapabilities::from_names(capabilities)?))
+/// A WASM agent named after the agent (not its file), with exactly the capabilities its table
+/// grants (none by default).
+fn wasm_agent(path: &Path, name: &str, capabilities: &[String]) -> PluginResult<WasmPlugin> {
+    let grant = WasmCapabilities::from_names(capabilities).map_err(|e| match e {
+        PluginError::Config(why) => {
+            PluginError::Config(format!("agent `{name}`: `capabilities`: {why}"))
+        }
+        other => other,
+    })?;
+    let plugin = WasmPlugin::from_file(path)?
+        .with_id(name)
+        .with_capabilities(grant);
+    let limits = plugin
+        .limits()
+        .limit_settings(LimitSettings::keys(WASM_LIMIT_KEYS.iter().map(
+            |(key, limit)| {
+                (
+                    *limit,
+                    format!("`limits.{key}` in the [[agents]] table of `{name}`"),
+                )
+            },
+        )));
+    Ok(plugin.with_limits(limits))
 }
+
+/// The `limits` keys that set WASM limits, with the `WasmLimits` limit each one sets. None
+/// yet: a WASM agent's limit errors then give no advice to raise a setting the definition
+/// cannot hold, rather than naming a Rust field (`WasmLimits::timeout`) a TOML user cannot set.
+const WASM_LIMIT_KEYS: &[(&str, &str)] = &[];
 
 fn apply_limits(mut config: RhaiConfig, limits: &Limits) -> RhaiConfig {
     if let Some(v) = limits.max_operations {
@@ -1074,12 +1436,4 @@ fn literal_routes(source: &str) -> Vec<LiteralRoute> {
             }
         })
         .collect()
-}
-
-/// 1-based line and column of a byte offset.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
 }

@@ -1725,3 +1725,521 @@ fn run_refuses_a_state_write_past_max_state_bytes_and_keeps_serving() {
     assert_eq!(by_input[&21]["status"], "ok", "the agent keeps serving");
     assert_eq!(by_input[&21]["output"]["kept"], 10);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Messages that point at the right place (issue 21 item 8): a system definition's user is told
+// the TOML key to change, `check` lists every problem, `--quiet` prints only the summary, and
+// malformed input or grants are refused rather than reinterpreted.
+// ---------------------------------------------------------------------------------------------
+
+/// Runs `system` on `input` (stdin) and returns the outcome lines.
+fn run_system(system: &Path, input: &[u8]) -> (Finished, Vec<Value>) {
+    let done = run_cli(
+        [
+            "run".as_ref(),
+            system.as_os_str(),
+            "--input".as_ref(),
+            "-".as_ref(),
+        ],
+        Some(input),
+        QUICK,
+    );
+    done.assert_success();
+    let lines = done.stdout_lines();
+    (done, lines)
+}
+
+/// Every problem at once, TOML shape (unknown keys, wrong types, a missing key) and meaning
+/// (a missing script, one that does not compile, an unknown next_agent, limits an agent kind
+/// does not use) alike, each at its position; not only the first TOML error.
+#[test]
+fn check_reports_every_problem_of_the_toml_and_of_what_it_says() {
+    let scratch = Scratch::new("check-all");
+    let start = scratch.write(
+        "start.rhai",
+        "fn start(msg) {\n    #{ status: \"ok\", next_agent: \"nowhere\" }\n}\n\nstart\n",
+    );
+    let broken = scratch.write(
+        "broken.rhai",
+        "fn broken(msg) {\n    let x = ;\n}\n\nbroken\n",
+    );
+    let system = scratch.write(
+        "system.toml",
+        concat!(
+            "name = \"faulty\"\n",                 // 1
+            "max_hops = \"many\"\n",               // 2
+            "colour = \"red\"\n",                  // 3
+            "\n",                                  // 4
+            "[limits]\n",                          // 5
+            "max_operations = 1000\n",             // 6
+            "max_opertions = 10\n",                // 7
+            "\n",                                  // 8
+            "[[agents]]\n",                        // 9
+            "script = \"start.rhai\"\n",           // 10
+            "\n",                                  // 11
+            "[[agents]]\n",                        // 12
+            "name = \"start\"\n",                  // 13
+            "script = \"start.rhai\"\n",           // 14
+            "flavour = 1\n",                       // 15
+            "\n",                                  // 16
+            "[[agents]]\n",                        // 17
+            "name = \"breaks\"\n",                 // 18
+            "script = \"broken.rhai\"\n",          // 19
+            "\n",                                  // 20
+            "[[agents]]\n",                        // 21
+            "name = \"gone\"\n",                   // 22
+            "script = \"missing.rhai\"\n",         // 23
+            "\n",                                  // 24
+            "[[agents]]\n",                        // 25
+            "name = \"robot\"\n",                  // 26
+            "native = \"order_intake\"\n",         // 27
+            "limits = { max_string_size = 10 }\n", // 28
+        ),
+    );
+    let done = run_cli(["check".as_ref(), system.as_os_str()], None, QUICK);
+    done.assert_failure();
+    assert!(done.stdout.is_empty(), "stdout: {}", done.stdout);
+    let expected = [
+        format!(
+            "{}: invalid type: string \"many\", expected usize",
+            at(&system, 2, 12)
+        ),
+        format!("{}: unknown field `colour`", at(&system, 3, 1)),
+        format!("{}: unknown field `max_opertions`", at(&system, 7, 1)),
+        format!("{}: missing field `name`", at(&system, 9, 1)),
+        format!("{}: unknown field `flavour`", at(&system, 15, 1)),
+        format!(
+            "{}: next_agent `nowhere` is not an agent of this system",
+            at(&start, 2, 34)
+        ),
+        format!("{}: ", at(&broken, 2, 13)),
+        "missing.rhai".to_string(),
+        format!(
+            "{}: agent `robot`: `limits.max_string_size` is a Rhai script limit, and this agent \
+             is the native plugin `order_intake`, which does not use it; remove the key",
+            at(&system, 28, 12)
+        ),
+    ];
+    for line in &expected {
+        assert_contains(&done.stderr, line, "stderr");
+    }
+    assert!(
+        done.stderr.lines().any(|l| l == "9 problems"),
+        "a count of every problem: {}",
+        done.stderr
+    );
+
+    // `run` refuses the same file at its first problem, and says there are more.
+    let refused = run_cli(
+        [
+            "run".as_ref(),
+            system.as_os_str(),
+            "--input".as_ref(),
+            "-".as_ref(),
+        ],
+        Some(b""),
+        QUICK,
+    );
+    refused.assert_failure();
+    assert_contains(&refused.stderr, &at(&system, 2, 12), "stderr");
+    assert_contains(&refused.stderr, "`bilayer check` lists them all", "stderr");
+}
+
+/// `[limits]` sets Rhai limits; a system with no script agent and no routing script uses none
+/// of them, and `check` says so instead of ignoring them.
+#[test]
+fn check_refuses_top_level_limits_no_agent_uses() {
+    let scratch = Scratch::new("check-limits");
+    let system = scratch.write(
+        "system.toml",
+        "[limits]\ntimeout_ms = 50\n\n[[agents]]\nname = \"a\"\nnative = \"order_intake\"\n",
+    );
+    let done = run_cli(["check".as_ref(), system.as_os_str()], None, QUICK);
+    done.assert_failure();
+    assert_contains(
+        &done.stderr,
+        &format!(
+            "{}: `[limits] timeout_ms` is a Rhai script limit, and this system has no script \
+             agent or routing script to use it; remove the key",
+            at(&system, 2, 1)
+        ),
+        "stderr",
+    );
+}
+
+/// A script agent that breaks a Rhai limit is told the TOML key that raises it: the system's
+/// `[limits]`, or the agent's own `limits` when it sets that key; never the Rust builder.
+#[test]
+fn run_names_the_toml_key_of_a_rhai_limit_an_agent_broke() {
+    let scratch = Scratch::new("limit-key");
+    scratch.write(
+        "grow.rhai",
+        "fn grow(msg) {\n    let s = \"boom\";\n    loop { s += s; }\n}\n\ngrow\n",
+    );
+    let system = scratch.write(
+        "system.toml",
+        "[limits]\nmax_string_size = 1000\n\n[[agents]]\nname = \"shared\"\nscript = \"grow.rhai\"\n",
+    );
+    let (_, lines) = run_system(&system, b"{\"n\":1}\n");
+    let reason = lines[0]["reason"]
+        .as_str()
+        .expect("a dead letter")
+        .to_string();
+    assert_contains(&reason, "max_string_size", "reason");
+    assert_contains(&reason, "raise `[limits] max_string_size`", "reason");
+    assert!(!reason.contains("RhaiConfig"), "{reason}");
+
+    let own = scratch.write(
+        "own.toml",
+        concat!(
+            "[limits]\nmax_string_size = 1000\n\n",
+            "[[agents]]\nname = \"own\"\nscript = \"grow.rhai\"\n",
+            "limits = { max_string_size = 100 }\n",
+        ),
+    );
+    let (_, lines) = run_system(&own, b"{\"n\":1}\n");
+    let reason = lines[0]["reason"].as_str().expect("a dead letter");
+    assert_contains(
+        reason,
+        "raise `limits.max_string_size` in the [[agents]] table of `own`",
+        "reason",
+    );
+    assert!(!reason.contains("RhaiConfig"), "{reason}");
+
+    // The same script run by `exec` has no system definition: the Rust name stays.
+    let exec = run_cli(
+        [
+            "exec".as_ref(),
+            scratch.0.join("grow.rhai").as_os_str(),
+            "--input".as_ref(),
+            "{}".as_ref(),
+        ],
+        None,
+        QUICK,
+    );
+    exec.assert_failure();
+    assert_contains(&exec.stderr, "max_string_size", "stderr");
+}
+
+/// What the agent system builder would word for a Rust caller (".agent(name, plugin)",
+/// "unregister it first") reaches a TOML user in TOML terms, with the position.
+#[test]
+fn run_refuses_a_definition_with_no_agent_or_a_taken_name_in_toml_terms() {
+    let scratch = Scratch::new("toml-terms");
+    let empty = scratch.write("empty.toml", "name = \"nothing\"\n");
+    let done = run_cli(
+        [
+            "run".as_ref(),
+            empty.as_os_str(),
+            "--input".as_ref(),
+            "-".as_ref(),
+        ],
+        Some(b""),
+        QUICK,
+    );
+    done.assert_failure();
+    assert_contains(
+        &done.stderr,
+        "the system has no agents; add an [[agents]] table",
+        "stderr",
+    );
+    assert!(!done.stderr.contains(".agent("), "{}", done.stderr);
+
+    let twice = scratch.write(
+        "twice.toml",
+        concat!(
+            "[[agents]]\nname = \"a\"\nnative = \"order_intake\"\n\n", // 1-4
+            "[[agents]]\nname = \"a\"\nnative = \"order_intake\"\n\n", // 5-8
+            "[[plugins]]\nbuiltin = \"http\"\nid = \"a\"\n",           // 9-11
+        ),
+    );
+    let done = run_cli(
+        [
+            "run".as_ref(),
+            twice.as_os_str(),
+            "--input".as_ref(),
+            "-".as_ref(),
+        ],
+        Some(b""),
+        QUICK,
+    );
+    done.assert_failure();
+    assert_contains(
+        &done.stderr,
+        &format!(
+            "{}: agent `a` is defined twice; give each [[agents]] table its own `name`",
+            at(&twice, 6, 8)
+        ),
+        "stderr",
+    );
+    assert!(!done.stderr.contains("unregister"), "{}", done.stderr);
+
+    let plugin = scratch.write(
+        "plugin.toml",
+        "[[agents]]\nname = \"a\"\nnative = \"order_intake\"\n\n[[plugins]]\nbuiltin = \"http\"\nid = \"a\"\n",
+    );
+    let done = run_cli(
+        [
+            "run".as_ref(),
+            plugin.as_os_str(),
+            "--input".as_ref(),
+            "-".as_ref(),
+        ],
+        Some(b""),
+        QUICK,
+    );
+    done.assert_failure();
+    assert_contains(
+        &done.stderr,
+        "plugin id `a` is already taken by an agent or another plugin; give it another `id`",
+        "stderr",
+    );
+    assert!(!done.stderr.contains("unregister"), "{}", done.stderr);
+}
+
+/// A run with no outcome for a while says so; in process there is no worker to ask about.
+/// The agent is an LLM whose server accepts the connection and never answers (its 12 s timeout
+/// ends the run after the 10 s warning).
+#[test]
+fn an_in_process_stall_warning_does_not_talk_about_nats_workers() {
+    let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let base_url = format!("http://{}/v1", silent.local_addr().unwrap());
+    let scratch = Scratch::new("stall");
+    let system = scratch.write(
+        "system.toml",
+        &format!(
+            "[[agents]]\nname = \"model\"\nbuiltin = \"llm\"\n\
+             config = {{ base_url = \"{base_url}\", timeout_ms = 12000, max_retries = 0 }}\n"
+        ),
+    );
+    let done = run_cli(
+        [
+            "run".as_ref(),
+            system.as_os_str(),
+            "--input".as_ref(),
+            "-".as_ref(),
+        ],
+        Some(b"{\"prompt\":\"hello?\"}\n"),
+        QUICK,
+    );
+    done.assert_success();
+    assert_contains(
+        &done.stderr,
+        "bilayer run: no outcome in the last 10 s, 1 inputs waiting",
+        "stderr",
+    );
+    assert!(
+        !done.stderr.contains("NATS") && !done.stderr.contains("worker"),
+        "an in-process run has no workers: {}",
+        done.stderr
+    );
+    drop(silent);
+}
+
+/// `--quiet` prints the summary and nothing else, however many messages are dead-lettered
+/// (each one is a debug-level log line, shown with RUST_LOG=debug, not a warning).
+#[test]
+fn run_quiet_prints_only_the_summary_even_with_dead_letters() {
+    let scratch = Scratch::new("quiet");
+    scratch.write(
+        "start.rhai",
+        "fn start(msg) {\n    if msg.n % 2 == 0 { throw \"even\"; }\n    #{ next_agent: \"nowhere\" }\n}\n\nstart\n",
+    );
+    let system = scratch.write(
+        "system.toml",
+        "[[agents]]\nname = \"start\"\nscript = \"start.rhai\"\n",
+    );
+    let input: String = (1..=50).map(|n| format!("{{\"n\":{n}}}\n")).collect();
+    // The default log filter, as a user has it (the helper's RUST_LOG=error would hide
+    // the warnings this test is about).
+    let mut command = bilayer([
+        "run".as_ref(),
+        system.as_os_str(),
+        "--input".as_ref(),
+        "-".as_ref(),
+        "--quiet".as_ref(),
+    ]);
+    let mut child = command
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the bilayer binary");
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(input.as_bytes())
+        .expect("write the input");
+    let done = wait_with_deadline(child, QUICK, "bilayer run --quiet");
+    done.assert_success();
+    assert!(done.stdout.is_empty(), "stdout: {}", done.stdout);
+    let lines: Vec<&str> = done.stderr.lines().collect();
+    assert_eq!(lines.len(), 4, "only the summary: {}", done.stderr);
+    assert!(lines[0].starts_with("50 inputs in "), "{}", done.stderr);
+    assert_eq!(lines[1], "outcomes: ok 0, error 0, dead_letter 50");
+    assert_eq!(lines[2], "terminal agents: -");
+    assert!(lines[3].starts_with("latency: "), "{}", done.stderr);
+}
+
+#[test]
+fn exec_refuses_input_that_looks_like_json_but_is_not() {
+    let done = run_cli(
+        [
+            "exec",
+            "scripts/order_processor.rhai",
+            "--input",
+            r#"{"id":"ORD-123","quantity":5,"price":}"#,
+        ],
+        None,
+        QUICK,
+    );
+    done.assert_failure();
+    assert!(done.stdout.is_empty(), "stdout: {}", done.stdout);
+    assert_contains(
+        &done.stderr,
+        "--input is not valid JSON: expected value at line 1 column 38",
+        "stderr",
+    );
+    // Plain words are still a string for rules scripts.
+    let words = run_cli(
+        [
+            "exec",
+            "scripts/rules/content_moderation.rhai",
+            "--input",
+            "BUY NOW",
+        ],
+        None,
+        QUICK,
+    );
+    words.assert_success();
+}
+
+/// Every way to grant a capability refuses a name it does not know: `exec --grant` whatever
+/// the file, and `capabilities` in a system definition (at `run` and at `check`, naming the key).
+#[test]
+fn an_unknown_grant_is_refused_by_exec_run_and_check() {
+    for file in [
+        "examples/mixed/wrap_for_review.wat",
+        "scripts/order_processor.rhai",
+    ] {
+        let done = run_cli(
+            ["exec", file, "--input", "{}", "--grant", "flying"],
+            None,
+            QUICK,
+        );
+        done.assert_failure();
+        assert_contains(
+            &done.stderr,
+            "--grant: unknown WASM capability `flying`",
+            "stderr",
+        );
+    }
+    // A known grant on a script, which has none to grant, is refused too.
+    let done = run_cli(
+        [
+            "exec",
+            "scripts/order_processor.rhai",
+            "--input",
+            "{}",
+            "--grant",
+            "log",
+        ],
+        None,
+        QUICK,
+    );
+    done.assert_failure();
+    assert_contains(&done.stderr, "--grant is for WASM modules", "stderr");
+
+    let scratch = Scratch::new("grant");
+    let module = root().join("examples/mixed/wrap_for_review.wat");
+    let system = scratch.write(
+        "system.toml",
+        &format!(
+            "[[agents]]\nname = \"review\"\nwasm = \"{}\"\ncapabilities = [\"log\", \"flying\"]\n",
+            module.display()
+        ),
+    );
+    let message = "agent `review`: `capabilities`: unknown WASM capability `flying`";
+    let run = run_cli(
+        [
+            "run".as_ref(),
+            system.as_os_str(),
+            "--input".as_ref(),
+            "-".as_ref(),
+        ],
+        Some(b""),
+        QUICK,
+    );
+    run.assert_failure();
+    assert_contains(
+        &run.stderr,
+        &format!("{}: {message}", at(&system, 4, 1)),
+        "stderr",
+    );
+    let check = run_cli(["check".as_ref(), system.as_os_str()], None, QUICK);
+    check.assert_failure();
+    assert_contains(
+        &check.stderr,
+        &format!("{}: {message}", at(&system, 4, 1)),
+        "stderr",
+    );
+}
+
+/// A WASM agent's errors name the agent, as the system knows it, not the module's file.
+#[test]
+fn a_wasm_agent_error_names_the_agent_not_the_module_file() {
+    let scratch = Scratch::new("wasm-name");
+    scratch.write(
+        "broken_module.wat",
+        concat!(
+            "(module\n",
+            "  (memory (export \"memory\") 1)\n",
+            "  (func (export \"alloc\") (param i32) (result i32) (i32.const 1024))\n",
+            "  (func (export \"execute\") (param i32 i32) (result i64) unreachable))\n",
+        ),
+    );
+    let system = scratch.write(
+        "system.toml",
+        "[[agents]]\nname = \"reviewer\"\nwasm = \"broken_module.wat\"\n",
+    );
+    let (_, lines) = run_system(&system, b"{\"n\":1}\n");
+    let reason = lines[0]["reason"].as_str().expect("a dead letter");
+    assert_contains(reason, "WASM plugin `reviewer`", "reason");
+    assert!(!reason.contains("broken_module"), "{reason}");
+
+    // `check` links the module before anything runs, and names the agent too.
+    let probe = root().join("plugins/tests/fixtures/wasm/host_probe.wat");
+    let system = scratch.write(
+        "probe.toml",
+        &format!(
+            "[[agents]]\nname = \"prober\"\nwasm = \"{}\"\n",
+            probe.display()
+        ),
+    );
+    let check = run_cli(["check".as_ref(), system.as_os_str()], None, QUICK);
+    check.assert_failure();
+    assert_contains(&check.stderr, "`prober`", "stderr");
+    assert!(!check.stderr.contains("`host_probe`"), "{}", check.stderr);
+}
+
+/// A WASM agent past its timeout is told so without being told to raise `WasmLimits::timeout`,
+/// a Rust setting a system definition cannot hold.
+#[test]
+fn a_wasm_agent_limit_error_does_not_name_a_rust_setting() {
+    let scratch = Scratch::new("wasm-limit");
+    let module = root().join("plugins/tests/fixtures/wasm/infinite_loop.wat");
+    let system = scratch.write(
+        "system.toml",
+        &format!(
+            "[[agents]]\nname = \"spinner\"\nwasm = \"{}\"\n",
+            module.display()
+        ),
+    );
+    let (_, lines) = run_system(&system, b"{\"n\":1}\n");
+    let reason = lines[0]["reason"].as_str().expect("a dead letter");
+    assert_contains(reason, "WASM plugin `spinner` was stopped", "reason");
+    assert_contains(reason, "past its timeout", "reason");
+    assert!(!reason.contains("WasmLimits"), "{reason}");
+}

@@ -380,7 +380,9 @@ impl PluginActorState {
                 self.shared.stats.record_call(elapsed, false);
                 self.metrics.errors.increment(1);
                 span.record("outcome", "cancelled");
-                tracing::warn!(plugin = %self.shared.id, ?elapsed, "call cancelled: its caller timed out");
+                // Debug: the caller already has the timeout (an agent's message becomes a dead
+                // letter saying so); one warning per timed-out call would flood the log.
+                tracing::debug!(plugin = %self.shared.id, ?elapsed, "call cancelled: its caller timed out");
                 let error = PluginError::Timeout {
                     id: self.shared.id.to_string(),
                     after: elapsed,

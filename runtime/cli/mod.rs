@@ -35,7 +35,8 @@ enum Command {
     Exec {
         /// The plugin file.
         file: PathBuf,
-        /// The input: JSON text (a bare word that is not JSON is passed as a JSON string).
+        /// The input: JSON text. Plain words that are not JSON are passed as a JSON string;
+        /// text starting with {, [ or " must be valid JSON.
         #[arg(long, short)]
         input: String,
         /// Wall-clock limit for the call, in milliseconds.

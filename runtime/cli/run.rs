@@ -370,9 +370,13 @@ async fn drive(
                 let waiting = submitted.load(Ordering::Relaxed).saturating_sub(summary.inputs);
                 if waiting > 0 {
                     eprintln!(
-                        "bilayer run: no outcome in the last {} s, {waiting} inputs waiting \
-                         (over NATS: is a `bilayer worker` serving every agent?)",
-                        STALL_WARNING.as_secs()
+                        "bilayer run: no outcome in the last {} s, {waiting} inputs waiting ({})",
+                        STALL_WARNING.as_secs(),
+                        if system.agents().is_empty() {
+                            "the agents are served by workers: is a `bilayer worker` serving every agent?"
+                        } else {
+                            "an agent is still working on them; each hop ends by hop_timeout_ms"
+                        }
                     );
                 }
             }

@@ -46,7 +46,11 @@ pub(crate) fn build_engine(config: &RhaiConfig, link: &Arc<HostLink>) -> PluginR
 
     install_limits(&mut engine, config);
     engine.disable_symbol("eval");
-    imports::install(&mut engine, config.import_dir.as_deref())?;
+    imports::install(
+        &mut engine,
+        config.import_dir.as_deref(),
+        &config.limit_settings,
+    )?;
     route_output_to_tracing(&mut engine, link);
 
     script_state::register(&mut engine, config);

@@ -186,6 +186,7 @@ impl LinkedPlugin {
             plugin_id: &self.plugin_id,
             version: &self.compiled.version,
             phase,
+            settings: &self.limits.limit_settings,
         }
     }
 
