@@ -45,6 +45,9 @@
 //! The path of a message: this crate (facade, CLI) → `bilayer_actors` (plugin actors,
 //! supervisor) → `bilayer_plugins` (the plugin kernel and the Rhai runtime).
 
+mod definition_positions;
+mod definition_shape;
+pub mod jsonl;
 pub mod orders;
 pub mod routing;
 pub mod system_config;
@@ -74,7 +77,7 @@ pub mod wasm_runtime {
 
 pub use bilayer_actors::{
     AgentSystem, AgentSystemBuilder, DeadLetter, Outcome, OutcomeStatus, OutcomeStream,
-    RoutingPolicy, SystemTotals, DEFAULT_MAX_HOPS, DEFAULT_MAX_IN_FLIGHT,
+    RoutingPolicy, SystemTotals, DEFAULT_MAX_BRANCHES, DEFAULT_MAX_HOPS, DEFAULT_MAX_IN_FLIGHT,
 };
 pub use bilayer_actors::{
     NatsCredentials, NatsStorage, NatsTransport, Transport, DEFAULT_NATS_URL,

@@ -5,6 +5,8 @@
 //! name = "orders"
 //! entry = "intake"              # default: the first agent
 //! max_hops = 16                 # default 32
+//! max_branches = 1024           # default 1024: how many branches one input's fan-outs may
+//!                               # end in (the product of the widths on a branch's way)
 //! max_in_flight = 16384         # admission bound (backpressure)
 //! hop_timeout_ms = 30000
 //! strategy = "one_for_one"      # or one_for_all, rest_for_one
@@ -19,6 +21,7 @@
 //! max_memory_bytes = 67108864   # WASM modules: linear memory (default 64 MiB)
 //! fuel = 100000000              # WASM modules: fuel per call (default: not metered)
 //! max_output_bytes = 16777216   # WASM modules: bytes one call may return (default 16 MiB)
+//! max_state_bytes = 67108864    # every agent's state (script, WASM, native), JSON bytes; 64 MiB
 //!
 //! [hot_reload]
 //! dirs = ["."]                  # directories watched for script changes
@@ -53,7 +56,8 @@
 //! A built-in's `config` uses the keys of its config struct, unset keys keeping their
 //! defaults: `llm` → [`LlmConfig`] (`provider` picks the defaults: `openai`, `ollama`,
 //! `llamacpp`, else a local `http://127.0.0.1:8080/v1`; then `base_url`, `model`, `api_key`,
-//! `api_key_env`, `timeout_ms`, `max_retries`, ...), `database` → [`DatabaseConfig`] (`url`,
+//! `api_key_env`, `timeout_ms`, `max_retries`, ...; a key is required before sending only at
+//! OpenAI's own API, so `config = { base_url = "http://127.0.0.1:8080/v1" }` alone works), `database` → [`DatabaseConfig`] (`url`,
 //! `read_only`, `max_rows`, `max_connections`, `acquire_timeout_ms`, `init_sql`), `http` →
 //! [`HttpConfig`] (`allowed_hosts`, `timeout_ms`, `max_response_bytes`, `default_headers`,
 //! `max_redirects`). An unknown key or a value of the wrong type is a problem `check` reports.
@@ -68,9 +72,20 @@
 //! script or module is stopped at it, and a hop blocked in a host call (a WASI read, a sleep)
 //! fails with a timeout at it while the blocked call is abandoned.
 //!
-//! Paths are relative to the TOML file's directory. [`SystemDefinition::check`] reports every
-//! problem it can find, each with a file position; [`SystemDefinition::build`] builds the
-//! system.
+//! A `limits` key (top-level or an agent's) set for an agent whose kind does not use it (a
+//! script limit on a WASM agent, a WASM limit on a script, either on a native or built-in
+//! plugin), or at the top level of a system with no agent that uses it, is a problem `check`
+//! reports; `max_state_bytes` concerns every agent. Limit errors of a script or a WASM module
+//! name the key that raises the limit (`[limits] max_string_size`, or the agent's own
+//! `limits.max_string_size` when it sets one).
+//! `capabilities` names must be known, and are for WASM agents only (`check` and `build`
+//! refuse others, naming the key).
+//!
+//! Paths are relative to the TOML file's directory. [`SystemDefinition::read`] reports every
+//! problem of the TOML itself (syntax, unknown keys, wrong types, missing keys; at most 50),
+//! [`SystemDefinition::load`] refuses at the first; [`SystemDefinition::check`] reports every
+//! problem of what a definition says, each with a file position; [`SystemDefinition::build`]
+//! builds the system.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -87,11 +102,13 @@ use bilayer_plugins::builtin::{
 use bilayer_plugins::hot_reload::{DeleteAction, HotReloadConfig, HotReloadManager};
 use bilayer_plugins::rhai_runtime::{RhaiConfig, RhaiPlugin, SCRIPT_THREAD_STACK};
 use bilayer_plugins::wasm_runtime::{WasmCapabilities, WasmEngine, WasmLimits, WasmPlugin};
-use bilayer_plugins::{AgentPlugin, PluginError, PluginResult};
+use bilayer_plugins::{AgentPlugin, LimitSettings, PluginError, PluginResult};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::definition_positions::{LineIndex, Positions};
+use crate::definition_shape;
 use crate::orders::{builtin_native, BUILTIN_NATIVE};
 use crate::routing::RhaiRoutingPolicy;
 use crate::system_reload::{SystemReloadTarget, ROUTING_SCRIPT_ID};
@@ -102,6 +119,7 @@ struct SystemFile {
     name: Option<String>,
     entry: Option<String>,
     max_hops: Option<usize>,
+    max_branches: Option<u32>,
     max_in_flight: Option<usize>,
     hop_timeout_ms: Option<u64>,
     strategy: Option<String>,
@@ -119,9 +137,10 @@ struct SystemFile {
     plugins: Vec<PluginEntry>,
 }
 
-/// Limits of script agents (as in [`RhaiConfig`]) and WASM agents (as in [`WasmLimits`]);
-/// unset fields keep their defaults. `timeout_ms` concerns both kinds.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Limits of script agents (as in [`RhaiConfig`]) and WASM agents (as in [`WasmLimits`]), and
+/// every agent's state size; unset fields keep their defaults. `timeout_ms` concerns both
+/// scripts and WASM modules.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct Limits {
     max_operations: Option<u64>,
@@ -134,35 +153,8 @@ struct Limits {
     max_memory_bytes: Option<usize>,
     fuel: Option<u64>,
     max_output_bytes: Option<usize>,
-}
-
-impl Limits {
-    /// The keys set here that only script agents have.
-    fn script_keys(&self) -> Vec<&'static str> {
-        [
-            ("max_operations", self.max_operations.is_some()),
-            ("max_call_stack_depth", self.max_call_stack_depth.is_some()),
-            ("max_expr_depth", self.max_expr_depth.is_some()),
-            ("max_string_size", self.max_string_size.is_some()),
-            ("max_array_size", self.max_array_size.is_some()),
-            ("max_map_size", self.max_map_size.is_some()),
-        ]
-        .into_iter()
-        .filter_map(|(key, set)| set.then_some(key))
-        .collect()
-    }
-
-    /// The keys set here that only WASM agents have.
-    fn wasm_keys(&self) -> Vec<&'static str> {
-        [
-            ("max_memory_bytes", self.max_memory_bytes.is_some()),
-            ("fuel", self.fuel.is_some()),
-            ("max_output_bytes", self.max_output_bytes.is_some()),
-        ]
-        .into_iter()
-        .filter_map(|(key, set)| set.then_some(key))
-        .collect()
-    }
+    /// Not a script or WASM limit: the size of each agent's state, for every kind of plugin.
+    max_state_bytes: Option<usize>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -249,6 +241,11 @@ pub struct SystemDefinition {
     text: String,
     raw: SystemFile,
     dir: PathBuf,
+    /// For `agents` and `plugins`: the index among the tables the text wrote of each one kept
+    /// (a table [`SystemDefinition::read`] left out for its problem shifts the ones after it).
+    kept_tables: std::collections::BTreeMap<String, Vec<usize>>,
+    /// Where each item of `text` is: indexed on the first problem to place, then reused.
+    positions: std::sync::OnceLock<Arc<Positions>>,
 }
 
 /// One problem found by [`SystemDefinition::check`], with where it is.
@@ -266,8 +263,39 @@ impl std::fmt::Display for Problem {
 }
 
 impl SystemDefinition {
-    /// Reads and parses a system definition; a TOML error names its line and column.
+    /// Reads and parses a system definition. Its TOML's first problem (a syntax error, an
+    /// unknown key, a value of the wrong type, a missing key) is the error, with its line and
+    /// column and how many more there are ([`SystemDefinition::read`] lists them all).
     pub fn load(path: impl AsRef<Path>) -> PluginResult<Self> {
+        let file = path.as_ref().display().to_string();
+        let (definition, problems) = Self::read(path)?;
+        let mut problems = problems.into_iter();
+        match (definition, problems.next()) {
+            (Some(definition), None) => Ok(definition),
+            (_, first) => {
+                let Problem { location, message } = first.unwrap_or_else(|| Problem {
+                    location: file,
+                    message: "the system definition cannot be read".to_string(),
+                });
+                let more = problems.len();
+                let message = if more == 0 {
+                    message
+                } else {
+                    format!(
+                        "{message} (and {more} more problem{}: `bilayer check` lists them all)",
+                        if more == 1 { "" } else { "s" }
+                    )
+                };
+                Err(PluginError::Compile { location, message })
+            }
+        }
+    }
+
+    /// Reads a system definition collecting every problem of its TOML (syntax errors, unknown
+    /// keys, values of the wrong type, missing keys; at most 50) instead of stopping at the
+    /// first, each with its `file:line:column`: the definition, with the faulty items left out,
+    /// when one could be made, and the problems. Only a file that cannot be read is an error.
+    pub fn read(path: impl AsRef<Path>) -> PluginResult<(Option<Self>, Vec<Problem>)> {
         let file = path.as_ref().to_path_buf();
         let text = std::fs::read_to_string(&file).map_err(|e| {
             PluginError::Io(format!(
@@ -275,29 +303,38 @@ impl SystemDefinition {
                 file.display()
             ))
         })?;
-        let raw: SystemFile = toml::from_str(&text).map_err(|e| {
-            let location = match e.span() {
-                Some(span) => {
-                    let (line, column) = line_column(&text, span.start);
-                    format!("{}:{line}:{column}", file.display())
-                }
-                None => file.display().to_string(),
-            };
-            PluginError::Compile {
-                location,
-                message: e.message().to_string(),
-            }
-        })?;
+        let shaped = definition_shape::read::<SystemFile>(&text);
+        let lines = LineIndex::new(&text);
+        let problems = shaped
+            .problems
+            .into_iter()
+            .map(|problem| Problem {
+                location: match problem.span {
+                    Some(span) => {
+                        let (line, column) = lines.line_column(&text, span.start);
+                        format!("{}:{line}:{column}", file.display())
+                    }
+                    None => file.display().to_string(),
+                },
+                message: problem.message,
+            })
+            .collect();
+        // A bare file name's parent is the empty path, which names no directory to watch or
+        // to resolve paths against: it is the current one.
         let dir = file
             .parent()
+            .filter(|dir| !dir.as_os_str().is_empty())
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
-        Ok(Self {
+        let definition = shaped.value.map(|raw| Self {
             file,
             text,
             raw,
             dir,
-        })
+            kept_tables: shaped.kept_tables,
+            positions: std::sync::OnceLock::new(),
+        });
+        Ok((definition, problems))
     }
 
     pub fn name(&self) -> &str {
@@ -332,28 +369,56 @@ impl SystemDefinition {
                 "the system has no agents; add an [[agents]] table",
             ));
         }
-        let mut seen = HashSet::new();
+        // Each clash is told with the rest of its table's problems, in file order.
+        let mut clashes = self.id_clashes().into_iter().peekable();
+        let mut clash_at = |array: &str, index: usize| {
+            clashes
+                .next_if(|clash| clash.array == array && clash.index == index)
+                .map(|clash| self.problem_in_table(clash.array, index, clash.key, &clash.message))
+        };
+        // Which kinds of agent use the limits of `[limits]` (the routing script is a script).
+        let mut uses_script_limits = self.raw.routing.is_some();
+        let mut uses_wasm_limits = false;
         for (index, agent) in self.raw.agents.iter().enumerate() {
-            if !seen.insert(agent.name.as_str()) {
-                problems.push(
-                    self.problem_in_agent(
-                        index,
-                        &format!("agent `{}` is defined twice", agent.name),
-                    ),
-                );
-            }
+            problems.extend(clash_at("agents", index));
             let source = self.source_of(agent);
-            if !agent.capabilities.is_empty() && !matches!(source, Ok(AgentSource::Wasm(_))) {
-                problems.push(self.problem_in_agent(
-                    index,
-                    &format!(
-                        "agent `{}`: capabilities are granted to WASM agents only; scripts and native plugins have none to grant",
-                        agent.name
-                    ),
+            let grant = self.capabilities_of(agent, source.as_ref().ok());
+            if let Err(message) = &grant {
+                problems.push(self.problem_at_key(
+                    &[
+                        Step::Key("agents"),
+                        Step::Table(index),
+                        Step::Key("capabilities"),
+                    ],
+                    message,
                 ));
             }
-            if let Some(message) = self.misplaced_limits(agent, &source) {
-                problems.push(self.problem_in_table("agents", index, "limits", &message));
+            if let Ok(source) = &source {
+                uses_script_limits |= matches!(source, AgentSource::Script(_));
+                uses_wasm_limits |= matches!(source, AgentSource::Wasm(_));
+                for key in agent
+                    .limits
+                    .as_ref()
+                    .map(limit_keys_set)
+                    .unwrap_or_default()
+                {
+                    if let Some(limit_kind) = limit_key_unused_by(&key, source) {
+                        problems.push(self.problem_at_key(
+                            &[
+                                Step::Key("agents"),
+                                Step::Table(index),
+                                Step::Key("limits"),
+                                Step::Key(&key),
+                            ],
+                            &format!(
+                                "agent `{}`: `limits.{key}` is a {limit_kind}, and this agent is \
+                                 {}, which does not use it; remove the key",
+                                agent.name,
+                                describe_source(source)
+                            ),
+                        ));
+                    }
+                }
             }
             match source {
                 Err(message) => problems.push(self.problem_in_agent(index, &message)),
@@ -370,11 +435,18 @@ impl SystemDefinition {
                     problems.extend(self.unknown_targets(&path, &names));
                 }
                 Ok(AgentSource::Wasm(path)) => {
-                    if let Err(e) =
-                        wasm_agent(&path, &agent.capabilities, &self.wasm_limits_for(agent))
-                            .and_then(|plugin| plugin.check_link())
-                    {
-                        problems.push(problem_from_error(&path, e));
+                    // A grant that does not parse is reported above, at its key.
+                    if grant.is_ok() {
+                        if let Err(e) = wasm_agent(
+                            &path,
+                            &agent.name,
+                            &agent.capabilities,
+                            &self.wasm_limits_for(agent),
+                        )
+                        .and_then(|plugin| plugin.check_link())
+                        {
+                            problems.push(problem_from_error(&path, e));
+                        }
                     }
                 }
                 Ok(AgentSource::Native(_)) => {}
@@ -388,20 +460,30 @@ impl SystemDefinition {
                 }
             }
         }
-        for (index, plugin) in self.raw.plugins.iter().enumerate() {
-            let id = plugin_id(plugin);
-            // `seen` holds the agents' names too: agents and plugins share one id space.
-            if !seen.insert(id) {
-                problems.push(self.problem_in_table(
-                    "plugins",
-                    index,
-                    "builtin",
-                    &format!(
-                        "plugin id `{id}` is already taken by an agent or another plugin; \
-                         give it another `id`"
-                    ),
-                ));
+        for key in limit_keys_set(&self.raw.limits) {
+            let Some(limit_kind) = limit_key_kind(&key) else {
+                continue;
+            };
+            let (script, wasm) = limit_key_users(&key);
+            if (script && uses_script_limits) || (wasm && uses_wasm_limits) {
+                continue;
             }
+            let users = match (script, wasm) {
+                (true, true) => "script agent, routing script or WASM agent",
+                (true, false) => "script agent or routing script",
+                _ => "WASM agent",
+            };
+            problems.push(self.problem_at_key(
+                &[Step::Key("limits"), Step::Key(&key)],
+                &format!(
+                    "`[limits] {key}` is a {limit_kind}, and this system has no {users} to use \
+                     it; remove the key"
+                ),
+            ));
+        }
+        for (index, plugin) in self.raw.plugins.iter().enumerate() {
+            problems.extend(clash_at("plugins", index));
+            let id = plugin_id(plugin);
             // Point at the key at fault: `builtin`, `init_sql_file`, or `config`.
             let checked =
                 match self.builtin_config(&plugin.builtin, &plugin.config, &plugin.init_sql_file) {
@@ -590,6 +672,7 @@ impl SystemDefinition {
     /// Builds and starts the system as `deployment` says: its transport, and which agents this
     /// process serves (the others are declared remote).
     pub async fn build_with(&self, deployment: &Deployment) -> PluginResult<AgentSystem> {
+        self.refuse_what_the_builder_would_word_for_rust()?;
         let transport = match &deployment.transport {
             Some(transport) => transport.clone(),
             None => self.transport().map_err(PluginError::Config)?,
@@ -619,6 +702,9 @@ impl SystemDefinition {
         }
         if let Some(max_hops) = self.raw.max_hops {
             builder = builder.max_hops(max_hops);
+        }
+        if let Some(max_branches) = self.raw.max_branches {
+            builder = builder.max_branches(max_branches);
         }
         if let Some(max_in_flight) = self.raw.max_in_flight {
             builder = builder.max_in_flight(max_in_flight);
@@ -661,6 +747,7 @@ impl SystemDefinition {
                     )?),
                     AgentSource::Wasm(path) => Box::new(wasm_agent(
                         &path,
+                        &agent.name,
                         &agent.capabilities,
                         &self.wasm_limits_for(agent),
                     )?),
@@ -671,12 +758,12 @@ impl SystemDefinition {
                         let plugin = builtin_plugin(&name, &config).map_err(|message| {
                             PluginError::Config(format!("agent `{}`: {message}", agent.name))
                         })?;
-                        let options = PluginOptions::new().config(config);
+                        let options = self.state_limit_for(agent).config(config);
                         builder = builder.agent_with(&agent.name, plugin, options);
                         continue;
                     }
                 };
-            let mut options = PluginOptions::new();
+            let mut options = self.state_limit_for(agent);
             if let Some(config) = &agent.config {
                 let config =
                     serde_json::to_value(config).map_err(|e| PluginError::Config(e.to_string()))?;
@@ -696,6 +783,39 @@ impl SystemDefinition {
         builder.build().await
     }
 
+    /// The mistakes the agent system builder would report in Rust terms (no agent: "add one
+    /// with .agent(name, plugin)"; a taken id: "unregister it first"), and grants it cannot
+    /// use, refused here in the definition's terms, naming the key and its position.
+    fn refuse_what_the_builder_would_word_for_rust(&self) -> PluginResult<()> {
+        if self.raw.agents.is_empty() {
+            let problem = self.problem_at(
+                "[[agents]]",
+                "the system has no agents; add an [[agents]] table",
+            );
+            return Err(PluginError::Config(problem.to_string()));
+        }
+        if let Some(clash) = self.id_clashes().into_iter().next() {
+            let problem =
+                self.problem_in_table(clash.array, clash.index, clash.key, &clash.message);
+            return Err(PluginError::Config(problem.to_string()));
+        }
+        for (index, agent) in self.raw.agents.iter().enumerate() {
+            let source = self.source_of(agent).ok();
+            if let Err(message) = self.capabilities_of(agent, source.as_ref()) {
+                let problem = self.problem_at_key(
+                    &[
+                        Step::Key("agents"),
+                        Step::Table(index),
+                        Step::Key("capabilities"),
+                    ],
+                    &message,
+                );
+                return Err(PluginError::Config(problem.to_string()));
+            }
+        }
+        Ok(())
+    }
+
     /// A hot reload manager for this system's script and module agents, watching the
     /// `[hot_reload] dirs` (or, when none are set, the directory of the definition): a changed
     /// file is compiled with its agent's own limits and grant, checked off to the side, and
@@ -710,7 +830,7 @@ impl SystemDefinition {
             dirs.push(self.dir.clone());
         }
         let mut scripts: HashMap<PathBuf, RhaiConfig> = HashMap::new();
-        let mut modules: HashMap<PathBuf, (Vec<String>, WasmLimits)> = HashMap::new();
+        let mut modules: HashMap<PathBuf, (String, Vec<String>, WasmLimits)> = HashMap::new();
         let mut config = HotReloadConfig::default()
             .with_preserve_state(true)
             .with_auto_rollback(true)
@@ -726,7 +846,11 @@ impl SystemDefinition {
                 Ok(AgentSource::Wasm(path)) => {
                     modules.insert(
                         canonical(&path),
-                        (agent.capabilities.clone(), self.wasm_limits_for(agent)),
+                        (
+                            agent.name.clone(),
+                            agent.capabilities.clone(),
+                            self.wasm_limits_for(agent),
+                        ),
                     );
                     config = config.with_plugin_id(path, agent.name.clone());
                 }
@@ -745,8 +869,14 @@ impl SystemDefinition {
         for extension in ["wasm", "wat"] {
             let modules = modules.clone();
             config = config.with_loader(extension, move |path| {
-                let (grant, limits) = modules.get(&canonical(path)).cloned().unwrap_or_default();
-                Ok(Box::new(wasm_agent(path, &grant, &limits)?) as Box<dyn AgentPlugin>)
+                let (name, grant, limits) =
+                    modules.get(&canonical(path)).cloned().unwrap_or_default();
+                let plugin = if name.is_empty() {
+                    WasmPlugin::from_file(path)?
+                } else {
+                    wasm_agent(path, &name, &grant, &limits)?
+                };
+                Ok(Box::new(plugin) as Box<dyn AgentPlugin>)
             });
         }
         // The routing script reloads beside the agents, under its reserved id (system_reload.rs),
@@ -764,6 +894,120 @@ impl SystemDefinition {
             manager = manager.with_dir(dir);
         }
         manager.with_target(SystemReloadTarget::new(system, routing_version))
+    }
+
+    /// Agents defined twice, and support plugins whose id an agent or another plugin already
+    /// has (agents and plugins share one id space): what `check` reports and `build` refuses.
+    fn id_clashes(&self) -> Vec<Clash> {
+        let mut clashes = Vec::new();
+        let mut seen = HashSet::new();
+        for (index, agent) in self.raw.agents.iter().enumerate() {
+            if !seen.insert(agent.name.as_str()) {
+                clashes.push(Clash {
+                    array: "agents",
+                    index,
+                    key: "name",
+                    message: format!(
+                        "agent `{}` is defined twice; give each [[agents]] table its own `name`",
+                        agent.name
+                    ),
+                });
+            }
+        }
+        for (index, plugin) in self.raw.plugins.iter().enumerate() {
+            let id = plugin_id(plugin);
+            if !seen.insert(id) {
+                clashes.push(Clash {
+                    array: "plugins",
+                    index,
+                    key: "builtin",
+                    message: format!(
+                        "plugin id `{id}` is already taken by an agent or another plugin; \
+                         give it another `id`"
+                    ),
+                });
+            }
+        }
+        clashes
+    }
+
+    /// The WASM grant of an agent's `capabilities`: refused when a name is unknown, or when
+    /// the agent (its `source`, when known) is no WASM module, which has nothing to grant.
+    fn capabilities_of(
+        &self,
+        agent: &AgentEntry,
+        source: Option<&AgentSource>,
+    ) -> Result<WasmCapabilities, String> {
+        if agent.capabilities.is_empty() {
+            return Ok(WasmCapabilities::none());
+        }
+        if let Some(source) = source.filter(|s| !matches!(s, AgentSource::Wasm(_))) {
+            return Err(format!(
+                "agent `{}`: capabilities are granted to WASM agents only, and this agent is \
+                 {}, which has none to grant; remove the `capabilities` key",
+                agent.name,
+                describe_source(source)
+            ));
+        }
+        WasmCapabilities::from_names(&agent.capabilities).map_err(|e| {
+            let why = match e {
+                PluginError::Config(message) => message,
+                other => other.to_string(),
+            };
+            format!("agent `{}`: `capabilities`: {why}", agent.name)
+        })
+    }
+
+    /// A problem located at the key `path` leads to in the TOML text (or as deep along the path
+    /// as the text goes: a key left to its default, a table written in another form).
+    fn problem_at_key(&self, path: &[Step<'_>], message: &str) -> Problem {
+        let location = match self.key_offset(path) {
+            Some(offset) => {
+                let (line, column) = self.positions().lines.line_column(&self.text, offset);
+                format!("{}:{line}:{column}", self.file.display())
+            }
+            None => self.file.display().to_string(),
+        };
+        Problem {
+            location,
+            message: message.to_string(),
+        }
+    }
+
+    /// The byte offset of the deepest step of `path` found in the text.
+    fn key_offset(&self, path: &[Step<'_>]) -> Option<usize> {
+        let positions = self.positions();
+        let mut at = Vec::with_capacity(path.len());
+        let mut offset = None;
+        for step in path {
+            match step {
+                Step::Key(key) => at.push(key.to_string()),
+                Step::Table(index) => {
+                    let array = at.last().map_or("", String::as_str);
+                    at.push(self.written_index(array, *index).to_string());
+                }
+            }
+            match positions.get(&at) {
+                Some(position) => offset = Some(position.key),
+                None => break,
+            }
+        }
+        offset
+    }
+
+    /// The index among the tables the text wrote of the `index`-th `[[array]]` table kept.
+    fn written_index(&self, array: &str, index: usize) -> usize {
+        self.kept_tables
+            .get(array)
+            .and_then(|kept| kept.get(index))
+            .copied()
+            .unwrap_or(index)
+    }
+
+    /// Where the items of the text are (indexed once).
+    fn positions(&self) -> &Positions {
+        self.positions
+            .get_or_init(|| Arc::new(Positions::of(&self.text)))
     }
 
     fn source_of(&self, agent: &AgentEntry) -> Result<AgentSource, String> {
@@ -851,12 +1095,34 @@ impl SystemDefinition {
         Ok(json)
     }
 
+    /// The routing script's limits: `[limits]`, its errors naming those keys.
     fn base_limits(&self) -> RhaiConfig {
-        apply_limits(RhaiConfig::default(), &self.raw.limits)
+        apply_limits(RhaiConfig::default(), &self.raw.limits).limit_settings(limit_settings(
+            None,
+            RHAI_LIMIT_KEYS,
+            "script agent",
+        ))
     }
 
+    /// Plugin options carrying the agent's `max_state_bytes` (its own `[agents.limits]`, else
+    /// `[limits]`), when the definition sets one.
+    fn state_limit_for(&self, agent: &AgentEntry) -> PluginOptions {
+        let max_bytes = agent
+            .limits
+            .as_ref()
+            .and_then(|limits| limits.max_state_bytes)
+            .or(self.raw.limits.max_state_bytes);
+        match max_bytes {
+            Some(max_bytes) => PluginOptions::new().max_state_bytes(max_bytes),
+            None => PluginOptions::new(),
+        }
+    }
+
+    /// A script agent's limits: `[limits]` overridden by its own `limits`, its errors naming
+    /// the keys to raise.
     fn limits_for(&self, agent: &AgentEntry) -> RhaiConfig {
-        let base = self.base_limits();
+        let base = apply_limits(RhaiConfig::default(), &self.raw.limits)
+            .limit_settings(limit_settings(Some(agent), RHAI_LIMIT_KEYS, "script agent"));
         match &agent.limits {
             Some(limits) => apply_limits(base, limits),
             None => base,
@@ -878,44 +1144,48 @@ impl SystemDefinition {
         Ok(limits)
     }
 
-    /// A WASM agent's limits: [`WasmLimits`]' defaults, then `[limits]`, then its own.
+    /// A WASM agent's limits: [`WasmLimits`]' defaults, then `[limits]`, then its own; its
+    /// errors naming the keys to raise.
     fn wasm_limits_for(&self, agent: &AgentEntry) -> WasmLimits {
-        let base = apply_wasm_limits(WasmLimits::default(), &self.raw.limits);
+        let base = apply_wasm_limits(WasmLimits::default(), &self.raw.limits)
+            .limit_settings(limit_settings(Some(agent), WASM_LIMIT_KEYS, "WASM agent"));
         match &agent.limits {
             Some(limits) => apply_wasm_limits(base, limits),
             None => base,
         }
     }
 
-    /// An agent's own `limits` table setting keys its kind of plugin does not have.
-    fn misplaced_limits(
-        &self,
-        agent: &AgentEntry,
-        source: &Result<AgentSource, String>,
-    ) -> Option<String> {
-        let limits = agent.limits.as_ref()?;
-        let (keys, kind, other) = match source {
-            Ok(AgentSource::Script(_)) => (limits.wasm_keys(), "a script", "WASM modules"),
-            Ok(AgentSource::Wasm(_)) => (limits.script_keys(), "a WASM module", "scripts"),
-            Ok(_) => {
-                let mut keys = limits.script_keys();
-                keys.extend(limits.wasm_keys());
-                keys.extend(limits.timeout_ms.map(|_| "timeout_ms"));
-                (
-                    keys,
-                    "a native or built-in plugin",
-                    "scripts and WASM modules",
-                )
+    /// What is allowed but likely wrong: a script whose literal `next_agent` list names its own
+    /// agent, so that every hop fans out again (the branches multiply until `max_branches`
+    /// cuts them off). `bilayer check` prints these as warnings.
+    pub fn warnings(&self) -> Vec<Problem> {
+        let mut warnings = Vec::new();
+        for agent in &self.raw.agents {
+            let Ok(AgentSource::Script(path)) = self.source_of(agent) else {
+                continue;
+            };
+            let Ok(source) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            let lines = LineIndex::new(&source);
+            for route in literal_routes(&source) {
+                if route.is_list && route.names.iter().any(|(name, _)| name == &agent.name) {
+                    let (line, column) = lines.line_column(&source, route.at);
+                    warnings.push(Problem {
+                        location: format!("{}:{line}:{column}", path.display()),
+                        message: format!(
+                            "agent `{}` fans out to itself: every hop multiplies its branches \
+                             until max_branches ({}) dead-letters the input",
+                            agent.name,
+                            self.raw
+                                .max_branches
+                                .unwrap_or(bilayer_actors::DEFAULT_MAX_BRANCHES)
+                        ),
+                    });
+                }
             }
-            Err(_) => return None,
-        };
-        (!keys.is_empty()).then(|| {
-            format!(
-                "agent `{}` is {kind}, but its limits set {}, which only {other} have; remove them",
-                agent.name,
-                keys.join(", ")
-            )
-        })
+        }
+        warnings
     }
 
     /// Literal `next_agent: "x"` / `next_agent = "x"` in a script naming no agent.
@@ -923,23 +1193,15 @@ impl SystemDefinition {
         let Ok(source) = std::fs::read_to_string(script) else {
             return Vec::new();
         };
-        let pattern = regex::Regex::new(r#"next_agent\s*[:=]\s*(\[[^\]]*\]|"[^"]*")"#)
-            .expect("static pattern");
-        let name = regex::Regex::new(r#""([^"]*)""#).expect("static pattern");
+        let lines = LineIndex::new(&source);
         let mut problems = Vec::new();
-        for found in pattern.captures_iter(&source) {
-            let value = found.get(1).expect("group 1");
-            for target in name.captures_iter(value.as_str()) {
-                let target_match = target.get(1).expect("group 1");
-                if !agents.contains(target_match.as_str()) {
-                    let (line, column) =
-                        line_column(&source, value.start() + target_match.start() - 1);
+        for route in literal_routes(&source) {
+            for (name, at) in route.names {
+                if !agents.contains(name.as_str()) {
+                    let (line, column) = lines.line_column(&source, at);
                     problems.push(Problem {
                         location: format!("{}:{line}:{column}", script.display()),
-                        message: format!(
-                            "next_agent `{}` is not an agent of this system",
-                            target_match.as_str()
-                        ),
+                        message: format!("next_agent `{name}` is not an agent of this system"),
                     });
                 }
             }
@@ -954,23 +1216,22 @@ impl SystemDefinition {
     }
 
     /// A problem located at the `key` value of the `index`-th `[[array]]` table (or at the
-    /// table's header when it has no such line).
+    /// table itself when it has no such key).
     fn problem_in_table(&self, array: &str, index: usize, key: &str, message: &str) -> Problem {
-        let header =
-            regex::Regex::new(&format!(r"(?m)^\s*\[\[\s*{array}\s*\]\]")).expect("valid pattern");
-        let name_value =
-            regex::Regex::new(&format!(r"(?m)^\s*{key}\s*=\s*")).expect("valid pattern");
-        let Some(table) = header.find_iter(&self.text).nth(index) else {
+        let table = [
+            array.to_string(),
+            self.written_index(array, index).to_string(),
+        ];
+        let positions = self.positions();
+        // Point at the key's value (the agent's name, where the reader looks for the agent).
+        let offset = positions
+            .get(&[table[0].clone(), table[1].clone(), key.to_string()])
+            .map(|position| position.value)
+            .or_else(|| positions.get(&table).map(|position| position.key));
+        let Some(offset) = offset else {
             return self.problem_at(&format!("[[{array}]]"), message);
         };
-        let rest = &self.text[table.end()..];
-        let section_end = header.find(rest).map_or(rest.len(), |next| next.start());
-        // Point at the agent's name value, where the reader looks for the agent.
-        let offset = match name_value.find(&rest[..section_end]) {
-            Some(name) => table.end() + name.end(),
-            None => table.start(),
-        };
-        let (line, column) = line_column(&self.text, offset);
+        let (line, column) = self.positions().lines.line_column(&self.text, offset);
         Problem {
             location: format!("{}:{line}:{column}", self.file.display()),
             message: message.to_string(),
@@ -981,7 +1242,7 @@ impl SystemDefinition {
     fn problem_at(&self, needle: &str, message: &str) -> Problem {
         let location = match self.text.find(needle) {
             Some(offset) => {
-                let (line, column) = line_column(&self.text, offset);
+                let (line, column) = self.positions().lines.line_column(&self.text, offset);
                 format!("{}:{line}:{column}", self.file.display())
             }
             None => self.file.display().to_string(),
@@ -991,6 +1252,109 @@ impl SystemDefinition {
             message: message.to_string(),
         }
     }
+}
+
+/// Two tables claiming one id: the `index`-th table of `[[array]]`, at its `key`.
+struct Clash {
+    array: &'static str,
+    index: usize,
+    key: &'static str,
+    message: String,
+}
+
+/// One step of a path into the TOML text: a key, or the n-th table (as the definition keeps
+/// them) of the array of tables the previous key names.
+enum Step<'a> {
+    Key(&'a str),
+    Table(usize),
+}
+
+/// What an agent is, for messages: "a WASM module", "the built-in `llm` plugin", ...
+fn describe_source(source: &AgentSource) -> String {
+    match source {
+        AgentSource::Script(_) => "a Rhai script".to_string(),
+        AgentSource::Wasm(_) => "a WASM module".to_string(),
+        AgentSource::Native(name) => format!("the native plugin `{name}`"),
+        AgentSource::Builtin(name, _) => format!("the built-in `{name}` plugin"),
+    }
+}
+
+/// The `limits` keys that set Rhai limits, with the [`RhaiConfig`] limit each one sets (the
+/// name a limit error reports).
+const RHAI_LIMIT_KEYS: &[(&str, &str)] = &[
+    ("max_operations", "max_operations"),
+    ("max_call_stack_depth", "max_call_stack_depth"),
+    ("max_expr_depth", "max_expr_depth"),
+    ("max_string_size", "max_string_size"),
+    ("max_array_size", "max_array_size"),
+    ("max_map_size", "max_map_size"),
+    ("timeout_ms", "timeout"),
+];
+
+/// The keys a `limits` table sets.
+fn limit_keys_set(limits: &Limits) -> Vec<String> {
+    match serde_json::to_value(limits) {
+        Ok(Value::Object(fields)) => fields
+            .into_iter()
+            .filter(|(_, value)| !value.is_null())
+            .map(|(key, _)| key)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Whether a `limits` key sets a limit of scripts, of WASM modules (both, for `timeout_ms`).
+/// Neither for `max_state_bytes`, which every kind of agent has.
+fn limit_key_users(key: &str) -> (bool, bool) {
+    let sets = |keys: &[(&str, &str)]| keys.iter().any(|(known, _)| *known == key);
+    (sets(RHAI_LIMIT_KEYS), sets(WASM_LIMIT_KEYS))
+}
+
+/// What kind of limit a `limits` key sets, for the keys only some kinds of agent use.
+fn limit_key_kind(key: &str) -> Option<&'static str> {
+    match limit_key_users(key) {
+        (true, true) => Some("limit of Rhai scripts and WASM modules"),
+        (true, false) => Some("Rhai script limit"),
+        (false, true) => Some("WASM module limit"),
+        (false, false) => None,
+    }
+}
+
+/// The kind of limit `key` sets, when an agent backed by `source` does not use it.
+fn limit_key_unused_by(key: &str, source: &AgentSource) -> Option<&'static str> {
+    let kind = limit_key_kind(key)?;
+    let (script, wasm) = limit_key_users(key);
+    let used = match source {
+        AgentSource::Script(_) => script,
+        AgentSource::Wasm(_) => wasm,
+        AgentSource::Native(_) | AgentSource::Builtin(..) => false,
+    };
+    (!used).then_some(kind)
+}
+
+/// How limit errors of a script or module name the key that raises each of the limits in
+/// `keys` (`RHAI_LIMIT_KEYS`, `WASM_LIMIT_KEYS`): the agent's own `limits.KEY` when it sets
+/// that key, else `[limits] KEY` (or the agent's, for it alone); for the routing script
+/// (`agent` = `None`), `[limits] KEY`. `kind` names the agents `[limits]` applies to.
+fn limit_settings(agent: Option<&AgentEntry>, keys: &[(&str, &str)], kind: &str) -> LimitSettings {
+    let own: Vec<String> = agent
+        .and_then(|agent| agent.limits.as_ref())
+        .map(limit_keys_set)
+        .unwrap_or_default();
+    LimitSettings::keys(keys.iter().map(|(key, limit)| {
+        let words = match agent {
+            Some(agent) if own.iter().any(|k| k == key) => {
+                format!("`limits.{key}` in the [[agents]] table of `{}`", agent.name)
+            }
+            Some(agent) => format!(
+                "`[limits] {key}` (every {kind}; `limits.{key}` in the [[agents]] table \
+                 of `{}` for it alone)",
+                agent.name
+            ),
+            None => format!("`[limits] {key}`"),
+        };
+        (*limit, words)
+    }))
 }
 
 /// The support plugin's id: its `id`, else the builtin's name.
@@ -1073,20 +1437,31 @@ fn canonical(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
-/// A WASM agent with exactly the capabilities its table grants (none by default) and its
-/// limits; compiled on the fuel-metering engine when its limits set `fuel`.
+/// A WASM agent named after the agent (not its file), with exactly the capabilities its table
+/// grants (none by default) and its limits; compiled on the fuel-metering engine when its
+/// limits set `fuel`.
 fn wasm_agent(
     path: &Path,
+    name: &str,
     capabilities: &[String],
     limits: &WasmLimits,
 ) -> PluginResult<WasmPlugin> {
+    let grant = WasmCapabilities::from_names(capabilities).map_err(|e| match e {
+        PluginError::Config(why) => {
+            PluginError::Config(format!("agent `{name}`: `capabilities`: {why}"))
+        }
+        other => other,
+    })?;
+    // Fuel needs code compiled with metering, which makes every module slower: only modules
+    // asked to burn fuel are compiled that way.
     let engine = if limits.fuel.is_some() {
         WasmEngine::shared_metering_fuel()?
     } else {
         WasmEngine::shared()?
     };
     Ok(WasmPlugin::compile_file(&engine, path)?
-        .with_capabilities(WasmCapabilities::from_names(capabilities)?)
+        .with_id(name)
+        .with_capabilities(grant)
         .with_limits(limits.clone()))
 }
 
@@ -1105,6 +1480,16 @@ fn apply_wasm_limits(mut wasm: WasmLimits, limits: &Limits) -> WasmLimits {
     }
     wasm
 }
+
+/// The `limits` keys that set WASM limits, with the [`WasmLimits`] limit each one sets (the
+/// name a limit error reports). A WASM limit with no key here (`max_table_elements`) cannot be
+/// set in a definition, and its errors give no advice to raise a setting.
+const WASM_LIMIT_KEYS: &[(&str, &str)] = &[
+    ("timeout_ms", "timeout"),
+    ("max_memory_bytes", "max_memory_bytes"),
+    ("fuel", "fuel"),
+    ("max_output_bytes", "max_output_bytes"),
+];
 
 fn apply_limits(mut config: RhaiConfig, limits: &Limits) -> RhaiConfig {
     if let Some(v) = limits.max_operations {
@@ -1141,10 +1526,39 @@ fn problem_from_error(path: &Path, error: PluginError) -> Problem {
     }
 }
 
-/// 1-based line and column of a byte offset.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
+/// A literal `next_agent` value written in a script: `next_agent: "x"`, `next_agent = ["x", "y"]`.
+struct LiteralRoute {
+    /// Where the value starts (a byte offset in the script).
+    at: usize,
+    /// Whether the value is a list (a fan-out).
+    is_list: bool,
+    /// The names in it, each with the byte offset of its opening quote.
+    names: Vec<(String, usize)>,
+}
+
+/// Every literal `next_agent` value in a script's source (what `check` can know without
+/// running it).
+fn literal_routes(source: &str) -> Vec<LiteralRoute> {
+    static ROUTE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r#"next_agent\s*[:=]\s*(\[[^\]]*\]|"[^"]*")"#).expect("static pattern")
+    });
+    static NAME: std::sync::LazyLock<regex::Regex> =
+        std::sync::LazyLock::new(|| regex::Regex::new(r#""([^"]*)""#).expect("static pattern"));
+    ROUTE
+        .captures_iter(source)
+        .map(|found| {
+            let value = found.get(1).expect("group 1");
+            LiteralRoute {
+                at: value.start(),
+                is_list: value.as_str().starts_with('['),
+                names: NAME
+                    .captures_iter(value.as_str())
+                    .map(|name| {
+                        let name = name.get(1).expect("group 1");
+                        (name.as_str().to_string(), value.start() + name.start() - 1)
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bilayer::orders;
 use bilayer::prelude::*;
+use bilayer::DEFAULT_MAX_BRANCHES;
 use serde_json::{json, Value};
 
 fn step(
@@ -194,6 +195,86 @@ async fn a_list_of_next_agents_fans_out_and_the_caller_gets_every_result() {
         outcome.output,
         Some(json!([{"double": 14}, {"square": 49}]))
     );
+    system.shutdown().await.unwrap();
+}
+
+/// An agent that fans out to two copies of itself doubles its branches every hop; the hop limit
+/// bounds depth, `max_branches` bounds breadth: the input ends with at most that many
+/// branches, the fan-out past it dead-lettered with a reason naming the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_fan_out_ends_at_max_branches_with_the_excess_dead_lettered() {
+    for (max_branches, expected) in [(16u32, 16usize), (DEFAULT_MAX_BRANCHES, 1024)] {
+        let system = AgentSystem::builder()
+            .max_branches(max_branches)
+            .agent(
+                "twin",
+                step("twin", |mut m| {
+                    m["next_agent"] = json!(["twin", "twin"]);
+                    Ok(m)
+                }),
+            )
+            .build()
+            .await
+            .unwrap();
+        let outcome = tokio::time::timeout(Duration::from_secs(60), system.send(json!({"n": 1})))
+            .await
+            .expect("the input ends");
+        assert_eq!(
+            outcome.status,
+            OutcomeStatus::DeadLetter,
+            "{:?}",
+            outcome.reason
+        );
+        assert_eq!(
+            outcome.branches.len(),
+            expected,
+            "one branch per fan-out leaf"
+        );
+        let reason = outcome.reason.as_deref().unwrap();
+        assert_eq!(
+            reason,
+            format!(
+                "fan-out to 2 agents would let this input end in more than {max_branches} \
+                 branches (max_branches; raise it, or fan out less)"
+            )
+        );
+        assert!(outcome
+            .branches
+            .iter()
+            .all(|b| b.status == OutcomeStatus::DeadLetter));
+        assert_eq!(system.totals().dead_letter, 1, "one input, one outcome");
+        system.shutdown().await.unwrap();
+    }
+}
+
+/// A fan-out within the limit is untouched: 4 × 4 = 16 branches with `max_branches = 16`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_outs_whose_widths_multiply_to_max_branches_are_all_made() {
+    let system = AgentSystem::builder()
+        .max_branches(16)
+        .agent(
+            "split",
+            step("split", |m| {
+                Ok(json!({"next_agent": ["leaf", "leaf", "leaf", "leaf"], "x": m["x"]}))
+            }),
+        )
+        .agent(
+            "leaf",
+            step("leaf", |m| {
+                Ok(if m["x"] == json!(0) {
+                    json!({"x": 1, "next_agent": ["leaf", "leaf", "leaf", "leaf"]})
+                } else {
+                    json!({"done": true})
+                })
+            }),
+        )
+        .entry("split")
+        .build()
+        .await
+        .unwrap();
+    let outcome = system.send(json!({"x": 0})).await;
+    assert_eq!(outcome.status, OutcomeStatus::Ok, "{:?}", outcome.reason);
+    assert_eq!(outcome.branches.len(), 16);
     system.shutdown().await.unwrap();
 }
 

@@ -229,6 +229,32 @@ async fn bad_inputs_and_urls_say_what_to_fix() {
     );
 }
 
+/// Nothing listens on the port: loading says the connection was refused at once, instead of
+/// retrying until the pool's acquire timeout (10 s by default) and reporting a pool timeout.
+#[tokio::test]
+async fn an_unreachable_postgres_server_is_reported_at_once() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut plugin = DatabasePlugin::new(format!("postgres://postgres@127.0.0.1:{port}/test"));
+    let started = std::time::Instant::now();
+    let error = plugin
+        .load(&PluginContext::new("database"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "took {:?} (the acquire timeout is 10 s): {error}",
+        started.elapsed()
+    );
+    assert!(error.contains("refused the connection"), "{error}");
+    assert!(error.contains(&format!("127.0.0.1:{port}")), "{error}");
+    assert!(!error.contains("timed out"), "{error}");
+}
+
 /// Registers `database` and the seed's data_analyzer.rhai in one manager and runs
 /// `{"function": "analyze_sales"}`.
 async fn analyze_sales(database: DatabasePlugin) -> Value {
@@ -391,6 +417,23 @@ async fn postgres_checks(url: String) {
     .await
     .unwrap();
     assert_eq!(nothing, json!([]));
+
+    // The server's message and where in the statement it points; never "at line N", which
+    // PostgreSQL means as the line of its own C source that raised the error.
+    let missing = sql(&db, "SELECT * FROM no_such_table", json!([]))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        missing.contains("relation \"no_such_table\" does not exist"),
+        "{missing}"
+    );
+    assert!(
+        missing.contains("at character 15 of the statement"),
+        "{missing}"
+    );
+    assert!(missing.contains("SQLSTATE 42P01"), "{missing}");
+    assert!(!missing.contains("at line"), "{missing}");
 
     let reader = loaded(DatabasePlugin::new(url.clone()).read_only(true)).await;
     let refused = sql(&reader, "DELETE FROM sales", json!([]))

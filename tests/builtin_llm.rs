@@ -70,7 +70,20 @@ async fn openai_provider_defaults() {
         LlmConfig::for_provider("llama.cpp").api_key_env,
         "LLAMACPP_API_KEY"
     );
-    assert!(!LlmConfig::for_provider("ollama").require_api_key);
+    assert!(!LlmConfig::for_provider("ollama").requires_api_key());
+    // OpenAI's own API needs a key; the same provider pointed at another server (a local
+    // OpenAI-compatible one) does not, unless the config says so.
+    assert!(LlmConfig::for_provider("openai").requires_api_key());
+    let local = LlmConfig {
+        base_url: "http://127.0.0.1:8080/v1".into(),
+        ..LlmConfig::for_provider("openai")
+    };
+    assert!(!local.requires_api_key());
+    assert!(LlmConfig {
+        require_api_key: Some(true),
+        ..local
+    }
+    .requires_api_key());
 
     let plugin = LLMPlugin::new("openai");
     assert_eq!(plugin.metadata().id, "llm");

@@ -1392,6 +1392,885 @@ fn check_reports_a_bad_transport_table() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Hostile input (issue 21 items 1, 2, 7, 9): a bad line costs only itself, an endless one
+// costs no memory, Ctrl-C and a closed pipe lose nothing already finished and say nothing
+// spurious
+// ---------------------------------------------------------------------------------------------
+
+const ORDER_LINE: &str = r#"{"order_id":"S-1","quantity":1,"price":2.5}"#;
+
+/// Sends `signal` (a `kill` name: INT, TERM) to `child`.
+fn send_signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([format!("-{signal}"), child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} failed");
+}
+
+/// The resident memory of a running process, in KiB (Linux).
+fn resident_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
+
+#[test]
+fn run_goes_on_past_a_line_that_is_not_utf8_and_accepts_a_byte_order_mark() {
+    let mut input = Vec::new();
+    input.extend_from_slice(b"\xEF\xBB\xBF");
+    input.extend_from_slice(ORDER_LINE.as_bytes());
+    input.extend_from_slice(b"\n{\"order_id\":\"S-\xff\xfe\",\"quantity\":1,\"price\":2.5}\n");
+    input.extend_from_slice(ORDER_LINE.as_bytes());
+    input.push(b'\n');
+    let scratch = Scratch::new("utf8");
+    let file = scratch.0.join("bad.jsonl");
+    std::fs::write(&file, &input).expect("write input");
+    for source in ["file", "stdin"] {
+        let done = if source == "file" {
+            run_cli(
+                [
+                    "run",
+                    "examples/orders/system.toml",
+                    "--input",
+                    file.to_str().unwrap(),
+                ],
+                None,
+                QUICK,
+            )
+        } else {
+            run_cli(
+                ["run", "examples/orders/system.toml", "--input", "-"],
+                Some(&input),
+                QUICK,
+            )
+        };
+        done.assert_success();
+        let by_input: BTreeMap<u64, Value> = done
+            .stdout_lines()
+            .into_iter()
+            .map(|l| (l["input"].as_u64().unwrap(), l))
+            .collect();
+        assert_eq!(by_input.len(), 3, "{source}: {}", done.stdout);
+        assert_eq!(
+            by_input[&1]["status"], "ok",
+            "{source}: the BOM is accepted"
+        );
+        assert_eq!(by_input[&2]["status"], "error");
+        assert_eq!(
+            by_input[&2]["error"], "line 2 is not valid UTF-8 (byte 16 of the line)",
+            "{source}"
+        );
+        assert_eq!(by_input[&3]["status"], "ok", "{source}: the run goes on");
+        assert_contains(
+            &done.stderr,
+            "outcomes: ok 2, error 1, dead_letter 0",
+            "stderr summary",
+        );
+    }
+}
+
+#[test]
+fn run_refuses_an_over_long_line_and_reads_the_next() {
+    let scratch = Scratch::new("long-line");
+    let mut input = format!("{{\"order_id\":\"{}\"}}\n", "x".repeat(200_000));
+    input.push_str(ORDER_LINE);
+    input.push('\n');
+    let file = scratch.write("long.jsonl", &input);
+    let done = run_cli(
+        [
+            "run",
+            "examples/orders/system.toml",
+            "--input",
+            file.to_str().unwrap(),
+            "--max-line-bytes",
+            "100000",
+        ],
+        None,
+        QUICK,
+    );
+    done.assert_success();
+    let lines = done.stdout_lines();
+    assert_eq!(lines.len(), 2, "{}", done.stdout);
+    let refused = lines.iter().find(|l| l["input"] == 1).expect("line 1");
+    assert_eq!(refused["status"], "error");
+    assert_eq!(
+        refused["error"],
+        "line 1 is longer than 100000 bytes (raise --max-line-bytes to accept it)"
+    );
+    let next = lines.iter().find(|l| l["input"] == 2).expect("line 2");
+    assert_eq!(next["status"], "ok");
+}
+
+#[test]
+fn run_on_an_endless_line_holds_no_memory_and_ctrl_c_writes_what_finished() {
+    let mut child = bilayer([
+        "run",
+        "examples/orders/system.toml",
+        "--input",
+        "/dev/zero",
+        "--max-line-bytes",
+        "65536",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("spawn the bilayer binary");
+    // Reading /dev/zero runs at gigabytes a second: a reader that held the line would be
+    // gigabytes large by now.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "the run ended by itself on an endless input"
+    );
+    let rss = resident_kib(child.id());
+    assert!(rss < 256 * 1024, "resident memory grew to {rss} KiB");
+    send_signal(&child, "INT");
+    let done = wait_with_deadline(child, QUICK, "bilayer run --input /dev/zero");
+    assert_eq!(done.status.code(), Some(130), "stderr:\n{}", done.stderr);
+    // The refusal of line 1 was finished (and buffered, the input being a file): it is written.
+    let lines = done.stdout_lines();
+    assert_eq!(lines.len(), 1, "{}", done.stdout);
+    assert_eq!(lines[0]["status"], "error");
+    assert_contains(
+        lines[0]["error"].as_str().unwrap(),
+        "line 1 is longer than 65536 bytes",
+        "the refusal",
+    );
+    assert_contains(&done.stderr, "1 inputs in ", "the summary");
+    assert_contains(&done.stderr, "interrupted by SIGINT", "the summary");
+}
+
+#[test]
+fn run_stopped_by_sigterm_writes_every_finished_outcome_and_its_summary() {
+    let mut child = bilayer(["run", "examples/orders/system.toml", "--input", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the bilayer binary");
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    for _ in 0..3 {
+        writeln!(stdin, "{ORDER_LINE}").expect("write to stdin");
+    }
+    stdin.flush().expect("flush stdin");
+    // stdin stays open: the run is waiting for more input when the signal comes.
+    std::thread::sleep(Duration::from_millis(1500));
+    send_signal(&child, "TERM");
+    let done = wait_with_deadline(child, QUICK, "bilayer run --input -");
+    drop(stdin);
+    assert_eq!(done.status.code(), Some(143), "stderr:\n{}", done.stderr);
+    let lines = done.stdout_lines();
+    assert_eq!(lines.len(), 3, "{}", done.stdout);
+    assert!(lines.iter().all(|l| l["status"] == "ok"), "{}", done.stdout);
+    assert_contains(&done.stderr, "3 inputs in ", "the summary");
+    assert_contains(&done.stderr, "interrupted by SIGTERM", "the summary");
+}
+
+#[test]
+fn run_into_a_closed_pipe_ends_quietly() {
+    let scratch = Scratch::new("closed-pipe");
+    let input = format!("{ORDER_LINE}\n").repeat(20_000);
+    let file = scratch.write("orders.jsonl", &input);
+    // The default log filter (warnings), as a user has it.
+    let mut child = bilayer([
+        "run",
+        "examples/orders/system.toml",
+        "--input",
+        file.to_str().unwrap(),
+    ])
+    .env_remove("RUST_LOG")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("spawn the bilayer binary");
+    let stderr = drain(child.stderr.take().expect("stderr is piped"));
+    {
+        // `| head -1`: one line read, then the pipe closed.
+        use std::io::BufRead;
+        let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout is piped"));
+        let mut first = String::new();
+        stdout.read_line(&mut first).expect("read the first line");
+        assert!(first.contains("\"status\":\"ok\""), "{first}");
+    }
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if started.elapsed() > QUICK {
+            let _ = child.kill();
+            panic!("the run did not end after its stdout closed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = stderr.join().expect("stderr reader");
+    assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
+    assert_eq!(stderr, "", "nothing said on stderr");
+}
+
+#[test]
+fn run_watch_accepts_a_definition_given_as_a_bare_file_name() {
+    let scratch = Scratch::new("watch-bare");
+    scratch.write(
+        "system.toml",
+        "[[agents]]\nname = \"stamp\"\nscript = \"stamp.rhai\"\n",
+    );
+    scratch.write(
+        "stamp.rhai",
+        "fn stamp(msg) { #{ id: msg.id, stamped: true } }\n\nstamp\n",
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bilayer"))
+        .args(["run", "system.toml", "--input", "-", "--watch"])
+        .current_dir(&scratch.0)
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the bilayer binary");
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    writeln!(stdin, "{{\"id\":7}}").expect("write to stdin");
+    drop(stdin);
+    let done = wait_with_deadline(child, QUICK, "bilayer run system.toml --watch");
+    done.assert_success();
+    let lines = done.stdout_lines();
+    assert_eq!(lines.len(), 1, "{}", done.stdout);
+    assert_eq!(lines[0]["output"], json!({"id": 7, "stamped": true}));
+}
+
+#[test]
+fn run_bounds_a_self_fan_out_by_max_branches_and_check_warns_of_it() {
+    let scratch = Scratch::new("fan-out");
+    scratch.write(
+        "twin.rhai",
+        "fn twin(msg) {\n    msg.next_agent = [\"twin\", \"twin\"];\n    msg\n}\n\ntwin\n",
+    );
+    let system = scratch.write(
+        "system.toml",
+        "max_branches = 32\n\n[[agents]]\nname = \"twin\"\nscript = \"twin.rhai\"\n",
+    );
+    let done = run_cli(
+        ["run", system.to_str().unwrap(), "--input", "-"],
+        Some(b"{\"n\":1}\n{\"n\":2}\n"),
+        QUICK,
+    );
+    done.assert_success();
+    let lines = done.stdout_lines();
+    assert_eq!(lines.len(), 2, "{}", done.stdout);
+    for line in &lines {
+        assert_eq!(line["status"], "dead_letter");
+        assert_contains(
+            line["reason"].as_str().unwrap(),
+            "more than 32 branches (max_branches",
+            "the reason",
+        );
+        assert_eq!(line["branches"].as_array().map(Vec::len), Some(32));
+    }
+    let checked = run_cli(["check", system.to_str().unwrap()], None, QUICK);
+    checked.assert_success();
+    assert_contains(
+        &checked.stderr,
+        &format!(
+            "warning: {}: agent `twin` fans out to itself",
+            at(&scratch.0.join("twin.rhai"), 2, 22)
+        ),
+        "check's warning",
+    );
+}
+
+#[test]
+fn run_refuses_a_state_write_past_max_state_bytes_and_keeps_serving() {
+    let scratch = Scratch::new("state-cap");
+    scratch.write(
+        "hoard.rhai",
+        "fn hoard(msg) {\n    if msg.keep { state[`k${msg.n}`] = \"0123456789012345678901234567890123456789\"; }\n    #{ n: msg.n, kept: state.len() }\n}\n\nhoard\n",
+    );
+    let system = scratch.write(
+        "system.toml",
+        "[limits]\nmax_state_bytes = 450\n\n[[agents]]\nname = \"hoard\"\nscript = \"hoard.rhai\"\n",
+    );
+    let mut input = String::new();
+    for n in 1..=20 {
+        input.push_str(&format!("{{\"n\":{n},\"keep\":true}}\n"));
+    }
+    input.push_str("{\"n\":21,\"keep\":false}\n");
+    let done = run_cli(
+        ["run", system.to_str().unwrap(), "--input", "-"],
+        Some(input.as_bytes()),
+        QUICK,
+    );
+    done.assert_success();
+    let by_input: BTreeMap<u64, Value> = done
+        .stdout_lines()
+        .into_iter()
+        .map(|l| (l["input"].as_u64().unwrap(), l))
+        .collect();
+    // Each entry is its key (`k1`, …, `k10`) and 42 bytes of JSON string: ten take 441 bytes,
+    // the eleventh would take the state to 486, past 450.
+    for n in 1..=10 {
+        assert_eq!(by_input[&n]["status"], "ok", "{}", by_input[&n]);
+    }
+    for n in 11..=20 {
+        assert_eq!(by_input[&n]["status"], "dead_letter", "{}", by_input[&n]);
+        assert_contains(
+            by_input[&n]["reason"].as_str().unwrap(),
+            "max_state_bytes = 450",
+            "the reason",
+        );
+    }
+    assert_eq!(by_input[&21]["status"], "ok", "the agent keeps serving");
+    assert_eq!(by_input[&21]["output"]["kept"], 10);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Messages that point at the right place (issue 21 item 8): a system definition's user is told
+// the TOML key to change, `check` lists every problem, `--quiet` prints only the summary, and
+// malformed input or grants are refused rather than reinterpreted.
+// ---------------------------------------------------------------------------------------------
+
+/// Runs `system` on `input` (stdin) and returns the outcome lines.
+fn run_system(system: &Path, input: &[u8]) -> (Finished, Vec<Value>) {
+    let done = run_cli(
+        [
+            "run".as_ref(),
+            system.as_os_str(),
+            "--input".as_ref(),
+            "-".as_ref(),
+        ],
+        Some(input),
+        QUICK,
+    );
+    done.assert_success();
+    let lines = done.stdout_lines();
+    (done, lines)
+}
+
+/// Every problem at once, TOML shape (unknown keys, wrong types, a missing key) and meaning
+/// (a missing script, one that does not compile, an unknown next_agent, limits an agent kind
+/// does not use) alike, each at its position; not only the first TOML error.
+#[test]
+fn check_reports_every_problem_of_the_toml_and_of_what_it_says() {
+    let scratch = Scratch::new("check-all");
+    let start = scratch.write(
+        "start.rhai",
+        "fn start(msg) {\n    #{ status: \"ok\", next_agent: \"nowhere\" }\n}\n\nstart\n",
+    );
+    let broken = scratch.write(
+        "broken.rhai",
+        "fn broken(msg) {\n    let x = ;\n}\n\nbroken\n",
+    );
+    let system = scratch.write(
+        "system.toml",
+        concat!(
+            "name = \"faulty\"\n",                 // 1
+            "max_hops = \"many\"\n",               // 2
+            "colour = \"red\"\n",                  // 3
+            "\n",                                  // 4
+            "[limits]\n",                          // 5
+            "max_operations = 1000\n",             // 6
+            "max_opertions = 10\n",                // 7
+            "\n",                                  // 8
+            "[[agents]]\n",                        // 9
+            "script = \"start.rhai\"\n",           // 10
+            "\n",                                  // 11
+            "[[agents]]\n",                        // 12
+            "name = \"start\"\n",                  // 13
+            "script = \"start.rhai\"\n",           // 14
+            "flavour = 1\n",                       // 15
+            "\n",                                  // 16
+            "[[agents]]\n",                        // 17
+            "name = \"breaks\"\n",                 // 18
+            "script = \"broken.rhai\"\n",          // 19
+            "\n",                                  // 20
+            "[[agents]]\n",                        // 21
+            "name = \"gone\"\n",                   // 22
+            "script = \"missing.rhai\"\n",         // 23
+            "\n",                                  // 24
+            "[[agents]]\n",                        // 25
+            "name = \"robot\"\n",                  // 26
+            "native = \"order_intake\"\n",         // 27
+            "limits = { max_string_size = 10 }\n", // 28
+        ),
+    );
+    let done = run_cli(["check".as_ref(), system.as_os_str()], None, QUICK);
+    done.assert_failure();
+    assert!(done.stdout.is_empty(), "stdout: {}", done.stdout);
+    let expected = [
+        format!(
+            "{}: invalid type: string \"many\", expected usize",
+            at(&system, 2, 12)
+        ),
+        format!("{}: unknown field `colour`", at(&system, 3, 1)),
+        format!("{}: unknown field `max_opertions`", at(&system, 7, 1)),
+        format!("{}: missing field `name`", at(&system, 9, 1)),
+        format!("{}: unknown field `flavour`", at(&system, 15, 1)),
+        format!(
+            "{}: next_agent `nowhere` is not an agent of this system",
+            at(&start, 2, 34)
+        ),
+        format!("{}: ", at(&broken, 2, 13)),
+        "missing.rhai".to_string(),
+        format!(
+            "{}: agent `robot`: `limits.max_string_size` is a Rhai script limit, and this agent \
+             is the native plugin `order_intake`, which does not use it; remove the key",
+            at(&system, 28, 12)
+        ),
+    ];
+    for line in &expected {
+        assert_contains(&done.stderr, line, "stderr");
+    }
+    assert!(
+        done.stderr.lines().any(|l| l == "9 problems"),
+        "a count of every problem: {}",
+        done.stderr
+    );
+
+    // `run` refuses the same file at its first problem, and says there are more.
+    let refused = run_cli(
+        [
+            "run".as_ref(),
+            system.as_os_str(),
+            "--input".as_ref(),
+            "-".as_ref(),
+        ],
+        Some(b""),
+        QUICK,
+    );
+    refused.assert_failure();
+    assert_contains(&refused.stderr, &at(&system, 2, 12), "stderr");
+    assert_contains(&refused.stderr, "`bilayer check` lists them all", "stderr");
+}
+
+/// `[limits]` sets script and WASM limits; a system with no agent of the kinds a key concerns
+/// uses none of it, and `check` says so instead of ignoring it; `max_state_bytes` concerns
+/// every agent.
+#[test]
+fn check_refuses_top_level_limits_no_agent_uses() {
+    let scratch = Scratch::new("check-limits");
+    let system = scratch.write(
+        "system.toml",
+        "[limits]\ntimeout_ms = 50\n\n[[agents]]\nname = \"a\"\nnative = \"order_intake\"\n",
+    );
+    let done = run_cli(["check".as_ref(), system.as_os_str()], None, QUICK);
+    done.assert_failure();
+    assert_contains(
+        &done.stderr,
+        &format!(
+            "{}: `[limits] timeout_ms` is a limit of Rhai scripts and WASM modules, and this \
+             system has no script agent, routing script or WASM agent to use it; remove the key",
+            at(&system, 2, 1)
+        ),
+        "stderr",
+    );
+
+    // A WASM limit needs a WASM agent; `max_state_bytes` is every agent's, never reported.
+    let system = scratch.write(
+        "system.toml",
+        "[limits]\nfuel = 50\nmax_state_bytes = 4096\n\n[[agents]]\nname = \"a\"\n\
+         native = \"order_intake\"\n",
+    );
+    let done = run_cli(["check".as_ref(), system.as_os_str()], None, QUICK);
+    done.assert_failure();
+    assert_contains(
+        &done.stderr,
+        &format!(
+            "{}: `[limits] fuel` is a WASM module limit, and this system has no WASM agent to \
+             use it; remove the key",
+            at(&system, 2, 1)
+        ),
+        "stderr",
+    );
+    assert!(!done.stderr.contains("max_state_bytes"), "{}", done.stderr);
+    assert!(
+        done.stderr.lines().any(|l| l == "1 problem"),
+        "{}",
+        done.stderr
+    );
+}
+
+/// A script agent that breaks a Rhai limit is told the TOML key that raises it: the system's
+/// `[limits]`, or the agent's own `limits` when it sets that key; never the Rust builder.
+#[test]
+fn run_names_the_toml_key_of_a_rhai_limit_an_agent_broke() {
+    let scratch = Scratch::new("limit-key");
+    scratch.write(
+        "grow.rhai",
+        "fn grow(msg) {\n    let s = \"boom\";\n    loop { s += s; }\n}\n\ngrow\n",
+    );
+    let system = scratch.write(
+        "system.toml",
+        "[limits]\nmax_string_size = 1000\n\n[[agents]]\nname = \"shared\"\nscript = \"grow.rhai\"\n",
+    );
+    let (_, lines) = run_system(&system, b"{\"n\":1}\n");
+    let reason = lines[0]["reason"]
+        .as_str()
+        .expect("a dead letter")
+        .to_string();
+    assert_contains(&reason, "max_string_size", "reason");
+    assert_contains(&reason, "raise `[limits] max_string_size`", "reason");
+    assert!(!reason.contains("RhaiConfig"), "{reason}");
+
+    let own = scratch.write(
+        "own.toml",
+        concat!(
+            "[limits]\nmax_string_size = 1000\n\n",
+            "[[agents]]\nname = \"own\"\nscript = \"grow.rhai\"\n",
+            "limits = { max_string_size = 100 }\n",
+        ),
+    );
+    let (_, lines) = run_system(&own, b"{\"n\":1}\n");
+    let reason = lines[0]["reason"].as_str().expect("a dead letter");
+    assert_contains(
+        reason,
+        "raise `limits.max_string_size` in the [[agents]] table of `own`",
+        "reason",
+    );
+    assert!(!reason.contains("RhaiConfig"), "{reason}");
+
+    // The same script run by `exec` has no system definition: the Rust name stays.
+    let exec = run_cli(
+        [
+            "exec".as_ref(),
+            scratch.0.join("grow.rhai").as_os_str(),
+            "--input".as_ref(),
+            "{}".as_ref(),
+        ],
+        None,
+        QUICK,
+    );
+    exec.assert_failure();
+    assert_contains(&exec.stderr, "max_string_size", "stderr");
+}
+
+/// What the agent system builder would word for a Rust caller (".agent(name, plugin)",
+/// "unregister it first") reaches a TOML user in TOML terms, with the position.
+#[test]
+fn run_refuses_a_definition_with_no_agent_or_a_taken_name_in_toml_terms() {
+    let scratch = Scratch::new("toml-terms");
+    let empty = scratch.write("empty.toml", "name = \"nothing\"\n");
+    let done = run_cli(
+        [
+            "run".as_ref(),
+            empty.as_os_str(),
+            "--input".as_ref(),
+            "-".as_ref(),
+        ],
+        Some(b""),
+        QUICK,
+    );
+    done.assert_failure();
+    assert_contains(
+        &done.stderr,
+        "the system has no agents; add an [[agents]] table",
+        "stderr",
+    );
+    assert!(!done.stderr.contains(".agent("), "{}", done.stderr);
+
+    let twice = scratch.write(
+        "twice.toml",
+        concat!(
+            "[[agents]]\nname = \"a\"\nnative = \"order_intake\"\n\n", // 1-4
+            "[[agents]]\nname = \"a\"\nnative = \"order_intake\"\n\n", // 5-8
+            "[[plugins]]\nbuiltin = \"http\"\nid = \"a\"\n",           // 9-11
+        ),
+    );
+    let done = run_cli(
+        [
+            "run".as_ref(),
+            twice.as_os_str(),
+            "--input".as_ref(),
+            "-".as_ref(),
+        ],
+        Some(b""),
+        QUICK,
+    );
+    done.assert_failure();
+    assert_contains(
+        &done.stderr,
+        &format!(
+            "{}: agent `a` is defined twice; give each [[agents]] table its own `name`",
+            at(&twice, 6, 8)
+        ),
+        "stderr",
+    );
+    assert!(!done.stderr.contains("unregister"), "{}", done.stderr);
+
+    let plugin = scratch.write(
+        "plugin.toml",
+        "[[agents]]\nname = \"a\"\nnative = \"order_intake\"\n\n[[plugins]]\nbuiltin = \"http\"\nid = \"a\"\n",
+    );
+    let done = run_cli(
+        [
+            "run".as_ref(),
+            plugin.as_os_str(),
+            "--input".as_ref(),
+            "-".as_ref(),
+        ],
+        Some(b""),
+        QUICK,
+    );
+    done.assert_failure();
+    assert_contains(
+        &done.stderr,
+        "plugin id `a` is already taken by an agent or another plugin; give it another `id`",
+        "stderr",
+    );
+    assert!(!done.stderr.contains("unregister"), "{}", done.stderr);
+}
+
+/// A run with no outcome for a while says so; in process there is no worker to ask about.
+/// The agent is an LLM whose server accepts the connection and never answers (its 12 s timeout
+/// ends the run after the 10 s warning).
+#[test]
+fn an_in_process_stall_warning_does_not_talk_about_nats_workers() {
+    let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let base_url = format!("http://{}/v1", silent.local_addr().unwrap());
+    let scratch = Scratch::new("stall");
+    let system = scratch.write(
+        "system.toml",
+        &format!(
+            "[[agents]]\nname = \"model\"\nbuiltin = \"llm\"\n\
+             config = {{ base_url = \"{base_url}\", timeout_ms = 12000, max_retries = 0 }}\n"
+        ),
+    );
+    let done = run_cli(
+        [
+            "run".as_ref(),
+            system.as_os_str(),
+            "--input".as_ref(),
+            "-".as_ref(),
+        ],
+        Some(b"{\"prompt\":\"hello?\"}\n"),
+        QUICK,
+    );
+    done.assert_success();
+    assert_contains(
+        &done.stderr,
+        "bilayer run: no outcome in the last 10 s, 1 inputs waiting",
+        "stderr",
+    );
+    assert!(
+        !done.stderr.contains("NATS") && !done.stderr.contains("worker"),
+        "an in-process run has no workers: {}",
+        done.stderr
+    );
+    drop(silent);
+}
+
+/// `--quiet` prints the summary and nothing else, however many messages are dead-lettered
+/// (each one is a debug-level log line, shown with RUST_LOG=debug, not a warning).
+#[test]
+fn run_quiet_prints_only_the_summary_even_with_dead_letters() {
+    let scratch = Scratch::new("quiet");
+    scratch.write(
+        "start.rhai",
+        "fn start(msg) {\n    if msg.n % 2 == 0 { throw \"even\"; }\n    #{ next_agent: \"nowhere\" }\n}\n\nstart\n",
+    );
+    let system = scratch.write(
+        "system.toml",
+        "[[agents]]\nname = \"start\"\nscript = \"start.rhai\"\n",
+    );
+    let input: String = (1..=50).map(|n| format!("{{\"n\":{n}}}\n")).collect();
+    // The default log filter, as a user has it (the helper's RUST_LOG=error would hide
+    // the warnings this test is about).
+    let mut command = bilayer([
+        "run".as_ref(),
+        system.as_os_str(),
+        "--input".as_ref(),
+        "-".as_ref(),
+        "--quiet".as_ref(),
+    ]);
+    let mut child = command
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the bilayer binary");
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(input.as_bytes())
+        .expect("write the input");
+    let done = wait_with_deadline(child, QUICK, "bilayer run --quiet");
+    done.assert_success();
+    assert!(done.stdout.is_empty(), "stdout: {}", done.stdout);
+    let lines: Vec<&str> = done.stderr.lines().collect();
+    assert_eq!(lines.len(), 4, "only the summary: {}", done.stderr);
+    assert!(lines[0].starts_with("50 inputs in "), "{}", done.stderr);
+    assert_eq!(lines[1], "outcomes: ok 0, error 0, dead_letter 50");
+    assert_eq!(lines[2], "terminal agents: -");
+    assert!(lines[3].starts_with("latency: "), "{}", done.stderr);
+}
+
+#[test]
+fn exec_refuses_input_that_looks_like_json_but_is_not() {
+    let done = run_cli(
+        [
+            "exec",
+            "scripts/order_processor.rhai",
+            "--input",
+            r#"{"id":"ORD-123","quantity":5,"price":}"#,
+        ],
+        None,
+        QUICK,
+    );
+    done.assert_failure();
+    assert!(done.stdout.is_empty(), "stdout: {}", done.stdout);
+    assert_contains(
+        &done.stderr,
+        "--input is not valid JSON: expected value at line 1 column 38",
+        "stderr",
+    );
+    // Plain words are still a string for rules scripts.
+    let words = run_cli(
+        [
+            "exec",
+            "scripts/rules/content_moderation.rhai",
+            "--input",
+            "BUY NOW",
+        ],
+        None,
+        QUICK,
+    );
+    words.assert_success();
+}
+
+/// Every way to grant a capability refuses a name it does not know: `exec --grant` whatever
+/// the file, and `capabilities` in a system definition (at `run` and at `check`, naming the key).
+#[test]
+fn an_unknown_grant_is_refused_by_exec_run_and_check() {
+    for file in [
+        "examples/mixed/wrap_for_review.wat",
+        "scripts/order_processor.rhai",
+    ] {
+        let done = run_cli(
+            ["exec", file, "--input", "{}", "--grant", "flying"],
+            None,
+            QUICK,
+        );
+        done.assert_failure();
+        assert_contains(
+            &done.stderr,
+            "--grant: unknown WASM capability `flying`",
+            "stderr",
+        );
+    }
+    // A known grant on a script, which has none to grant, is refused too.
+    let done = run_cli(
+        [
+            "exec",
+            "scripts/order_processor.rhai",
+            "--input",
+            "{}",
+            "--grant",
+            "log",
+        ],
+        None,
+        QUICK,
+    );
+    done.assert_failure();
+    assert_contains(&done.stderr, "--grant is for WASM modules", "stderr");
+
+    let scratch = Scratch::new("grant");
+    let module = root().join("examples/mixed/wrap_for_review.wat");
+    let system = scratch.write(
+        "system.toml",
+        &format!(
+            "[[agents]]\nname = \"review\"\nwasm = \"{}\"\ncapabilities = [\"log\", \"flying\"]\n",
+            module.display()
+        ),
+    );
+    let message = "agent `review`: `capabilities`: unknown WASM capability `flying`";
+    let run = run_cli(
+        [
+            "run".as_ref(),
+            system.as_os_str(),
+            "--input".as_ref(),
+            "-".as_ref(),
+        ],
+        Some(b""),
+        QUICK,
+    );
+    run.assert_failure();
+    assert_contains(
+        &run.stderr,
+        &format!("{}: {message}", at(&system, 4, 1)),
+        "stderr",
+    );
+    let check = run_cli(["check".as_ref(), system.as_os_str()], None, QUICK);
+    check.assert_failure();
+    assert_contains(
+        &check.stderr,
+        &format!("{}: {message}", at(&system, 4, 1)),
+        "stderr",
+    );
+}
+
+/// A WASM agent's errors name the agent, as the system knows it, not the module's file.
+#[test]
+fn a_wasm_agent_error_names_the_agent_not_the_module_file() {
+    let scratch = Scratch::new("wasm-name");
+    scratch.write(
+        "broken_module.wat",
+        concat!(
+            "(module\n",
+            "  (memory (export \"memory\") 1)\n",
+            "  (func (export \"alloc\") (param i32) (result i32) (i32.const 1024))\n",
+            "  (func (export \"execute\") (param i32 i32) (result i64) unreachable))\n",
+        ),
+    );
+    let system = scratch.write(
+        "system.toml",
+        "[[agents]]\nname = \"reviewer\"\nwasm = \"broken_module.wat\"\n",
+    );
+    let (_, lines) = run_system(&system, b"{\"n\":1}\n");
+    let reason = lines[0]["reason"].as_str().expect("a dead letter");
+    assert_contains(reason, "WASM plugin `reviewer`", "reason");
+    assert!(!reason.contains("broken_module"), "{reason}");
+
+    // `check` links the module before anything runs, and names the agent too.
+    let probe = root().join("plugins/tests/fixtures/wasm/host_probe.wat");
+    let system = scratch.write(
+        "probe.toml",
+        &format!(
+            "[[agents]]\nname = \"prober\"\nwasm = \"{}\"\n",
+            probe.display()
+        ),
+    );
+    let check = run_cli(["check".as_ref(), system.as_os_str()], None, QUICK);
+    check.assert_failure();
+    assert_contains(&check.stderr, "`prober`", "stderr");
+    assert!(!check.stderr.contains("`host_probe`"), "{}", check.stderr);
+}
+
+/// A WASM agent past its timeout is told so, and told the TOML key that raises it
+/// (`[limits] timeout_ms`), never `WasmLimits::timeout`, a Rust setting.
+#[test]
+fn a_wasm_agent_limit_error_does_not_name_a_rust_setting() {
+    let scratch = Scratch::new("wasm-limit");
+    let module = root().join("plugins/tests/fixtures/wasm/infinite_loop.wat");
+    let system = scratch.write(
+        "system.toml",
+        &format!(
+            "[[agents]]\nname = \"spinner\"\nwasm = \"{}\"\n",
+            module.display()
+        ),
+    );
+    let (_, lines) = run_system(&system, b"{\"n\":1}\n");
+    let reason = lines[0]["reason"].as_str().expect("a dead letter");
+    assert_contains(reason, "WASM plugin `spinner` was stopped", "reason");
+    assert_contains(reason, "past its timeout", "reason");
+    assert_contains(reason, "raise `[limits] timeout_ms`", "reason");
+    assert!(!reason.contains("WasmLimits"), "{reason}");
+}
+
+// ---------------------------------------------------------------------------------------------
 // Hostile plugins: timeouts that bound, WASM limits from flags and TOML, deep Rhai values
 // (issue 21 items 4 and 5)
 // ---------------------------------------------------------------------------------------------
@@ -1626,15 +2505,41 @@ fn run_sets_wasm_limits_from_the_definition() {
         );
     }
 
-    // A script-only limit on a WASM agent is a mistake `check` names.
+    // A script-only limit on a WASM agent, and a WASM-only one on a script, are mistakes
+    // `check` names at their keys; the state cap and the shared timeout are not.
+    scratch.write("noop.rhai", "fn noop(msg) { msg }\n\nnoop\n");
     let system = scratch.write(
         "system.toml",
-        "[[agents]]\nname = \"limited\"\nwasm = \"spin.wat\"\n\n[agents.limits]\nmax_operations = 5\n",
+        "[[agents]]\nname = \"limited\"\nwasm = \"spin.wat\"\n\n[agents.limits]\n\
+         max_operations = 5\ntimeout_ms = 50\nmax_state_bytes = 4096\n\n\
+         [[agents]]\nname = \"script\"\nscript = \"noop.rhai\"\n\n[agents.limits]\n\
+         fuel = 5\ntimeout_ms = 50\nmax_state_bytes = 4096\n",
     );
     let done = run_cli(["check".as_ref(), system.as_os_str()], None, QUICK);
     done.assert_failure();
-    assert_contains(&done.stderr, "max_operations", "stderr");
-    assert_contains(&done.stderr, "only scripts have", "stderr");
+    assert_contains(
+        &done.stderr,
+        &format!(
+            "{}: agent `limited`: `limits.max_operations` is a Rhai script limit, and this agent \
+             is a WASM module, which does not use it; remove the key",
+            at(&system, 6, 1)
+        ),
+        "stderr",
+    );
+    assert_contains(
+        &done.stderr,
+        &format!(
+            "{}: agent `script`: `limits.fuel` is a WASM module limit, and this agent is a Rhai \
+             script, which does not use it; remove the key",
+            at(&system, 15, 1)
+        ),
+        "stderr",
+    );
+    assert!(
+        done.stderr.lines().any(|l| l == "2 problems"),
+        "{}",
+        done.stderr
+    );
 }
 
 /// The largest Rhai size limits a definition accepts: together they may let values nest at most

@@ -196,6 +196,45 @@ async fn fan_out_dead_letters_and_failures_end_as_in_process() {
     delete_streams(&js, &name).await;
 }
 
+/// `max_branches` holds across processes as in one: each worker decides from the branch's
+/// own fork path, so a self-fan-out ends with exactly `max_branches` branches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_fan_out_over_nats_ends_at_max_branches() {
+    let Some(js) = jetstream_or_skip("a_self_fan_out_over_nats_ends_at_max_branches").await else {
+        return;
+    };
+    let name = unique_system("twins");
+    let system = AgentSystem::builder()
+        .name(&name)
+        .transport(nats())
+        .max_branches(8)
+        .agent(
+            "twin",
+            step("twin", |mut m| {
+                m["next_agent"] = json!(["twin", "twin"]);
+                Ok(m)
+            }),
+        )
+        .build()
+        .await
+        .expect("system builds over NATS");
+    let outcome = tokio::time::timeout(Duration::from_secs(60), system.send(json!({"n": 1})))
+        .await
+        .expect("the input ends");
+    assert_eq!(outcome.status, OutcomeStatus::DeadLetter, "{outcome:?}");
+    assert_eq!(outcome.branches.len(), 8);
+    assert!(
+        outcome
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("more than 8 branches (max_branches")),
+        "{:?}",
+        outcome.reason
+    );
+    system.shutdown().await.unwrap();
+    delete_streams(&js, &name).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_submitter_and_a_worker_process_share_one_system() {
     let Some(js) = jetstream_or_skip("a_submitter_and_a_worker_process_share_one_system").await

@@ -283,3 +283,47 @@ fn the_cli_runs_the_example_without_an_llm() {
         "{stderr}"
     );
 }
+
+/// The header of examples/triage/system.toml shows how to classify with a local
+/// OpenAI-compatible server: `[[plugins]] builtin = "llm"` with only a `base_url` (the README
+/// says the same). Taken from the header as written, with the loopback server's address for
+/// llama.cpp's, it classifies with the model: no API key, no provider name needed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_headers_base_url_example_works_against_a_local_server_as_written() {
+    let header = std::fs::read_to_string(example_dir().join("system.toml")).unwrap();
+    // The commented-out line `#   # config = { base_url = "..." }   # a llama.cpp server`.
+    let config = header
+        .lines()
+        .filter_map(|line| line.find("config = { base_url").map(|at| &line[at..]))
+        .filter_map(|config| config.find('}').map(|end| config[..=end].to_string()))
+        .next()
+        .expect("the header shows a base_url config");
+    assert_eq!(
+        config,
+        "config = { base_url = \"http://127.0.0.1:8080/v1\" }"
+    );
+    let server = TestServer::start(model(&[("Invoice page broken", "technical")])).await;
+    let config = config.replace("http://127.0.0.1:8080/v1", &server.url("/v1"));
+    let path = example_with(
+        "llm-header",
+        &format!("[[plugins]]\nbuiltin = \"llm\"\n{config}\n"),
+    );
+    let system = start(&path).await;
+    let outcome = system
+        .send(
+            json!({"id": "H-1", "customer": "C-1001", "subject": "Invoice page broken",
+                     "body": "The invoice page shows a 500 error."}),
+        )
+        .await;
+    assert!(outcome.is_ok(), "{outcome:?}");
+    let output = outcome.output.unwrap();
+    assert_eq!(
+        output["triage"],
+        json!({"by": "llm", "category": "technical"}),
+        "{output}"
+    );
+    assert_eq!(outcome.hops, ["intake", "technical"]);
+    assert_eq!(server.requests().len(), 1);
+    assert_eq!(server.requests()[0].header("authorization"), None);
+    system.shutdown().await.unwrap();
+}

@@ -174,6 +174,7 @@ pub struct PluginOptions {
     id: Option<String>,
     config: Option<Value>,
     state: Option<PluginStateStore>,
+    max_state_bytes: Option<usize>,
     factory: Option<PluginFactory>,
 }
 
@@ -199,6 +200,14 @@ impl PluginOptions {
     /// new empty one.
     pub fn state(mut self, state: PluginStateStore) -> Self {
         self.state = Some(state);
+        self
+    }
+
+    /// The most the plugin's state may hold, in bytes of JSON text (default
+    /// [`DEFAULT_MAX_STATE_BYTES`](bilayer_plugins::DEFAULT_MAX_STATE_BYTES), 64 MiB); a write
+    /// past it fails with `PluginError::LimitExceeded` and leaves the state as it was.
+    pub fn max_state_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_state_bytes = Some(max_bytes);
         self
     }
 
@@ -274,6 +283,9 @@ impl PluginManager {
         }
         let supervisor = self.supervisor().await?;
         let store = options.state.unwrap_or_default();
+        if let Some(max_bytes) = options.max_state_bytes {
+            store.set_max_bytes(max_bytes);
+        }
         let order = self.inner.next_order.fetch_add(1, Ordering::Relaxed);
         let shared = Arc::new(PluginShared::new(metadata, order, store.clone()));
         let ctx = PluginContext::new(id.clone())

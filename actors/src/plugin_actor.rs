@@ -8,7 +8,8 @@
 //! *before* taking the next message from its mailbox: so the messages queued behind the poison
 //! message are served by the restarted plugin, none are lost. After a swap, the faults of the
 //! new version are also counted against its rollback policy, and past it the actor rolls back
-//! to the last known-good version before taking the next message.
+//! to the last known-good version before taking the next message (swap.rs); the messages the
+//! new version failed meanwhile are held and run again on that version (replay.rs).
 
 use std::any::Any;
 use std::collections::VecDeque;
@@ -29,7 +30,9 @@ use crate::clock;
 use crate::registry::PluginShared;
 use crate::supervisor::{RestartDecision, SupervisorMsg};
 use crate::system::{agent_not_running, Envelope, Inbox, SystemCore, MAX_PER_TURN};
+use replay::Held;
 
+mod replay;
 mod swap;
 
 /// Builds a fresh plugin instance; given at registration so a restart starts clean.
@@ -68,6 +71,9 @@ pub enum PluginMsg {
         replacement: Replacement,
         reply: oneshot::Sender<PluginResult<SwapReport>>,
     },
+    /// A timer of the probation (replay.rs): end it if its window has passed, and answer the
+    /// failed messages whose hold ran out.
+    ReviewProbation,
 }
 
 /// The lifecycle steps, in the only order the manager allows:
@@ -120,6 +126,8 @@ pub(crate) struct PluginActorState {
     ctx: PluginContext,
     shared: Arc<PluginShared>,
     supervisor: ActorRef<SupervisorMsg>,
+    /// This actor, for the probation's timers.
+    myself: ActorRef<PluginMsg>,
     /// The host's view of the lifecycle (authoritative; the plugin's own `state()` is advisory).
     lifecycle: PluginState,
     /// Where a restart brings the plugin back to: the last state a lifecycle step reached.
@@ -130,7 +138,9 @@ pub(crate) struct PluginActorState {
     hop_timeout: Option<std::time::Duration>,
     /// The version serving, for the spans of the calls it answers.
     version: Arc<str>,
-    /// Set after a swap with a rollback policy, until the new version has proved itself.
+    /// Set after a swap with a rollback policy, until the new version has proved itself. While
+    /// it is set, every call and hop keeps a copy of its input, to run it again after a
+    /// rollback; outside it, testing it is all the hot path pays.
     probation: Option<swap::Probation>,
     /// The inbox messages of the current turn, served from the front (kept between turns for
     /// its allocation). Messages stay here until served, so that a turn cut short by a kill
@@ -202,7 +212,7 @@ impl Actor for PluginActor {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<PluginMsg>,
+        myself: ActorRef<PluginMsg>,
         args: PluginActorArgs,
     ) -> Result<PluginActorState, ActorProcessingErr> {
         let metrics = PluginMetrics::new(args.ctx.manager_name(), &args.shared.id);
@@ -213,6 +223,7 @@ impl Actor for PluginActor {
             ctx: args.ctx,
             shared: args.shared,
             supervisor: args.supervisor,
+            myself,
             lifecycle: PluginState::Unloaded,
             target: PluginState::Unloaded,
             metrics,
@@ -265,6 +276,7 @@ impl Actor for PluginActor {
             PluginMsg::Swap { replacement, reply } => {
                 let _ = reply.send(state.swap(replacement).await);
             }
+            PluginMsg::ReviewProbation => state.review_probation(),
             PluginMsg::Restart { cause } => {
                 if state.lifecycle != PluginState::Error {
                     if let Err(e) = state.restart().await {
@@ -297,6 +309,11 @@ impl PluginActorState {
             outcome = tracing::field::Empty,
             micros = tracing::field::Empty,
         );
+        // On probation the input is kept, to run it again should the version be rolled back.
+        let retry = self
+            .probation
+            .is_some()
+            .then(|| (input.clone(), chain.clone()));
         let started = clock::now();
         let run = AssertUnwindSafe(chain.scope(self.shared.id.clone(), self.plugin.execute(input)))
             .catch_unwind()
@@ -334,14 +351,14 @@ impl PluginActorState {
                 if traced {
                     span.record("outcome", if ok { "ok" } else { "error" });
                 }
-                let fault = result
-                    .as_ref()
-                    .err()
-                    .filter(|e| e.is_plugin_fault())
-                    .cloned();
-                let _ = reply.send(result);
-                if let Some(fault) = fault {
-                    self.on_fault(&fault).await;
+                match result {
+                    Err(error) if error.is_plugin_fault() => {
+                        let failed = Self::failed_call(retry, reply, &error);
+                        self.on_fault(failed, &error).await;
+                    }
+                    result => {
+                        let _ = reply.send(result);
+                    }
                 }
             }
             Some(Err(panic)) => {
@@ -354,8 +371,8 @@ impl PluginActorState {
                     id: self.shared.id.to_string(),
                     message: message.clone(),
                 };
-                let _ = reply.send(Err(error.clone()));
-                if !self.on_fault(&error).await {
+                let failed = Self::failed_call(retry, reply, &error);
+                if !self.on_fault(failed, &error).await {
                     self.recover(format!("panicked: {message}")).await;
                 }
             }
@@ -363,12 +380,30 @@ impl PluginActorState {
                 self.shared.stats.record_call(elapsed, false);
                 self.metrics.errors.increment(1);
                 span.record("outcome", "cancelled");
-                tracing::warn!(plugin = %self.shared.id, ?elapsed, "call cancelled: its caller timed out");
+                // Debug: the caller already has the timeout (an agent's message becomes a dead
+                // letter saying so); one warning per timed-out call would flood the log.
+                tracing::debug!(plugin = %self.shared.id, ?elapsed, "call cancelled: its caller timed out");
                 let error = PluginError::Timeout {
                     id: self.shared.id.to_string(),
                     after: elapsed,
                 };
-                self.on_fault(&error).await;
+                self.on_fault(None, &error).await;
+            }
+        }
+    }
+
+    /// A call that failed with `error`: answered now, or, when it came in on probation
+    /// (`retry` holds its input), returned to be held for a replay.
+    fn failed_call(
+        retry: Option<(String, CallChain)>,
+        reply: oneshot::Sender<PluginResult<String>>,
+        error: &PluginError,
+    ) -> Option<Held> {
+        match retry {
+            Some((input, chain)) => Some(Held::call(input, chain, reply, error.clone())),
+            None => {
+                let _ = reply.send(Err(error.clone()));
+                None
             }
         }
     }
@@ -439,8 +474,14 @@ impl PluginActorState {
     }
 
     /// Runs the plugin as an agent on one message and routes its output onward.
-    async fn deliver(&mut self, mut envelope: Envelope, core: &SystemCore) {
+    async fn deliver(&mut self, mut envelope: Envelope, core: &Arc<SystemCore>) {
         envelope.hops.push(self.shared.id.clone());
+        self.serve_hop(envelope, core).await;
+    }
+
+    /// [`deliver`](Self::deliver) once the hop is counted in the envelope (a replay serves
+    /// the same hop again).
+    async fn serve_hop(&mut self, mut envelope: Envelope, core: &Arc<SystemCore>) {
         if self.lifecycle != PluginState::Running {
             let reason = agent_not_running(&self.shared.id, format_args!("{:?}", self.lifecycle));
             return core.dead_letter(envelope, reason);
@@ -459,6 +500,9 @@ impl PluginActorState {
             tracing::Span::none()
         };
         let keep_payload = core.keep_failed_payloads;
+        // On probation the message is kept as it came in, to run it again should the version
+        // be rolled back.
+        let retry = self.probation.is_some().then(|| envelope.payload.clone());
         let started = clock::now();
         let outcome = match self.deliver_now(&mut envelope.payload, &span) {
             Some(outcome) => outcome,
@@ -467,6 +511,7 @@ impl PluginActorState {
                 self.in_flight = Some(Envelope {
                     payload: Value::Null,
                     hops: envelope.hops.clone(),
+                    breadth: envelope.breadth,
                     ticket: Arc::clone(&envelope.ticket),
                 });
                 let outcome = self
@@ -504,9 +549,11 @@ impl PluginActorState {
                 self.shared.stats.record_call(elapsed, false);
                 self.metrics.errors.increment(1);
                 let reason = format!("agent `{}` failed: {error}", self.shared.id);
-                core.dead_letter(envelope, reason);
                 if error.is_plugin_fault() {
-                    self.on_fault(&error).await;
+                    let failed = Self::failed_hop(retry, envelope, core, reason);
+                    self.on_fault(failed, &error).await;
+                } else {
+                    core.dead_letter(envelope, reason);
                 }
             }
             Ok(Err(panic)) => {
@@ -515,12 +562,12 @@ impl PluginActorState {
                 self.metrics.errors.increment(1);
                 let message = panic_message(panic.as_ref());
                 let reason = format!("agent `{}` panicked: {message}", self.shared.id);
-                core.dead_letter(envelope, reason);
+                let failed = Self::failed_hop(retry, envelope, core, reason);
                 let error = PluginError::Panicked {
                     id: self.shared.id.to_string(),
                     message: message.clone(),
                 };
-                if !self.on_fault(&error).await {
+                if !self.on_fault(failed, &error).await {
                     self.recover(format!("panicked: {message}")).await;
                 }
             }
@@ -529,12 +576,29 @@ impl PluginActorState {
                 self.shared.stats.record_timeout();
                 self.metrics.errors.increment(1);
                 let reason = format!("agent `{}` did not answer within {limit:?}", self.shared.id);
-                core.dead_letter(envelope, reason);
+                let failed = Self::failed_hop(retry, envelope, core, reason);
                 let error = PluginError::Timeout {
                     id: self.shared.id.to_string(),
                     after: limit,
                 };
-                self.on_fault(&error).await;
+                self.on_fault(failed, &error).await;
+            }
+        }
+    }
+
+    /// A hop that failed: dead-lettered now, or, when it came in on probation (`retry` holds
+    /// the message as it came in), returned to be held for a replay.
+    fn failed_hop(
+        retry: Option<Value>,
+        envelope: Envelope,
+        core: &Arc<SystemCore>,
+        reason: String,
+    ) -> Option<Held> {
+        match retry {
+            Some(input) => Some(Held::hop(envelope, input, Arc::clone(core), reason)),
+            None => {
+                core.dead_letter(envelope, reason);
+                None
             }
         }
     }

@@ -82,8 +82,11 @@ pub enum SupervisorEvent {
         from_version: String,
         to_version: String,
     },
-    /// A new version failed too often after its swap and the last known-good version serves
-    /// again; its restart count within the intensity period starts afresh.
+    /// A new version, `from_version`, failed too often after its swap and `to_version` serves
+    /// again: the newest version that served through its failure window or answered messages
+    /// without a fault before it was replaced (hot reload's `ReloadEvent::RolledBack` says the
+    /// same, with the number of failed messages run again on it). Its restart count within the
+    /// intensity period starts afresh.
     RolledBack {
         plugin_id: String,
         from_version: String,

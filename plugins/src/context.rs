@@ -10,11 +10,13 @@
 //! [`PluginError::CallCycle`] instead of deadlocking A's mailbox.
 
 use std::cell::RefCell;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use serde_json::{Map, Value};
+use serde_json::Value;
+
+pub use crate::state_store::PluginStateStore;
 
 use crate::{PluginError, PluginResult};
 
@@ -149,52 +151,6 @@ pub trait PluginCaller: Send + Sync + 'static {
         target: String,
         input: String,
     ) -> BoxFuture<'static, PluginResult<String>>;
-}
-
-/// A plugin's host-owned state: a JSON object that outlives the plugin instance, so restarts
-/// and hot reloads can hand it to the next instance. Cheap to clone (shared).
-#[derive(Debug, Clone, Default)]
-pub struct PluginStateStore(Arc<Mutex<Map<String, Value>>>);
-
-impl PluginStateStore {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Locks the store. A plugin that panicked while holding the lock does not poison it for
-    /// the next instance: the data is JSON and always structurally valid.
-    pub fn lock(&self) -> MutexGuard<'_, Map<String, Value>> {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    pub fn get(&self, key: &str) -> Option<Value> {
-        self.lock().get(key).cloned()
-    }
-
-    pub fn set(&self, key: impl Into<String>, value: Value) {
-        self.lock().insert(key.into(), value);
-    }
-
-    /// A copy of the whole state as a JSON object.
-    pub fn snapshot(&self) -> Map<String, Value> {
-        self.lock().clone()
-    }
-
-    /// Replaces the whole state.
-    pub fn replace(&self, state: Map<String, Value>) {
-        *self.lock() = state;
-    }
-
-    pub fn clear(&self) {
-        self.lock().clear();
-    }
-
-    /// True when both handles point at the same store.
-    pub fn same_store(&self, other: &PluginStateStore) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
-    }
 }
 
 /// Everything a plugin receives from its host at load time. Cheap to clone.

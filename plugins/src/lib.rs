@@ -28,20 +28,22 @@ mod context;
 mod error;
 mod function_plugin;
 pub mod hot_reload;
+mod limit_settings;
 mod metadata;
 mod plugin;
 pub mod rhai_runtime;
 mod state;
+mod state_store;
 pub mod wasm_runtime;
 
-pub use context::{
-    run_blocking, run_detached, CallChain, PluginCaller, PluginContext, PluginStateStore,
-};
+pub use context::{run_blocking, run_detached, CallChain, PluginCaller, PluginContext};
 pub use error::{PluginError, PluginResult};
 pub use function_plugin::{FnPlugin, JsonFunction, Reading, Transforming};
+pub use limit_settings::LimitSettings;
 pub use metadata::{PluginMetadata, PluginType};
 pub use plugin::AgentPlugin;
 pub use state::PluginState;
+pub use state_store::{PluginStateStore, StateGuard, DEFAULT_MAX_STATE_BYTES};
 
 /// Re-exported so plugin authors need no direct dependency to implement [`AgentPlugin`].
 pub use async_trait::async_trait;

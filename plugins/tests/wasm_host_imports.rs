@@ -174,7 +174,7 @@ async fn state_persists_across_calls_fresh_instances_and_a_new_plugin_on_the_sam
     );
 
     // The host can write too, and the guest sees it.
-    store.set("count", json!(41));
+    store.set("count", json!(41)).unwrap();
     assert_eq!(plugin.execute_sync("Gcount").unwrap(), "41");
 
     // A new plugin instance (a restart, a reload) given the same store sees the same state.
@@ -198,6 +198,24 @@ async fn state_persists_across_calls_fresh_instances_and_a_new_plugin_on_the_sam
         other => panic!("expected the guest's error, got {other:?}"),
     }
     assert_eq!(store.get("count"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_set_past_the_stores_limit_is_refused_with_the_limit_named() {
+    let store = PluginStateStore::with_max_bytes(40);
+    let plugin = loaded(PluginContext::new("host_probe").with_state(store.clone())).await;
+    assert_eq!(plugin.execute_sync(r#"Sa="0123456789""#).unwrap(), "");
+    let err = plugin
+        .execute_sync(r#"Sb="01234567890123456789012345678901234567890""#)
+        .unwrap_err();
+    match err {
+        PluginError::Execution(message) => {
+            assert!(message.contains("max_state_bytes = 40"), "{message}")
+        }
+        other => panic!("expected the guest's error, got {other:?}"),
+    }
+    assert_eq!(store.get("b"), None, "the state is unchanged");
+    assert_eq!(store.get("a"), Some(json!("0123456789")));
 }
 
 /// A host with two plugins: "echo" answers with its input, "broken" always fails; it records

@@ -7,16 +7,23 @@ use std::process::ExitCode;
 use bilayer::system_config::SystemDefinition;
 
 pub fn run(system_file: &Path) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let definition = match SystemDefinition::load(system_file) {
-        Ok(definition) => definition,
+    // Every problem of the TOML itself (syntax, unknown keys, wrong types, missing keys), then
+    // every problem of what it says, on the definition with the faulty items left out.
+    let (definition, mut problems) = match SystemDefinition::read(system_file) {
+        Ok(read) => read,
         Err(e) => {
             eprintln!("{e}");
             eprintln!("1 problem");
             return Ok(ExitCode::FAILURE);
         }
     };
-    let problems = definition.check();
-    if problems.is_empty() {
+    if let Some(definition) = &definition {
+        for warning in definition.warnings() {
+            eprintln!("warning: {warning}");
+        }
+        problems.extend(definition.check());
+    }
+    if let (Some(definition), true) = (&definition, problems.is_empty()) {
         println!(
             "{}: ok ({} agents: {})",
             system_file.display(),

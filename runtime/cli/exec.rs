@@ -56,7 +56,20 @@ pub async fn run(
         );
     }
     let timeout = limits.timeout;
+    // Every grant is checked, whatever the file: a misspelt one is never silently ignored.
+    let grant = WasmCapabilities::from_names(grants).map_err(|e| match e {
+        PluginError::Config(why) => format!("--grant: {why}"),
+        other => format!("--grant: {other}"),
+    })?;
     let plugin: Box<dyn AgentPlugin> = match file.extension().and_then(|e| e.to_str()) {
+        Some("rhai") if !grants.is_empty() => {
+            return Err(format!(
+                "--grant is for WASM modules; {} is a Rhai script, which has no capabilities \
+                 to grant (drop --grant)",
+                file.display()
+            )
+            .into())
+        }
         Some("rhai") => Box::new(RhaiPlugin::from_file(file)?),
         Some("wasm" | "wat") => {
             // Fuel needs code compiled with metering, which makes every module slower: only
@@ -68,7 +81,7 @@ pub async fn run(
             };
             Box::new(
                 WasmPlugin::compile_file(&engine, file)?
-                    .with_capabilities(WasmCapabilities::from_names(grants)?)
+                    .with_capabilities(grant)
                     .with_limits(limits.wasm()?),
             )
         }
@@ -86,12 +99,7 @@ pub async fn run(
             serde_json::from_str(config).map_err(|e| format!("--config must be JSON: {e}"))?;
         options = options.config(config);
     }
-    // Input that is not JSON is taken as a JSON string, so `--input "BUY NOW"` works for
-    // rules scripts.
-    let input = match serde_json::from_str::<serde_json::Value>(input) {
-        Ok(_) => input.to_string(),
-        Err(_) => serde_json::Value::String(input.to_string()).to_string(),
-    };
+    let input = input_json(input)?;
     let id = plugin.metadata().id.clone();
     let manager = PluginManager::builder("bilayer-exec")
         .execute_timeout(Some(timeout))
@@ -108,4 +116,19 @@ pub async fn run(
         Err(_) => println!("{output}"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--input` as JSON text. Plain words that are not JSON are taken as a JSON string, so
+/// `--input "BUY NOW"` works for rules scripts; but text that starts like a JSON object, array
+/// or string (`{`, `[`, `"`) is meant as JSON, and when it does not parse, the error says where
+/// rather than the script silently receiving it as a string.
+fn input_json(input: &str) -> Result<String, String> {
+    match serde_json::from_str::<serde_json::Value>(input) {
+        Ok(_) => Ok(input.to_string()),
+        Err(e) if input.trim_start().starts_with(['{', '[', '"']) => Err(format!(
+            "--input is not valid JSON: {e}; fix it, or pass plain words that do not start \
+             with {{, [ or \" to send them as a string"
+        )),
+        Err(_) => Ok(serde_json::Value::String(input.to_string()).to_string()),
+    }
 }

@@ -35,7 +35,8 @@ enum Command {
     Exec {
         /// The plugin file.
         file: PathBuf,
-        /// The input: JSON text (a bare word that is not JSON is passed as a JSON string).
+        /// The input: JSON text. Plain words that are not JSON are passed as a JSON string;
+        /// text starting with {, [ or " must be valid JSON.
         #[arg(long, short)]
         input: String,
         /// Wall-clock limit for the call, in milliseconds: how long exec waits, and the WASM
@@ -83,6 +84,10 @@ enum Command {
         /// NATS server, overriding the definition's [transport] url and $BILAYER_NATS_URL.
         #[arg(long)]
         nats_url: Option<String>,
+        /// The longest input line accepted, in bytes; a longer line is that line's error
+        /// outcome, and is skipped without being held in memory.
+        #[arg(long, default_value_t = bilayer::jsonl::DEFAULT_MAX_LINE_BYTES)]
+        max_line_bytes: usize,
     },
     /// Serve some agents of a system over NATS until interrupted (Ctrl-C or SIGTERM).
     ///
@@ -135,6 +140,52 @@ pub enum ToolFormat {
     Mcp,
 }
 
+/// The signal that asked this process to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StopSignal {
+    /// Ctrl-C.
+    Interrupt,
+    /// `kill`, or a service manager stopping the process.
+    Terminate,
+}
+
+impl StopSignal {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            StopSignal::Interrupt => "SIGINT",
+            StopSignal::Terminate => "SIGTERM",
+        }
+    }
+
+    /// The exit status of a process that stopped because of this signal (128 + its number),
+    /// as shells report one killed by it.
+    pub(crate) fn exit_code(self) -> u8 {
+        match self {
+            StopSignal::Interrupt => 130,
+            StopSignal::Terminate => 143,
+        }
+    }
+}
+
+/// Waits for Ctrl-C (SIGINT) or SIGTERM.
+pub(crate) async fn wait_for_stop_signal() -> std::io::Result<StopSignal> {
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            interrupted = tokio::signal::ctrl_c() => interrupted.map(|()| StopSignal::Interrupt),
+            _ = terminate.recv() => Ok(StopSignal::Terminate),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c()
+            .await
+            .map(|()| StopSignal::Interrupt)
+    }
+}
+
 /// Logs go to stderr, filtered by `RUST_LOG` (default: warnings).
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -164,6 +215,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             watch,
             transport,
             nats_url,
+            max_line_bytes,
         } => {
             let source = if input == "-" {
                 run::InputSource::Stdin
@@ -175,6 +227,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 watch,
                 transport,
                 nats_url,
+                max_line_bytes,
             };
             run::run(&system, source, options).await
         }

@@ -1,7 +1,13 @@
 //! `bilayer run SYSTEM.toml --input FILE.jsonl` (or `-` for stdin): every line is one input;
 //! one JSON line per outcome on stdout, a summary on stderr, a progress line while it runs
-//! when stderr is a terminal. A malformed line is an `error` outcome naming its line, and the
-//! run goes on.
+//! when stderr is a terminal. A malformed line (not JSON, not UTF-8, longer than
+//! `--max-line-bytes`) is an `error` outcome naming its line, and the run goes on
+//! (`bilayer::jsonl`).
+//!
+//! Stopped early, a run still accounts for what it has: on Ctrl-C or SIGTERM it writes every
+//! outcome already finished, then the summary marked interrupted, and exits with 130 / 143
+//! without waiting for the inputs still in flight; when whoever reads stdout closes it
+//! (`bilayer run … | head -1`) it stops quietly, exit status 0, as `head` asked for no more.
 //!
 //! With no subcommand at all, `bilayer` runs the bundled order pipeline (examples/orders) on
 //! the W1 orders and prints the summary and the W1 check.
@@ -15,13 +21,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bilayer::hot_reload::HotReloadManager;
+use bilayer::jsonl::{JsonLine, JsonLines};
 use bilayer::orders;
 use bilayer::system_config::{Deployment, SystemDefinition};
 use bilayer::{AgentSystem, Outcome, OutcomeStatus, Transport};
-use serde_json::Value;
-use tokio::io::AsyncBufReadExt;
 
-use super::TransportKind;
+use super::{StopSignal, TransportKind};
 
 /// What a run adds up to.
 #[derive(Default)]
@@ -30,6 +35,8 @@ struct Summary {
     by_status: BTreeMap<&'static str, u64>,
     by_agent: BTreeMap<String, u64>,
     latencies_ns: Vec<u64>,
+    /// Inputs read (set when the run's loop ends).
+    submitted: u64,
     /// W1: shipped orders' totals, summed (only meaningful for the order pipeline).
     shipped_total: f64,
 }
@@ -120,6 +127,20 @@ pub struct RunOptions {
     pub watch: bool,
     pub transport: Option<TransportKind>,
     pub nats_url: Option<String>,
+    pub max_line_bytes: usize,
+}
+
+/// How the loop over a run's outcomes ended.
+enum Ended {
+    /// Every input read has its outcome.
+    Completed,
+    /// Reading the input failed (not a bad line: the file or stdin itself); every input read
+    /// before has its outcome.
+    InputFailed(String),
+    /// A signal stopped the run; the outcomes that had finished were written.
+    Interrupted(StopSignal),
+    /// Whoever reads stdout closed it.
+    OutputClosed,
 }
 
 /// `bilayer run`.
@@ -133,6 +154,7 @@ pub async fn run(
         watch,
         transport,
         nats_url,
+        max_line_bytes,
     } = options;
     let definition = SystemDefinition::load(system_file)?;
     let over_nats = match transport {
@@ -169,15 +191,35 @@ pub async fn run(
     } else {
         None
     };
-    let (summary, elapsed) = drive(&system, input, print_outcomes).await?;
-    if let Some(reloader) = reloader {
-        reloader.stop().await;
-    }
-    system.shutdown().await?;
-    let mut summary = summary;
+    let (mut summary, elapsed, ended) =
+        drive(&system, input, print_outcomes, max_line_bytes).await?;
     let stderr = std::io::stderr();
-    summary.print(&mut stderr.lock(), elapsed)?;
-    Ok(ExitCode::SUCCESS)
+    match ended {
+        Ended::Completed | Ended::InputFailed(_) => {
+            if let Some(reloader) = reloader {
+                reloader.stop().await;
+            }
+            system.shutdown().await?;
+            summary.print(&mut stderr.lock(), elapsed)?;
+            if let Ended::InputFailed(error) = ended {
+                return Err(error.into());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Ended::Interrupted(signal) => {
+            summary.print(&mut stderr.lock(), elapsed)?;
+            let waiting = summary.submitted.saturating_sub(summary.inputs);
+            eprintln!(
+                "interrupted by {}: {waiting} inputs read had no outcome yet and were not waited for",
+                signal.name()
+            );
+            // No graceful shutdown: the inputs in flight would be dead-lettered one warning
+            // at a time, and a plugin blocked in a call would hold the exit. Everything this
+            // run owes its reader is written.
+            std::process::exit(i32::from(signal.exit_code()));
+        }
+        Ended::OutputClosed => std::process::exit(0),
+    }
 }
 
 /// `--watch` (of `run` and `worker`): hot reload of what this process serves and of the routing
@@ -207,7 +249,13 @@ pub async fn default_pipeline() -> Result<ExitCode, Box<dyn std::error::Error>> 
     );
     let definition = SystemDefinition::load(&system_file)?;
     let system = definition.build().await?;
-    let (mut summary, elapsed) = drive(&system, InputSource::Orders(n), false).await?;
+    let (mut summary, elapsed, ended) =
+        drive(&system, InputSource::Orders(n), false, usize::MAX).await?;
+    match ended {
+        Ended::Interrupted(signal) => std::process::exit(i32::from(signal.exit_code())),
+        Ended::OutputClosed => std::process::exit(0),
+        Ended::Completed | Ended::InputFailed(_) => {}
+    }
     system.shutdown().await?;
     summary.print(&mut std::io::stdout().lock(), elapsed)?;
     let (shipped, rejected, total) = orders::expected(n);
@@ -245,7 +293,8 @@ async fn drive(
     system: &AgentSystem,
     input: InputSource,
     print_outcomes: bool,
-) -> Result<(Summary, Duration), Box<dyn std::error::Error>> {
+    max_line_bytes: usize,
+) -> Result<(Summary, Duration, Ended), Box<dyn std::error::Error>> {
     let mut stream = system
         .outcome_stream()
         .ok_or("the system's outcome stream was already taken")?;
@@ -263,10 +312,12 @@ async fn drive(
         let system = system.clone();
         let submitted = submitted.clone();
         tokio::spawn(async move {
-            let total = submit_all(&system, input, &submitted).await;
+            let total = submit_all(&system, input, &submitted, max_line_bytes).await;
             let _ = total_tx.send(total);
         })
     };
+    let stop_signal = super::wait_for_stop_signal();
+    tokio::pin!(stop_signal);
     // A run that stops making progress says so (over NATS: no worker serving an agent).
     let mut last_outcome = tokio::time::Instant::now();
 
@@ -274,52 +325,100 @@ async fn drive(
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let mut total: Option<u64> = None;
-    loop {
+    let mut input_error = None;
+    let ended = loop {
         if total == Some(summary.inputs) {
-            break;
+            break match input_error.take() {
+                Some(error) => Ended::InputFailed(error),
+                None => Ended::Completed,
+            };
         }
         tokio::select! {
             outcome = stream.recv() => {
-                let Some(outcome) = outcome else { break };
+                let Some(outcome) = outcome else { break Ended::Completed };
                 last_outcome = tokio::time::Instant::now();
-                summary.add(&outcome);
                 done.fetch_add(1, Ordering::Relaxed);
-                if print_outcomes {
-                    serde_json::to_writer(&mut out, &outcome)?;
-                    out.write_all(b"\n")?;
-                    if flush_each {
-                        out.flush()?;
-                    }
+                if write_outcome(&mut summary, &mut out, &outcome, print_outcomes, flush_each).is_err() {
+                    break Ended::OutputClosed;
                 }
             }
             read = &mut total_rx, if total.is_none() => {
                 match read {
                     Ok(Ok(n)) => total = Some(n),
-                    Ok(Err(e)) => return Err(e.into()),
+                    Ok(Err(e)) => {
+                        // The inputs read so far still get their outcomes.
+                        total = Some(submitted.load(Ordering::Relaxed));
+                        input_error = Some(e);
+                    }
                     Err(_) => return Err("the input reader stopped unexpectedly".into()),
                 }
+            }
+            signal = &mut stop_signal => {
+                let signal = signal.map_err(|e| format!("cannot listen for Ctrl-C: {e}"))?;
+                // Whatever has finished is written before the process goes.
+                let mut closed = false;
+                while let Some(outcome) = stream.try_recv() {
+                    if write_outcome(&mut summary, &mut out, &outcome, print_outcomes, false).is_err() {
+                        closed = true;
+                        break;
+                    }
+                }
+                break if closed { Ended::OutputClosed } else { Ended::Interrupted(signal) };
             }
             _ = tokio::time::sleep_until(last_outcome + STALL_WARNING) => {
                 last_outcome = tokio::time::Instant::now();
                 let waiting = submitted.load(Ordering::Relaxed).saturating_sub(summary.inputs);
                 if waiting > 0 {
                     eprintln!(
-                        "bilayer run: no outcome in the last {} s, {waiting} inputs waiting \
-                         (over NATS: is a `bilayer worker` serving every agent?)",
-                        STALL_WARNING.as_secs()
+                        "bilayer run: no outcome in the last {} s, {waiting} inputs waiting ({})",
+                        STALL_WARNING.as_secs(),
+                        if system.agents().is_empty() {
+                            "the agents are served by workers: is a `bilayer worker` serving every agent?"
+                        } else {
+                            "an agent is still working on them; each hop ends by hop_timeout_ms"
+                        }
                     );
                 }
             }
         }
-    }
-    out.flush()?;
+    };
+    let closed = out.flush().is_err();
     drop(out);
-    producer.await?;
     if let Some(progress) = progress {
         progress.abort();
         eprint!("\r\x1b[2K");
     }
-    Ok((summary, started.elapsed()))
+    summary.submitted = submitted.load(Ordering::Relaxed);
+    if closed || matches!(ended, Ended::OutputClosed) {
+        producer.abort();
+        return Ok((summary, started.elapsed(), Ended::OutputClosed));
+    }
+    if matches!(ended, Ended::Interrupted(_)) {
+        producer.abort();
+    } else {
+        producer.await?;
+    }
+    Ok((summary, started.elapsed(), ended))
+}
+
+/// Counts an outcome and, when outcomes are printed, writes its line. An error means stdout
+/// is gone (a closed pipe): nobody reads the rest.
+fn write_outcome(
+    summary: &mut Summary,
+    out: &mut impl Write,
+    outcome: &Outcome,
+    print_outcomes: bool,
+    flush: bool,
+) -> std::io::Result<()> {
+    summary.add(outcome);
+    if print_outcomes {
+        serde_json::to_writer(&mut *out, outcome)?;
+        out.write_all(b"\n")?;
+        if flush {
+            out.flush()?;
+        }
+    }
+    Ok(())
 }
 
 /// Submits every input, returning how many there were (malformed lines included).
@@ -327,6 +426,7 @@ async fn submit_all(
     system: &AgentSystem,
     input: InputSource,
     submitted: &AtomicU64,
+    max_line_bytes: usize,
 ) -> Result<u64, String> {
     match input {
         InputSource::Orders(n) => {
@@ -337,51 +437,40 @@ async fn submit_all(
             Ok(n)
         }
         InputSource::Stdin => {
-            submit_lines(
-                system,
-                tokio::io::BufReader::new(tokio::io::stdin()),
-                submitted,
-            )
-            .await
+            let stdin = tokio::io::BufReader::new(tokio::io::stdin());
+            submit_lines(system, JsonLines::new(stdin, max_line_bytes), submitted).await
         }
         InputSource::File(path) => {
             let file = tokio::fs::File::open(&path)
                 .await
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            submit_lines(system, tokio::io::BufReader::new(file), submitted).await
+            let file = tokio::io::BufReader::new(file);
+            submit_lines(system, JsonLines::new(file, max_line_bytes), submitted)
+                .await
+                .map_err(|e| format!("{}: {e}", path.display()))
         }
     }
 }
 
 async fn submit_lines<R: tokio::io::AsyncBufRead + Unpin>(
     system: &AgentSystem,
-    reader: R,
+    mut lines: JsonLines<R>,
     submitted: &AtomicU64,
 ) -> Result<u64, String> {
-    let mut lines = reader.lines();
-    let mut number = 0;
     let mut inputs = 0;
-    while let Some(line) = lines
-        .next_line()
-        .await
-        .map_err(|e| format!("reading input: {e}"))?
-    {
-        number += 1;
-        if line.trim().is_empty() {
-            continue;
-        }
+    loop {
+        let line = match lines.next().await {
+            Ok(Some(line)) => line,
+            Ok(None) => return Ok(inputs),
+            Err(e) => return Err(format!("reading input after {inputs} inputs: {e}")),
+        };
         inputs += 1;
         submitted.fetch_add(1, Ordering::Relaxed);
-        match serde_json::from_str::<Value>(&line) {
-            Ok(value) => system.submit_numbered(number, value).await,
-            Err(e) => {
-                system
-                    .submit_refused(number, format!("line {number} is not valid JSON: {e}"))
-                    .await
-            }
+        match line {
+            JsonLine::Input { number, value } => system.submit_numbered(number, value).await,
+            JsonLine::Refused { number, reason } => system.submit_refused(number, reason).await,
         }
     }
-    Ok(inputs)
 }
 
 fn spawn_progress(done: Arc<AtomicU64>, started: Instant) -> tokio::task::JoinHandle<()> {

@@ -54,7 +54,7 @@ pub async fn run(
         std::process::id(),
         if watch { ", watching for changes" } else { "" }
     );
-    wait_for_stop_signal().await?;
+    super::wait_for_stop_signal().await?;
     eprintln!("bilayer worker: stopping (finishing the messages taken)");
     if let Some(reloader) = reloader {
         reloader.stop().await;
@@ -76,20 +76,4 @@ pub async fn run(
         served.join(", ")
     );
     Ok(ExitCode::SUCCESS)
-}
-
-async fn wait_for_stop_signal() -> std::io::Result<()> {
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            interrupted = tokio::signal::ctrl_c() => interrupted,
-            _ = terminate.recv() => Ok(()),
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c().await
-    }
 }

@@ -128,6 +128,11 @@ fn accept(
             });
         }
     };
+    // The branch's breadth is what its forks multiply to; no wire field needed.
+    let breadth = wire
+        .path
+        .iter()
+        .fold(1u32, |breadth, &(_, width)| breadth.saturating_mul(width));
     let ticket = Ticket::remote(
         wire.input,
         wire.trace,
@@ -141,6 +146,7 @@ fn accept(
     let envelope = Envelope {
         payload: wire.payload,
         hops: wire.hops.into_iter().map(Arc::from).collect(),
+        breadth,
         ticket,
     };
     let attempts = link.config.max_deliver;
@@ -200,23 +206,35 @@ pub(crate) fn forward(
             output,
             &mut publications,
         ),
-        Next::Many(targets) => {
-            let width = targets.len() as u32;
-            for (index, target) in targets.iter().enumerate() {
-                let mut path = hop.path.clone();
-                path.push((index as u32, width));
-                route(
-                    core,
-                    link,
-                    &envelope,
-                    hops.clone(),
-                    target,
-                    path,
-                    output.clone(),
-                    &mut publications,
-                );
+        Next::Many(targets) => match core.widen(envelope.breadth, targets.len()) {
+            Err(reason) => dead_branch(
+                core,
+                link,
+                &envelope,
+                hop.path.clone(),
+                hops,
+                reason,
+                output,
+                &mut publications,
+            ),
+            Ok(_) => {
+                let width = targets.len() as u32;
+                for (index, target) in targets.iter().enumerate() {
+                    let mut path = hop.path.clone();
+                    path.push((index as u32, width));
+                    route(
+                        core,
+                        link,
+                        &envelope,
+                        hops.clone(),
+                        target,
+                        path,
+                        output.clone(),
+                        &mut publications,
+                    );
+                }
             }
-        }
+        },
     }
     finish(link, hop, publications);
 }

@@ -8,10 +8,18 @@
 //! nothing happened. The old instance is then stopped and unloaded, and kept (with its factory,
 //! metadata and state store) as the known-good version until the new one has served through
 //! the failure window of its [`RollbackPolicy`] without more than `max_failures` faults.
+//!
+//! Which version is known-good: the rollback goes to the newest version that served. A version
+//! replaced while still on probation becomes the known-good one if it answered at least one
+//! message and had no fault; otherwise (it failed, or served nothing to judge it by) the
+//! known-good version before it stays. Saves a second apart under load each prove themselves
+//! this way, so a bad save after good ones goes back to the last good one, not to the version
+//! the run started with. The messages the bad version failed are run again there (replay.rs).
 
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bilayer_plugins::hot_reload::{
     ReloadEvent, ReloadEventSink, Replacement, RollbackPolicy, StateHandover, SwapReport,
@@ -22,22 +30,40 @@ use bilayer_plugins::{
 };
 use serde_json::{Map, Value};
 
+use super::replay::Held;
 use super::{guarded, panic_message, LifecycleStep, PluginActorState, PluginFactory};
+use crate::registry::PluginStats;
 use crate::supervisor::SupervisorMsg;
 
 /// A new version on trial, and what to go back to.
 pub(super) struct Probation {
-    since: Instant,
-    policy: RollbackPolicy,
+    pub(super) since: Instant,
+    pub(super) policy: RollbackPolicy,
     failures: u32,
+    /// The plugin's successful answers before the swap: more at the next swap, and no fault,
+    /// and this version served (see the module docs).
+    answered_before: u64,
     known_good: Generation,
     events: Option<ReloadEventSink>,
+    /// The messages this version failed, waiting for its verdict (replay.rs).
+    pub(super) held: VecDeque<Held>,
 }
 
 impl Probation {
-    fn is_over(&self) -> bool {
+    pub(super) fn is_over(&self) -> bool {
         self.since.elapsed() > self.policy.window
     }
+
+    /// Whether this version served without a fault: it answered messages and failed none.
+    fn served_without_fault(&self, stats: &PluginStats) -> bool {
+        self.failures == 0 && answered_ok(stats) > self.answered_before
+    }
+}
+
+/// How many calls and hops the plugin has answered successfully, all versions together.
+fn answered_ok(stats: &PluginStats) -> u64 {
+    let stats = stats.snapshot();
+    stats.calls.wrapping_sub(stats.errors)
 }
 
 /// A version the actor can go back to.
@@ -70,7 +96,7 @@ impl PluginActorState {
         let store = if preserve_state {
             old_store.clone()
         } else {
-            PluginStateStore::new()
+            old_store.fresh()
         };
         let mut handover = if preserve_state {
             StateHandover::Preserved
@@ -95,7 +121,12 @@ impl PluginActorState {
                      version {previous_version} keeps serving with its state unchanged"
                 ))
             })?;
-            store.replace(migrated);
+            store.replace(migrated).map_err(|e| {
+                PluginError::execution(format!(
+                    "the state migration of version {version} of plugin `{id}` produced a \
+                     state over its limit ({e}); version {previous_version} keeps serving"
+                ))
+            })?;
             restore = Some(old);
             handover = StateHandover::Migrated;
         }
@@ -104,7 +135,7 @@ impl PluginActorState {
         let goal = self.target;
         if let Err(error) = bring_up(&id, plugin.as_mut(), &ctx, goal).await {
             if let Some(old) = restore {
-                store.replace(old);
+                store.restore(old);
             }
             tracing::warn!(plugin = %id, %version, %error, "new version failed to start; the old one keeps serving");
             return Err(error);
@@ -120,9 +151,13 @@ impl PluginActorState {
         self.version = Arc::from(version.as_str());
         self.set_lifecycle(goal);
 
+        // Whatever the replaced version still held is answered with its failures here: it is
+        // not rolled back, so nothing would run those messages again.
         let known_good = match self.probation.take() {
             // The version just replaced never proved itself: keep the one before it.
-            Some(probation) if !probation.is_over() => {
+            Some(probation)
+                if !probation.is_over() && !probation.served_without_fault(&self.shared.stats) =>
+            {
                 let mut known_good = probation.known_good;
                 if known_good.restore.is_none() && known_good.store.same_store(&old_store) {
                     known_good.restore = restore;
@@ -141,9 +176,21 @@ impl PluginActorState {
             since: Instant::now(),
             policy,
             failures: 0,
+            answered_before: answered_ok(&self.shared.stats),
             known_good,
             events,
+            held: VecDeque::new(),
         });
+        if let Some(probation) = &self.probation {
+            // Ends the probation when its window has passed, so that the hot path stops
+            // keeping copies of messages for a replay.
+            let _armed = self.review_after(
+                probation
+                    .policy
+                    .window
+                    .saturating_add(Duration::from_millis(1)),
+            );
+        }
         let _ = self.supervisor.send_message(SupervisorMsg::VersionChanged {
             id: id.to_string(),
             from: previous_version.clone(),
@@ -161,7 +208,11 @@ impl PluginActorState {
 
     /// Counts a fault (panic, trap, limit, runtime error, timeout) of a version on probation,
     /// and rolls it back once it has more than its policy allows. True when it was rolled back.
-    pub(super) async fn on_fault(&mut self, error: &PluginError) -> bool {
+    ///
+    /// `failed` is the message that failed, when it can be run again (it came in during the
+    /// probation): it is held for the verdict, or run again on the version rolled back to.
+    /// Otherwise (no probation, or its window has passed) it drops, answered with its failure.
+    pub(super) async fn on_fault(&mut self, failed: Option<Held>, error: &PluginError) -> bool {
         let Some(probation) = self.probation.as_mut() else {
             return false;
         };
@@ -182,7 +233,14 @@ impl PluginActorState {
             });
         }
         if failures <= allowed {
+            if let Some(failed) = failed {
+                self.hold(failed);
+            }
             return false;
+        }
+        if let Some(failed) = failed {
+            // Run again right after the rollback, with those held before it.
+            probation.held.push_back(failed);
         }
         let reason = format!(
             "version {} failed {failures} times within {window:?} of its swap (at most {allowed} \
@@ -199,11 +257,14 @@ impl PluginActorState {
             .is_some_and(|probation| !probation.is_over())
     }
 
-    /// Puts the known-good version back in service. True when it serves again.
+    /// Puts the known-good version back in service and runs the messages the failing version
+    /// failed again on it. True when it serves again (if it does not, the held messages are
+    /// answered with their failures).
     pub(super) async fn roll_back(&mut self, reason: String) -> bool {
-        let Some(probation) = self.probation.take() else {
+        let Some(mut probation) = self.probation.take() else {
             return false;
         };
+        let held = std::mem::take(&mut probation.held);
         let id = self.shared.id.clone();
         let from = self.version.to_string();
         let Generation {
@@ -215,7 +276,7 @@ impl PluginActorState {
         } = probation.known_good;
         tear_down(&id, self.plugin.as_mut(), self.lifecycle).await;
         if let Some(state) = restore {
-            store.replace(state);
+            store.restore(state);
         }
         self.plugin = match &factory {
             Some(factory) => factory(),
@@ -249,9 +310,11 @@ impl PluginActorState {
                     attempt: probation.failures,
                 });
             }
+            // `held` drops here: each message is answered with the failure it had.
             return false;
         }
-        tracing::warn!(plugin = %id, %from, %to, %reason, "rolled back");
+        let replayed = u32::try_from(held.len()).unwrap_or(u32::MAX);
+        tracing::warn!(plugin = %id, %from, %to, %reason, replayed, "rolled back");
         let _ = self.supervisor.send_message(SupervisorMsg::VersionChanged {
             id: id.to_string(),
             from: from.clone(),
@@ -264,8 +327,10 @@ impl PluginActorState {
                 from_version: from,
                 to_version: to,
                 reason,
+                replayed,
             });
         }
+        self.replay(held).await;
         true
     }
 }

@@ -62,6 +62,8 @@ pub(crate) struct SystemCore {
     pub nats: Option<Arc<NatsLink>>,
     pub routing: RoutingSlot,
     pub max_hops: usize,
+    /// How many branches one input may end in (`AgentSystemBuilder::max_branches`).
+    pub max_branches: u32,
     /// Whether an agent's input is copied before each hop so that, if the agent fails, the
     /// dead letter carries the message as it was (otherwise it carries `null`).
     pub keep_failed_payloads: bool,
@@ -130,6 +132,22 @@ impl SystemCore {
             format!(
                 "hop limit of {} exceeded on the way to `{target}` (a routing loop?)",
                 self.max_hops
+            )
+        })
+    }
+
+    /// The breadth of the branches a fan-out into `width` targets makes from a branch of
+    /// `breadth`, or the dead-letter reason when that would pass `max_branches`.
+    pub(crate) fn widen(&self, breadth: u32, width: usize) -> Result<u32, String> {
+        let wider = u32::try_from(width)
+            .ok()
+            .and_then(|width| breadth.checked_mul(width))
+            .filter(|&wider| wider <= self.max_branches);
+        wider.ok_or_else(|| {
+            format!(
+                "fan-out to {width} agents would let this input end in more than {} branches \
+                 (max_branches; raise it, or fan out less)",
+                self.max_branches
             )
         })
     }
@@ -227,11 +245,22 @@ impl SystemCore {
                 self.send_or_dead_letter(envelope, route);
             }
             Next::Many(targets) => {
+                let breadth = match self.widen(envelope.breadth, targets.len()) {
+                    Ok(breadth) => breadth,
+                    Err(reason) => {
+                        let envelope = Envelope {
+                            payload: output,
+                            ..envelope
+                        };
+                        return self.dead_letter(envelope, reason);
+                    }
+                };
                 envelope.ticket.add_branches(targets.len() - 1);
                 for target in &targets {
                     let copy = Envelope {
                         payload: output.clone(),
                         hops: envelope.hops.clone(),
+                        breadth,
                         ticket: envelope.ticket.clone(),
                     };
                     self.deliver(copy, target);

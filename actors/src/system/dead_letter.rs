@@ -43,7 +43,10 @@ impl DeadLetterQueue {
 
     pub fn push(&self, letter: DeadLetter) {
         self.total.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(
+        // Debug, not warn: a dead letter is an outcome its caller already receives (the `run`
+        // command prints it as a line), and a flood of failures must not flood the log too.
+        // `RUST_LOG=bilayer_actors=debug` shows each one; the count is a metric.
+        tracing::debug!(
             input = letter.input,
             trace_id = %letter.trace_id,
             agent = letter.agent.as_deref().unwrap_or("-"),

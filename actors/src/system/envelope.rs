@@ -137,6 +137,10 @@ impl Ticket {
 pub struct Envelope {
     pub(crate) payload: serde_json::Value,
     pub(crate) hops: Vec<Arc<str>>,
+    /// The product of the fan-out widths on this branch's way (1 before any fan-out): how
+    /// many branches the input could end in, were every fork as wide as this branch's. Bounded
+    /// by `max_branches` (`SystemCore::widen`).
+    pub(crate) breadth: u32,
     pub(crate) ticket: Arc<Ticket>,
 }
 

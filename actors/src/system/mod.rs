@@ -87,6 +87,10 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 16_384;
 /// Default bound on agents visited by one message (a routing loop ends here).
 pub const DEFAULT_MAX_HOPS: usize = 32;
 
+/// How many branches one input may end in by default (see
+/// [`AgentSystemBuilder::max_branches`]).
+pub const DEFAULT_MAX_BRANCHES: u32 = 1024;
+
 /// Builds an [`AgentSystem`].
 pub struct AgentSystemBuilder {
     name: String,
@@ -95,6 +99,7 @@ pub struct AgentSystemBuilder {
     entry: Option<String>,
     routing: Option<Arc<dyn RoutingPolicy>>,
     max_hops: usize,
+    max_branches: u32,
     max_in_flight: usize,
     strategy: SupervisionStrategy,
     intensity: RestartIntensity,
@@ -156,6 +161,18 @@ impl AgentSystemBuilder {
 
     pub fn max_hops(mut self, max_hops: usize) -> Self {
         self.max_hops = max_hops.max(1);
+        self
+    }
+
+    /// How many branches one input may end in (default [`DEFAULT_MAX_BRANCHES`]). The hop
+    /// limit bounds how deep an input travels; this bounds how wide: an agent that fans out
+    /// to two copies of itself would otherwise double its branches every hop until memory
+    /// runs out. Checked at each fan-out against the product of the fan-out widths on the
+    /// branch's way (a bound on the branches the input can end in that every process of a
+    /// distributed system computes alike): a fan-out that would pass it is not made, and its
+    /// message is dead-lettered with a reason naming the limit.
+    pub fn max_branches(mut self, max_branches: u32) -> Self {
+        self.max_branches = max_branches.max(1);
         self
     }
 
@@ -308,6 +325,7 @@ impl AgentSystemBuilder {
             nats: nats.clone(),
             routing: RoutingSlot::new(self.routing),
             max_hops: self.max_hops,
+            max_branches: self.max_branches,
             keep_failed_payloads: self.dead_letter_payloads,
             dead_letters: DeadLetterQueue::new(self.dead_letter_capacity),
             totals: Totals::default(),
@@ -412,6 +430,12 @@ impl OutcomeStream {
     pub async fn recv(&mut self) -> Option<Outcome> {
         self.rx.recv().await.map(|(outcome, _permit)| outcome)
     }
+
+    /// The next outcome if one is already waiting, without waiting for one (e.g. to write
+    /// every finished outcome out before an interrupted process exits).
+    pub fn try_recv(&mut self) -> Option<Outcome> {
+        self.rx.try_recv().ok().map(|(outcome, _permit)| outcome)
+    }
 }
 
 impl AgentSystem {
@@ -423,6 +447,7 @@ impl AgentSystem {
             entry: None,
             routing: None,
             max_hops: DEFAULT_MAX_HOPS,
+            max_branches: DEFAULT_MAX_BRANCHES,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             strategy: SupervisionStrategy::default(),
             intensity: RestartIntensity::default(),
@@ -585,6 +610,7 @@ impl AgentSystem {
         let envelope = Envelope {
             payload: input,
             hops: Vec::with_capacity(4),
+            breadth: 1,
             ticket,
         };
         self.inner.core.deliver(envelope, &self.inner.entry);

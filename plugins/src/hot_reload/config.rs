@@ -65,6 +65,7 @@ pub struct HotReloadConfig {
     auto_rollback: bool,
     max_attempts: u32,
     failure_window: Duration,
+    replay_hold: Duration,
     on_delete: DeleteAction,
     add_new_files: bool,
     recursive: bool,
@@ -84,6 +85,7 @@ impl std::fmt::Debug for HotReloadConfig {
             .field("auto_rollback", &self.auto_rollback)
             .field("max_attempts", &self.max_attempts)
             .field("failure_window", &self.failure_window)
+            .field("replay_hold", &self.replay_hold)
             .field("on_delete", &self.on_delete)
             .field("add_new_files", &self.add_new_files)
             .field("recursive", &self.recursive)
@@ -95,7 +97,7 @@ impl std::fmt::Debug for HotReloadConfig {
 
 impl Default for HotReloadConfig {
     /// Debounced by 250 ms; state preserved; auto rollback after more than 3 failures within
-    /// 30 s of a swap; a deleted file removes its plugin; a new file adds one; `.rhai`, `.wasm`
+    /// 30 s of a swap, the failed messages held up to 1 s for it; a deleted file removes its plugin; a new file adds one; `.rhai`, `.wasm`
     /// and `.wat` files in the directory itself (not below it).
     fn default() -> Self {
         Self {
@@ -104,6 +106,7 @@ impl Default for HotReloadConfig {
             auto_rollback: true,
             max_attempts: 3,
             failure_window: Duration::from_secs(30),
+            replay_hold: Duration::from_secs(1),
             on_delete: DeleteAction::default(),
             add_new_files: true,
             recursive: false,
@@ -154,6 +157,17 @@ impl HotReloadConfig {
     /// new version is the known-good one.
     pub fn with_failure_window(mut self, window: Duration) -> Self {
         self.failure_window = window;
+        self
+    }
+
+    /// How long a message that a new version failed during its failure window waits for the
+    /// rollback that would run it again on the rolled-back version (default 1 s). Under load a
+    /// version that fails every message reaches `max_attempts` within milliseconds, so all the
+    /// messages it failed are run again and the bad save costs none; a failure that no
+    /// rollback follows is answered with its error once this has passed (or the window ends,
+    /// or another version is swapped in). `Duration::ZERO` answers failures at once.
+    pub fn with_replay_hold(mut self, hold: Duration) -> Self {
+        self.replay_hold = hold;
         self
     }
 
@@ -259,6 +273,10 @@ impl HotReloadConfig {
         self.failure_window
     }
 
+    pub fn replay_hold(&self) -> Duration {
+        self.replay_hold
+    }
+
     pub fn on_delete(&self) -> DeleteAction {
         self.on_delete
     }
@@ -322,6 +340,7 @@ impl HotReloadConfig {
         self.auto_rollback.then_some(super::RollbackPolicy {
             max_failures: self.max_attempts,
             window: self.failure_window,
+            replay_hold: self.replay_hold,
         })
     }
 }

@@ -23,7 +23,8 @@ const EVENT_CAPACITY: usize = 1024;
 /// exactly one of `ReloadCompleted`, `PluginAdded`, `Validated` or `ReloadFailed`. A deleted
 /// file gives `FileChanged` then `PluginRemoved` (unless [`DeleteAction::Keep`]). After a swap,
 /// a version that fails while live reports each failure as `ReloadFailed` (with the failure's
-/// number as `attempt`), and `RolledBack` once the previous version serves again.
+/// number as `attempt`), and `RolledBack` once the newest version that served without a fault
+/// serves again.
 ///
 /// [`DeleteAction::Keep`]: super::DeleteAction::Keep
 #[derive(Debug, Clone, PartialEq)]
@@ -53,13 +54,19 @@ pub enum ReloadEvent {
         error: PluginError,
         attempt: u32,
     },
-    /// The version that failed too often after its swap was replaced by the last known-good
-    /// version, `to_version`, which serves again.
+    /// The version that failed too often after its swap, `from_version`, was replaced by
+    /// `to_version`, which serves again: the newest version that served through its failure
+    /// window, or that answered messages without a single fault before the next save replaced
+    /// it (the version the plugin started with if none did). The `replayed` messages that
+    /// `from_version` failed during its window are run again on `to_version`, each answered by
+    /// that run (a message that fails there too is answered with, or dead-lettered for, its
+    /// new error).
     RolledBack {
         plugin_id: String,
         from_version: String,
         to_version: String,
         reason: String,
+        replayed: u32,
     },
     /// A new file became a new plugin, loaded and started.
     PluginAdded {
@@ -249,8 +256,9 @@ fn record(event: &ReloadEvent) {
             from_version,
             to_version,
             reason,
+            replayed,
         } => {
-            tracing::warn!(plugin = %plugin_id, %from_version, %to_version, %reason, "hot reload: rolled back");
+            tracing::warn!(plugin = %plugin_id, %from_version, %to_version, %reason, replayed, "hot reload: rolled back");
             let labels = [("plugin", plugin_id.clone())];
             metrics::counter!("bilayer_rollbacks_total", &labels).increment(1);
         }

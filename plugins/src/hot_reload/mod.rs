@@ -13,8 +13,9 @@
 //!        state store: kept (after `fn migrate(old_state)`), or fresh if preserve_state is off
 //!        failed: ReloadFailed, the old version keeps serving
 //!   ─► ReloadCompleted: every later message is served by the new version
-//!   ─► probation (failure window): more than max_attempts faults ─► RolledBack to the last
-//!        known-good version, which serves the messages after the failing one
+//!   ─► probation (failure window): more than max_attempts faults ─► RolledBack to the newest
+//!        version that served without a fault, which runs again the messages the failing
+//!        version failed (held meanwhile), then serves the messages after them
 //! ```
 //!
 //! The plugin kernel knows nothing about actors: hot reload talks to the host through
@@ -56,6 +57,21 @@
 //! is published as `ReloadFailed` with its number as `attempt`. Once the window has passed, the
 //! new version is the known-good one. A version that fails to compile, validate, migrate or
 //! start never replaces the one serving, so there is nothing to roll back.
+//!
+//! The rollback goes to the newest version that served: one whose window passed, or one that
+//! the next save replaced during its window after it had answered messages without a single
+//! fault (a version replaced after a fault, or before it answered anything, leaves the
+//! known-good version before it in place). Good saves a second apart under load therefore each
+//! become the rollback target in turn, and a bad save after them goes back to the last good
+//! one. `RolledBack { to_version, .. }` names it.
+//!
+//! The messages the new version failed during its window are not answered at once: they are
+//! held (at most `max_attempts`, each for at most [`HotReloadConfig::with_replay_hold`], 1 s by
+//! default) and, if the version is rolled back, run again on the version rolled back to, with
+//! the one that triggered the rollback (`RolledBack { replayed, .. }` counts them). So a bad
+//! save under load costs no message: each is answered by its re-run, and one that fails there
+//! too is answered with (or dead-lettered for) that error. A held message whose hold runs out,
+//! or whose version is not rolled back, is answered with its failure as before.
 //!
 //! ## Example
 //!

@@ -22,13 +22,19 @@ pub type StateMigration = Arc<
 
 /// When a version that went live is rolled back: more than `max_failures` plugin faults
 /// (panics, traps, limit and runtime errors: [`PluginError::is_plugin_fault`]) within `window`
-/// after its swap.
+/// after its swap. It goes back to the newest version that served without a fault (see the
+/// [module docs](super#rollback)), and the messages it failed are run again there.
 ///
 /// [`PluginError::is_plugin_fault`]: crate::PluginError::is_plugin_fault
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RollbackPolicy {
     pub max_failures: u32,
     pub window: Duration,
+    /// How long a message the new version failed waits (at most `max_failures` of them) for
+    /// the rollback that would run it again on the rolled-back version, before it is answered
+    /// with its failure. Zero answers failures at once (only the message that triggers the
+    /// rollback is run again).
+    pub replay_hold: Duration,
 }
 
 /// A new version of a plugin, validated and ready to be swapped in.

@@ -7,7 +7,8 @@
 //! (`inline_bounded`). Every limit is installed into the plugin's `Engine` when the
 //! script is compiled (a limit that is configured but never installed protects nothing), and
 //! the name of each builder method is the `limit` that [`PluginError::LimitExceeded`] reports
-//! when a script hits it.
+//! when a script hits it. The error's advice names that builder (`raise
+//! RhaiConfig::max_operations`) unless `limit_settings` maps the limit to a front end's own key.
 //!
 //! [`PluginError::LimitExceeded`]: crate::PluginError::LimitExceeded
 
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::profanity::ProfanityFilter;
+use crate::LimitSettings;
 
 /// Native stack the threads that run scripts get in the `bilayer` binary (its tokio workers,
 /// its blocking threads and the thread that drives them), and what a host should give its own
@@ -132,6 +134,9 @@ pub struct RhaiConfig {
     /// under every limit above, so with the defaults it can hold a worker for at most
     /// `timeout`; turn this off when that is too long for the other tasks of the runtime.
     pub inline_bounded: bool,
+    /// How limit errors name the setting to raise: `RhaiConfig::max_operations` by default; a
+    /// front end reading limits from a file maps them to its keys ([`LimitSettings::keys`]).
+    pub limit_settings: LimitSettings,
 }
 
 impl Default for RhaiConfig {
@@ -149,6 +154,7 @@ impl Default for RhaiConfig {
             import_dir: None,
             profanity: Arc::new(ProfanityFilter::default()),
             inline_bounded: true,
+            limit_settings: LimitSettings::rust(),
         }
     }
 }
@@ -271,6 +277,12 @@ impl RhaiConfig {
     /// like every other call, through [`run_blocking`](crate::run_blocking) (`false`).
     pub fn inline_bounded(mut self, inline: bool) -> Self {
         self.inline_bounded = inline;
+        self
+    }
+
+    /// How limit errors name the setting to raise (see [`LimitSettings`]).
+    pub fn limit_settings(mut self, settings: LimitSettings) -> Self {
+        self.limit_settings = settings;
         self
     }
 

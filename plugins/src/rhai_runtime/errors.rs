@@ -2,7 +2,9 @@
 //!
 //! - A syntax error becomes `PluginError::Compile` with `file:line:column`.
 //! - A limit becomes `PluginError::LimitExceeded` whose `limit` is the name of the
-//!   [`RhaiConfig`](super::RhaiConfig) setting to raise (`max_operations`, `timeout`, ...).
+//!   [`RhaiConfig`](super::RhaiConfig) setting to raise (`max_operations`, `timeout`, ...); its
+//!   advice names that setting as the script's [`LimitSettings`] say (the Rust builder, or a
+//!   system definition's key).
 //! - Any other failure becomes `PluginError::Runtime` with `file:line:column in fn NAME`, where
 //!   NAME is the innermost script function (closures read `closure`) and the chain of calls
 //!   that led there.
@@ -12,7 +14,7 @@
 use rhai::{EvalAltResult, ParseError, Position};
 
 use super::execution_guard::{HOST_TIMEOUT, MAX_OPERATIONS, NATIVE_STACK, TIMEOUT};
-use crate::PluginError;
+use crate::{LimitSettings, PluginError};
 
 /// What the host was running when the error happened, for errors raised outside any
 /// function (top-level statements) and for naming the outermost call.
@@ -34,8 +36,14 @@ pub(crate) fn compile_error(script: &str, err: &ParseError) -> PluginError {
     }
 }
 
-/// Maps an evaluation error raised while running `site` of `script`.
-pub(crate) fn eval_error(script: &str, site: CallSite<'_>, err: EvalAltResult) -> PluginError {
+/// Maps an evaluation error raised while running `site` of `script`; a limit's advice names
+/// its setting as `settings` say.
+pub(crate) fn eval_error(
+    script: &str,
+    site: CallSite<'_>,
+    err: EvalAltResult,
+    settings: &LimitSettings,
+) -> PluginError {
     let mut calls: Vec<String> = match site {
         CallSite::TopLevel => Vec::new(),
         CallSite::Function(name) => vec![function_label(name)],
@@ -81,13 +89,16 @@ pub(crate) fn eval_error(script: &str, site: CallSite<'_>, err: EvalAltResult) -
             at.push_str(&format!(" (called from {})", callers.join(" <- ")));
         }
     }
-    classify(err, at)
+    classify(err, at, settings)
 }
 
-fn classify(err: EvalAltResult, at: String) -> PluginError {
+fn classify(err: EvalAltResult, at: String, settings: &LimitSettings) -> PluginError {
     let limit = |limit: &str, what: String| PluginError::LimitExceeded {
         limit: limit.to_string(),
-        detail: format!("{what} at {at}; raise RhaiConfig::{limit} or make the script do less"),
+        detail: format!(
+            "{what} at {at}; {}",
+            settings.advice("RhaiConfig", limit, "make the script do less")
+        ),
     };
     match err {
         EvalAltResult::ErrorTooManyOperations(_) => {
@@ -116,15 +127,20 @@ fn classify(err: EvalAltResult, at: String) -> PluginError {
             let token = token.to_string();
             match token.as_str() {
                 TIMEOUT => limit(TIMEOUT, "the script ran past its wall-clock timeout".into()),
-                HOST_TIMEOUT => PluginError::LimitExceeded {
-                    limit: TIMEOUT.to_string(),
-                    detail: format!(
-                        "the script ran past its host's call timeout (an agent system's \
-                         hop_timeout_ms, a manager's execute timeout), which is shorter than its \
-                         own RhaiConfig::timeout, at {at}; raise the host's timeout or make the \
-                         script do less"
-                    ),
-                },
+                HOST_TIMEOUT => {
+                    let own = settings
+                        .setting("RhaiConfig", TIMEOUT)
+                        .unwrap_or_else(|| "its own timeout".to_string());
+                    PluginError::LimitExceeded {
+                        limit: TIMEOUT.to_string(),
+                        detail: format!(
+                            "the script ran past its host's call timeout (an agent system's \
+                             hop_timeout_ms, a manager's execute timeout), which is shorter \
+                             than {own}, at {at}; raise the host's timeout or make the script \
+                             do less"
+                        ),
+                    }
+                }
                 MAX_OPERATIONS => limit(MAX_OPERATIONS, "too many operations".into()),
                 NATIVE_STACK => limit(
                     NATIVE_STACK,

@@ -21,13 +21,22 @@ use rhai::module_resolvers::FileModuleResolver;
 use rhai::{Engine, EvalAltResult, Module, ModuleResolver, Position};
 
 use super::errors::ScriptResult;
-use crate::{PluginError, PluginResult};
+use crate::{LimitSettings, PluginError, PluginResult};
 
-/// Installs the module resolver the configuration allows.
-pub(crate) fn install(engine: &mut Engine, import_dir: Option<&Path>) -> PluginResult<()> {
+/// Installs the module resolver the configuration allows; a refused import names the setting
+/// that allows imports as `settings` say (or none, when the front end has no such setting).
+pub(crate) fn install(
+    engine: &mut Engine,
+    import_dir: Option<&Path>,
+    settings: &LimitSettings,
+) -> PluginResult<()> {
     match import_dir {
         None => {
-            engine.set_module_resolver(ImportsDisabled);
+            let message = match settings.setting("RhaiConfig", "allow_imports_from") {
+                Some(setting) => format!("imports are disabled; allow a directory with {setting}"),
+                None => "imports are disabled for this script".to_string(),
+            };
+            engine.set_module_resolver(ImportsDisabled { message });
         }
         Some(dir) => {
             engine.set_module_resolver(DirectoryModuleResolver::new(dir)?);
@@ -37,7 +46,9 @@ pub(crate) fn install(engine: &mut Engine, import_dir: Option<&Path>) -> PluginR
 }
 
 /// Refuses every import, saying how to allow them.
-struct ImportsDisabled;
+struct ImportsDisabled {
+    message: String,
+}
 
 impl ModuleResolver for ImportsDisabled {
     fn resolve(
@@ -47,11 +58,7 @@ impl ModuleResolver for ImportsDisabled {
         path: &str,
         pos: Position,
     ) -> ScriptResult<Arc<Module>> {
-        Err(refused(
-            path,
-            "imports are disabled; allow a directory with RhaiConfig::allow_imports_from",
-            pos,
-        ))
+        Err(refused(path, &self.message, pos))
     }
 }
 

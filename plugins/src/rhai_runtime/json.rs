@@ -23,7 +23,7 @@ use rhai::Dynamic;
 use serde_json::Value;
 
 use super::RhaiConfig;
-use crate::{PluginError, PluginResult};
+use crate::{LimitSettings, PluginError, PluginResult};
 
 /// Parses JSON text straight into a Rhai value.
 pub(crate) fn dynamic_from_json_text(text: &str) -> serde_json::Result<Dynamic> {
@@ -134,7 +134,7 @@ pub(crate) fn value_from_dynamic_within(
     what: impl FnOnce() -> String,
 ) -> PluginResult<Value> {
     json_within(value, config).map_err(|refused| match refused {
-        Refused::Limit(breach) => breach.into_error(&what()),
+        Refused::Limit(breach) => breach.into_error(&what(), &config.limit_settings),
         Refused::Error(error) => error,
     })
 }
@@ -256,12 +256,15 @@ pub(crate) struct LimitBreach {
 }
 
 impl LimitBreach {
-    pub(crate) fn into_error(self, what: &str) -> PluginError {
+    /// The error for `what` breaking the limit, its advice naming the setting as `settings`
+    /// say.
+    pub(crate) fn into_error(self, what: &str, settings: &LimitSettings) -> PluginError {
         PluginError::LimitExceeded {
             limit: self.limit.to_string(),
             detail: format!(
-                "{what}: {}; raise RhaiConfig::{} or use less data",
-                self.detail, self.limit
+                "{what}: {}; {}",
+                self.detail,
+                settings.advice("RhaiConfig", self.limit, "use less data")
             ),
         }
     }
@@ -458,7 +461,11 @@ mod tests {
         };
         let in_two_walks = |config: &RhaiConfig| {
             check_boundary_value(&value, config)
-                .map_err(|breach| breach.into_error("the result").to_string())
+                .map_err(|breach| {
+                    breach
+                        .into_error("the result", &config.limit_settings)
+                        .to_string()
+                })
                 .and_then(|()| value_from_dynamic(&value).map_err(|e| e.to_string()))
         };
         let configs = [

@@ -51,7 +51,11 @@ pub(crate) fn build_engine(config: &RhaiConfig, link: &Arc<HostLink>) -> PluginR
     // `RhaiConfig::native_stack_needed`). The parser's own capture of closure variables does
     // not go through the symbol, so closures keep working.
     engine.disable_symbol("curry");
-    imports::install(&mut engine, config.import_dir.as_deref())?;
+    imports::install(
+        &mut engine,
+        config.import_dir.as_deref(),
+        &config.limit_settings,
+    )?;
     route_output_to_tracing(&mut engine, link);
 
     script_state::register(&mut engine, config);

@@ -167,7 +167,7 @@ impl CompiledScript {
             let _limits = ExecutionGuard::enter(config.timeout, config.max_operations);
             engine
                 .eval_ast_with_scope::<Dynamic>(&mut scope, &ast)
-                .map_err(|e| eval_error(name, CallSite::TopLevel, *e))?
+                .map_err(|e| eval_error(name, CallSite::TopLevel, *e, &config.limit_settings))?
         };
         let globals: HashMap<String, Dynamic> = scope
             .iter()
@@ -374,7 +374,14 @@ impl CompiledScript {
         let result = self
             .engine
             .call_fn_with_options::<Dynamic>(options, &mut scope, &self.ast, function, args)
-            .map_err(|e| eval_error(&self.name, CallSite::Function(function), *e));
+            .map_err(|e| {
+                eval_error(
+                    &self.name,
+                    CallSite::Function(function),
+                    *e,
+                    &self.config.limit_settings,
+                )
+            });
         scope.clear();
         CALL_SCOPE.set(Some(scope));
         result
@@ -397,7 +404,7 @@ impl CompiledScript {
                 EvalAltResult::Exit(value, _) => Ok(value),
                 _ => Err(err),
             })
-            .map_err(|e| eval_error(&self.name, site, *e))
+            .map_err(|e| eval_error(&self.name, site, *e, &self.config.limit_settings))
     }
 
     /// Reads `{"function": NAME, "args": [...] | {...}}`.
@@ -501,12 +508,15 @@ impl CompiledScript {
     }
 
     fn input_refused(&self, breach: LimitBreach) -> PluginError {
-        breach.into_error(&format!("the input of {}", self.name))
+        breach.into_error(
+            &format!("the input of {}", self.name),
+            &self.config.limit_settings,
+        )
     }
 
     fn check_output(&self, output: &Dynamic) -> PluginResult<()> {
         check_boundary_value(output, &self.config)
-            .map_err(|breach| breach.into_error(&self.output_name()))
+            .map_err(|breach| breach.into_error(&self.output_name(), &self.config.limit_settings))
     }
 
     /// What a limit error about the script's output calls it.

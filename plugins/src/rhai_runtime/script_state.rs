@@ -35,22 +35,28 @@ use super::errors::{script_error, ScriptResult};
 use super::host_link::HostLink;
 use super::json::{dynamic_from_value, json_within, LimitBreach, Refused};
 use super::RhaiConfig;
+use crate::PluginStateStore;
 
 /// The value behind the `state` variable: a handle to the script's host link.
 #[derive(Clone)]
 pub(crate) struct ScriptState(pub(crate) Arc<HostLink>);
 
 impl ScriptState {
-    /// Runs `f` on the host's state map, or fails saying the plugin has no host yet.
-    fn with_store<R>(&self, f: impl FnOnce(&mut Map<String, Value>) -> R) -> ScriptResult<R> {
-        let store = self.0.state_store().ok_or_else(|| {
+    /// The host's state store, or an error saying the plugin has no host yet.
+    fn store(&self) -> ScriptResult<PluginStateStore> {
+        self.0.state_store().ok_or_else(|| {
             script_error(
                 "`state` is available once the plugin is loaded by a host (AgentPlugin::load); \
                  top-level statements run at compile time and cannot use it",
             )
-        })?;
-        let mut map = store.lock();
-        Ok(f(&mut map))
+        })
+    }
+
+    /// Runs `f` on the host's state map, read-only.
+    fn with_store<R>(&self, f: impl FnOnce(&Map<String, Value>) -> R) -> ScriptResult<R> {
+        let store = self.store()?;
+        let map = store.lock();
+        Ok(f(&map))
     }
 
     fn get(&self, key: &str, max_depth: usize) -> ScriptResult<Dynamic> {
@@ -59,7 +65,9 @@ impl ScriptState {
     }
 
     fn remove(&self, key: &str, max_depth: usize) -> ScriptResult<Dynamic> {
-        self.with_store(|map| map.remove(key).map(|value| stored(key, &value, max_depth)))?
+        self.store()?
+            .remove(key)
+            .map(|value| stored(key, &value, max_depth))
             .unwrap_or(Ok(Dynamic::UNIT))
     }
 
@@ -68,9 +76,9 @@ impl ScriptState {
             Refused::Limit(breach) => over_limit(key, breach),
             Refused::Error(e) => script_error(format!("state.{key} cannot hold this value: {e}")),
         })?;
-        self.with_store(|map| {
-            map.insert(key.to_string(), json);
-        })
+        self.store()?
+            .set(key, json)
+            .map_err(|e| script_error(e.to_string()))
     }
 }
 
@@ -113,7 +121,7 @@ pub(crate) fn register(engine: &mut Engine, config: &RhaiConfig) {
     FuncRegistration::new("clear")
         .with_purity(true)
         .register_into_engine(engine, |state: &mut ScriptState| {
-            state.with_store(|map| map.clear())
+            state.store().map(|store| store.clear())
         });
 
     engine.register_fn("contains", |state: &mut ScriptState, key: &str| {

@@ -9,9 +9,12 @@
 //!
 //! The name of each `WasmLimits` field is the `limit` that
 //! [`PluginError::LimitExceeded`](crate::PluginError::LimitExceeded) reports when a plugin hits
-//! it, so an error says exactly which setting to raise.
+//! it, so an error says exactly which setting to raise; its advice names that setting as
+//! `limit_settings` say (`WasmLimits::timeout` by default, a front end's own key otherwise).
 
 use std::time::Duration;
+
+use crate::LimitSettings;
 
 /// Sandbox limits of one WASM plugin, installed into its store before every call.
 ///
@@ -56,6 +59,10 @@ pub struct WasmLimits {
     pub max_output_bytes: usize,
     /// Bytes of one `log` message; longer ones are truncated (marked with `…`).
     pub max_log_bytes: usize,
+    /// How limit errors name the setting to raise: `WasmLimits::timeout` by default; a front
+    /// end reading limits from a file maps them to its keys ([`LimitSettings::keys`]), and a
+    /// limit it has no key for is reported without advice to raise it.
+    pub limit_settings: LimitSettings,
 }
 
 impl Default for WasmLimits {
@@ -67,6 +74,7 @@ impl Default for WasmLimits {
             fuel: None,
             max_output_bytes: 16 << 20,
             max_log_bytes: 16 << 10,
+            limit_settings: LimitSettings::rust(),
         }
     }
 }
@@ -101,6 +109,12 @@ impl WasmLimits {
 
     pub fn max_log_bytes(mut self, bytes: usize) -> Self {
         self.max_log_bytes = bytes;
+        self
+    }
+
+    /// How limit errors name the setting to raise (see [`LimitSettings`]).
+    pub fn limit_settings(mut self, settings: LimitSettings) -> Self {
+        self.limit_settings = settings;
         self
     }
 }

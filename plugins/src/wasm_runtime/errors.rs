@@ -4,7 +4,8 @@
 //!   `PluginError::Timeout`, as if the host had stopped waiting.
 //! - An epoch deadline, an empty fuel tank or a wasm stack overflow becomes
 //!   `PluginError::LimitExceeded` whose `limit` is the setting to raise (`timeout`, `fuel`,
-//!   `max_wasm_stack`).
+//!   `max_wasm_stack`); the advice names it as the plugin's [`LimitSettings`] say (the Rust
+//!   setting, a front end's key, or nothing when the front end has no key for it).
 //! - A failure after the limiter refused a memory or table growth becomes
 //!   `LimitExceeded { limit: "max_memory_bytes" | "max_table_elements" }`: the refusal is the
 //!   cause, the trap or failed allocation that followed only its symptom.
@@ -22,7 +23,7 @@ use wasmtime::{Trap, WasmBacktrace};
 use super::host_imports::HostCallError;
 use super::host_state::Refusal;
 use super::{wasi, WasmLimits};
-use crate::PluginError;
+use crate::{LimitSettings, PluginError};
 
 /// What the host was doing when guest code failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +57,21 @@ pub(crate) struct Site<'a> {
     pub phase: Phase,
     /// The host's call timeout, when it is what the epoch deadline was set from.
     pub host_timeout: Option<Duration>,
+    /// How the plugin's limit errors name the setting to raise.
+    pub settings: &'a LimitSettings,
+}
+
+/// "; raise SETTING {why}", naming the setting of `limit` (a field of `rust_type` for Rust
+/// users) as `settings` say; nothing when the configuration has no setting for it.
+pub(crate) fn raise_hint(
+    settings: &LimitSettings,
+    rust_type: &str,
+    limit: &str,
+    why: &str,
+) -> String {
+    settings
+        .setting(rust_type, limit)
+        .map_or_else(String::new, |setting| format!("; raise {setting} {why}"))
 }
 
 impl Site<'_> {
@@ -102,21 +118,32 @@ pub(crate) fn guest_error(
                 return PluginError::LimitExceeded {
                     limit: "timeout".to_string(),
                     detail: format!(
-                    "WASM plugin `{id}` was stopped {} after {elapsed:.1?}, past its timeout of \
-                         {:?}; raise WasmLimits::timeout if the work is legitimate",
-                    site.phase.describe(),
-                    limits.timeout
-                ),
+                        "WASM plugin `{id}` was stopped {} after {elapsed:.1?}, past its timeout \
+                         of {:?}{}",
+                        site.phase.describe(),
+                        limits.timeout,
+                        raise_hint(
+                            site.settings,
+                            "WasmLimits",
+                            "timeout",
+                            "if the work is legitimate"
+                        )
+                    ),
                 }
             }
             Trap::OutOfFuel => {
                 return PluginError::LimitExceeded {
                     limit: "fuel".to_string(),
                     detail: format!(
-                        "WASM plugin `{id}` burned all {} units of fuel {}; raise WasmLimits::fuel \
-                         if the work is legitimate",
+                        "WASM plugin `{id}` burned all {} units of fuel {}{}",
                         limits.fuel.unwrap_or(0),
-                        site.phase.describe()
+                        site.phase.describe(),
+                        raise_hint(
+                            site.settings,
+                            "WasmLimits",
+                            "fuel",
+                            "if the work is legitimate"
+                        )
                     ),
                 }
             }
@@ -124,9 +151,14 @@ pub(crate) fn guest_error(
                 return PluginError::LimitExceeded {
                     limit: "max_wasm_stack".to_string(),
                     detail: format!(
-                        "WASM plugin `{id}` exhausted its wasm stack {} (runaway recursion?); \
-                         raise WasmConfig::max_wasm_stack if the depth is legitimate",
-                        site.phase.describe()
+                        "WASM plugin `{id}` exhausted its wasm stack {} (runaway recursion?){}",
+                        site.phase.describe(),
+                        raise_hint(
+                            site.settings,
+                            "WasmConfig",
+                            "max_wasm_stack",
+                            "if the depth is legitimate"
+                        )
                     ),
                 }
             }
@@ -136,7 +168,7 @@ pub(crate) fn guest_error(
 
     let symptom = symptom(&err);
     if let Some(refusal) = refused {
-        return refusal_error(id, refusal, &symptom);
+        return refusal_error(site, refusal, &symptom);
     }
 
     let backtrace = err.downcast_ref::<WasmBacktrace>();
@@ -177,7 +209,7 @@ pub(crate) fn abi_violation(
     refused: Option<Refusal>,
 ) -> PluginError {
     if let Some(refusal) = refused {
-        return refusal_error(site.plugin_id, refusal, &problem);
+        return refusal_error(site, refusal, &problem);
     }
     PluginError::Runtime {
         location: site.location(None),
@@ -198,9 +230,14 @@ pub(crate) fn instantiate_error(
         return PluginError::LimitExceeded {
             limit: "pool_instances".to_string(),
             detail: format!(
-                "no free instance slot for WASM plugin `{}` ({text}); raise \
-                 WasmConfig::pool_instances or run fewer plugins in InstanceMode::Reuse",
-                site.plugin_id
+                "no free instance slot for WASM plugin `{}` ({text}){}",
+                site.plugin_id,
+                raise_hint(
+                    site.settings,
+                    "WasmConfig",
+                    "pool_instances",
+                    "or run fewer plugins in InstanceMode::Reuse"
+                )
             ),
         };
     }
@@ -215,22 +252,31 @@ fn symptom(err: &wasmtime::Error) -> String {
     }
 }
 
-fn refusal_error(id: &str, refusal: Refusal, symptom: &str) -> PluginError {
+fn refusal_error(site: Site<'_>, refusal: Refusal, symptom: &str) -> PluginError {
+    let id = site.plugin_id;
+    let hint = |limit| {
+        raise_hint(
+            site.settings,
+            "WasmLimits",
+            limit,
+            "if the plugin legitimately needs more",
+        )
+    };
     match refusal {
         Refusal::Memory { desired, cap } => PluginError::LimitExceeded {
             limit: "max_memory_bytes".to_string(),
             detail: format!(
                 "WASM plugin `{id}` tried to grow its memory to {desired} bytes, over its cap of \
-                 {cap} bytes, and then failed ({symptom}); raise WasmLimits::max_memory_bytes if \
-                 the plugin legitimately needs more"
+                 {cap} bytes, and then failed ({symptom}){}",
+                hint("max_memory_bytes")
             ),
         },
         Refusal::Table { desired, cap } => PluginError::LimitExceeded {
             limit: "max_table_elements".to_string(),
             detail: format!(
                 "WASM plugin `{id}` tried to grow a table to {desired} elements, over its cap of \
-                 {cap}, and then failed ({symptom}); raise WasmLimits::max_table_elements if the \
-                 plugin legitimately needs more"
+                 {cap}, and then failed ({symptom}){}",
+                hint("max_table_elements")
             ),
         },
     }

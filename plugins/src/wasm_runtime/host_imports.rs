@@ -311,7 +311,7 @@ fn state_set(
             if key.is_empty() {
                 store.clear();
             } else {
-                store.lock().remove(&key);
+                store.remove(&key);
             }
             return Ok(());
         }
@@ -319,14 +319,16 @@ fn state_set(
             .map_err(|e| format!("state_set: the value for `{key}` is not JSON ({e})"))?;
         if key.is_empty() {
             match value {
-                Value::Object(map) => store.replace(map),
+                Value::Object(map) => store.replace(map).map_err(|e| format!("state_set: {e}"))?,
                 _ => return Err(
                     "state_set with an empty key replaces the whole state and needs a JSON object"
                         .to_string(),
                 ),
             }
         } else {
-            store.set(key, value);
+            store
+                .set(key, value)
+                .map_err(|e| format!("state_set: {e}"))?;
         }
         Ok(())
     });

@@ -177,9 +177,16 @@ impl GuestInstance {
             return Err(PluginError::LimitExceeded {
                 limit: "max_output_bytes".to_string(),
                 detail: format!(
-                    "WASM plugin `{}` returned {} bytes, over its cap of {}; raise \
-                     WasmLimits::max_output_bytes if that is legitimate",
-                    linked.plugin_id, region.len, linked.limits.max_output_bytes
+                    "WASM plugin `{}` returned {} bytes, over its cap of {}{}",
+                    linked.plugin_id,
+                    region.len,
+                    linked.limits.max_output_bytes,
+                    errors::raise_hint(
+                        &linked.limits.limit_settings,
+                        "WasmLimits",
+                        "max_output_bytes",
+                        "if that is legitimate"
+                    )
                 ),
             });
         }

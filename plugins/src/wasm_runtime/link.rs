@@ -196,6 +196,7 @@ impl LinkedPlugin {
             version: &self.compiled.version,
             phase,
             host_timeout: self.host_timeout,
+            settings: &self.limits.limit_settings,
         }
     }
 

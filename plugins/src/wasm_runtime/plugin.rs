@@ -14,8 +14,11 @@
 //!
 //! Identity: a plugin read from a file is named after the file stem (`plugins/echo.wasm` →
 //! `echo`) unless its metadata declares an `id`; [`WasmPlugin::from_bytes`] uses the id it is
-//! given. The version in the metadata is the content hash of the file, so two loads of the same
-//! bytes have the same version.
+//! given, and [`WasmPlugin::with_id`] renames it. Errors name the plugin by the id it is
+//! registered under once loaded (an agent system registers it under the agent's name), so a
+//! failing agent is named as its system knows it, not after its file. The version in the
+//! metadata is the content hash of the file, so two loads of the same bytes have the same
+//! version.
 
 use std::any::Any;
 use std::path::{Path, PathBuf};
@@ -161,6 +164,15 @@ impl WasmPlugin {
         }
     }
 
+    /// Names the plugin `id` (its metadata and its errors) instead of the file stem or the
+    /// module's declared id: what a system definition does with an agent's module, so even a
+    /// check before registration names the agent.
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.metadata.id = id.into();
+        self.linked = OnceLock::new();
+        self
+    }
+
     /// The host imports this plugin may link against (none by default).
     pub fn with_capabilities(mut self, capabilities: WasmCapabilities) -> Self {
         self.capabilities = capabilities;
@@ -275,9 +287,16 @@ impl WasmPlugin {
         self.ctx.is_some()
     }
 
+    /// The id errors name: the one the plugin is registered under once loaded, else its own.
+    fn name(&self) -> &str {
+        self.ctx
+            .as_ref()
+            .map_or(self.metadata.id.as_str(), PluginContext::plugin_id)
+    }
+
     fn output_text(&self, output: Vec<u8>) -> PluginResult<String> {
         String::from_utf8(output).map_err(|e| PluginError::Runtime {
-            location: format!("WASM plugin `{}` in `execute`", self.metadata.id),
+            location: format!("WASM plugin `{}` in `execute`", self.name()),
             message: format!(
                 "the output is not UTF-8 ({}); text callers need UTF-8 (JSON), binary callers \
                  can use execute_bytes",
@@ -296,11 +315,8 @@ impl WasmPlugin {
     }
 
     fn link(&self) -> PluginResult<LinkedPlugin> {
-        let id = &self.metadata.id;
-        let ctx = self
-            .ctx
-            .clone()
-            .unwrap_or_else(|| PluginContext::new(id.clone()));
+        let id = self.name();
+        let ctx = self.ctx.clone().unwrap_or_else(|| PluginContext::new(id));
         LinkedPlugin::link(
             Arc::clone(&self.compiled),
             id,
@@ -392,7 +408,7 @@ impl AgentPlugin for WasmPlugin {
         input: &serde_json::Value,
     ) -> PluginResult<serde_json::Value> {
         let output = self.call(crate::plugin::json_text(input)?).await?;
-        crate::plugin::parse_output(&self.metadata.id, &output)
+        crate::plugin::parse_output(self.name(), &output)
     }
 
     fn as_any(&self) -> &dyn Any {

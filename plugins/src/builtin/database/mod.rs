@@ -18,6 +18,7 @@
 
 mod config;
 mod convert;
+mod error_text;
 mod plugin;
 mod request;
 

@@ -1,7 +1,9 @@
 //! `DatabasePlugin`: a sqlx pool behind the [`AgentPlugin`] interface.
 //!
 //! The pool is opened in `load` (so a wrong URL or a server that is down fails registration
-//! with a message naming it) and closed in `unload`.
+//! with a message naming it) and closed in `unload`. For PostgreSQL one direct connection is
+//! tried first: the pool retries a refused connection until `acquire_timeout_ms` is over and
+//! then reports only a timeout, where the direct attempt says at once that nothing answered.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -9,11 +11,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::TryStreamExt;
 use serde_json::{json, Value};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
-use sqlx::{AssertSqlSafe, Executor};
+use sqlx::{AssertSqlSafe, Connection, Executor};
 
 use super::convert::{bind_params, postgres_row, sqlite_row};
+use super::error_text::describe;
 use super::{DatabaseConfig, DbRequest};
 use crate::builtin::any_methods;
 use crate::builtin::config_merge::merge_config;
@@ -182,8 +185,9 @@ impl DatabasePlugin {
             _ => "",
         };
         PluginError::execution(format!(
-            "database `{}`: {e}{hint}",
-            self.config.redacted_url()
+            "database `{}`: {}{hint}",
+            self.config.redacted_url(),
+            describe(&e)
         ))
     }
 
@@ -222,22 +226,42 @@ impl DatabasePlugin {
         };
         done.map_err(|e| {
             PluginError::Config(format!(
-                "database `{}`: init_sql failed: {e}",
-                self.config.redacted_url()
+                "database `{}`: init_sql failed: {}",
+                self.config.redacted_url(),
+                describe(&e)
             ))
         })
     }
 
     async fn connect(&self, read_only: bool) -> PluginResult<Pool> {
         let config = &self.config;
-        let fail = |e: sqlx::Error| {
+        let fail_with = |why: String| {
             PluginError::Config(format!(
-                "cannot open database {}: {e}; check `url` and that the server is running",
+                "cannot open database {}: {why}; check `url` and that the server is running",
                 config.redacted_url()
             ))
         };
+        let fail = |e: sqlx::Error| fail_with(describe(&e));
         if config.is_postgres() {
             let options = PgConnectOptions::from_str(&config.url).map_err(fail)?;
+            // One attempt, answered at once: refused, unknown host, bad credentials.
+            match tokio::time::timeout(
+                config.acquire_timeout(),
+                PgConnection::connect_with(&options),
+            )
+            .await
+            {
+                Err(_) => {
+                    return Err(fail_with(format!(
+                        "no answer within acquire_timeout_ms ({} ms)",
+                        config.acquire_timeout_ms
+                    )))
+                }
+                Ok(Err(e)) => return Err(fail(e)),
+                Ok(Ok(probe)) => {
+                    let _ = probe.close().await;
+                }
+            }
             let pool = PgPoolOptions::new()
                 .max_connections(config.max_connections.max(1))
                 .acquire_timeout(config.acquire_timeout())

@@ -88,7 +88,7 @@ impl LlmClient {
 
     /// The JSON body: the request with the client's defaults filled in.
     fn body(&self, request: &ChatRequest, stream: bool) -> LlmResult<Value> {
-        if self.config.require_api_key && self.api_key.is_none() {
+        if self.config.requires_api_key() && self.api_key.is_none() {
             return Err(LlmError::MissingApiKey {
                 provider: self.config.provider.clone(),
                 key_env: self.config.api_key_env.clone(),

@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// OpenAI's hosted API, the one endpoint that needs a key by default.
+const OPENAI_API: &str = "https://api.openai.com/v1";
+
 /// Settings of an [`LlmClient`](super::LlmClient). Every field is also a key of the plugin's
 /// JSON config (`timeout_ms`, `max_retries`, ...).
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
@@ -18,8 +21,11 @@ pub struct LlmConfig {
     pub api_key: Option<String>,
     /// The environment variable holding the key (`OPENAI_API_KEY` for `openai`).
     pub api_key_env: String,
-    /// Whether a request without a key is refused before it is sent (hosted providers).
-    pub require_api_key: bool,
+    /// Whether a request without a key is refused before it is sent. Unset (the default): only
+    /// when `base_url` is the provider's hosted API (OpenAI's), so a local OpenAI-compatible
+    /// server named by `base_url` needs no key unless it asks for one (its 401 then says so).
+    #[serde(default)]
+    pub require_api_key: Option<bool>,
     /// Per attempt: the whole answer (non-streaming) or each next chunk (streaming).
     pub timeout_ms: u64,
     /// Retries after a 429, a 5xx or a failed connection (so `max_retries + 1` attempts).
@@ -57,15 +63,15 @@ impl LlmConfig {
     ///
     /// | provider              | base URL                      | model         | key env          |
     /// |-----------------------|-------------------------------|---------------|------------------|
-    /// | `openai`              | `https://api.openai.com/v1`   | `gpt-4o-mini` | `OPENAI_API_KEY` (required) |
+    /// | `openai`              | `https://api.openai.com/v1`   | `gpt-4o-mini` | `OPENAI_API_KEY` (required at that URL) |
     /// | `ollama`              | `http://127.0.0.1:11434/v1`   | `llama3.2`    | `OLLAMA_API_KEY` (optional) |
     /// | `llamacpp`, `llama.cpp` | `http://127.0.0.1:8080/v1`  | `default`     | `LLAMACPP_API_KEY` (optional) |
     /// | anything else         | `http://127.0.0.1:8080/v1`    | `default`     | `<NAME>_API_KEY` (optional) |
     pub fn for_provider(provider: &str) -> Self {
-        let (base_url, model, require_api_key) = match provider {
-            "openai" => ("https://api.openai.com/v1", "gpt-4o-mini", true),
-            "ollama" => ("http://127.0.0.1:11434/v1", "llama3.2", false),
-            _ => ("http://127.0.0.1:8080/v1", "default", false),
+        let (base_url, model) = match provider {
+            "openai" => (OPENAI_API, "gpt-4o-mini"),
+            "ollama" => ("http://127.0.0.1:11434/v1", "llama3.2"),
+            _ => ("http://127.0.0.1:8080/v1", "default"),
         };
         let env_name: String = provider
             .chars()
@@ -84,7 +90,7 @@ impl LlmConfig {
             model: model.to_string(),
             api_key: None,
             api_key_env: format!("{env_name}_API_KEY"),
-            require_api_key,
+            require_api_key: None,
             timeout_ms: 60_000,
             max_retries: 3,
             initial_backoff_ms: 500,
@@ -101,6 +107,15 @@ impl LlmConfig {
     /// `<base_url>/chat/completions`.
     pub fn chat_url(&self) -> String {
         format!("{}/chat/completions", self.base_url.trim_end_matches('/'))
+    }
+
+    /// Whether a request needs a key before it is sent: `require_api_key` when set, else
+    /// whether `base_url` is the provider's hosted API (OpenAI's). Any other endpoint (a local
+    /// server, a proxy) gets the key when there is one and decides for itself.
+    pub fn requires_api_key(&self) -> bool {
+        self.require_api_key.unwrap_or_else(|| {
+            self.provider == "openai" && self.base_url.trim_end_matches('/') == OPENAI_API
+        })
     }
 
     /// The configured key, else the one in `api_key_env` (empty values count as none).

@@ -1,7 +1,9 @@
 //! An LLM client for any OpenAI-compatible chat-completions endpoint, and the plugin around it.
 //!
 //! - [`LlmConfig`]: provider defaults (`openai`, `ollama`, `llamacpp`), base URL, model, API key
-//!   (config or environment), timeout, retries with exponential backoff;
+//!   (config or environment; required before sending only at OpenAI's own API, so a `base_url`
+//!   naming a local OpenAI-compatible server needs none), timeout, retries with exponential
+//!   backoff;
 //! - [`LlmClient`]: [`chat`](LlmClient::chat) (one completion),
 //!   [`chat_stream`](LlmClient::chat_stream) (token deltas from a `stream: true` SSE response)
 //!   and [`chat_with_tools`](LlmClient::chat_with_tools) (runs the tools the model asks for
