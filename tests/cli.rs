@@ -1612,6 +1612,47 @@ fn run_into_a_closed_pipe_ends_quietly() {
     assert_eq!(stderr, "", "nothing said on stderr");
 }
 
+/// A stdout that fails otherwise than by closing (`> /dev/full`: a full disk) loses the outcomes:
+/// the run must say so and fail, not end quietly with status 0 as for `| head -1`.
+#[cfg(target_os = "linux")]
+#[test]
+fn run_into_a_full_disk_fails_saying_the_outcomes_were_not_written() {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("open /dev/full");
+    let mut child = bilayer(["run", "examples/orders/system.toml", "--input", "-"])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(full)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the bilayer binary");
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    writeln!(stdin, "{ORDER_LINE}").expect("write to stdin");
+    drop(stdin);
+    let stderr = drain(child.stderr.take().expect("stderr is piped"));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if started.elapsed() > QUICK {
+            let _ = child.kill();
+            panic!("the run did not end on a full stdout");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = stderr.join().expect("stderr reader");
+    assert_eq!(status.code(), Some(1), "stderr:\n{stderr}");
+    assert_contains(&stderr, "1 inputs in ", "the summary");
+    assert_contains(
+        &stderr,
+        "error: cannot write the outcomes to stdout (No space left on device",
+        "the error",
+    );
+}
+
 #[test]
 fn run_watch_accepts_a_definition_given_as_a_bare_file_name() {
     let scratch = Scratch::new("watch-bare");
