@@ -5,8 +5,9 @@
 //! (`bilayer::jsonl`).
 //!
 //! Stopped early, a run still accounts for what it has: on Ctrl-C or SIGTERM it writes every
-//! outcome already finished, then the summary marked interrupted, and exits with 130 / 143
-//! without waiting for the inputs still in flight; when whoever reads stdout closes it
+//! outcome already finished, then the summary marked interrupted, and ends by that signal
+//! (status 130 / 143; a shell loop running it stops too) without waiting for the inputs still
+//! in flight; when whoever reads stdout closes it
 //! (`bilayer run … | head -1`) it stops quietly, exit status 0, as `head` asked for no more;
 //! any other failure to write stdout (a full disk) stops it with the summary and an error,
 //! exit status 1, as outcomes were lost.
@@ -221,7 +222,7 @@ pub async fn run(
             // No graceful shutdown: the inputs in flight would be dead-lettered one warning
             // at a time, and a plugin blocked in a call would hold the exit. Everything this
             // run owes its reader is written.
-            std::process::exit(i32::from(signal.exit_code()));
+            signal.end_process();
         }
         Ended::OutputClosed => std::process::exit(0),
         Ended::OutputFailed(error) => {
@@ -267,7 +268,7 @@ pub async fn default_pipeline() -> Result<ExitCode, Box<dyn std::error::Error>> 
     let (mut summary, elapsed, ended) =
         drive(&system, InputSource::Orders(n), false, usize::MAX).await?;
     match ended {
-        Ended::Interrupted(signal) => std::process::exit(i32::from(signal.exit_code())),
+        Ended::Interrupted(signal) => signal.end_process(),
         Ended::OutputClosed => std::process::exit(0),
         Ended::OutputFailed(error) => return Err(format!("cannot write to stdout: {error}").into()),
         Ended::Completed | Ended::InputFailed(_) => {}
