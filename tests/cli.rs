@@ -1778,6 +1778,12 @@ fn run_refuses_a_state_write_past_max_state_bytes_and_keeps_serving() {
             "max_state_bytes = 450",
             "the reason",
         );
+        // A definition's user is told which TOML key to change.
+        assert_contains(
+            by_input[&n]["reason"].as_str().unwrap(),
+            "raise max_state_bytes ([limits] or the agent's [agents.limits]",
+            "the reason",
+        );
     }
     assert_eq!(by_input[&21]["status"], "ok", "the agent keeps serving");
     assert_eq!(by_input[&21]["output"]["kept"], 10);
