@@ -21,6 +21,8 @@
 use std::collections::{BTreeMap, HashSet};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+#[cfg(unix)]
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -1530,7 +1532,15 @@ fn run_on_an_endless_line_holds_no_memory_and_ctrl_c_writes_what_finished() {
     assert!(rss < 256 * 1024, "resident memory grew to {rss} KiB");
     send_signal(&child, "INT");
     let done = wait_with_deadline(child, QUICK, "bilayer run --input /dev/zero");
-    assert_eq!(done.status.code(), Some(130), "stderr:\n{}", done.stderr);
+    // Ended by the signal itself (the shell shows 130), so that a shell loop running the
+    // command stops at the Ctrl-C too instead of taking it as handled.
+    assert_eq!(
+        done.status.signal(),
+        Some(2),
+        "{}\nstderr:\n{}",
+        done.status,
+        done.stderr
+    );
     // The refusal of line 1 was finished (and buffered, the input being a file): it is written.
     let lines = done.stdout_lines();
     assert_eq!(lines.len(), 1, "{}", done.stdout);
@@ -1562,7 +1572,13 @@ fn run_stopped_by_sigterm_writes_every_finished_outcome_and_its_summary() {
     send_signal(&child, "TERM");
     let done = wait_with_deadline(child, QUICK, "bilayer run --input -");
     drop(stdin);
-    assert_eq!(done.status.code(), Some(143), "stderr:\n{}", done.stderr);
+    assert_eq!(
+        done.status.signal(),
+        Some(15),
+        "{}\nstderr:\n{}",
+        done.status,
+        done.stderr
+    );
     let lines = done.stdout_lines();
     assert_eq!(lines.len(), 3, "{}", done.stdout);
     assert!(lines.iter().all(|l| l["status"] == "ok"), "{}", done.stdout);
@@ -1610,6 +1626,47 @@ fn run_into_a_closed_pipe_ends_quietly() {
     let stderr = stderr.join().expect("stderr reader");
     assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
     assert_eq!(stderr, "", "nothing said on stderr");
+}
+
+/// A stdout that fails otherwise than by closing (`> /dev/full`: a full disk) loses the outcomes:
+/// the run must say so and fail, not end quietly with status 0 as for `| head -1`.
+#[cfg(target_os = "linux")]
+#[test]
+fn run_into_a_full_disk_fails_saying_the_outcomes_were_not_written() {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("open /dev/full");
+    let mut child = bilayer(["run", "examples/orders/system.toml", "--input", "-"])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(full)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the bilayer binary");
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    writeln!(stdin, "{ORDER_LINE}").expect("write to stdin");
+    drop(stdin);
+    let stderr = drain(child.stderr.take().expect("stderr is piped"));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if started.elapsed() > QUICK {
+            let _ = child.kill();
+            panic!("the run did not end on a full stdout");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = stderr.join().expect("stderr reader");
+    assert_eq!(status.code(), Some(1), "stderr:\n{stderr}");
+    assert_contains(&stderr, "1 inputs in ", "the summary");
+    assert_contains(
+        &stderr,
+        "error: cannot write the outcomes to stdout (No space left on device",
+        "the error",
+    );
 }
 
 #[test]
@@ -1719,6 +1776,12 @@ fn run_refuses_a_state_write_past_max_state_bytes_and_keeps_serving() {
         assert_contains(
             by_input[&n]["reason"].as_str().unwrap(),
             "max_state_bytes = 450",
+            "the reason",
+        );
+        // A definition's user is told which TOML key to change.
+        assert_contains(
+            by_input[&n]["reason"].as_str().unwrap(),
+            "raise max_state_bytes ([limits] or the agent's [agents.limits]",
             "the reason",
         );
     }

@@ -157,6 +157,32 @@ impl StopSignal {
             StopSignal::Terminate => 143,
         }
     }
+
+    /// Ends the process by this signal, once it has written what it owes (the shell then
+    /// reports 130 / 143). Not `exit(130)`: a shell that got the same Ctrl-C (bash, in a
+    /// `for` loop or a script) goes on with its next command when its child *exits*, taking
+    /// the interrupt as handled; only a child killed by SIGINT stops the loop.
+    pub(crate) fn end_process(self) -> ! {
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().flush();
+        #[cfg(unix)]
+        {
+            let signal = match self {
+                StopSignal::Interrupt => libc::SIGINT,
+                StopSignal::Terminate => libc::SIGTERM,
+            };
+            // SAFETY: `signal` and `raise` are async-signal-safe libc calls with valid
+            // arguments; the default action of SIGINT / SIGTERM (replacing tokio's handler)
+            // ends the whole process.
+            unsafe {
+                libc::signal(signal, libc::SIG_DFL);
+                libc::raise(signal);
+            }
+        }
+        // Not reached on Unix; elsewhere, the status a shell would show.
+        std::process::exit(i32::from(self.exit_code()))
+    }
 }
 
 /// Waits for Ctrl-C (SIGINT) or SIGTERM.

@@ -5,9 +5,12 @@
 //! (`bilayer::jsonl`).
 //!
 //! Stopped early, a run still accounts for what it has: on Ctrl-C or SIGTERM it writes every
-//! outcome already finished, then the summary marked interrupted, and exits with 130 / 143
-//! without waiting for the inputs still in flight; when whoever reads stdout closes it
-//! (`bilayer run … | head -1`) it stops quietly, exit status 0, as `head` asked for no more.
+//! outcome already finished, then the summary marked interrupted, and ends by that signal
+//! (status 130 / 143; a shell loop running it stops too) without waiting for the inputs still
+//! in flight; when whoever reads stdout closes it
+//! (`bilayer run … | head -1`) it stops quietly, exit status 0, as `head` asked for no more;
+//! any other failure to write stdout (a full disk) stops it with the summary and an error,
+//! exit status 1, as outcomes were lost.
 //!
 //! With no subcommand at all, `bilayer` runs the bundled order pipeline (examples/orders) on
 //! the W1 orders and prints the summary and the W1 check.
@@ -141,6 +144,9 @@ enum Ended {
     Interrupted(StopSignal),
     /// Whoever reads stdout closed it.
     OutputClosed,
+    /// Writing to stdout failed otherwise (a full disk, a device error): the outcomes cannot
+    /// be delivered, and saying nothing would pass their loss off as success.
+    OutputFailed(std::io::Error),
 }
 
 /// `bilayer run`.
@@ -216,9 +222,19 @@ pub async fn run(
             // No graceful shutdown: the inputs in flight would be dead-lettered one warning
             // at a time, and a plugin blocked in a call would hold the exit. Everything this
             // run owes its reader is written.
-            std::process::exit(i32::from(signal.exit_code()));
+            signal.end_process();
         }
         Ended::OutputClosed => std::process::exit(0),
+        Ended::OutputFailed(error) => {
+            summary.print(&mut stderr.lock(), elapsed)?;
+            eprintln!(
+                "error: cannot write the outcomes to stdout ({error}); the run stopped, and the \
+                 outcomes counted above were not all written: free space on (or fix) what \
+                 stdout goes to, or use --quiet for the summary alone"
+            );
+            // As on an interrupt: no graceful shutdown, nothing more can be written anyway.
+            std::process::exit(1);
+        }
     }
 }
 
@@ -252,8 +268,9 @@ pub async fn default_pipeline() -> Result<ExitCode, Box<dyn std::error::Error>> 
     let (mut summary, elapsed, ended) =
         drive(&system, InputSource::Orders(n), false, usize::MAX).await?;
     match ended {
-        Ended::Interrupted(signal) => std::process::exit(i32::from(signal.exit_code())),
+        Ended::Interrupted(signal) => signal.end_process(),
         Ended::OutputClosed => std::process::exit(0),
+        Ended::OutputFailed(error) => return Err(format!("cannot write to stdout: {error}").into()),
         Ended::Completed | Ended::InputFailed(_) => {}
     }
     system.shutdown().await?;
@@ -338,8 +355,8 @@ async fn drive(
                 let Some(outcome) = outcome else { break Ended::Completed };
                 last_outcome = tokio::time::Instant::now();
                 done.fetch_add(1, Ordering::Relaxed);
-                if write_outcome(&mut summary, &mut out, &outcome, print_outcomes, flush_each).is_err() {
-                    break Ended::OutputClosed;
+                if let Err(error) = write_outcome(&mut summary, &mut out, &outcome, print_outcomes, flush_each) {
+                    break output_ended(error);
                 }
             }
             read = &mut total_rx, if total.is_none() => {
@@ -356,14 +373,14 @@ async fn drive(
             signal = &mut stop_signal => {
                 let signal = signal.map_err(|e| format!("cannot listen for Ctrl-C: {e}"))?;
                 // Whatever has finished is written before the process goes.
-                let mut closed = false;
+                let mut failed = None;
                 while let Some(outcome) = stream.try_recv() {
-                    if write_outcome(&mut summary, &mut out, &outcome, print_outcomes, false).is_err() {
-                        closed = true;
+                    if let Err(error) = write_outcome(&mut summary, &mut out, &outcome, print_outcomes, false) {
+                        failed = Some(output_ended(error));
                         break;
                     }
                 }
-                break if closed { Ended::OutputClosed } else { Ended::Interrupted(signal) };
+                break failed.unwrap_or(Ended::Interrupted(signal));
             }
             _ = tokio::time::sleep_until(last_outcome + STALL_WARNING) => {
                 last_outcome = tokio::time::Instant::now();
@@ -382,16 +399,21 @@ async fn drive(
             }
         }
     };
-    let closed = out.flush().is_err();
+    let flushed = out.flush();
     drop(out);
     if let Some(progress) = progress {
         progress.abort();
         eprint!("\r\x1b[2K");
     }
     summary.submitted = submitted.load(Ordering::Relaxed);
-    if closed || matches!(ended, Ended::OutputClosed) {
+    let ended = match (ended, flushed) {
+        (ended @ (Ended::OutputClosed | Ended::OutputFailed(_)), _) => ended,
+        (_, Err(error)) => output_ended(error),
+        (ended, Ok(())) => ended,
+    };
+    if matches!(ended, Ended::OutputClosed | Ended::OutputFailed(_)) {
         producer.abort();
-        return Ok((summary, started.elapsed(), Ended::OutputClosed));
+        return Ok((summary, started.elapsed(), ended));
     }
     if matches!(ended, Ended::Interrupted(_)) {
         producer.abort();
@@ -401,8 +423,18 @@ async fn drive(
     Ok((summary, started.elapsed(), ended))
 }
 
+/// How a run whose stdout failed ends: quietly when its reader closed it (`| head -1`, as
+/// `head` asked for no more), with an error otherwise.
+fn output_ended(error: std::io::Error) -> Ended {
+    if error.kind() == std::io::ErrorKind::BrokenPipe {
+        Ended::OutputClosed
+    } else {
+        Ended::OutputFailed(error)
+    }
+}
+
 /// Counts an outcome and, when outcomes are printed, writes its line. An error means stdout
-/// is gone (a closed pipe): nobody reads the rest.
+/// can take no more (see [`output_ended`]).
 fn write_outcome(
     summary: &mut Summary,
     out: &mut impl Write,
