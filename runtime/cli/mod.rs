@@ -169,16 +169,12 @@ impl StopSignal {
         #[cfg(unix)]
         {
             let signal = match self {
-                StopSignal::Interrupt => libc::SIGINT,
-                StopSignal::Terminate => libc::SIGTERM,
+                StopSignal::Interrupt => signal_hook::consts::SIGINT,
+                StopSignal::Terminate => signal_hook::consts::SIGTERM,
             };
-            // SAFETY: `signal` and `raise` are async-signal-safe libc calls with valid
-            // arguments; the default action of SIGINT / SIGTERM (replacing tokio's handler)
-            // ends the whole process.
-            unsafe {
-                libc::signal(signal, libc::SIG_DFL);
-                libc::raise(signal);
-            }
+            // The default action of SIGINT / SIGTERM (in place of tokio's handler) ends the
+            // whole process; should it somehow not, the exit below still does.
+            let _ = signal_hook::low_level::emulate_default_handler(signal);
         }
         // Not reached on Unix; elsewhere, the status a shell would show.
         std::process::exit(i32::from(self.exit_code()))
