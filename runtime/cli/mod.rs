@@ -2,6 +2,7 @@
 
 mod check;
 mod exec;
+mod latency;
 mod run;
 mod tools;
 mod worker;

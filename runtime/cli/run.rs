@@ -29,6 +29,7 @@ use bilayer::orders;
 use bilayer::system_config::{Deployment, SystemDefinition};
 use bilayer::{AgentSystem, Outcome, OutcomeStatus, Transport};
 
+use super::latency::LatencyHistogram;
 use super::{StopSignal, TransportKind};
 
 /// What a run adds up to.
@@ -37,7 +38,7 @@ struct Summary {
     inputs: u64,
     by_status: BTreeMap<&'static str, u64>,
     by_agent: BTreeMap<String, u64>,
-    latencies_ns: Vec<u64>,
+    latencies: LatencyHistogram,
     /// Inputs read (set when the run's loop ends).
     submitted: u64,
     /// W1: shipped orders' totals, summed (only meaningful for the order pipeline).
@@ -60,8 +61,8 @@ impl Summary {
                 }
             }
         }
-        self.latencies_ns
-            .push(u64::try_from(outcome.latency.as_nanos()).unwrap_or(u64::MAX));
+        self.latencies
+            .record(u64::try_from(outcome.latency.as_nanos()).unwrap_or(u64::MAX));
     }
 
     fn print(&mut self, out: &mut dyn Write, elapsed: Duration) -> std::io::Result<()> {
@@ -94,13 +95,12 @@ impl Summary {
                 agents
             }
         )?;
-        self.latencies_ns.sort_unstable();
-        if !self.latencies_ns.is_empty() {
+        if !self.latencies.is_empty() {
             writeln!(
                 out,
                 "latency: p50 {:.1} µs, p99 {:.1} µs (admission to outcome, queueing included)",
-                percentile_us(&self.latencies_ns, 50.0),
-                percentile_us(&self.latencies_ns, 99.0)
+                self.latencies.percentile_us(50.0),
+                self.latencies.percentile_us(99.0)
             )?;
         }
         Ok(())
@@ -109,12 +109,6 @@ impl Summary {
 
 /// How long a run may go without an outcome before it says so.
 const STALL_WARNING: Duration = Duration::from_secs(10);
-
-/// Nearest-rank percentile, as the Python peers compute it.
-fn percentile_us(sorted_ns: &[u64], p: f64) -> f64 {
-    let rank = ((p / 100.0 * sorted_ns.len() as f64).ceil() as usize).max(1);
-    sorted_ns[rank - 1] as f64 / 1000.0
-}
 
 /// Where inputs come from.
 pub enum InputSource {
