@@ -2306,3 +2306,191 @@ fn a_wasm_agent_limit_error_does_not_name_a_rust_setting() {
     assert_contains(reason, "past its timeout", "reason");
     assert!(!reason.contains("WasmLimits"), "{reason}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Files that never end or are too big (issue 21): every user-named file is read through
+// bilayer::user_file, which refuses devices and FIFOs from their metadata and files past a
+// size limit, without reading more than the limit + 1 bytes.
+// ---------------------------------------------------------------------------------------------
+
+/// Makes a FIFO at `path` (`mkfifo`, so the test needs no FFI); nothing ever writes to it, so
+/// opening it for reading would block forever.
+fn fifo(path: PathBuf) -> PathBuf {
+    let made = Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "mkfifo {}", path.display());
+    path
+}
+
+/// A sparse file of `len` zero bytes: cheap to make whatever its size.
+fn sparse(path: PathBuf, len: u64) -> PathBuf {
+    std::fs::File::create(&path)
+        .and_then(|file| file.set_len(len))
+        .expect("make a sparse file");
+    path
+}
+
+/// `check` and `run` on `system` both fail promptly, their stderr holding each of `needles`.
+fn check_and_run_refuse(system: &Path, needles: &[&str]) {
+    let check = run_cli(["check".as_ref(), system.as_os_str()], None, QUICK);
+    check.assert_failure();
+    let run = run_cli(
+        [
+            "run".as_ref(),
+            system.as_os_str(),
+            "--input".as_ref(),
+            "-".as_ref(),
+        ],
+        Some(b""),
+        QUICK,
+    );
+    run.assert_failure();
+    for needle in needles {
+        assert_contains(&check.stderr, needle, "check's stderr");
+        assert_contains(&run.stderr, needle, "run's stderr");
+    }
+}
+
+#[test]
+fn a_device_named_as_a_script_or_init_sql_file_is_refused_not_read() {
+    let scratch = Scratch::new("dev-zero");
+    let system = scratch.write(
+        "script.toml",
+        "[[agents]]\nname = \"zero\"\nscript = \"/dev/zero\"\n",
+    );
+    check_and_run_refuse(
+        &system,
+        &[
+            "Rhai script /dev/zero",
+            "a character device, not a regular file",
+        ],
+    );
+    // `check` points at the key to change.
+    let check = run_cli(["check".as_ref(), system.as_os_str()], None, QUICK);
+    assert_contains(
+        &check.stderr,
+        &format!("{}: agent `zero`: `script`:", at(&system, 3, 1)),
+        "stderr",
+    );
+    let system = scratch.write(
+        "sql.toml",
+        "[[agents]]\nname = \"db\"\nbuiltin = \"database\"\ninit_sql_file = \"/dev/zero\"\n",
+    );
+    check_and_run_refuse(
+        &system,
+        &[
+            "init_sql_file /dev/zero",
+            "a character device, not a regular file",
+        ],
+    );
+    let system = scratch.write(
+        "routing.toml",
+        "routing = \"/dev/urandom\"\n[[agents]]\nname = \"a\"\nnative = \"order_intake\"\n",
+    );
+    let check = run_cli(["check".as_ref(), system.as_os_str()], None, QUICK);
+    check.assert_failure();
+    assert_contains(&check.stderr, "Rhai script /dev/urandom", "stderr");
+    assert_contains(
+        &check.stderr,
+        &format!("{}: `routing`:", at(&system, 1, 1)),
+        "stderr",
+    );
+}
+
+#[test]
+fn a_fifo_named_as_a_module_is_refused_without_opening_it() {
+    let scratch = Scratch::new("fifo-module");
+    fifo(scratch.0.join("pipe.wasm"));
+    let system = scratch.write(
+        "system.toml",
+        "[[agents]]\nname = \"piped\"\nwasm = \"pipe.wasm\"\n",
+    );
+    check_and_run_refuse(
+        &system,
+        &["pipe.wasm", "a FIFO (named pipe), not a regular file"],
+    );
+}
+
+#[test]
+fn a_file_past_its_size_limit_is_refused_naming_the_limit() {
+    let scratch = Scratch::new("over-limit");
+    sparse(scratch.0.join("huge.rhai"), (16 << 20) + 1);
+    let system = scratch.write(
+        "system.toml",
+        "[[agents]]\nname = \"huge\"\nscript = \"huge.rhai\"\n",
+    );
+    check_and_run_refuse(
+        &system,
+        &[
+            "huge.rhai",
+            "larger than the 16 MiB limit for a Rhai script",
+        ],
+    );
+    sparse(scratch.0.join("huge.wat"), (256 << 20) + 1);
+    let system = scratch.write(
+        "wasm.toml",
+        "[[agents]]\nname = \"huge\"\nwasm = \"huge.wat\"\n",
+    );
+    check_and_run_refuse(
+        &system,
+        &[
+            "huge.wat",
+            "larger than the 256 MiB limit for a WASM module",
+        ],
+    );
+    // The definition itself.
+    let system = sparse(scratch.0.join("huge.toml"), (16 << 20) + 1);
+    check_and_run_refuse(
+        &system,
+        &["larger than the 16 MiB limit for a system definition"],
+    );
+}
+
+#[test]
+fn exec_and_tools_refuse_a_device_or_fifo() {
+    let scratch = Scratch::new("exec-dev");
+    let done = run_cli(["exec", "/dev/zero", "--input", "{}"], None, QUICK);
+    done.assert_failure();
+    assert_contains(&done.stderr, "/dev/zero", "stderr");
+    // Named like a script, so that `exec` reads it: the metadata check refuses it.
+    let zero = scratch.0.join("zero.rhai");
+    std::os::unix::fs::symlink("/dev/zero", &zero).expect("symlink");
+    let done = run_cli(
+        [
+            "exec".as_ref(),
+            zero.as_os_str(),
+            "--input".as_ref(),
+            "{}".as_ref(),
+        ],
+        None,
+        QUICK,
+    );
+    done.assert_failure();
+    assert_contains(&done.stderr, "a character device", "stderr");
+    let pipe = fifo(scratch.0.join("pipe.wat"));
+    let done = run_cli(
+        [
+            "exec".as_ref(),
+            pipe.as_os_str(),
+            "--input".as_ref(),
+            "{}".as_ref(),
+        ],
+        None,
+        QUICK,
+    );
+    done.assert_failure();
+    assert_contains(&done.stderr, "a FIFO (named pipe)", "stderr");
+
+    let done = run_cli(["tools", "/dev/zero"], None, QUICK);
+    done.assert_failure();
+    assert_contains(&done.stderr, "Rhai script /dev/zero", "stderr");
+    assert_contains(&done.stderr, "a character device", "stderr");
+    // In a tool directory, a script past the limit is refused, naming it.
+    sparse(scratch.0.join("huge.rhai"), (16 << 20) + 1);
+    let done = run_cli(["tools".as_ref(), scratch.0.as_os_str()], None, QUICK);
+    done.assert_failure();
+    assert_contains(&done.stderr, "huge.rhai", "stderr");
+    assert_contains(&done.stderr, "larger than the 16 MiB limit", "stderr");
+}
