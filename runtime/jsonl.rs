@@ -155,8 +155,12 @@ impl<R: AsyncBufRead + Unpin> JsonLines<R> {
             return None;
         }
         let mut bytes = &self.line[..];
+        let mut skipped = 0;
         if self.number == 1 {
-            bytes = bytes.strip_prefix(BYTE_ORDER_MARK).unwrap_or(bytes);
+            if let Some(rest) = bytes.strip_prefix(BYTE_ORDER_MARK) {
+                bytes = rest;
+                skipped = BYTE_ORDER_MARK.len();
+            }
         }
         let number = self.number;
         let text = match std::str::from_utf8(bytes) {
@@ -166,7 +170,7 @@ impl<R: AsyncBufRead + Unpin> JsonLines<R> {
                     number,
                     reason: format!(
                         "line {number} is not valid UTF-8 (byte {} of the line)",
-                        e.valid_up_to() + 1
+                        skipped + e.valid_up_to() + 1
                     ),
                 })
             }
@@ -178,7 +182,12 @@ impl<R: AsyncBufRead + Unpin> JsonLines<R> {
             Ok(value) => JsonLine::Input { number, value },
             Err(e) => JsonLine::Refused {
                 number,
-                reason: format!("line {number} is not valid JSON: {e}"),
+                // serde_json places the error in the text it was given, which is this one
+                // line: its "line 1" would contradict the line number we give.
+                reason: format!(
+                    "line {number} is not valid JSON: {}",
+                    e.to_string().replace(" at line 1 column ", " at column ")
+                ),
             },
         })
     }
@@ -221,6 +230,18 @@ mod tests {
     async fn a_byte_order_mark_at_the_start_is_accepted_and_elsewhere_refused() {
         let lines = read_all(b"\xEF\xBB\xBF{\"a\":1}\n\xEF\xBB\xBF{\"a\":2}\n", 1024).await;
         assert_eq!(numbers(&lines), vec![(1, true), (2, false)]);
+        // A bad byte is counted from the line's start, the mark included.
+        let lines = read_all(b"\xEF\xBB\xBF[\xff]\n", 1024).await;
+        assert!(
+            matches!(&lines[0], JsonLine::Refused { reason, .. } if reason.contains("byte 5 of the line")),
+            "{lines:?}"
+        );
+        // A JSON error is placed in the line, not in a one-line text of its own.
+        let lines = read_all(b"1\n{\"a\" 1}\n", 1024).await;
+        assert!(
+            matches!(&lines[1], JsonLine::Refused { reason, .. } if reason == "line 2 is not valid JSON: expected `:` at column 6"),
+            "{lines:?}"
+        );
     }
 
     #[tokio::test]

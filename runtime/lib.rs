@@ -75,6 +75,12 @@ pub mod wasm_runtime {
     pub use bilayer_plugins::wasm_runtime::*;
 }
 
+/// Reading a file a user named (definition, script, module, SQL): regular files only, each
+/// kind with its size limit.
+pub mod user_file {
+    pub use bilayer_plugins::user_file::*;
+}
+
 pub use bilayer_actors::{
     AgentSystem, AgentSystemBuilder, DeadLetter, Outcome, OutcomeStatus, OutcomeStream,
     RoutingPolicy, SystemTotals, DEFAULT_MAX_BRANCHES, DEFAULT_MAX_HOPS, DEFAULT_MAX_IN_FLIGHT,

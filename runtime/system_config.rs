@@ -102,7 +102,7 @@ use bilayer_plugins::builtin::{
 use bilayer_plugins::hot_reload::{DeleteAction, HotReloadConfig, HotReloadManager};
 use bilayer_plugins::rhai_runtime::{RhaiConfig, RhaiPlugin, SCRIPT_THREAD_STACK};
 use bilayer_plugins::wasm_runtime::{WasmCapabilities, WasmEngine, WasmLimits, WasmPlugin};
-use bilayer_plugins::{AgentPlugin, LimitSettings, PluginError, PluginResult};
+use bilayer_plugins::{user_file, AgentPlugin, LimitSettings, PluginError, PluginResult};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -297,12 +297,7 @@ impl SystemDefinition {
     /// when one could be made, and the problems. Only a file that cannot be read is an error.
     pub fn read(path: impl AsRef<Path>) -> PluginResult<(Option<Self>, Vec<Problem>)> {
         let file = path.as_ref().to_path_buf();
-        let text = std::fs::read_to_string(&file).map_err(|e| {
-            PluginError::Io(format!(
-                "cannot read system definition {}: {e}",
-                file.display()
-            ))
-        })?;
+        let text = user_file::read_text(&file, user_file::SYSTEM_DEFINITION)?;
         let shaped = definition_shape::read::<SystemFile>(&text);
         let lines = LineIndex::new(&text);
         let problems = shaped
@@ -429,6 +424,9 @@ impl SystemDefinition {
                         }
                         Ok(limits) => match RhaiPlugin::from_file_with_config(&path, limits) {
                             Ok(_) => {}
+                            Err(e @ PluginError::Io(_)) => {
+                                problems.push(self.unreadable_agent_file(index, agent, "script", e))
+                            }
                             Err(e) => problems.push(problem_from_error(&path, e)),
                         },
                     }
@@ -437,7 +435,7 @@ impl SystemDefinition {
                 Ok(AgentSource::Wasm(path)) => {
                     // A grant that does not parse is reported above, at its key.
                     if grant.is_ok() {
-                        if let Err(e) = wasm_agent(
+                        match wasm_agent(
                             &path,
                             &agent.name,
                             &agent.capabilities,
@@ -445,7 +443,11 @@ impl SystemDefinition {
                         )
                         .and_then(|plugin| plugin.check_link())
                         {
-                            problems.push(problem_from_error(&path, e));
+                            Ok(()) => {}
+                            Err(e @ PluginError::Io(_)) => {
+                                problems.push(self.unreadable_agent_file(index, agent, "wasm", e))
+                            }
+                            Err(e) => problems.push(problem_from_error(&path, e)),
                         }
                     }
                 }
@@ -522,6 +524,8 @@ impl SystemDefinition {
             let path = self.dir.join(routing);
             match RhaiRoutingPolicy::from_file_with_config(&path, self.base_limits()) {
                 Ok(_) => problems.extend(self.unknown_targets(&path, &names)),
+                Err(e @ PluginError::Io(_)) => problems
+                    .push(self.problem_at_key(&[Step::Key("routing")], &format!("`routing`: {e}"))),
                 Err(e) => problems.push(problem_from_error(&path, e)),
             }
         }
@@ -1080,8 +1084,8 @@ impl SystemDefinition {
                 ));
             }
             let path = self.dir.join(file);
-            let sql = std::fs::read_to_string(&path)
-                .map_err(|e| format!("cannot read init_sql_file {}: {e}", path.display()))?;
+            let sql =
+                user_file::read_text(&path, user_file::INIT_SQL_FILE).map_err(|e| e.to_string())?;
             match &mut json {
                 Value::Object(fields) if fields.contains_key("init_sql") => {
                     return Err("give init_sql_file or config.init_sql, not both".to_string())
@@ -1164,7 +1168,7 @@ impl SystemDefinition {
             let Ok(AgentSource::Script(path)) = self.source_of(agent) else {
                 continue;
             };
-            let Ok(source) = std::fs::read_to_string(&path) else {
+            let Ok(source) = user_file::read_text(&path, user_file::RHAI_SCRIPT) else {
                 continue;
             };
             let lines = LineIndex::new(&source);
@@ -1190,7 +1194,7 @@ impl SystemDefinition {
 
     /// Literal `next_agent: "x"` / `next_agent = "x"` in a script naming no agent.
     fn unknown_targets(&self, script: &Path, agents: &HashSet<&str>) -> Vec<Problem> {
-        let Ok(source) = std::fs::read_to_string(script) else {
+        let Ok(source) = user_file::read_text(script, user_file::RHAI_SCRIPT) else {
             return Vec::new();
         };
         let lines = LineIndex::new(&source);
@@ -1211,6 +1215,21 @@ impl SystemDefinition {
 
     /// A problem located at the `name` value of the `index`-th `[[agents]]` table (or at the
     /// table's header when it has no name line).
+    /// A script or module an agent names (its `key`) that cannot be read (missing, a device,
+    /// past its size limit): located at that key, so the reader sees which line to change.
+    fn unreadable_agent_file(
+        &self,
+        index: usize,
+        agent: &AgentEntry,
+        key: &str,
+        error: PluginError,
+    ) -> Problem {
+        self.problem_at_key(
+            &[Step::Key("agents"), Step::Table(index), Step::Key(key)],
+            &format!("agent `{}`: `{key}`: {error}", agent.name),
+        )
+    }
+
     fn problem_in_agent(&self, index: usize, message: &str) -> Problem {
         self.problem_in_table("agents", index, "name", message)
     }

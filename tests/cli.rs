@@ -21,6 +21,8 @@
 use std::collections::{BTreeMap, HashSet};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+#[cfg(unix)]
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -1530,7 +1532,15 @@ fn run_on_an_endless_line_holds_no_memory_and_ctrl_c_writes_what_finished() {
     assert!(rss < 256 * 1024, "resident memory grew to {rss} KiB");
     send_signal(&child, "INT");
     let done = wait_with_deadline(child, QUICK, "bilayer run --input /dev/zero");
-    assert_eq!(done.status.code(), Some(130), "stderr:\n{}", done.stderr);
+    // Ended by the signal itself (the shell shows 130), so that a shell loop running the
+    // command stops at the Ctrl-C too instead of taking it as handled.
+    assert_eq!(
+        done.status.signal(),
+        Some(2),
+        "{}\nstderr:\n{}",
+        done.status,
+        done.stderr
+    );
     // The refusal of line 1 was finished (and buffered, the input being a file): it is written.
     let lines = done.stdout_lines();
     assert_eq!(lines.len(), 1, "{}", done.stdout);
@@ -1562,7 +1572,13 @@ fn run_stopped_by_sigterm_writes_every_finished_outcome_and_its_summary() {
     send_signal(&child, "TERM");
     let done = wait_with_deadline(child, QUICK, "bilayer run --input -");
     drop(stdin);
-    assert_eq!(done.status.code(), Some(143), "stderr:\n{}", done.stderr);
+    assert_eq!(
+        done.status.signal(),
+        Some(15),
+        "{}\nstderr:\n{}",
+        done.status,
+        done.stderr
+    );
     let lines = done.stdout_lines();
     assert_eq!(lines.len(), 3, "{}", done.stdout);
     assert!(lines.iter().all(|l| l["status"] == "ok"), "{}", done.stdout);
@@ -1610,6 +1626,47 @@ fn run_into_a_closed_pipe_ends_quietly() {
     let stderr = stderr.join().expect("stderr reader");
     assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
     assert_eq!(stderr, "", "nothing said on stderr");
+}
+
+/// A stdout that fails otherwise than by closing (`> /dev/full`: a full disk) loses the outcomes:
+/// the run must say so and fail, not end quietly with status 0 as for `| head -1`.
+#[cfg(target_os = "linux")]
+#[test]
+fn run_into_a_full_disk_fails_saying_the_outcomes_were_not_written() {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("open /dev/full");
+    let mut child = bilayer(["run", "examples/orders/system.toml", "--input", "-"])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(full)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the bilayer binary");
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    writeln!(stdin, "{ORDER_LINE}").expect("write to stdin");
+    drop(stdin);
+    let stderr = drain(child.stderr.take().expect("stderr is piped"));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if started.elapsed() > QUICK {
+            let _ = child.kill();
+            panic!("the run did not end on a full stdout");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = stderr.join().expect("stderr reader");
+    assert_eq!(status.code(), Some(1), "stderr:\n{stderr}");
+    assert_contains(&stderr, "1 inputs in ", "the summary");
+    assert_contains(
+        &stderr,
+        "error: cannot write the outcomes to stdout (No space left on device",
+        "the error",
+    );
 }
 
 #[test]
@@ -1719,6 +1776,12 @@ fn run_refuses_a_state_write_past_max_state_bytes_and_keeps_serving() {
         assert_contains(
             by_input[&n]["reason"].as_str().unwrap(),
             "max_state_bytes = 450",
+            "the reason",
+        );
+        // A definition's user is told which TOML key to change.
+        assert_contains(
+            by_input[&n]["reason"].as_str().unwrap(),
+            "raise max_state_bytes ([limits] or the agent's [agents.limits]",
             "the reason",
         );
     }
@@ -2268,6 +2331,194 @@ fn a_wasm_agent_limit_error_does_not_name_a_rust_setting() {
     assert_contains(reason, "past its timeout", "reason");
     assert_contains(reason, "raise `[limits] timeout_ms`", "reason");
     assert!(!reason.contains("WasmLimits"), "{reason}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files that never end or are too big (issue 21): every user-named file is read through
+// bilayer::user_file, which refuses devices and FIFOs from their metadata and files past a
+// size limit, without reading more than the limit + 1 bytes.
+// ---------------------------------------------------------------------------------------------
+
+/// Makes a FIFO at `path` (`mkfifo`, so the test needs no FFI); nothing ever writes to it, so
+/// opening it for reading would block forever.
+fn fifo(path: PathBuf) -> PathBuf {
+    let made = Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "mkfifo {}", path.display());
+    path
+}
+
+/// A sparse file of `len` zero bytes: cheap to make whatever its size.
+fn sparse(path: PathBuf, len: u64) -> PathBuf {
+    std::fs::File::create(&path)
+        .and_then(|file| file.set_len(len))
+        .expect("make a sparse file");
+    path
+}
+
+/// `check` and `run` on `system` both fail promptly, their stderr holding each of `needles`.
+fn check_and_run_refuse(system: &Path, needles: &[&str]) {
+    let check = run_cli(["check".as_ref(), system.as_os_str()], None, QUICK);
+    check.assert_failure();
+    let run = run_cli(
+        [
+            "run".as_ref(),
+            system.as_os_str(),
+            "--input".as_ref(),
+            "-".as_ref(),
+        ],
+        Some(b""),
+        QUICK,
+    );
+    run.assert_failure();
+    for needle in needles {
+        assert_contains(&check.stderr, needle, "check's stderr");
+        assert_contains(&run.stderr, needle, "run's stderr");
+    }
+}
+
+#[test]
+fn a_device_named_as_a_script_or_init_sql_file_is_refused_not_read() {
+    let scratch = Scratch::new("dev-zero");
+    let system = scratch.write(
+        "script.toml",
+        "[[agents]]\nname = \"zero\"\nscript = \"/dev/zero\"\n",
+    );
+    check_and_run_refuse(
+        &system,
+        &[
+            "Rhai script /dev/zero",
+            "a character device, not a regular file",
+        ],
+    );
+    // `check` points at the key to change.
+    let check = run_cli(["check".as_ref(), system.as_os_str()], None, QUICK);
+    assert_contains(
+        &check.stderr,
+        &format!("{}: agent `zero`: `script`:", at(&system, 3, 1)),
+        "stderr",
+    );
+    let system = scratch.write(
+        "sql.toml",
+        "[[agents]]\nname = \"db\"\nbuiltin = \"database\"\ninit_sql_file = \"/dev/zero\"\n",
+    );
+    check_and_run_refuse(
+        &system,
+        &[
+            "init_sql_file /dev/zero",
+            "a character device, not a regular file",
+        ],
+    );
+    let system = scratch.write(
+        "routing.toml",
+        "routing = \"/dev/urandom\"\n[[agents]]\nname = \"a\"\nnative = \"order_intake\"\n",
+    );
+    let check = run_cli(["check".as_ref(), system.as_os_str()], None, QUICK);
+    check.assert_failure();
+    assert_contains(&check.stderr, "Rhai script /dev/urandom", "stderr");
+    assert_contains(
+        &check.stderr,
+        &format!("{}: `routing`:", at(&system, 1, 1)),
+        "stderr",
+    );
+}
+
+#[test]
+fn a_fifo_named_as_a_module_is_refused_without_opening_it() {
+    let scratch = Scratch::new("fifo-module");
+    fifo(scratch.0.join("pipe.wasm"));
+    let system = scratch.write(
+        "system.toml",
+        "[[agents]]\nname = \"piped\"\nwasm = \"pipe.wasm\"\n",
+    );
+    check_and_run_refuse(
+        &system,
+        &["pipe.wasm", "a FIFO (named pipe), not a regular file"],
+    );
+}
+
+#[test]
+fn a_file_past_its_size_limit_is_refused_naming_the_limit() {
+    let scratch = Scratch::new("over-limit");
+    sparse(scratch.0.join("huge.rhai"), (16 << 20) + 1);
+    let system = scratch.write(
+        "system.toml",
+        "[[agents]]\nname = \"huge\"\nscript = \"huge.rhai\"\n",
+    );
+    check_and_run_refuse(
+        &system,
+        &[
+            "huge.rhai",
+            "larger than the 16 MiB limit for a Rhai script",
+        ],
+    );
+    sparse(scratch.0.join("huge.wat"), (256 << 20) + 1);
+    let system = scratch.write(
+        "wasm.toml",
+        "[[agents]]\nname = \"huge\"\nwasm = \"huge.wat\"\n",
+    );
+    check_and_run_refuse(
+        &system,
+        &[
+            "huge.wat",
+            "larger than the 256 MiB limit for a WASM module",
+        ],
+    );
+    // The definition itself.
+    let system = sparse(scratch.0.join("huge.toml"), (16 << 20) + 1);
+    check_and_run_refuse(
+        &system,
+        &["larger than the 16 MiB limit for a system definition"],
+    );
+}
+
+#[test]
+fn exec_and_tools_refuse_a_device_or_fifo() {
+    let scratch = Scratch::new("exec-dev");
+    let done = run_cli(["exec", "/dev/zero", "--input", "{}"], None, QUICK);
+    done.assert_failure();
+    assert_contains(&done.stderr, "/dev/zero", "stderr");
+    // Named like a script, so that `exec` reads it: the metadata check refuses it.
+    let zero = scratch.0.join("zero.rhai");
+    std::os::unix::fs::symlink("/dev/zero", &zero).expect("symlink");
+    let done = run_cli(
+        [
+            "exec".as_ref(),
+            zero.as_os_str(),
+            "--input".as_ref(),
+            "{}".as_ref(),
+        ],
+        None,
+        QUICK,
+    );
+    done.assert_failure();
+    assert_contains(&done.stderr, "a character device", "stderr");
+    let pipe = fifo(scratch.0.join("pipe.wat"));
+    let done = run_cli(
+        [
+            "exec".as_ref(),
+            pipe.as_os_str(),
+            "--input".as_ref(),
+            "{}".as_ref(),
+        ],
+        None,
+        QUICK,
+    );
+    done.assert_failure();
+    assert_contains(&done.stderr, "a FIFO (named pipe)", "stderr");
+
+    let done = run_cli(["tools", "/dev/zero"], None, QUICK);
+    done.assert_failure();
+    assert_contains(&done.stderr, "Rhai script /dev/zero", "stderr");
+    assert_contains(&done.stderr, "a character device", "stderr");
+    // In a tool directory, a script past the limit is refused, naming it.
+    sparse(scratch.0.join("huge.rhai"), (16 << 20) + 1);
+    let done = run_cli(["tools".as_ref(), scratch.0.as_os_str()], None, QUICK);
+    done.assert_failure();
+    assert_contains(&done.stderr, "huge.rhai", "stderr");
+    assert_contains(&done.stderr, "larger than the 16 MiB limit", "stderr");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -531,3 +531,34 @@ async fn a_file_can_host_a_plugin_registered_under_another_id() {
     assert!(answer.contains("\"v\":2"), "{answer}");
     assert!(!plugins.contains("triage"));
 }
+
+/// A FIFO or an over-limit file appearing in a watched directory fails its reload with an error
+/// naming the file, instead of blocking the reloader on `open` or reading gigabytes; the
+/// reloader goes on serving later changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_or_an_over_limit_file_fails_its_reload_and_the_reloader_goes_on() {
+    let mut rig = Rig::start("hostile", debounced(150), &[]).await;
+    let made = std::process::Command::new("mkfifo")
+        .arg(rig.dir.file("pipe.rhai"))
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success());
+    let seen = rig.reload_of("pipe").await;
+    let Some(ReloadEvent::ReloadFailed { error, .. }) = seen.last() else {
+        panic!("expected a failed reload: {seen:#?}");
+    };
+    assert!(error.to_string().contains("a FIFO (named pipe)"), "{error}");
+
+    std::fs::File::create(rig.dir.file("huge.wat"))
+        .and_then(|file| file.set_len(bilayer::user_file::MAX_WASM_FILE_BYTES + 1))
+        .unwrap();
+    let seen = rig.reload_of("huge").await;
+    let Some(ReloadEvent::ReloadFailed { error, .. }) = seen.last() else {
+        panic!("expected a failed reload: {seen:#?}");
+    };
+    assert!(
+        error.to_string().contains("larger than the 256 MiB limit"),
+        "{error}"
+    );
+    rig.barrier().await;
+}

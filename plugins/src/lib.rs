@@ -9,6 +9,8 @@
 //!   rule engine.
 //! - [`hot_reload`]: new versions of plugin files from disk, swapped into their host without a
 //!   restart, with state carried over and rollback.
+//! - [`user_file`]: the one way a file a user named (definition, script, module, SQL) is read,
+//!   refusing devices, FIFOs and files past a size limit.
 //!
 //! Hosting (one actor per plugin, supervision, the `PluginManager`) lives in `bilayer-actors`;
 //! this crate reaches other plugins only through the [`PluginCaller`] trait object that the host
@@ -34,6 +36,7 @@ mod plugin;
 pub mod rhai_runtime;
 mod state;
 mod state_store;
+pub mod user_file;
 pub mod wasm_runtime;
 
 pub use context::{run_blocking, run_detached, CallChain, PluginCaller, PluginContext};

@@ -212,7 +212,8 @@ fn over_limit(key: &str, total: usize, max: usize) -> PluginError {
         limit: format!("max_state_bytes = {max}"),
         detail: format!(
             "{what} would take the plugin's state to {total} bytes of JSON; remove what it no \
-             longer needs, or raise max_state_bytes"
+             longer needs, or raise max_state_bytes ([limits] or the agent's [agents.limits] \
+             in a system definition; PluginOptions::max_state_bytes from Rust)"
         ),
     }
 }

@@ -2,6 +2,7 @@
 
 mod check;
 mod exec;
+mod latency;
 mod run;
 mod tools;
 mod worker;
@@ -164,6 +165,28 @@ impl StopSignal {
             StopSignal::Interrupt => 130,
             StopSignal::Terminate => 143,
         }
+    }
+
+    /// Ends the process by this signal, once it has written what it owes (the shell then
+    /// reports 130 / 143). Not `exit(130)`: a shell that got the same Ctrl-C (bash, in a
+    /// `for` loop or a script) goes on with its next command when its child *exits*, taking
+    /// the interrupt as handled; only a child killed by SIGINT stops the loop.
+    pub(crate) fn end_process(self) -> ! {
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().flush();
+        #[cfg(unix)]
+        {
+            let signal = match self {
+                StopSignal::Interrupt => signal_hook::consts::SIGINT,
+                StopSignal::Terminate => signal_hook::consts::SIGTERM,
+            };
+            // The default action of SIGINT / SIGTERM (in place of tokio's handler) ends the
+            // whole process; should it somehow not, the exit below still does.
+            let _ = signal_hook::low_level::emulate_default_handler(signal);
+        }
+        // Not reached on Unix; elsewhere, the status a shell would show.
+        std::process::exit(i32::from(self.exit_code()))
     }
 }
 

@@ -5,9 +5,12 @@
 //! (`bilayer::jsonl`).
 //!
 //! Stopped early, a run still accounts for what it has: on Ctrl-C or SIGTERM it writes every
-//! outcome already finished, then the summary marked interrupted, and exits with 130 / 143
-//! without waiting for the inputs still in flight; when whoever reads stdout closes it
-//! (`bilayer run … | head -1`) it stops quietly, exit status 0, as `head` asked for no more.
+//! outcome already finished, then the summary marked interrupted, and ends by that signal
+//! (status 130 / 143; a shell loop running it stops too) without waiting for the inputs still
+//! in flight; when whoever reads stdout closes it
+//! (`bilayer run … | head -1`) it stops quietly, exit status 0, as `head` asked for no more;
+//! any other failure to write stdout (a full disk) stops it with the summary and an error,
+//! exit status 1, as outcomes were lost.
 //!
 //! With no subcommand at all, `bilayer` runs the bundled order pipeline (examples/orders) on
 //! the W1 orders and prints the summary and the W1 check.
@@ -26,6 +29,7 @@ use bilayer::orders;
 use bilayer::system_config::{Deployment, SystemDefinition};
 use bilayer::{AgentSystem, Outcome, OutcomeStatus, Transport};
 
+use super::latency::LatencyHistogram;
 use super::{StopSignal, TransportKind};
 
 /// What a run adds up to.
@@ -34,7 +38,7 @@ struct Summary {
     inputs: u64,
     by_status: BTreeMap<&'static str, u64>,
     by_agent: BTreeMap<String, u64>,
-    latencies_ns: Vec<u64>,
+    latencies: LatencyHistogram,
     /// Inputs read (set when the run's loop ends).
     submitted: u64,
     /// W1: shipped orders' totals, summed (only meaningful for the order pipeline).
@@ -57,8 +61,8 @@ impl Summary {
                 }
             }
         }
-        self.latencies_ns
-            .push(u64::try_from(outcome.latency.as_nanos()).unwrap_or(u64::MAX));
+        self.latencies
+            .record(u64::try_from(outcome.latency.as_nanos()).unwrap_or(u64::MAX));
     }
 
     fn print(&mut self, out: &mut dyn Write, elapsed: Duration) -> std::io::Result<()> {
@@ -91,13 +95,12 @@ impl Summary {
                 agents
             }
         )?;
-        self.latencies_ns.sort_unstable();
-        if !self.latencies_ns.is_empty() {
+        if !self.latencies.is_empty() {
             writeln!(
                 out,
                 "latency: p50 {:.1} µs, p99 {:.1} µs (admission to outcome, queueing included)",
-                percentile_us(&self.latencies_ns, 50.0),
-                percentile_us(&self.latencies_ns, 99.0)
+                self.latencies.percentile_us(50.0),
+                self.latencies.percentile_us(99.0)
             )?;
         }
         Ok(())
@@ -106,12 +109,6 @@ impl Summary {
 
 /// How long a run may go without an outcome before it says so.
 const STALL_WARNING: Duration = Duration::from_secs(10);
-
-/// Nearest-rank percentile, as the Python peers compute it.
-fn percentile_us(sorted_ns: &[u64], p: f64) -> f64 {
-    let rank = ((p / 100.0 * sorted_ns.len() as f64).ceil() as usize).max(1);
-    sorted_ns[rank - 1] as f64 / 1000.0
-}
 
 /// Where inputs come from.
 pub enum InputSource {
@@ -141,6 +138,9 @@ enum Ended {
     Interrupted(StopSignal),
     /// Whoever reads stdout closed it.
     OutputClosed,
+    /// Writing to stdout failed otherwise (a full disk, a device error): the outcomes cannot
+    /// be delivered, and saying nothing would pass their loss off as success.
+    OutputFailed(std::io::Error),
 }
 
 /// `bilayer run`.
@@ -216,9 +216,19 @@ pub async fn run(
             // No graceful shutdown: the inputs in flight would be dead-lettered one warning
             // at a time, and a plugin blocked in a call would hold the exit. Everything this
             // run owes its reader is written.
-            std::process::exit(i32::from(signal.exit_code()));
+            signal.end_process();
         }
         Ended::OutputClosed => std::process::exit(0),
+        Ended::OutputFailed(error) => {
+            summary.print(&mut stderr.lock(), elapsed)?;
+            eprintln!(
+                "error: cannot write the outcomes to stdout ({error}); the run stopped, and the \
+                 outcomes counted above were not all written: free space on (or fix) what \
+                 stdout goes to, or use --quiet for the summary alone"
+            );
+            // As on an interrupt: no graceful shutdown, nothing more can be written anyway.
+            std::process::exit(1);
+        }
     }
 }
 
@@ -252,8 +262,9 @@ pub async fn default_pipeline() -> Result<ExitCode, Box<dyn std::error::Error>> 
     let (mut summary, elapsed, ended) =
         drive(&system, InputSource::Orders(n), false, usize::MAX).await?;
     match ended {
-        Ended::Interrupted(signal) => std::process::exit(i32::from(signal.exit_code())),
+        Ended::Interrupted(signal) => signal.end_process(),
         Ended::OutputClosed => std::process::exit(0),
+        Ended::OutputFailed(error) => return Err(format!("cannot write to stdout: {error}").into()),
         Ended::Completed | Ended::InputFailed(_) => {}
     }
     system.shutdown().await?;
@@ -338,8 +349,8 @@ async fn drive(
                 let Some(outcome) = outcome else { break Ended::Completed };
                 last_outcome = tokio::time::Instant::now();
                 done.fetch_add(1, Ordering::Relaxed);
-                if write_outcome(&mut summary, &mut out, &outcome, print_outcomes, flush_each).is_err() {
-                    break Ended::OutputClosed;
+                if let Err(error) = write_outcome(&mut summary, &mut out, &outcome, print_outcomes, flush_each) {
+                    break output_ended(error);
                 }
             }
             read = &mut total_rx, if total.is_none() => {
@@ -356,14 +367,14 @@ async fn drive(
             signal = &mut stop_signal => {
                 let signal = signal.map_err(|e| format!("cannot listen for Ctrl-C: {e}"))?;
                 // Whatever has finished is written before the process goes.
-                let mut closed = false;
+                let mut failed = None;
                 while let Some(outcome) = stream.try_recv() {
-                    if write_outcome(&mut summary, &mut out, &outcome, print_outcomes, false).is_err() {
-                        closed = true;
+                    if let Err(error) = write_outcome(&mut summary, &mut out, &outcome, print_outcomes, false) {
+                        failed = Some(output_ended(error));
                         break;
                     }
                 }
-                break if closed { Ended::OutputClosed } else { Ended::Interrupted(signal) };
+                break failed.unwrap_or(Ended::Interrupted(signal));
             }
             _ = tokio::time::sleep_until(last_outcome + STALL_WARNING) => {
                 last_outcome = tokio::time::Instant::now();
@@ -382,16 +393,21 @@ async fn drive(
             }
         }
     };
-    let closed = out.flush().is_err();
+    let flushed = out.flush();
     drop(out);
     if let Some(progress) = progress {
         progress.abort();
         eprint!("\r\x1b[2K");
     }
     summary.submitted = submitted.load(Ordering::Relaxed);
-    if closed || matches!(ended, Ended::OutputClosed) {
+    let ended = match (ended, flushed) {
+        (ended @ (Ended::OutputClosed | Ended::OutputFailed(_)), _) => ended,
+        (_, Err(error)) => output_ended(error),
+        (ended, Ok(())) => ended,
+    };
+    if matches!(ended, Ended::OutputClosed | Ended::OutputFailed(_)) {
         producer.abort();
-        return Ok((summary, started.elapsed(), Ended::OutputClosed));
+        return Ok((summary, started.elapsed(), ended));
     }
     if matches!(ended, Ended::Interrupted(_)) {
         producer.abort();
@@ -401,8 +417,18 @@ async fn drive(
     Ok((summary, started.elapsed(), ended))
 }
 
+/// How a run whose stdout failed ends: quietly when its reader closed it (`| head -1`, as
+/// `head` asked for no more), with an error otherwise.
+fn output_ended(error: std::io::Error) -> Ended {
+    if error.kind() == std::io::ErrorKind::BrokenPipe {
+        Ended::OutputClosed
+    } else {
+        Ended::OutputFailed(error)
+    }
+}
+
 /// Counts an outcome and, when outcomes are printed, writes its line. An error means stdout
-/// is gone (a closed pipe): nobody reads the rest.
+/// can take no more (see [`output_ended`]).
 fn write_outcome(
     summary: &mut Summary,
     out: &mut impl Write,

@@ -15,7 +15,7 @@ use super::prepare::{prepare, Prepared};
 use super::{
     DeleteAction, HotReloadConfig, ReloadEvent, ReloadEventSink, ReloadTarget, Replacement,
 };
-use crate::{PluginError, PluginResult};
+use crate::{user_file, PluginError, PluginResult};
 
 /// What looking at one path did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -364,16 +364,19 @@ impl Reloader {
     }
 }
 
-/// Reads the file at `path` and hashes it.
+/// Reads the file at `path` (bounded, regular files only: [`user_file`]) and hashes it.
 async fn look(path: &Path) -> PluginResult<OnDisk> {
-    match tokio::fs::read(path).await {
+    let owned = path.to_path_buf();
+    let read = tokio::task::spawn_blocking(move || {
+        user_file::read(&owned, user_file::plugin_file_kind(&owned))
+    })
+    .await
+    .map_err(|e| PluginError::Io(format!("cannot read {}: {e}", path.display())))?;
+    match read {
         Ok(bytes) if bytes.is_empty() => Ok(OnDisk::Empty),
         Ok(bytes) => Ok(OnDisk::Content(content_hash(&bytes))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(OnDisk::Missing),
-        Err(e) => Err(PluginError::Io(format!(
-            "cannot read {}: {e}; check its permissions",
-            path.display()
-        ))),
+        Err(e) if e.is_not_found() => Ok(OnDisk::Missing),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -102,9 +102,7 @@ impl RhaiPlugin {
     /// Compiles the script at `path` under `config`.
     pub fn from_file_with_config(path: impl AsRef<Path>, config: RhaiConfig) -> PluginResult<Self> {
         let path = path.as_ref();
-        let source = std::fs::read_to_string(path).map_err(|e| {
-            PluginError::Io(format!("cannot read Rhai script {}: {e}", path.display()))
-        })?;
+        let source = crate::user_file::read_text(path, crate::user_file::RHAI_SCRIPT)?;
         let origin = ScriptOrigin {
             from: Origin::File(path.to_path_buf()),
             source: source.into(),

@@ -99,9 +99,7 @@ impl WasmPlugin {
     /// Compiles the module at `path` on `engine`.
     pub fn compile_file(engine: &WasmEngine, path: impl AsRef<Path>) -> PluginResult<Self> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| {
-            PluginError::Io(format!("cannot read WASM module {}: {e}", path.display()))
-        })?;
+        let bytes = crate::user_file::read(path, crate::user_file::WASM_MODULE)?;
         let origin = path.display().to_string();
         let compiled = CompiledModule::compile(engine, &origin, Arc::from(bytes))?;
         let guest = guest_metadata::read(&compiled, &origin)?;
