@@ -94,8 +94,8 @@ pub use bilayer_actors::{
     DEFAULT_EXECUTE_TIMEOUT,
 };
 pub use bilayer_plugins::{
-    async_trait, AgentPlugin, CallChain, FnPlugin, PluginCaller, PluginContext, PluginError,
-    PluginMetadata, PluginResult, PluginState, PluginStateStore, PluginType,
+    async_trait, AgentPlugin, CallChain, FnPlugin, LimitSettings, PluginCaller, PluginContext,
+    PluginError, PluginMetadata, PluginResult, PluginState, PluginStateStore, PluginType,
 };
 
 /// Everything a plugin author or an application needs: `use bilayer::prelude::*;`.

@@ -2633,6 +2633,7 @@ fn exec_sets_wasm_fuel_and_memory_from_its_flags() {
     done.assert_failure();
     assert_contains(&done.stderr, "fuel", "stderr");
     assert_contains(&done.stderr, "100000 units", "stderr");
+    assert_contains(&done.stderr, "raise --fuel", "the flag that raises it");
 
     // 2 MiB more than the initial 64 KiB: refused under --memory-mb 1, fine by default.
     let grower = scratch.write("grow.wat", &memory_grower(32));
@@ -2649,6 +2650,7 @@ fn exec_sets_wasm_fuel_and_memory_from_its_flags() {
     let refused = run_cli(args(&["--memory-mb", "1"]), None, QUICK);
     refused.assert_failure();
     assert_contains(&refused.stderr, "max_memory_bytes", "stderr");
+    assert_contains(&refused.stderr, "raise --memory-mb", "the flag that raises it");
     run_cli(args(&[]), None, QUICK).assert_success();
 
     // They are WASM limits: a script is told where its limits are set instead.

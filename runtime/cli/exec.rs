@@ -14,6 +14,7 @@ use std::time::Duration;
 use bilayer::prelude::*;
 use bilayer::rhai_runtime::RhaiPlugin;
 use bilayer::wasm_runtime::{WasmCapabilities, WasmEngine, WasmLimits, WasmPlugin};
+use bilayer::LimitSettings;
 
 /// The limits `exec` gives the call (`--timeout-ms`, `--memory-mb`, `--fuel`).
 pub struct Limits {
@@ -26,7 +27,16 @@ pub struct Limits {
 impl Limits {
     /// The module's limits: the defaults with the flags given.
     fn wasm(&self) -> Result<WasmLimits, String> {
-        let mut limits = WasmLimits::default().timeout(self.timeout).fuel(self.fuel);
+        // A limit error names the flag that raises it (`exec` has no definition to point at).
+        let flags = LimitSettings::keys([
+            ("timeout", "--timeout-ms"),
+            ("max_memory_bytes", "--memory-mb"),
+            ("fuel", "--fuel"),
+        ]);
+        let mut limits = WasmLimits::default()
+            .timeout(self.timeout)
+            .fuel(self.fuel)
+            .limit_settings(flags);
         if let Some(mb) = self.memory_mb {
             let bytes = mb
                 .checked_mul(1 << 20)
