@@ -2650,7 +2650,11 @@ fn exec_sets_wasm_fuel_and_memory_from_its_flags() {
     let refused = run_cli(args(&["--memory-mb", "1"]), None, QUICK);
     refused.assert_failure();
     assert_contains(&refused.stderr, "max_memory_bytes", "stderr");
-    assert_contains(&refused.stderr, "raise --memory-mb", "the flag that raises it");
+    assert_contains(
+        &refused.stderr,
+        "raise --memory-mb",
+        "the flag that raises it",
+    );
     run_cli(args(&[]), None, QUICK).assert_success();
 
     // They are WASM limits: a script is told where its limits are set instead.

@@ -321,15 +321,7 @@ where
         Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
             Ok(tokio::task::block_in_place(|| chain.scope_blocking(f)))
         }
-        Ok(_) => tokio::task::spawn_blocking(move || chain.scope_blocking(f))
-            .await
-            .map_err(|e| {
-                if e.is_panic() {
-                    std::panic::resume_unwind(e.into_panic())
-                } else {
-                    PluginError::execution("blocking plugin work was cancelled")
-                }
-            }),
+        Ok(_) => on_blocking_pool(chain, f).await,
         Err(_) => Ok(chain.scope_blocking(f)),
     }
 }
@@ -353,6 +345,16 @@ where
     if tokio::runtime::Handle::try_current().is_err() {
         return Ok(chain.scope_blocking(f));
     }
+    on_blocking_pool(chain, f).await
+}
+
+/// `f` on a thread of the runtime's blocking pool, inside `chain`; a panic in it goes on
+/// unwinding in the caller, as if `f` had run there.
+async fn on_blocking_pool<R, F>(chain: CallChain, f: F) -> PluginResult<R>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
     tokio::task::spawn_blocking(move || chain.scope_blocking(f))
         .await
         .map_err(|e| {
