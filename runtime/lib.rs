@@ -44,6 +44,27 @@
 //!
 //! The path of a message: this crate (facade, CLI) → `bilayer_actors` (plugin actors,
 //! supervisor) → `bilayer_plugins` (the plugin kernel and the Rhai runtime).
+//!
+//! ## A tour of the crate
+//!
+//! One line per module; each module's own documentation says the rest.
+//!
+//! - [`prelude`]: everything a plugin author or an application needs, in one `use`.
+//! - [`system_config`]: agent systems defined in TOML, checked (`bilayer check`) and built.
+//! - `definition_shape` (private): reads a definition's TOML collecting every shape problem
+//!   (unknown key, wrong type, missing key) with its position, within a bounded number of passes.
+//! - `definition_positions` (private): where each key, value and table of a definition is,
+//!   indexed in one walk, so any number of problems are placed without re-reading the text.
+//! - [`routing`]: a Rhai routing script as a [`RoutingPolicy`].
+//! - [`system_reload`]: what `--watch` reloads: a system's agents and its routing script.
+//! - [`jsonl`]: JSON-lines input read as a stranger may send it (`bilayer run --input`): every
+//!   bad or overlong line is that line's own refusal.
+//! - [`orders`]: workload W1 "order routing", the one the Python peers run.
+//! - [`builtin`], [`hot_reload`], [`rhai_runtime`], [`wasm_runtime`], [`user_file`]: the
+//!   modules of `bilayer_plugins` of the same names, re-exported.
+//!
+//! The `bilayer` binary (runtime/main.rs, runtime/cli/: one file per subcommand) is not part
+//! of the library.
 
 mod definition_positions;
 mod definition_shape;

@@ -2,12 +2,13 @@
 //! statistics) and every input carries its latency, so a message reads the clock four to six
 //! times on its way.
 //!
-//! `std::time::Instant` asks the kernel's vDSO (`clock_gettime`), 24 ns a read on the machines
-//! we measure on, a tenth of W1's time with native agents. quanta (already built for the
-//! Prometheus exporter) reads the CPU's time-stamp counter, calibrated once against the
-//! monotonic clock (0.6 ms here), in 9 ns; where the counter is not invariant it falls back to
-//! the monotonic clock itself. We keep our own `quanta::Clock` rather than calling
-//! `quanta::Instant::now`, which first looks for a per-thread mock clock on every read.
+//! `std::time::Instant` asks the kernel's vDSO (`clock_gettime`), which was a tenth of W1's time
+//! with native agents. quanta (already built for the Prometheus exporter) reads the CPU's
+//! time-stamp counter, calibrated once against the monotonic clock, in under half the time
+//! (docs/benchmarks.md, section "Transforming agents, synchronous hops, a cheaper clock"); where
+//! the counter is not invariant it falls back to the monotonic clock itself. We keep our own
+//! `quanta::Clock` rather than calling `quanta::Instant::now`, which first looks for a per-thread
+//! mock clock on every read.
 
 use std::sync::OnceLock;
 use std::time::Duration;

@@ -11,15 +11,27 @@
 //!                   (restart in place / give up)
 //! ```
 //!
-//! - [`PluginManager`] (manager.rs): the application's handle: registration, lifecycle,
-//!   execute with timeout, listing with statistics, supervision events.
-//! - plugin_actor.rs: the actor hosting one plugin and its protocol.
-//! - supervisor.rs / supervision.rs: strategies, restart intensity, events.
-//! - dependency.rs: load/start order from declared dependencies.
-//! - system/: agent systems (routing by `next_agent`, dead letters, admission).
-//! - nats/: the NATS JetStream transport that spreads one system over processes.
-//! - reload_target.rs: the manager as the target of hot reload (`PluginManager::swap`, and
-//!   plugin_actor/swap.rs for the swap, the probation and the rollback inside the actor).
+//! ## A tour of the crate
+//!
+//! One line per module (all private: what they export is re-exported here); each module's own
+//! documentation says the rest.
+//!
+//! - `manager`: [`PluginManager`], the application's handle: registration, lifecycle, execute
+//!   with a timeout, listing with statistics, supervision events, hot reload swaps.
+//! - `registry`: what the manager knows of each plugin without asking its actor (address,
+//!   metadata, atomic state mirror and call statistics: [`PluginInfo`]).
+//! - `plugin_actor`: the actor hosting one plugin, and its protocol `PluginMsg`; inside it,
+//!   `swap` (a new version between two messages, probation, rollback) and `replay` (messages a
+//!   version on probation failed, run again after a rollback).
+//! - `supervisor`, `supervision`: the supervisor that restarts plugins in place;
+//!   [`SupervisionStrategy`], [`RestartIntensity`], [`SupervisorEvent`].
+//! - `dependency`: load and start order from declared dependencies.
+//! - `system`: agent systems ([`AgentSystem`]): admission, inboxes, routing by `next_agent`
+//!   or a [`RoutingPolicy`], dead letters, one [`Outcome`] per input.
+//! - `nats`: the NATS JetStream transport that spreads one system over processes
+//!   ([`Transport::Nats`]).
+//! - `reload_target`: the manager as the target of hot reload (`bilayer_plugins::hot_reload`).
+//! - `clock`: the time-stamp-counter clock the hot path reads.
 
 mod clock;
 mod dependency;

@@ -628,9 +628,9 @@ impl PluginManager {
     ///
     /// tokio wakes its parked driver (an eventfd write, a syscall) whenever a new timer is due
     /// earlier than every pending one. With no other timers around, that is every call's
-    /// timeout, and it cost ~0.7 µs per `execute` (benches/plugin_call.rs). With a heartbeat
-    /// due within 500 ms, a 30 s call deadline is never the earliest, and arming it is a plain
-    /// wheel insert.
+    /// timeout, a syscall on every `execute` (docs/benchmarks.md, section "Plugin call through
+    /// its actor", has the figure). With a heartbeat due within 500 ms, a 30 s call deadline is
+    /// never the earliest, and arming it is a plain wheel insert.
     fn start_timer_heartbeat(&self) {
         if self.inner.execute_timeout.is_none() {
             return;

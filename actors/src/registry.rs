@@ -107,8 +107,9 @@ impl PluginShared {
 /// `calls`, `errors`, `busy_nanos` and `max_nanos` have one writer, the plugin's actor (it
 /// handles one message at a time, and a restart or swap happens inside that same actor), so
 /// [`PluginStats::record_call`] updates them with plain loads and stores rather than locked
-/// read-modify-writes (~20 ns less per call); readers still see whole values. The counters
-/// callers write (`timeouts`) and the rare ones use read-modify-writes.
+/// read-modify-writes (cheaper on every call: docs/benchmarks.md, section "Costs behind
+/// design choices in the code"); readers still see whole values. The counters callers write
+/// (`timeouts`) and the rare ones use read-modify-writes.
 #[derive(Default)]
 pub(crate) struct PluginStats {
     calls: AtomicU64,

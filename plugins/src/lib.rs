@@ -1,12 +1,27 @@
 //! # bilayer-plugins: the plugin kernel
 //!
-//! Everything a plugin is, independent of how it is hosted:
+//! Everything a plugin is, independent of how it is hosted.
 //!
-//! - [`AgentPlugin`], the trait every plugin implements (native Rust directly; Rhai scripts
-//!   and WASM modules through their runtimes), with [`PluginMetadata`], [`PluginType`],
-//!   [`PluginState`], [`PluginContext`] and [`PluginResult`] / [`PluginError`];
-//! - [`rhai_runtime`]: runtime plugins written in Rhai, their sandbox, the tool registry and the
-//!   rule engine.
+//! ## A tour of the crate
+//!
+//! One line per module; each module's own documentation says the rest.
+//!
+//! - `plugin`: [`AgentPlugin`], the trait every plugin implements (native Rust directly; Rhai
+//!   scripts and WASM modules through their runtimes).
+//! - `metadata`, `state`: [`PluginMetadata`] and [`PluginType`]; the lifecycle [`PluginState`].
+//! - `error`: [`PluginError`] / [`PluginResult`], one `Clone` enum whose variants name their cause.
+//! - `context`: [`PluginContext`] (what the host gives a plugin at load), [`CallChain`],
+//!   [`PluginCaller`], and [`run_blocking`] / [`run_detached`] for work that must leave the
+//!   async workers.
+//! - `state_store`: [`PluginStateStore`], a plugin's host-owned JSON state, bounded by
+//!   `max_state_bytes`.
+//! - `limit_settings`: [`LimitSettings`], which setting a limit error tells its reader to raise.
+//! - `function_plugin`: [`FnPlugin`], a native plugin made from a closure over JSON values.
+//! - [`rhai_runtime`]: runtime plugins written in Rhai, their sandbox, the tool registry and
+//!   the rule engine.
+//! - [`wasm_runtime`]: compile-time plugins sandboxed in WASM on wasmtime, with capabilities
+//!   and limits.
+//! - [`builtin`]: the LLM (OpenAI-compatible), database (sqlx) and HTTP plugins.
 //! - [`hot_reload`]: new versions of plugin files from disk, swapped into their host without a
 //!   restart, with state carried over and rollback.
 //! - [`user_file`]: the one way a file a user named (definition, script, module, SQL) is read,

@@ -13,7 +13,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// Where the user sets each limit (see the [module docs](self)). Cheap to clone.
+/// Where the user sets each limit: the Rust builder (`RhaiConfig::max_operations`) by default,
+/// or the key a front end maps the limit to (a system definition's `[limits] max_operations`),
+/// so a limit error's advice names the setting the way the plugin was configured. Cheap to
+/// clone.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LimitSettings {
     /// Limit name → the words for its setting; `None`: the Rust builders.

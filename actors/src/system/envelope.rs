@@ -149,7 +149,8 @@ pub struct Envelope {
 pub(crate) fn trace_id_hex(id: u64) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     // Written into a buffer of their exact length and checked once: pushing them one by one
-    // re-checked the string's capacity per digit (~300 instructions an outcome).
+    // re-checked the string's capacity per digit (docs/benchmarks.md, section "Whole-program
+    // optimisation, a cheaper progress hook").
     let mut digits = [0u8; 16];
     for (i, digit) in digits.iter_mut().enumerate() {
         *digit = DIGITS[((id >> ((15 - i) * 4)) & 0xf) as usize];

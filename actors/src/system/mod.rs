@@ -2,10 +2,11 @@
 //! messages routed by the `next_agent` field of each output.
 //!
 //! ```text
-//! AgentSystem::send(input) ─► admission (bounded in-flight) ─► entry agent's mailbox
-//!   ─► plugin.execute_json ─► SystemCore::forward: routing policy, else output.next_agent
-//!   ─► next agent's mailbox ─► … ─► no next_agent: terminal ─► the input's ticket completes
-//!                                  unknown agent / hop limit / failure: dead letter
+//! AgentSystem::send(input) ─► admission (bounded in-flight) ─► entry agent's inbox
+//!   ─► its actor, one turn per Drain: execute_json_in_place_now (answered at once), else
+//!      execute_json_in_place under the hop timeout ─► SystemCore::forward: routing policy,
+//!      else output.next_agent ─► next agent's inbox ─► … ─► no next_agent: terminal
+//!   ─► the input's ticket completes;  unknown agent / hop limit / failure: dead letter
 //! ```
 //!
 //! Supervision tree: the system's `PluginManager` supervisor → one actor per agent (its plugin)
@@ -202,9 +203,10 @@ impl AgentSystemBuilder {
     }
 
     /// Whether a dead letter from a failed agent carries the message the agent received
-    /// (default `true`). Keeping it costs a copy of every message before every hop (measured
-    /// at up to ~20% of W1's throughput); `false` saves the copy and such dead letters carry
-    /// `null` (routing failures always carry the message).
+    /// (default `true`). Keeping it costs a copy of every message before every hop, for
+    /// plugins that cannot read a borrowed message (docs/benchmarks.md, section "W1 order
+    /// routing", has the figure); `false` saves the copy and such dead letters carry `null`
+    /// (routing failures always carry the message).
     pub fn dead_letter_payloads(mut self, keep: bool) -> Self {
         self.dead_letter_payloads = keep;
         self

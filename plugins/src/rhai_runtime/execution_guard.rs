@@ -33,8 +33,9 @@ pub(crate) const NATIVE_STACK: &str = "max_native_stack";
 /// called by array and map methods included.
 pub(crate) const MAX_OPERATIONS: &str = "max_operations";
 
-/// Reading the clock costs ~20 ns; checking it every 64 operations keeps the overhead under a
-/// nanosecond per operation while still stopping a loop within microseconds of its deadline.
+/// Reading the clock costs far more than an operation's check; reading it every 64 operations
+/// keeps it a small share of each while still stopping a loop within microseconds of its
+/// deadline (docs/benchmarks.md, section "Costs behind design choices in the code").
 const CLOCK_CHECK_INTERVAL: u64 = 64;
 
 /// The limits of the call running on this thread.
@@ -124,8 +125,8 @@ impl Drop for ExecutionGuard {
 /// It runs about forty times in a small script call, so the path that lets the script go on
 /// is kept to a few loads and compares that inline into the callback, and the token is built
 /// out of line: with the token's allocation inside, the thread-local access stayed an
-/// indirect call and the callback cost ~64 instructions an operation (5.6% of a W1 order
-/// with Rhai agents).
+/// indirect call and the callback cost about two thirds more instructions an operation
+/// (docs/benchmarks.md, section "Whole-program optimisation, a cheaper progress hook").
 #[inline]
 pub(crate) fn check_progress(native_stack_budget: usize) -> Option<Dynamic> {
     let stop = LIMITS.with(|limits| {

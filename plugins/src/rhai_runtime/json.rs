@@ -2,16 +2,16 @@
 //! size limits checked where Rhai does not check them.
 //!
 //! Conversions go straight between JSON text and `Dynamic` through serde (Rhai's `Dynamic`
-//! implements `Serialize` and `Deserialize`), with no `serde_json::Value` in between on the
-//! text path, because the order processor's whole call is a few microseconds and an extra
-//! tree copy would be a visible part of it. Between `serde_json::Value` and `Dynamic` the
-//! conversion is written out by hand instead of going through serde: Rhai's serializer turns
-//! every map key into a shared string and back and downcasts its map per entry, and its
-//! deserializer compares type names per node (writing them out gained W1 with Rhai agents
-//! 6-10%). Values the hand-written path does not know (timestamps, function pointers, custom
-//! types) still go through serde, so the results are the same, except that a shared value
-//! (which only Rust code can hand over: scripts flatten theirs) is read through where serde
-//! refused it.
+//! implements `Serialize` and `Deserialize`), with no `serde_json::Value` in between on the text
+//! path, because the order processor's whole call is a few microseconds and an extra tree copy
+//! would be a visible part of it. Between `serde_json::Value` and `Dynamic` the conversion is
+//! written out by hand instead of going through serde: Rhai's serializer turns every map key into a
+//! shared string and back and downcasts its map per entry, and its deserializer compares type names
+//! per node (docs/benchmarks.md, section "Rhai values built by hand", has what writing them out
+//! gained W1 with Rhai agents). Values the hand-written path does not know (timestamps, function
+//! pointers, custom types) still go through serde, so the results are the same, except that a
+//! shared value (which only Rust code can hand over: scripts flatten theirs) is read through where
+//! serde refused it.
 //!
 //! Rhai checks data sizes lazily (after `let`, op-assignments and function calls), so a value
 //! built with index assignments (`m[k] = v` in a loop) can leave a script larger than its
@@ -125,9 +125,10 @@ fn leaf_from_dynamic(value: &Dynamic) -> PluginResult<Value> {
 }
 
 /// Converts a Rhai value leaving a script into JSON, measured against the limits of
-/// [`check_boundary_value`] in the same walk (measuring first was a second walk, ~5% of a Rhai
-/// hop). A breach is reported as `what` broke the limit. A shared value converts as the value
-/// it holds (only Rust code can hand one over: scripts flatten theirs).
+/// [`check_boundary_value`] in the same walk (measuring first was a second walk:
+/// docs/benchmarks.md, section "One walk for a Rhai hop's output"). A breach is reported as `what`
+/// broke the limit. A shared value converts as the value it holds (only Rust code can hand one
+/// over: scripts flatten theirs).
 pub(crate) fn value_from_dynamic_within(
     value: &Dynamic,
     config: &RhaiConfig,

@@ -88,9 +88,9 @@
 //!
 //! ## Where scripts run
 //!
-//! Handing a call to another thread costs more than most scripts (8-35 µs against ~2 µs for
-//! the order processor), so each compiled version classifies the calls the host makes as
-//! *bounded* or not, from the `AST`, once:
+//! Handing a call to another thread costs several times more than most scripts (docs/benchmarks.md,
+//! section "Costs behind design choices in the code"), so each compiled version classifies the
+//! calls the host makes as *bounded* or not, from the `AST`, once:
 //!
 //! - a **bounded** call runs on the calling thread, an async worker included, under the
 //!   caller's call chain and every sandbox limit (`max_operations` and `timeout` included);

@@ -13,8 +13,9 @@
 //! because the host also lets functions read top-level variables.
 //!
 //! A closure whose whole body is a constant (`|msg| true`, `|msg| #{ decision: "allow" }`) is
-//! read from the `AST` once, at compile time, and never called: a call costs ~0.8 µs of engine
-//! set-up to learn what the `AST` already says, and the seed's default rule is exactly that
+//! read from the `AST` once, at compile time, and never called: a call costs engine set-up to
+//! learn what the `AST` already says (docs/benchmarks.md, section "The seed's performance
+//! table", "Fixed for this issue"), and the seed's default rule is exactly that
 //! (half of the calls when every rule is tried). The result is the same value a call returns.
 //!
 //! The output of a rules plugin is the fired action's map with `"rule"` set to the rule's name,

@@ -14,8 +14,9 @@
 //! - `print` and `debug` go to `tracing` (target `bilayer::rhai`) tagged with the plugin id,
 //!   never to stdout.
 //!
-//! `Engine::new()` costs ~140 µs, mostly building the standard package; the package is built
-//! once per process here and shared by every engine, so a new plugin pays a few microseconds.
+//! `Engine::new()` is costly, mostly building the standard package (docs/benchmarks.md,
+//! section "Costs behind design choices in the code"); the package is built once per process
+//! here and shared by every engine, so a new plugin pays a small part of that.
 
 use std::sync::{Arc, OnceLock};
 

@@ -1,11 +1,11 @@
 //! `WasmEngine`: one wasmtime `Engine` shared by every plugin compiled on it, with its epoch
 //! ticker and its cache of compiled modules.
 //!
-//! Creating an `Engine` costs ~140 µs and each owns its compiled code, its pooling slots and a
-//! ticker thread, so engines are shared, never made per plugin or per call:
-//! [`WasmEngine::shared`] is the process-wide default (what `WasmRuntime::new()` and
-//! `WasmPlugin::from_file` use); [`WasmEngine::new`] builds one for a [`WasmConfig`] whose
-//! engine settings differ. Cloning a `WasmEngine` clones a handle.
+//! Creating an `Engine` is costly (docs/benchmarks.md, section "Costs behind design choices in the
+//! code") and each owns its compiled code, its pooling slots and a ticker thread, so engines are
+//! shared, never made per plugin or per call: [`WasmEngine::shared`] is the process-wide default
+//! (what `WasmRuntime::new()` and `WasmPlugin::from_file` use); [`WasmEngine::new`] builds one for
+//! a [`WasmConfig`] whose engine settings differ. Cloning a `WasmEngine` clones a handle.
 //!
 //! Every engine has epoch interruption on (per-call timeouts), wasm backtraces off unless asked
 //! (they make every trap slower), and the pooling allocator sized by
@@ -30,7 +30,7 @@ const MEMORY_RESERVATION: u64 = 4 << 30;
 
 /// A shared wasmtime engine with its epoch ticker and its cache of compiled modules.
 ///
-/// Engines are expensive (~140 µs, their own code memory, pool slots and ticker thread), so
+/// Engines are expensive (creation time, their own code memory, pool slots and ticker thread), so
 /// they are shared: [`WasmEngine::shared`] is the process-wide default, [`WasmEngine::new`]
 /// builds one for a [`WasmConfig`] with other engine settings. Every engine has epoch
 /// interruption on, wasm backtraces off unless asked, and the pooling allocator (falling back

@@ -1,16 +1,16 @@
 //! Speculative inline calls: a guest call runs first on the calling thread, for at most a short
 //! slice, and moves to a blocking thread only when it turns out to need one.
 //!
-//! Why: handing every call to [`run_blocking`](crate::run_blocking) costs 20-50 µs on a
-//! multi-thread runtime (`block_in_place` moves the worker's queue to another thread and back),
-//! which dwarfs a guest call of 0.4-30 µs. But a guest may spin until its deadline, and an
-//! async worker must never be held for a whole timeout. So the first attempt runs inline under
-//! [`INLINE_SLICE`]: the engine's epoch callback ends it once the slice is over, and any host
-//! import that could block or has an effect outside the instance (`log`, `state_set`,
-//! `call_plugin`) ends it at that import, before the effect. An attempt that ended that way
-//! has changed nothing outside its own instance, so the call is run again, whole, on a blocking
-//! thread with the full deadline. Results, errors, traps and limits of an attempt that ran to
-//! its end are final: those are deterministic.
+//! Why: handing every call to [`run_blocking`](crate::run_blocking) on a multi-thread runtime
+//! (`block_in_place` moves the worker's queue to another thread and back) costs more than most
+//! guest calls (docs/benchmarks.md, section "Costs behind design choices in the code"). But a guest
+//! may spin until its deadline, and an async worker must never be held for a whole timeout. So the
+//! first attempt runs inline under [`INLINE_SLICE`]: the engine's epoch callback ends it once the
+//! slice is over, and any host import that could block or has an effect outside the instance
+//! (`log`, `state_set`, `call_plugin`) ends it at that import, before the effect. An attempt that
+//! ended that way has changed nothing outside its own instance, so the call is run again, whole, on
+//! a blocking thread with the full deadline. Results, errors, traps and limits of an attempt that
+//! ran to its end are final: those are deterministic.
 //!
 //! What a speculative attempt costs when it has to leave: up to one slice (plus one epoch
 //! tick) of wasted guest time, and for [`InstanceMode::Reuse`](super::InstanceMode::Reuse) the
