@@ -17,35 +17,8 @@ impl AgentPlugin for Processed {
     fn metadata(&self) -> &PluginMetadata {
         &self.0
     }
-    fn state(&self) -> PluginState {
-        PluginState::Running
-    }
-    async fn load(&mut self, _ctx: &PluginContext) -> PluginResult<()> {
-        Ok(())
-    }
-    async fn init_plugin(&mut self) -> PluginResult<()> {
-        Ok(())
-    }
-    async fn start(&mut self) -> PluginResult<()> {
-        Ok(())
-    }
-    async fn stop(&mut self) -> PluginResult<()> {
-        Ok(())
-    }
-    async fn unload(&mut self) -> PluginResult<()> {
-        Ok(())
-    }
     async fn execute(&mut self, input: String) -> PluginResult<String> {
         Ok(format!("Processed: {}", input))
-    }
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
-    }
-    fn into_any(self: Box<Self>) -> Box<dyn Any> {
-        self
     }
 }
 

@@ -709,24 +709,6 @@ impl AgentPlugin for Napping {
     fn metadata(&self) -> &PluginMetadata {
         &self.0
     }
-    fn state(&self) -> PluginState {
-        PluginState::Running
-    }
-    async fn load(&mut self, _: &PluginContext) -> PluginResult<()> {
-        Ok(())
-    }
-    async fn init_plugin(&mut self) -> PluginResult<()> {
-        Ok(())
-    }
-    async fn start(&mut self) -> PluginResult<()> {
-        Ok(())
-    }
-    async fn stop(&mut self) -> PluginResult<()> {
-        Ok(())
-    }
-    async fn unload(&mut self) -> PluginResult<()> {
-        Ok(())
-    }
     async fn execute(&mut self, input: String) -> PluginResult<String> {
         Ok(input)
     }
@@ -734,15 +716,6 @@ impl AgentPlugin for Napping {
         tokio::time::sleep(self.1).await;
         message["next_agent"] = Value::Null;
         Ok(())
-    }
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
-    }
-    fn into_any(self: Box<Self>) -> Box<dyn Any> {
-        self
     }
 }
 

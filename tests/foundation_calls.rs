@@ -295,23 +295,8 @@ async fn the_same_plugin_may_be_called_twice_on_one_path_when_it_is_not_waiting(
         fn metadata(&self) -> &PluginMetadata {
             &self.metadata
         }
-        fn state(&self) -> PluginState {
-            PluginState::Running
-        }
         async fn load(&mut self, ctx: &PluginContext) -> PluginResult<()> {
             self.ctx = Some(ctx.clone());
-            Ok(())
-        }
-        async fn init_plugin(&mut self) -> PluginResult<()> {
-            Ok(())
-        }
-        async fn start(&mut self) -> PluginResult<()> {
-            Ok(())
-        }
-        async fn stop(&mut self) -> PluginResult<()> {
-            Ok(())
-        }
-        async fn unload(&mut self) -> PluginResult<()> {
             Ok(())
         }
         async fn execute(&mut self, input: String) -> PluginResult<String> {
@@ -319,15 +304,6 @@ async fn the_same_plugin_may_be_called_twice_on_one_path_when_it_is_not_waiting(
             let left = ctx.call_plugin("left", input.clone()).await?;
             let right = ctx.call_plugin("right", input).await?;
             Ok(format!("{left} | {right}"))
-        }
-        fn as_any(&self) -> &dyn Any {
-            self
-        }
-        fn as_any_mut(&mut self) -> &mut dyn Any {
-            self
-        }
-        fn into_any(self: Box<Self>) -> Box<dyn Any> {
-            self
         }
     }
 

@@ -449,35 +449,11 @@ async fn a_panic_in_a_lifecycle_step_is_an_error_not_a_crash() {
         fn metadata(&self) -> &PluginMetadata {
             &self.0
         }
-        fn state(&self) -> PluginState {
-            PluginState::Loaded
-        }
-        async fn load(&mut self, _ctx: &PluginContext) -> PluginResult<()> {
-            Ok(())
-        }
-        async fn init_plugin(&mut self) -> PluginResult<()> {
-            Ok(())
-        }
         async fn start(&mut self) -> PluginResult<()> {
             panic!("cannot start today")
         }
-        async fn stop(&mut self) -> PluginResult<()> {
-            Ok(())
-        }
-        async fn unload(&mut self) -> PluginResult<()> {
-            Ok(())
-        }
         async fn execute(&mut self, input: String) -> PluginResult<String> {
             Ok(input)
-        }
-        fn as_any(&self) -> &dyn Any {
-            self
-        }
-        fn as_any_mut(&mut self) -> &mut dyn Any {
-            self
-        }
-        fn into_any(self: Box<Self>) -> Box<dyn Any> {
-            self
         }
     }
 

@@ -2,7 +2,8 @@
 //! only its `use` lines changed) compiles against `bilayer::prelude`, that the example's `main`
 //! runs to completion, and that the seed's exact calls (`PluginManager::new("my-agent")`,
 //! `manager.register(plugin).await?`, `load_all`, `start_all`,
-//! `execute("my_plugin", "input data".to_string())`) give the seed's answer.
+//! `execute("my_plugin", "input data".to_string())`) give the seed's answer; and that a plugin
+//! writing only `metadata` and `execute` (the trait's defaults for the rest) runs the same way.
 
 #[path = "../examples/native_plugin.rs"]
 mod example;
@@ -111,4 +112,45 @@ async fn the_seed_plugin_tracks_its_own_state_when_driven_directly() {
     plugin.unload().await.unwrap();
     assert_eq!(plugin.state(), PluginState::Unloaded);
     assert!(plugin.as_any().is::<MyCompileTimePlugin>());
+}
+
+/// A plugin that writes only `metadata` and `execute` relies on the trait's defaults for the
+/// rest; the manager drives it through the whole lifecycle and reports its state itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_writing_only_metadata_and_execute_runs_through_the_manager() {
+    struct Shout(PluginMetadata);
+
+    #[async_trait]
+    impl AgentPlugin for Shout {
+        fn metadata(&self) -> &PluginMetadata {
+            &self.0
+        }
+        async fn execute(&mut self, input: String) -> PluginResult<String> {
+            Ok(input.to_uppercase())
+        }
+    }
+
+    let manager = PluginManager::new("defaults");
+    manager
+        .register(Shout(PluginMetadata::new(
+            "shout",
+            "Shout",
+            PluginType::Tool,
+        )))
+        .await
+        .unwrap();
+    assert_eq!(manager.state("shout"), Some(PluginState::Unloaded));
+    manager.load_all().await.unwrap();
+    assert_eq!(manager.state("shout"), Some(PluginState::Loaded));
+    manager.start_all().await.unwrap();
+    assert_eq!(manager.state("shout"), Some(PluginState::Running));
+    assert_eq!(
+        manager.execute("shout", "hi".to_string()).await.unwrap(),
+        "HI"
+    );
+    manager.stop("shout").await.unwrap();
+    assert_eq!(manager.state("shout"), Some(PluginState::Loaded));
+    manager.unload("shout").await.unwrap();
+    assert_eq!(manager.state("shout"), Some(PluginState::Unloaded));
+    manager.shutdown().await.unwrap();
 }

@@ -8,21 +8,11 @@
 //! ```
 //! use bilayer_actors::PluginManager;
 //! # use bilayer_plugins::*;
-//! # use std::any::Any;
 //! # struct Echo(PluginMetadata);
 //! # #[async_trait]
 //! # impl AgentPlugin for Echo {
 //! #     fn metadata(&self) -> &PluginMetadata { &self.0 }
-//! #     fn state(&self) -> PluginState { PluginState::Running }
-//! #     async fn load(&mut self, _: &PluginContext) -> PluginResult<()> { Ok(()) }
-//! #     async fn init_plugin(&mut self) -> PluginResult<()> { Ok(()) }
-//! #     async fn start(&mut self) -> PluginResult<()> { Ok(()) }
-//! #     async fn stop(&mut self) -> PluginResult<()> { Ok(()) }
-//! #     async fn unload(&mut self) -> PluginResult<()> { Ok(()) }
 //! #     async fn execute(&mut self, input: String) -> PluginResult<String> { Ok(input) }
-//! #     fn as_any(&self) -> &dyn Any { self }
-//! #     fn as_any_mut(&mut self) -> &mut dyn Any { self }
-//! #     fn into_any(self: Box<Self>) -> Box<dyn Any> { self }
 //! # }
 //! # #[tokio::main]
 //! # async fn main() -> PluginResult<()> {

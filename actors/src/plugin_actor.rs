@@ -794,6 +794,7 @@ fn state_name(state: PluginState) -> &'static str {
         PluginState::Running => "Running",
         PluginState::Paused => "Paused",
         PluginState::Error => "Error",
+        PluginState::Untracked => "Untracked",
     }
 }
 

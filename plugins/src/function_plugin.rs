@@ -34,12 +34,10 @@
 //! # let _ = (double, route, approve);
 //! ```
 
-use std::any::Any;
-
 use async_trait::async_trait;
 use serde_json::Value;
 
-use crate::{AgentPlugin, PluginContext, PluginMetadata, PluginResult, PluginState, PluginType};
+use crate::{AgentPlugin, PluginMetadata, PluginResult, PluginType};
 
 /// The function behind an [`FnPlugin`]: any `Fn(Value) -> PluginResult<Value>` closure, a
 /// [`Reading`] one that borrows its input, or a [`Transforming`] one that edits it.
@@ -107,7 +105,6 @@ where
 /// A native plugin backed by a function of its JSON input.
 pub struct FnPlugin<F> {
     metadata: PluginMetadata,
-    state: PluginState,
     function: F,
 }
 
@@ -128,11 +125,7 @@ where
 impl<F> FnPlugin<F> {
     /// The one place an `FnPlugin` is put together; the constructors only wrap the function.
     fn from_parts(metadata: PluginMetadata, function: F) -> Self {
-        Self {
-            metadata,
-            state: PluginState::Unloaded,
-            function,
-        }
+        Self { metadata, function }
     }
 }
 
@@ -180,34 +173,6 @@ impl<F: JsonFunction> AgentPlugin for FnPlugin<F> {
         &self.metadata
     }
 
-    fn state(&self) -> PluginState {
-        self.state
-    }
-
-    async fn load(&mut self, _ctx: &PluginContext) -> PluginResult<()> {
-        self.state = PluginState::Loaded;
-        Ok(())
-    }
-
-    async fn init_plugin(&mut self) -> PluginResult<()> {
-        Ok(())
-    }
-
-    async fn start(&mut self) -> PluginResult<()> {
-        self.state = PluginState::Running;
-        Ok(())
-    }
-
-    async fn stop(&mut self) -> PluginResult<()> {
-        self.state = PluginState::Loaded;
-        Ok(())
-    }
-
-    async fn unload(&mut self) -> PluginResult<()> {
-        self.state = PluginState::Unloaded;
-        Ok(())
-    }
-
     async fn execute(&mut self, input: String) -> PluginResult<String> {
         let input: Value = serde_json::from_str(&input)?;
         Ok(self.function.call(input)?.to_string())
@@ -227,18 +192,6 @@ impl<F: JsonFunction> AgentPlugin for FnPlugin<F> {
 
     fn execute_json_in_place_now(&mut self, message: &mut Value) -> Option<PluginResult<()>> {
         Some(self.function.call_in_place(message))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
-    }
-
-    fn into_any(self: Box<Self>) -> Box<dyn Any> {
-        self
     }
 }
 

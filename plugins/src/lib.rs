@@ -59,7 +59,7 @@ pub use error::{PluginError, PluginResult};
 pub use function_plugin::{FnPlugin, JsonFunction, Reading, Transforming};
 pub use limit_settings::LimitSettings;
 pub use metadata::{PluginMetadata, PluginType};
-pub use plugin::AgentPlugin;
+pub use plugin::{AgentPlugin, AnyPlugin};
 pub use state::PluginState;
 pub use state_store::{PluginStateStore, StateGuard, DEFAULT_MAX_STATE_BYTES};
 

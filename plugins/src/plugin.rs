@@ -4,6 +4,11 @@
 //! script or a module. The boundary is the seed's `execute(String) -> String` (JSON text by
 //! convention). The host (a plugin actor) owns the instance and calls these methods one at a
 //! time, so `&mut self` needs no locking inside the plugin.
+//!
+//! Only [`AgentPlugin::metadata`] and [`AgentPlugin::execute`] are required, as ractor and kameo
+//! require only what varies: the lifecycle methods default to doing nothing, the `as_any` family
+//! to the plain conversions, and [`AgentPlugin::state`] to [`PluginState::Untracked`]. A plugin
+//! that writes them all out (the seed's `MyCompileTimePlugin`) still compiles unchanged.
 
 use std::any::Any;
 
@@ -11,26 +16,84 @@ use async_trait::async_trait;
 
 use crate::{PluginContext, PluginError, PluginMetadata, PluginResult, PluginState};
 
+/// The conversions behind the defaults of [`AgentPlugin::as_any`], [`AgentPlugin::as_any_mut`]
+/// and [`AgentPlugin::into_any`], implemented for every sized `'static` type.
+///
+/// A default method of a trait cannot turn `self` into `dyn Any` itself (`Self` may be unsized
+/// there); this supertrait does it where the type is known. Its methods have other names than
+/// `AgentPlugin`'s so that `plugin.as_any()` is never ambiguous; call those, not these: on a
+/// `Box<dyn AgentPlugin>`, `any_ref` would convert the box, not the plugin.
+pub trait AnyPlugin: Any {
+    /// `self` as `&dyn Any`.
+    fn any_ref(&self) -> &dyn Any;
+    /// `self` as `&mut dyn Any`.
+    fn any_mut(&mut self) -> &mut dyn Any;
+    /// `self` as `Box<dyn Any>`.
+    fn any_box(self: Box<Self>) -> Box<dyn Any>;
+}
+
+impl<T: Any> AnyPlugin for T {
+    fn any_ref(&self) -> &dyn Any {
+        self
+    }
+
+    fn any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+
+    fn any_box(self: Box<Self>) -> Box<dyn Any> {
+        self
+    }
+}
+
+/// A plugin: write [`AgentPlugin::metadata`] and [`AgentPlugin::execute`], and override the
+/// rest only where the plugin needs it.
+///
+/// The host drives the lifecycle (`load` → `init_plugin` → `start` ⇄ `stop` → `unload`), tracks
+/// the authoritative state itself (`PluginManager::state`) and enforces the order, so the
+/// lifecycle methods default to doing nothing and a plugin overrides only those where it
+/// acquires or releases something (a `load` that keeps its `ctx`, an `unload` that closes a
+/// pool). The `as_any` family defaults to the plain conversions through the [`AnyPlugin`]
+/// supertrait, for downcasting a `dyn AgentPlugin`; writing them out as before still compiles.
 #[async_trait]
-pub trait AgentPlugin: Send + 'static {
+pub trait AgentPlugin: AnyPlugin + Send + 'static {
     fn metadata(&self) -> &PluginMetadata;
 
-    /// The state the plugin reports about itself. The manager tracks the authoritative
-    /// lifecycle state separately and enforces transitions, so a plugin that forgets to update
-    /// this is still driven correctly.
-    fn state(&self) -> PluginState;
+    /// The state the plugin reports about itself. Nothing in the host reads it: the manager
+    /// tracks the authoritative lifecycle state separately (`PluginManager::state`) and enforces
+    /// transitions, so a plugin that does not track its own state is still driven correctly.
+    /// The default reports [`PluginState::Untracked`], which is true of a plugin that does not
+    /// override it; a plugin that keeps its own state (the seed's) overrides this.
+    fn state(&self) -> PluginState {
+        PluginState::Untracked
+    }
 
     /// Acquire resources. `ctx` gives the plugin its config, its host-owned state store and a
-    /// handle to call other plugins; clone it if `execute` needs it later.
-    async fn load(&mut self, ctx: &PluginContext) -> PluginResult<()>;
+    /// handle to call other plugins; clone it if `execute` needs it later. The default does
+    /// nothing.
+    async fn load(&mut self, _ctx: &PluginContext) -> PluginResult<()> {
+        Ok(())
+    }
 
-    async fn init_plugin(&mut self) -> PluginResult<()>;
+    /// Prepare to run, after `load`. The default does nothing.
+    async fn init_plugin(&mut self) -> PluginResult<()> {
+        Ok(())
+    }
 
-    async fn start(&mut self) -> PluginResult<()>;
+    /// Begin taking calls. The default does nothing.
+    async fn start(&mut self) -> PluginResult<()> {
+        Ok(())
+    }
 
-    async fn stop(&mut self) -> PluginResult<()>;
+    /// Stop taking calls; `start` may follow. The default does nothing.
+    async fn stop(&mut self) -> PluginResult<()> {
+        Ok(())
+    }
 
-    async fn unload(&mut self) -> PluginResult<()>;
+    /// Release what `load` acquired. The default does nothing.
+    async fn unload(&mut self) -> PluginResult<()> {
+        Ok(())
+    }
 
     /// Handle one input. Called only while the plugin is `Running`.
     async fn execute(&mut self, input: String) -> PluginResult<String>;
@@ -81,11 +144,20 @@ pub trait AgentPlugin: Send + 'static {
         None
     }
 
-    fn as_any(&self) -> &dyn Any;
+    /// The plugin as `&dyn Any`, to downcast a `dyn AgentPlugin` to its concrete type.
+    fn as_any(&self) -> &dyn Any {
+        AnyPlugin::any_ref(self)
+    }
 
-    fn as_any_mut(&mut self) -> &mut dyn Any;
+    /// The plugin as `&mut dyn Any`.
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        AnyPlugin::any_mut(self)
+    }
 
-    fn into_any(self: Box<Self>) -> Box<dyn Any>;
+    /// The boxed plugin as `Box<dyn Any>`.
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+        AnyPlugin::any_box(self)
+    }
 }
 
 /// At most 200 characters of `text`, for error messages that quote a payload.
@@ -139,7 +211,61 @@ pub(crate) fn parse_output(plugin: &str, output: &str) -> PluginResult<serde_jso
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::PluginType;
     use serde_json::{json, Value};
+
+    /// A plugin that writes only what the trait requires.
+    struct Minimal(PluginMetadata);
+
+    #[async_trait]
+    impl AgentPlugin for Minimal {
+        fn metadata(&self) -> &PluginMetadata {
+            &self.0
+        }
+
+        async fn execute(&mut self, input: String) -> PluginResult<String> {
+            Ok(input)
+        }
+    }
+
+    fn minimal() -> Minimal {
+        Minimal(PluginMetadata::new("minimal", "Minimal", PluginType::Tool))
+    }
+
+    /// The lifecycle defaults succeed and leave the plugin working; its own report says it does
+    /// not track its state rather than claiming one.
+    #[tokio::test]
+    async fn a_plugin_writing_only_metadata_and_execute_runs_its_whole_lifecycle() {
+        let mut plugin = minimal();
+        plugin.load(&PluginContext::new("minimal")).await.unwrap();
+        plugin.init_plugin().await.unwrap();
+        plugin.start().await.unwrap();
+        assert_eq!(plugin.execute("hi".to_string()).await.unwrap(), "hi");
+        plugin.stop().await.unwrap();
+        plugin.unload().await.unwrap();
+        assert_eq!(plugin.state(), PluginState::Untracked);
+    }
+
+    /// The default `as_any` family converts the plugin itself, whether called on the concrete
+    /// type (not ambiguous with the supertrait's methods), through `dyn AgentPlugin`, or on a
+    /// `Box<dyn AgentPlugin>` (the plugin in the box, not the box).
+    #[test]
+    fn the_default_any_conversions_reach_the_concrete_plugin() {
+        let mut plugin = minimal();
+        assert!(plugin.as_any().is::<Minimal>());
+        assert!(plugin.as_any_mut().is::<Minimal>());
+
+        let mut boxed: Box<dyn AgentPlugin> = Box::new(minimal());
+        assert!(boxed.as_any().is::<Minimal>());
+        assert_eq!(
+            boxed.as_any_mut().downcast_mut::<Minimal>().unwrap().0.id,
+            "minimal"
+        );
+        let dyn_ref: &dyn AgentPlugin = &plugin;
+        assert!(dyn_ref.as_any().is::<Minimal>());
+        let back = boxed.into_any().downcast::<Minimal>().unwrap();
+        assert_eq!(back.0.id, "minimal");
+    }
 
     /// Text for a plugin nests at most as deep as serde_json reads back; deeper is an error,
     /// even thousands of levels deep, where printing would have overflowed the stack.

@@ -125,7 +125,6 @@ impl Spec {
         }
         TestPlugin {
             metadata,
-            state: PluginState::Unloaded,
             spec: self.clone(),
             instance,
             counter: 0,
@@ -140,7 +139,6 @@ impl Spec {
 
 pub struct TestPlugin {
     metadata: PluginMetadata,
-    state: PluginState,
     spec: Spec,
     instance: u64,
     counter: u64,
@@ -161,14 +159,9 @@ impl AgentPlugin for TestPlugin {
         &self.metadata
     }
 
-    fn state(&self) -> PluginState {
-        self.state
-    }
-
     async fn load(&mut self, ctx: &PluginContext) -> PluginResult<()> {
         self.record("load");
         self.ctx = Some(ctx.clone());
-        self.state = PluginState::Loaded;
         Ok(())
     }
 
@@ -179,20 +172,17 @@ impl AgentPlugin for TestPlugin {
 
     async fn start(&mut self) -> PluginResult<()> {
         self.record("start");
-        self.state = PluginState::Running;
         Ok(())
     }
 
     async fn stop(&mut self) -> PluginResult<()> {
         self.record("stop");
-        self.state = PluginState::Loaded;
         Ok(())
     }
 
     async fn unload(&mut self) -> PluginResult<()> {
         self.record("unload");
         self.ctx = None;
-        self.state = PluginState::Unloaded;
         Ok(())
     }
 
@@ -231,18 +221,6 @@ impl AgentPlugin for TestPlugin {
             return Ok(format!("{id}>{reply}"));
         }
         Ok(format!("{id}: {input}"))
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
-    }
-
-    fn into_any(self: Box<Self>) -> Box<dyn Any> {
-        self
     }
 }
 

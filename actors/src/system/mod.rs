@@ -21,23 +21,13 @@
 //! ```
 //! use bilayer_actors::AgentSystem;
 //! # use bilayer_plugins::*;
-//! # use std::any::Any;
 //! # struct Step(PluginMetadata, Option<&'static str>);
 //! # #[async_trait]
 //! # impl AgentPlugin for Step {
 //! #     fn metadata(&self) -> &PluginMetadata { &self.0 }
-//! #     fn state(&self) -> PluginState { PluginState::Running }
-//! #     async fn load(&mut self, _: &PluginContext) -> PluginResult<()> { Ok(()) }
-//! #     async fn init_plugin(&mut self) -> PluginResult<()> { Ok(()) }
-//! #     async fn start(&mut self) -> PluginResult<()> { Ok(()) }
-//! #     async fn stop(&mut self) -> PluginResult<()> { Ok(()) }
-//! #     async fn unload(&mut self) -> PluginResult<()> { Ok(()) }
 //! #     async fn execute(&mut self, _input: String) -> PluginResult<String> {
 //! #         Ok(match self.1 { Some(next) => format!(r#"{{"next_agent":"{next}"}}"#), None => "{\"done\":true}".into() })
 //! #     }
-//! #     fn as_any(&self) -> &dyn Any { self }
-//! #     fn as_any_mut(&mut self) -> &mut dyn Any { self }
-//! #     fn into_any(self: Box<Self>) -> Box<dyn Any> { self }
 //! # }
 //! # fn step(next: Option<&'static str>) -> Step { Step(PluginMetadata::new("step", "Step", PluginType::Tool), next) }
 //! # #[tokio::main]

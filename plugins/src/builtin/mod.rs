@@ -28,22 +28,3 @@ pub use llm::{
     ChatCompletion, ChatDelta, ChatMessage, ChatRequest, ChatStream, LLMPlugin, LlmClient,
     LlmConfig, LlmError, LlmResult, ToolCall, ToolRun, Usage,
 };
-
-/// The `as_any` family of [`AgentPlugin`](crate::AgentPlugin) methods, identical for every
-/// built-in.
-macro_rules! any_methods {
-    () => {
-        fn as_any(&self) -> &dyn std::any::Any {
-            self
-        }
-
-        fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
-            self
-        }
-
-        fn into_any(self: Box<Self>) -> Box<dyn std::any::Any> {
-            self
-        }
-    };
-}
-pub(crate) use any_methods;

@@ -14,7 +14,6 @@
 //! level; [`RhaiPlugin::from_source`] uses the id it is given. The version in the metadata is
 //! the content hash of the source, so two loads of the same text have the same version.
 
-use std::any::Any;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -325,10 +324,6 @@ impl AgentPlugin for RhaiPlugin {
         Ok(())
     }
 
-    async fn init_plugin(&mut self) -> PluginResult<()> {
-        Ok(())
-    }
-
     async fn start(&mut self) -> PluginResult<()> {
         self.state = PluginState::Running;
         Ok(())
@@ -406,17 +401,5 @@ impl AgentPlugin for RhaiPlugin {
                 .execute_value(message)
                 .map(|output| *message = output),
         )
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
-    }
-
-    fn into_any(self: Box<Self>) -> Box<dyn Any> {
-        self
     }
 }

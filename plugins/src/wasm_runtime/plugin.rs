@@ -20,7 +20,6 @@
 //! metadata is the content hash of the file, so two loads of the same bytes have the same
 //! version.
 
-use std::any::Any;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
@@ -371,10 +370,6 @@ impl AgentPlugin for WasmPlugin {
         }
     }
 
-    async fn init_plugin(&mut self) -> PluginResult<()> {
-        Ok(())
-    }
-
     async fn start(&mut self) -> PluginResult<()> {
         self.state = PluginState::Running;
         Ok(())
@@ -407,17 +402,5 @@ impl AgentPlugin for WasmPlugin {
     ) -> PluginResult<serde_json::Value> {
         let output = self.call(crate::plugin::json_text(input)?).await?;
         crate::plugin::parse_output(self.name(), &output)
-    }
-
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
-    }
-
-    fn into_any(self: Box<Self>) -> Box<dyn Any> {
-        self
     }
 }

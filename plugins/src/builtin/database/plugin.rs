@@ -18,11 +18,8 @@ use sqlx::{AssertSqlSafe, Connection, Executor};
 use super::convert::{bind_params, postgres_row, sqlite_row};
 use super::error_text::describe;
 use super::{DatabaseConfig, DbRequest};
-use crate::builtin::any_methods;
 use crate::builtin::config_merge::merge_config;
-use crate::{
-    AgentPlugin, PluginContext, PluginError, PluginMetadata, PluginResult, PluginState, PluginType,
-};
+use crate::{AgentPlugin, PluginContext, PluginError, PluginMetadata, PluginResult, PluginType};
 
 /// Collects a row stream into a JSON array of objects, failing past `max` rows.
 macro_rules! collect_rows {
@@ -57,7 +54,6 @@ enum Pool {
 #[derive(Debug)]
 pub struct DatabasePlugin {
     metadata: PluginMetadata,
-    state: PluginState,
     config: DatabaseConfig,
     pool: Option<Pool>,
 }
@@ -80,7 +76,6 @@ impl DatabasePlugin {
             .with_capability("sql");
         Self {
             metadata,
-            state: PluginState::Unloaded,
             config,
             pool: None,
         }
@@ -332,28 +327,9 @@ impl AgentPlugin for DatabasePlugin {
         &self.metadata
     }
 
-    fn state(&self) -> PluginState {
-        self.state
-    }
-
     async fn load(&mut self, ctx: &PluginContext) -> PluginResult<()> {
         self.config = merge_config("database", &self.config, ctx.config())?;
         self.pool = Some(self.open().await?);
-        self.state = PluginState::Loaded;
-        Ok(())
-    }
-
-    async fn init_plugin(&mut self) -> PluginResult<()> {
-        Ok(())
-    }
-
-    async fn start(&mut self) -> PluginResult<()> {
-        self.state = PluginState::Running;
-        Ok(())
-    }
-
-    async fn stop(&mut self) -> PluginResult<()> {
-        self.state = PluginState::Loaded;
         Ok(())
     }
 
@@ -361,7 +337,6 @@ impl AgentPlugin for DatabasePlugin {
         if let Some(pool) = self.pool.take() {
             close(pool).await;
         }
-        self.state = PluginState::Unloaded;
         Ok(())
     }
 
@@ -375,6 +350,4 @@ impl AgentPlugin for DatabasePlugin {
         let request = DbRequest::from_input(input).map_err(PluginError::InvalidInput)?;
         self.query(&request).await
     }
-
-    any_methods!();
 }

@@ -10,17 +10,13 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use serde_json::{json, Value};
 
 use super::{HttpConfig, HttpRequest};
-use crate::builtin::any_methods;
 use crate::builtin::config_merge::merge_config;
-use crate::{
-    AgentPlugin, PluginContext, PluginError, PluginMetadata, PluginResult, PluginState, PluginType,
-};
+use crate::{AgentPlugin, PluginContext, PluginError, PluginMetadata, PluginResult, PluginType};
 
 /// Outbound HTTP to allowed hosts only (id `http` unless changed).
 #[derive(Debug)]
 pub struct HttpPlugin {
     metadata: PluginMetadata,
-    state: PluginState,
     config: HttpConfig,
     client: Option<reqwest::Client>,
 }
@@ -43,7 +39,6 @@ impl HttpPlugin {
             .with_capability("http");
         Self {
             metadata,
-            state: PluginState::Unloaded,
             config,
             client: None,
         }
@@ -239,34 +234,14 @@ impl AgentPlugin for HttpPlugin {
         &self.metadata
     }
 
-    fn state(&self) -> PluginState {
-        self.state
-    }
-
     async fn load(&mut self, ctx: &PluginContext) -> PluginResult<()> {
         self.config = merge_config("HTTP", &self.config, ctx.config())?;
         self.client = Some(Self::build_client(&self.config)?);
-        self.state = PluginState::Loaded;
-        Ok(())
-    }
-
-    async fn init_plugin(&mut self) -> PluginResult<()> {
-        Ok(())
-    }
-
-    async fn start(&mut self) -> PluginResult<()> {
-        self.state = PluginState::Running;
-        Ok(())
-    }
-
-    async fn stop(&mut self) -> PluginResult<()> {
-        self.state = PluginState::Loaded;
         Ok(())
     }
 
     async fn unload(&mut self) -> PluginResult<()> {
         self.client = None;
-        self.state = PluginState::Unloaded;
         Ok(())
     }
 
@@ -280,6 +255,4 @@ impl AgentPlugin for HttpPlugin {
         let request = HttpRequest::from_input(input).map_err(PluginError::InvalidInput)?;
         self.send(&request).await
     }
-
-    any_methods!();
 }

@@ -13,17 +13,13 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use super::{ChatRequest, LlmClient, LlmConfig};
-use crate::builtin::any_methods;
 use crate::builtin::config_merge::merge_config;
 use crate::rhai_runtime::RhaiToolRegistry;
-use crate::{
-    AgentPlugin, PluginContext, PluginError, PluginMetadata, PluginResult, PluginState, PluginType,
-};
+use crate::{AgentPlugin, PluginContext, PluginError, PluginMetadata, PluginResult, PluginType};
 
 /// An OpenAI-compatible chat model as a plugin (id `llm` unless changed).
 pub struct LLMPlugin {
     metadata: PluginMetadata,
-    state: PluginState,
     config: LlmConfig,
     client: Option<LlmClient>,
     tools: Option<Arc<RhaiToolRegistry>>,
@@ -53,7 +49,6 @@ impl LLMPlugin {
                 .with_capability("tool_calls");
         Self {
             metadata,
-            state: PluginState::Unloaded,
             config,
             client: None,
             tools: None,
@@ -155,34 +150,14 @@ impl AgentPlugin for LLMPlugin {
         &self.metadata
     }
 
-    fn state(&self) -> PluginState {
-        self.state
-    }
-
     async fn load(&mut self, ctx: &PluginContext) -> PluginResult<()> {
         self.config = merge_config("LLM", &self.config, ctx.config())?;
         self.client = Some(LlmClient::new(self.config.clone())?);
-        self.state = PluginState::Loaded;
-        Ok(())
-    }
-
-    async fn init_plugin(&mut self) -> PluginResult<()> {
-        Ok(())
-    }
-
-    async fn start(&mut self) -> PluginResult<()> {
-        self.state = PluginState::Running;
-        Ok(())
-    }
-
-    async fn stop(&mut self) -> PluginResult<()> {
-        self.state = PluginState::Loaded;
         Ok(())
     }
 
     async fn unload(&mut self) -> PluginResult<()> {
         self.client = None;
-        self.state = PluginState::Unloaded;
         Ok(())
     }
 
@@ -195,6 +170,4 @@ impl AgentPlugin for LLMPlugin {
     async fn execute_json(&mut self, input: Value) -> PluginResult<Value> {
         self.complete(input).await
     }
-
-    any_methods!();
 }
