@@ -109,11 +109,6 @@ impl PluginStateStore {
         self.entries().map.get(key).cloned()
     }
 
-    /// Whether `key` holds a value.
-    pub fn contains(&self, key: &str) -> bool {
-        self.entries().map.contains_key(key)
-    }
-
     /// Stores `value` under `key`, or refuses it (the state unchanged) when the state would
     /// pass its limit.
     pub fn set(&self, key: impl Into<String>, value: Value) -> PluginResult<()> {
