@@ -57,8 +57,6 @@
 //! The `bilayer` binary (runtime/main.rs, runtime/cli/: one file per subcommand) is not part
 //! of the library.
 
-mod definition_positions;
-mod definition_shape;
 pub mod jsonl;
 pub mod orders;
 pub mod routing;

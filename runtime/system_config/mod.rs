@@ -107,11 +107,14 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::definition_positions::{LineIndex, Positions};
-use crate::definition_shape;
 use crate::orders::{builtin_native, BUILTIN_NATIVE};
 use crate::routing::RhaiRoutingPolicy;
 use crate::system_reload::{SystemReloadTarget, ROUTING_SCRIPT_ID};
+
+mod positions;
+mod shape;
+
+use positions::{LineIndex, Positions};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -298,7 +301,7 @@ impl SystemDefinition {
     pub fn read(path: impl AsRef<Path>) -> PluginResult<(Option<Self>, Vec<Problem>)> {
         let file = path.as_ref().to_path_buf();
         let text = user_file::read_text(&file, user_file::SYSTEM_DEFINITION)?;
-        let shaped = definition_shape::read::<SystemFile>(&text);
+        let shaped = shape::read::<SystemFile>(&text);
         let lines = LineIndex::new(&text);
         let problems = shaped
             .problems
