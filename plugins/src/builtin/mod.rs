@@ -22,6 +22,7 @@ pub mod database;
 pub mod http;
 pub mod llm;
 
+pub use config_merge::{merge_config, ConfigOrigin};
 pub use database::{DatabaseConfig, DatabasePlugin, DbRequest};
 pub use http::{HttpConfig, HttpPlugin, HttpRequest};
 pub use llm::{

@@ -18,7 +18,7 @@ use sqlx::{AssertSqlSafe, Connection, Executor};
 use super::convert::{bind_params, postgres_row, sqlite_row};
 use super::error_text::describe;
 use super::{DatabaseConfig, DbRequest};
-use crate::builtin::config_merge::merge_config;
+use crate::builtin::{merge_config, ConfigOrigin};
 use crate::{AgentPlugin, PluginContext, PluginError, PluginMetadata, PluginResult, PluginType};
 
 /// Collects a row stream into a JSON array of objects, failing past `max` rows.
@@ -328,7 +328,7 @@ impl AgentPlugin for DatabasePlugin {
     }
 
     async fn load(&mut self, ctx: &PluginContext) -> PluginResult<()> {
-        self.config = merge_config("database", &self.config, ctx.config())?;
+        self.config = merge_config(ConfigOrigin::Host("database"), &self.config, ctx.config())?;
         self.pool = Some(self.open().await?);
         Ok(())
     }
