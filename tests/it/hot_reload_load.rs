@@ -4,8 +4,6 @@
 //! order they were saved and never a broken one, the events say what happened, and (Rhai) the
 //! state written by every call of every version is all there at the end.
 
-mod hot_reload_support;
-
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -13,7 +11,8 @@ use std::time::Duration;
 
 use bilayer::hot_reload::{HotReloadConfig, ReloadEvent, ReloadStrategy};
 use bilayer::prelude::*;
-use hot_reload_support::{counting_script, rhai_version, wat_answering, Rig};
+
+use crate::hot_reload_support::{counting_script, rhai_version, wat_answering, Rig};
 
 const CALLERS: usize = 4;
 /// Each caller makes at least this many calls, and goes on until the rewrites are done.

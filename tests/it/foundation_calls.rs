@@ -5,13 +5,14 @@
 //! (A → B → A, or A → A) fails with `PluginError::CallCycle` instead of deadlocking; and call
 //! statistics (calls, errors, timeouts) are counted in `list()`.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use bilayer::prelude::*;
-use common::{start_plugins, Log, Spec};
 use futures::future::join_all;
+
+use crate::common;
+use crate::common::start_plugins;
+use crate::test_plugins::{Log, Spec, Top};
 
 /// Generous enough for a noisy 2-core machine, far below the 10 s the slow plugin sleeps.
 const PROMPT: Duration = Duration::from_secs(3);
@@ -285,28 +286,6 @@ async fn a_plugin_calling_itself_is_a_call_cycle() {
 async fn the_same_plugin_may_be_called_twice_on_one_path_when_it_is_not_waiting() {
     // Diamond: top calls left and right, both call bottom. Not a cycle: bottom is never
     // waiting on itself.
-    struct Top {
-        metadata: PluginMetadata,
-        ctx: Option<PluginContext>,
-    }
-
-    #[async_trait]
-    impl AgentPlugin for Top {
-        fn metadata(&self) -> &PluginMetadata {
-            &self.metadata
-        }
-        async fn load(&mut self, ctx: &PluginContext) -> PluginResult<()> {
-            self.ctx = Some(ctx.clone());
-            Ok(())
-        }
-        async fn execute(&mut self, input: String) -> PluginResult<String> {
-            let ctx = self.ctx.as_ref().unwrap();
-            let left = ctx.call_plugin("left", input.clone()).await?;
-            let right = ctx.call_plugin("right", input).await?;
-            Ok(format!("{left} | {right}"))
-        }
-    }
-
     let log = Log::new();
     let manager = PluginManager::new("diamond");
     manager
@@ -357,67 +336,68 @@ async fn calls_and_errors_are_counted_per_plugin() {
     assert_eq!(idle.stats.errors, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_execute_has_a_span_and_per_plugin_metrics() {
-    let captured = common::capture::captured();
-    let log = Log::new();
-    let manager = PluginManager::new("observed");
-    let watched = Spec::new("watched", &log).panics_on("boom");
-    start_plugins(&manager, &[&watched]).await;
+#[test]
+fn every_execute_has_a_span_and_per_plugin_metrics() {
+    common::capture::run(|captured| async move {
+        let log = Log::new();
+        let manager = PluginManager::new("observed");
+        let watched = Spec::new("watched", &log).panics_on("boom");
+        start_plugins(&manager, &[&watched]).await;
 
-    assert!(manager.execute("watched", "x".into()).await.is_ok());
-    assert!(manager.execute("watched", "fail".into()).await.is_err());
-    assert!(manager.execute("watched", "boom".into()).await.is_err());
-    assert_eq!(
-        manager.execute("watched", "ping".into()).await.unwrap(),
-        "pong watched#1"
-    );
+        assert!(manager.execute("watched", "x".into()).await.is_ok());
+        assert!(manager.execute("watched", "fail".into()).await.is_err());
+        assert!(manager.execute("watched", "boom".into()).await.is_err());
+        assert_eq!(
+            manager.execute("watched", "ping".into()).await.unwrap(),
+            "pong watched#1"
+        );
 
-    let labels = "{manager=observed,plugin=watched}";
-    let counter = |name: &str| {
-        captured
-            .counters
+        let labels = "{manager=observed,plugin=watched}";
+        let counter = |name: &str| {
+            captured
+                .counters
+                .lock()
+                .unwrap()
+                .get(&format!("{name}{labels}"))
+                .copied()
+                .unwrap_or(0)
+        };
+        assert_eq!(counter("bilayer_plugin_calls_total"), 4);
+        assert_eq!(
+            counter("bilayer_plugin_errors_total"),
+            2,
+            "the error and the panic"
+        );
+        assert_eq!(counter("bilayer_plugin_restarts_total"), 1);
+        let latencies = captured
+            .histograms
             .lock()
             .unwrap()
-            .get(&format!("{name}{labels}"))
-            .copied()
-            .unwrap_or(0)
-    };
-    assert_eq!(counter("bilayer_plugin_calls_total"), 4);
-    assert_eq!(
-        counter("bilayer_plugin_errors_total"),
-        2,
-        "the error and the panic"
-    );
-    assert_eq!(counter("bilayer_plugin_restarts_total"), 1);
-    let latencies = captured
-        .histograms
-        .lock()
-        .unwrap()
-        .get(&format!("bilayer_plugin_execute_seconds{labels}"))
-        .cloned()
-        .unwrap_or_default();
-    assert_eq!(latencies.len(), 4, "one latency sample per call");
-    assert!(
-        latencies.iter().all(|s| *s >= 0.0 && *s < 5.0),
-        "{latencies:?}"
-    );
+            .get(&format!("bilayer_plugin_execute_seconds{labels}"))
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(latencies.len(), 4, "one latency sample per call");
+        assert!(
+            latencies.iter().all(|s| *s >= 0.0 && *s < 5.0),
+            "{latencies:?}"
+        );
 
-    // Spans close when the actor drops them, just after answering: wait for all four.
-    let outcomes = || {
-        captured
-            .spans
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|s| s.get("span").map(String::as_str) == Some("plugin.execute"))
-            .filter(|s| s.get("plugin").map(String::as_str) == Some("watched"))
-            .map(|s| {
-                assert!(s.contains_key("micros"), "span without a duration: {s:?}");
-                s.get("outcome").cloned().unwrap_or_default()
-            })
-            .collect::<Vec<_>>()
-    };
-    common::wait_until("the four execute spans closed", || outcomes().len() == 4).await;
-    assert_eq!(outcomes(), ["ok", "error", "panic", "ok"]);
+        // Spans close when the actor drops them, just after answering: wait for all four.
+        let outcomes = || {
+            captured
+                .spans
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|s| s.get("span").map(String::as_str) == Some("plugin.execute"))
+                .filter(|s| s.get("plugin").map(String::as_str) == Some("watched"))
+                .map(|s| {
+                    assert!(s.contains_key("micros"), "span without a duration: {s:?}");
+                    s.get("outcome").cloned().unwrap_or_default()
+                })
+                .collect::<Vec<_>>()
+        };
+        common::wait_until("the four execute spans closed", || outcomes().len() == 4).await;
+        assert_eq!(outcomes(), ["ok", "error", "panic", "ok"]);
+    });
 }

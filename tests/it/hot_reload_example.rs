@@ -2,7 +2,7 @@
 //! `PluginManager`) to completion: the loop must end on its own once the example stops the
 //! manager, after a reload, a failed reload, a migrated reload and a no-op save.
 
-#[path = "../examples/hot_reload.rs"]
+#[path = "../../examples/hot_reload.rs"]
 mod example;
 
 /// The example's `main` builds its own tokio runtime (`#[tokio::main]`), so it is called from a

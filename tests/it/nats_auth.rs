@@ -8,8 +8,6 @@
 //! Needs the `nats-server` binary (the project's machines and `.ci/run` have it); skipped
 //! without it unless `BILAYER_REQUIRE_NATS=1`.
 
-mod hot_reload_support;
-
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,8 +15,9 @@ use std::time::{Duration, Instant};
 use bilayer::prelude::*;
 use bilayer::system_config::SystemDefinition;
 use bilayer::{NatsCredentials, NatsTransport, Transport};
-use hot_reload_support::Scratch;
 use serde_json::{json, Value};
+
+use crate::hot_reload_support::Scratch;
 
 /// A `nats-server -js` with the given auth flags on a free port; killed on drop.
 struct AuthServer {
@@ -177,8 +176,25 @@ async fn a_user_password_server_accepts_its_user_and_refuses_a_wrong_password() 
     refused(NatsTransport::new(&url).credentials(wrong), &url).await;
 }
 
+/// The variables the system TOMLs of the next test name, and their values.
+const CREDENTIALS_ENV: [(&str, &str); 2] = [
+    ("BILAYER_NATS_AUTH_TEST_TOKEN", "from-env"),
+    ("BILAYER_NATS_AUTH_TEST_PASSWORD", "env-pass"),
+];
+
+/// Environment variables are process-wide, and setting one while another thread reads the
+/// environment (C code calling `getenv`) is undefined behaviour. The tests of this binary share
+/// one process, so this test sets none: it runs again, alone, in a child process of this test
+/// binary given the variables from the start, and passes when that run passes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_system_toml_reads_its_credentials_from_the_environment() {
+    if CREDENTIALS_ENV
+        .iter()
+        .any(|(name, value)| std::env::var(name).as_deref() != Ok(*value))
+    {
+        run_alone_with_credentials_env();
+        return;
+    }
     let Some(token_server) = AuthServer::start("toml-token", &["--auth", "from-env"]) else {
         return;
     };
@@ -187,9 +203,6 @@ async fn a_system_toml_reads_its_credentials_from_the_environment() {
     else {
         return;
     };
-    // Names no other test uses: the variables are process-wide.
-    std::env::set_var("BILAYER_NATS_AUTH_TEST_TOKEN", "from-env");
-    std::env::set_var("BILAYER_NATS_AUTH_TEST_PASSWORD", "env-pass");
     let scratch = Scratch::new("nats-auth-toml");
     let echo_script = "fn echo(msg) {\n    #{ v: msg.v, by: \"echo\" }\n}\n\necho\n";
     scratch.write("echo.rhai", echo_script);
@@ -222,4 +235,35 @@ async fn a_system_toml_reads_its_credentials_from_the_environment() {
         carries_messages(&system).await;
         system.shutdown().await.unwrap();
     }
+}
+
+/// Runs `a_system_toml_reads_its_credentials_from_the_environment` alone in a child process of
+/// this test binary with [`CREDENTIALS_ENV`] set, passing its output on; fails unless it ran
+/// and passed.
+fn run_alone_with_credentials_env() {
+    let module = module_path!()
+        .split_once("::")
+        .map_or("", |(_, module)| module);
+    let test = format!("{module}::a_system_toml_reads_its_credentials_from_the_environment");
+    let binary = std::env::current_exe().expect("the path of this test binary");
+    let output = Command::new(&binary)
+        .args([
+            test.as_str(),
+            "--exact",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .envs(CREDENTIALS_ENV)
+        .output()
+        .expect("run this test binary again");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprint!("{stderr}");
+    assert!(
+        output.status.success() && stdout.contains("test result: ok. 1 passed"),
+        "{test} run alone in {} failed ({}):\n{stdout}{stderr}",
+        binary.display(),
+        output.status
+    );
 }

@@ -1,5 +1,6 @@
-//! A configurable test plugin shared by the integration tests, and small helpers to wait for
-//! asynchronous outcomes without fixed sleeps.
+//! The hand-written plugins of the integration tests, gathered in one place so that every area
+//! reuses them instead of writing its own: the configurable [`TestPlugin`] (built from a
+//! [`Spec`], recording into a [`Log`]), and small plugins each showing one behaviour.
 //!
 //! [`TestPlugin`] records every lifecycle call into a shared [`Log`] as `"<id>#<instance>:<step>"`
 //! (the instance number tells a fresh instance built by a factory from the same instance being
@@ -14,17 +15,13 @@
 //! | `sleep:<ms>`     | sleeps asynchronously, then `slept <id>`                      |
 //! | anything else    | forwarded to `call` through `PluginContext::call_plugin` when |
 //! |                  | set (`<id>><reply>`), else echoed as `<id>: <input>`          |
-// Each test file uses a different subset of these helpers.
-#![allow(dead_code)]
-
-pub mod capture;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bilayer::prelude::*;
-use tokio::sync::broadcast;
+use serde_json::Value;
 
 /// An ordered record of lifecycle calls, shared between plugins and the test.
 #[derive(Clone, Default)]
@@ -224,46 +221,83 @@ impl AgentPlugin for TestPlugin {
     }
 }
 
-/// A generous bound for anything asynchronous to settle on a noisy 2-core machine.
-pub const SETTLE: Duration = Duration::from_secs(5);
+/// A JSON agent of type `Custom("test")` computing its output with `f`.
+pub fn step(
+    id: &str,
+    f: impl Fn(Value) -> PluginResult<Value> + Send + Sync + 'static,
+) -> FnPlugin<impl Fn(Value) -> PluginResult<Value> + Send + Sync + 'static> {
+    FnPlugin::new(id, PluginType::Custom("test".into()), f)
+}
 
-/// Polls `condition` until it holds, failing the test after [`SETTLE`].
-pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + SETTLE;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
+/// An agent that awaits on every message (a timer), so a turn can outlast the grace its
+/// dropped manager gives it, and the kill lands in the middle of a hop.
+pub struct Napping(pub PluginMetadata, pub Duration);
+
+#[async_trait]
+impl AgentPlugin for Napping {
+    fn metadata(&self) -> &PluginMetadata {
+        &self.0
+    }
+    async fn execute(&mut self, input: String) -> PluginResult<String> {
+        Ok(input)
+    }
+    async fn execute_json_in_place(&mut self, message: &mut Value) -> PluginResult<()> {
+        tokio::time::sleep(self.1).await;
+        message["next_agent"] = Value::Null;
+        Ok(())
     }
 }
 
-/// Receives supervision events until one satisfies `last`, returning all of them in order;
-/// fails the test after [`SETTLE`].
-pub async fn events_until(
-    events: &mut broadcast::Receiver<SupervisorEvent>,
-    mut last: impl FnMut(&SupervisorEvent) -> bool,
-) -> Vec<SupervisorEvent> {
-    let mut seen = Vec::new();
-    let deadline = tokio::time::Instant::now() + SETTLE;
-    loop {
-        match tokio::time::timeout_at(deadline, events.recv()).await {
-            Ok(Ok(event)) => {
-                let done = last(&event);
-                seen.push(event);
-                if done {
-                    return seen;
-                }
-            }
-            Ok(Err(e)) => panic!("supervision event channel failed: {e}; seen so far {seen:?}"),
-            Err(_) => panic!("timed out waiting for a supervision event; seen so far {seen:?}"),
-        }
+/// The top of a diamond: calls `left`, then `right`, with the same input, and answers
+/// `"<left's reply> | <right's reply>"`.
+pub struct Top {
+    pub metadata: PluginMetadata,
+    pub ctx: Option<PluginContext>,
+}
+
+#[async_trait]
+impl AgentPlugin for Top {
+    fn metadata(&self) -> &PluginMetadata {
+        &self.metadata
+    }
+    async fn load(&mut self, ctx: &PluginContext) -> PluginResult<()> {
+        self.ctx = Some(ctx.clone());
+        Ok(())
+    }
+    async fn execute(&mut self, input: String) -> PluginResult<String> {
+        let ctx = self.ctx.as_ref().unwrap();
+        let left = ctx.call_plugin("left", input.clone()).await?;
+        let right = ctx.call_plugin("right", input).await?;
+        Ok(format!("{left} | {right}"))
     }
 }
 
-/// Registers, loads and starts one plugin per spec (instances, not factories).
-pub async fn start_plugins(manager: &PluginManager, specs: &[&Spec]) {
-    for spec in specs {
-        manager.register(spec.build()).await.unwrap();
+/// A plugin whose `start` panics with "cannot start today"; it echoes its input.
+pub struct PanicsOnStart(pub PluginMetadata);
+
+#[async_trait]
+impl AgentPlugin for PanicsOnStart {
+    fn metadata(&self) -> &PluginMetadata {
+        &self.0
     }
-    manager.load_all().await.unwrap();
-    manager.start_all().await.unwrap();
+    async fn start(&mut self) -> PluginResult<()> {
+        panic!("cannot start today")
+    }
+    async fn execute(&mut self, input: String) -> PluginResult<String> {
+        Ok(input)
+    }
+}
+
+/// A plugin that writes only `metadata` and `execute` (its input in upper case), relying on the
+/// trait's defaults for the rest of the lifecycle.
+pub struct Shout(pub PluginMetadata);
+
+#[async_trait]
+impl AgentPlugin for Shout {
+    fn metadata(&self) -> &PluginMetadata {
+        &self.0
+    }
+    async fn execute(&mut self, input: String) -> PluginResult<String> {
+        Ok(input.to_uppercase())
+    }
 }

@@ -5,11 +5,13 @@
 //! `execute("my_plugin", "input data".to_string())`) give the seed's answer; and that a plugin
 //! writing only `metadata` and `execute` (the trait's defaults for the rest) runs the same way.
 
-#[path = "../examples/native_plugin.rs"]
+#[path = "../../examples/native_plugin.rs"]
 mod example;
 
 use bilayer::prelude::*;
 use example::MyCompileTimePlugin;
+
+use crate::test_plugins::Shout;
 
 /// The example's `main` builds its own tokio runtime (`#[tokio::main]`), so it is called from a
 /// plain test thread, not from inside a runtime.
@@ -118,18 +120,6 @@ async fn the_seed_plugin_tracks_its_own_state_when_driven_directly() {
 /// rest; the manager drives it through the whole lifecycle and reports its state itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_writing_only_metadata_and_execute_runs_through_the_manager() {
-    struct Shout(PluginMetadata);
-
-    #[async_trait]
-    impl AgentPlugin for Shout {
-        fn metadata(&self) -> &PluginMetadata {
-            &self.0
-        }
-        async fn execute(&mut self, input: String) -> PluginResult<String> {
-            Ok(input.to_uppercase())
-        }
-    }
-
     let manager = PluginManager::new("defaults");
     manager
         .register(Shout(PluginMetadata::new(

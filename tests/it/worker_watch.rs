@@ -4,9 +4,6 @@
 //! and the worker still stops cleanly on SIGTERM. A real worker process, real files, a real
 //! NATS server (skipped without one unless `BILAYER_REQUIRE_NATS=1`).
 
-mod hot_reload_support;
-mod nats_support;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -14,9 +11,10 @@ use std::time::{Duration, Instant};
 
 use bilayer::system_config::{Deployment, SystemDefinition};
 use bilayer::{AgentSystem, OutcomeStatus};
-use hot_reload_support::{routing_to, terminal_agent, Scratch};
-use nats_support::{delete_streams, jetstream_or_skip, nats_url, unique_system};
 use serde_json::json;
+
+use crate::hot_reload_support::{routing_to, terminal_agent, Scratch};
+use crate::nats_support::{delete_streams, jetstream_or_skip, nats_url, unique_system};
 
 /// The worker process and every line it wrote to stderr so far.
 struct Worker {

@@ -1,14 +1,13 @@
 //! The HTTP plugin against a loopback server: allowed requests with headers and JSON bodies,
 //! hosts refused before any connection (also on redirect), the response size cap, timeouts.
 
-mod builtin_server;
-
 use std::time::{Duration, Instant};
 
 use bilayer::builtin::{HttpPlugin, HttpRequest};
 use bilayer::prelude::*;
-use builtin_server::{Response, TestServer};
 use serde_json::{json, Value};
+
+use crate::builtin_server::{Response, TestServer};
 
 async fn loaded(plugin: HttpPlugin) -> HttpPlugin {
     let mut plugin = plugin;

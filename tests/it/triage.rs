@@ -1,10 +1,8 @@
 //! The support triage example (examples/triage): intake classifies each ticket, with keyword
 //! rules when the system has no LLM and with the model when it has one (here the loopback
-//! OpenAI-compatible server of tests/builtin_server), routes it by next_agent to billing,
+//! OpenAI-compatible server of tests/it/builtin_server), routes it by next_agent to billing,
 //! technical or human, and technical answers from the SQLite knowledge base through the
 //! database plugin.
-
-mod builtin_server;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,8 +10,9 @@ use std::process::Command;
 
 use bilayer::prelude::*;
 use bilayer::system_config::SystemDefinition;
-use builtin_server::{Request, Response, TestServer};
 use serde_json::{json, Value};
+
+use crate::builtin_server::{Request, Response, TestServer};
 
 fn example_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/triage")

@@ -6,10 +6,10 @@
 //! dependencies and cycles reported by name; single `load`/`start`/`stop`/`unload` steps that
 //! would break that order are refused with what to do first.
 
-mod common;
-
 use bilayer::prelude::*;
-use common::{start_plugins, Log, Spec};
+
+use crate::common::start_plugins;
+use crate::test_plugins::{Log, Spec};
 
 fn invalid(
     id: &str,

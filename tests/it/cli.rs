@@ -1289,7 +1289,7 @@ fn run_watch_hot_reloads_an_agent_script_while_running() {
 
 // ---------------------------------------------------------------------------------------------
 // NATS transport: `worker` and `run --transport nats` refuse bad setups clearly (the
-// scale-out itself is proven in tests/nats_scale_out.rs)
+// scale-out itself is proven in tests/it/nats_scale_out.rs)
 // ---------------------------------------------------------------------------------------------
 
 #[test]

@@ -2,9 +2,7 @@
 //! JetStream, one of them killed (SIGKILL) mid-stream and restarted. Every order must end
 //! exactly once with the reference counts (95 810 shipped, 4 190 rejected), the killed
 //! worker's unacknowledged messages must have been redelivered to the others, and the
-//! results stream must hold exactly one result per order. Needs NATS (tests/nats_support).
-
-mod nats_support;
+//! results stream must hold exactly one result per order. Needs NATS (tests/it/nats_support).
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
@@ -13,10 +11,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bilayer::orders;
-use nats_support::{
+use serde_json::Value;
+
+use crate::nats_support::{
     delete_streams, jetstream_or_skip, nats_url, stored, streams_of, unique_system,
 };
-use serde_json::Value;
 
 const ORDERS: u64 = 100_000;
 

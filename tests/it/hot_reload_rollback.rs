@@ -6,8 +6,6 @@
 //! dead-lettered once, with the rolled-back version's reason; a failure no rollback follows is
 //! answered with its error once its hold runs out.
 
-mod hot_reload_support;
-
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,10 +14,11 @@ use std::time::{Duration, Instant};
 use bilayer::hot_reload::{HotReloadConfig, HotReloadManager, ReloadEvent, ReloadStrategy};
 use bilayer::prelude::*;
 use bilayer::rhai_runtime::RhaiPlugin;
-use hot_reload_support::{
+use serde_json::{json, Value};
+
+use crate::hot_reload_support::{
     counting_script, ended_reload, rhai_version, until, Rig, Scratch, PATIENCE,
 };
-use serde_json::{json, Value};
 
 fn debounced() -> HotReloadConfig {
     HotReloadConfig::new().with_strategy(ReloadStrategy::Debounced(Duration::from_millis(150)))

@@ -2,20 +2,19 @@
 //! write-temp-then-rename, delete-and-recreate, bursts), saves that change nothing, new and
 //! deleted files, state carried over (and migrated) or not, versions that never go live
 //! (compile, self-test, migration failures), and rollback of a live version that keeps failing.
-//! The reload under load is in tests/hot_reload_load.rs.
-
-mod hot_reload_support;
+//! The reload under load is in tests/it/hot_reload_load.rs.
 
 use std::time::Duration;
 
 use bilayer::hot_reload::{DeleteAction, HotReloadConfig, ReloadEvent, ReloadStrategy};
 use bilayer::prelude::*;
 use bilayer::rhai_runtime::RhaiPlugin;
-use hot_reload_support::{
+use serde_json::json;
+
+use crate::hot_reload_support::{
     counting_script, ended_reload, mentions, rhai_version, until, wat_answering, Rig, Scratch,
     PATIENCE,
 };
-use serde_json::json;
 
 fn debounced(ms: u64) -> HotReloadConfig {
     HotReloadConfig::new().with_strategy(ReloadStrategy::Debounced(Duration::from_millis(ms)))

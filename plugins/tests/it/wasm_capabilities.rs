@@ -158,7 +158,7 @@ fn capabilities_parse_from_configuration_names() {
         "{message}"
     );
     assert!(message.contains("call_plugin"), "{message}");
-    // `wasi` is a capability of its own (plugins/tests/wasm_wasi.rs), never part of `all()`.
+    // `wasi` is a capability of its own (plugins/tests/it/wasm_wasi.rs), never part of `all()`.
     let wasi = WasmCapabilities::from_names(["wasi"]).unwrap();
     assert!(wasi.allows(Capability::Wasi));
     assert!(!WasmCapabilities::all().allows(Capability::Wasi));

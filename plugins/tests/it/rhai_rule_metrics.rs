@@ -1,6 +1,8 @@
 //! Per-rule hit counts in the `metrics` facade: `bilayer_rule_hits_total{plugin, rule}`.
 //!
-//! This file installs a process-wide recorder, so it holds only this test.
+//! The recorder is scoped to the test's thread, which registers the counters when it loads the
+//! plugin: other tests of the binary, running at the same time, load the same script under the
+//! same name.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -53,7 +55,8 @@ impl Recorder for CountingRecorder {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_fired_rule_is_counted_under_its_plugin_and_name() {
     let recorder = CountingRecorder::default();
-    metrics::set_global_recorder(recorder.clone()).unwrap();
+    // The test's body runs on this thread (`block_on`), the plugin's load with it.
+    let _scope = metrics::set_default_local_recorder(&recorder);
 
     let path =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/rules/content_moderation.rhai");

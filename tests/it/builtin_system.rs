@@ -3,13 +3,12 @@
 //! `call_plugin` capability, as agents of their own (`builtin = "..."`), and what
 //! `bilayer check` says about an unknown builtin or a bad config.
 
-mod builtin_server;
-
 use std::path::{Path, PathBuf};
 
 use bilayer::system_config::SystemDefinition;
-use builtin_server::{Response, TestServer};
 use serde_json::json;
+
+use crate::builtin_server::{Response, TestServer};
 
 const SEED: &str = "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL, price REAL); \
                     INSERT INTO items VALUES (1, 'lamp', 19.5), (2, 'desk', 120.0), (3, 'chair', 45.25);";

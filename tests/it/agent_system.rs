@@ -10,12 +10,7 @@ use bilayer::prelude::*;
 use bilayer::DEFAULT_MAX_BRANCHES;
 use serde_json::{json, Value};
 
-fn step(
-    id: &str,
-    f: impl Fn(Value) -> PluginResult<Value> + Send + Sync + 'static,
-) -> FnPlugin<impl Fn(Value) -> PluginResult<Value> + Send + Sync + 'static> {
-    FnPlugin::new(id, PluginType::Custom("test".into()), f)
-}
+use crate::test_plugins::{step, Napping};
 
 async fn orders_system(max_in_flight: usize) -> AgentSystem {
     let mut builder = AgentSystem::builder().max_in_flight(max_in_flight);
@@ -697,25 +692,6 @@ async fn a_system_dropped_without_shutdown_accounts_for_every_input_then_its_str
             200,
             "round {round}: served {served}, stopped {stopped}"
         );
-    }
-}
-
-/// An agent that awaits on every message (a timer), so a turn can outlast the grace its
-/// dropped manager gives it, and the kill lands in the middle of a hop.
-struct Napping(PluginMetadata, Duration);
-
-#[async_trait]
-impl AgentPlugin for Napping {
-    fn metadata(&self) -> &PluginMetadata {
-        &self.0
-    }
-    async fn execute(&mut self, input: String) -> PluginResult<String> {
-        Ok(input)
-    }
-    async fn execute_json_in_place(&mut self, message: &mut Value) -> PluginResult<()> {
-        tokio::time::sleep(self.1).await;
-        message["next_agent"] = Value::Null;
-        Ok(())
     }
 }
 

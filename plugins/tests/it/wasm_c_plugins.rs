@@ -87,7 +87,7 @@ fn build_all() -> Option<PathBuf> {
         // Straight to stderr, past the test harness's capture, so the skip shows in a passing run.
         let _ = writeln!(
             std::io::stderr(),
-            "SKIPPED (plugins/tests/wasm_c_plugins.rs): not building or testing the C plugins \
+            "SKIPPED (plugins/tests/it/wasm_c_plugins.rs): not building or testing the C plugins \
              {PLUGINS:?}: {message}. Set BILAYER_REQUIRE_CLANG=1 to make this a failure."
         );
         return None;

@@ -6,13 +6,13 @@
 //! application; exceeding the restart intensity leaves the plugin failed; and the three OTP
 //! strategies restart exactly the plugins they should.
 
-mod common;
-
 use std::time::Duration;
 
 use bilayer::prelude::*;
-use common::{events_until, start_plugins, wait_until, Log, Spec};
 use futures::future::join_all;
+
+use crate::common::{events_until, start_plugins, wait_until};
+use crate::test_plugins::{Log, PanicsOnStart, Spec};
 
 fn panicked(err: &PluginError, id: &str, input: &str) -> bool {
     matches!(
@@ -442,21 +442,6 @@ async fn one_for_all_reports_each_sibling_restart_with_its_cause() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_in_a_lifecycle_step_is_an_error_not_a_crash() {
-    struct PanicsOnStart(PluginMetadata);
-
-    #[async_trait]
-    impl AgentPlugin for PanicsOnStart {
-        fn metadata(&self) -> &PluginMetadata {
-            &self.0
-        }
-        async fn start(&mut self) -> PluginResult<()> {
-            panic!("cannot start today")
-        }
-        async fn execute(&mut self, input: String) -> PluginResult<String> {
-            Ok(input)
-        }
-    }
-
     let manager = PluginManager::new("lifecycle-panic");
     manager
         .register(PanicsOnStart(PluginMetadata::new(

@@ -1,26 +1,19 @@
 //! The NATS transport through the builder API, in one process: the same routing, fan-out,
 //! dead letters and failures as in process, with messages on JetStream subjects; hostile
 //! input on an agent's subject; two systems (a submitter and a worker) sharing the work; a
-//! clear error when the server is not there. Needs NATS (tests/nats_support).
-
-mod nats_support;
+//! clear error when the server is not there. Needs NATS (tests/it/nats_support).
 
 use std::time::Duration;
 
 use bilayer::orders;
 use bilayer::prelude::*;
 use bilayer::{NatsTransport, Transport};
-use nats_support::{
-    delete_streams, jetstream_or_skip, nats_url, records, stored, streams_of, unique_system,
-};
 use serde_json::{json, Value};
 
-fn step(
-    id: &str,
-    f: impl Fn(Value) -> PluginResult<Value> + Send + Sync + 'static,
-) -> FnPlugin<impl Fn(Value) -> PluginResult<Value> + Send + Sync + 'static> {
-    FnPlugin::new(id, PluginType::Custom("test".into()), f)
-}
+use crate::nats_support::{
+    delete_streams, jetstream_or_skip, nats_url, records, stored, streams_of, unique_system,
+};
+use crate::test_plugins::step;
 
 fn nats() -> Transport {
     Transport::Nats(NatsTransport::new(nats_url()).ack_wait(Duration::from_secs(40)))

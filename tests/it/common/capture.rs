@@ -1,15 +1,17 @@
-//! Captures the process-global metrics and spans of one test binary, for tests of what the
-//! runtime reports: every counter and histogram sample by `name{label=value,...}`, and every
-//! closed `plugin.execute` or `agent.hop` span's fields as text (its name under `span`).
-//! Every test of a binary that installs it feeds it; tests filter by their own plugin or agent.
+//! Captures the metrics and spans of one test, for tests of what the runtime reports: every
+//! counter and histogram sample by `name{label=value,...}`, and every closed `plugin.execute` or
+//! `agent.hop` span's fields as text (its name under `span`). Scoped to the test's own runtime
+//! ([`run`]), so the other tests of the binary, running at the same time, do not feed it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 
 use metrics::{
     Counter, CounterFn, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
     SharedString, Unit,
 };
+use tracing::dispatcher::Dispatch;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing_subscriber::layer::{Context, SubscriberExt};
@@ -27,17 +29,14 @@ pub struct Captured {
     pub spans: Mutex<Vec<HashMap<String, String>>>,
 }
 
-pub fn captured() -> &'static Arc<Captured> {
-    static CAPTURED: OnceLock<Arc<Captured>> = OnceLock::new();
-    CAPTURED.get_or_init(|| {
-        let captured = Arc::new(Captured::default());
-        metrics::set_global_recorder(CaptureRecorder(captured.clone()))
-            .expect("no other metrics recorder in this test binary");
-        let subscriber = tracing_subscriber::registry().with(SpanCapture(captured.clone()));
-        tracing::subscriber::set_global_default(subscriber)
-            .expect("no other tracing subscriber in this test binary");
-        captured
-    })
+/// Runs `test` on a runtime of its own (see [`super::scoped`]) whose metrics and spans go to a
+/// fresh [`Captured`], handed to `test`.
+pub fn run<F: Future<Output = ()>>(test: impl FnOnce(Arc<Captured>) -> F) {
+    let captured = Arc::new(Captured::default());
+    // The runtime's threads keep the recorder until they stop: one small leak per test.
+    let recorder: &'static CaptureRecorder = Box::leak(Box::new(CaptureRecorder(captured.clone())));
+    let subscriber = tracing_subscriber::registry().with(SpanCapture(captured.clone()));
+    super::scoped::block_on(recorder, Dispatch::new(subscriber), test(captured));
 }
 
 fn render(key: &Key) -> String {

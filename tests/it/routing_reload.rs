@@ -3,14 +3,13 @@
 //! version is refused while the serving one keeps routing, and a deleted file keeps the last
 //! version. Real files, real notify, a real agent system built from a TOML definition.
 
-mod hot_reload_support;
-
 use bilayer::hot_reload::ReloadEvent;
 use bilayer::system_config::SystemDefinition;
 use bilayer::system_reload::ROUTING_SCRIPT_ID;
 use bilayer::{AgentSystem, OutcomeStatus};
-use hot_reload_support::{ended_reload, routing_to, terminal_agent, until, Scratch};
 use serde_json::json;
+
+use crate::hot_reload_support::{ended_reload, routing_to, terminal_agent, until, Scratch};
 
 const SYSTEM: &str = r#"
 name = "routed"

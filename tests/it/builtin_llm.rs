@@ -2,8 +2,6 @@
 //! completions, SSE streaming, a tool-call round trip through the Rhai weather tool, retries
 //! on 429/5xx, and the errors for bad credentials, malformed answers and timeouts.
 
-mod builtin_server;
-
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,9 +9,10 @@ use std::time::{Duration, Instant};
 use bilayer::builtin::{ChatRequest, LLMPlugin, LlmClient, LlmConfig, LlmError};
 use bilayer::prelude::*;
 use bilayer::rhai_runtime::RhaiToolRegistry;
-use builtin_server::{Request, Response, TestServer};
 use futures::StreamExt;
 use serde_json::{json, Value};
+
+use crate::builtin_server::{Request, Response, TestServer};
 
 fn completion(content: Value, tool_calls: Option<Value>) -> Value {
     let mut message = json!({ "role": "assistant", "content": content });
