@@ -4,10 +4,14 @@
 //!
 //! One binary instead of one per file: the crate and wasmtime are linked once, not ~20 times
 //! (issue 22, "Lighter to build"). All tests share the process, so none may install
-//! process-global state that another test reads: metrics recorders are scoped to the thread of
-//! the test that reads them, and the one global tracing subscriber (`wasm_inline`) counts only
-//! the messages its own test logs.
+//! process-global state that another test reads: metrics recorders and tracing subscribers are
+//! scoped to the thread of the test that reads them (`scoped_subscriber`), and the one global
+//! tracing subscriber (`wasm_inline`) counts only the messages its own test logs.
 
+// Helpers shared by the areas.
+mod scoped_subscriber;
+
+// One module per area.
 mod call_timeout;
 mod rhai_caching;
 mod rhai_call_plugin;

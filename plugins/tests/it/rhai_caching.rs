@@ -8,6 +8,8 @@ use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata, Subscriber};
 
+use crate::scoped_subscriber;
+
 /// Records `(plugin, message)` of every event, to see what scripts printed.
 #[derive(Clone, Default)]
 struct PrintRecorder(Arc<Mutex<Vec<(String, String)>>>);
@@ -72,7 +74,7 @@ process
 #[test]
 fn top_level_statements_run_once_and_calls_do_not_rerun_them() {
     let recorder = PrintRecorder::default();
-    tracing::subscriber::with_default(recorder.clone(), || {
+    scoped_subscriber::with_default(recorder.clone(), || {
         let plugin = RhaiPlugin::from_source("cached", SCRIPT).unwrap();
         assert_eq!(
             recorder.count("top-level ran"),

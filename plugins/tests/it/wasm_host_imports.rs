@@ -17,6 +17,8 @@ use bilayer_plugins::{
 use futures::future::BoxFuture;
 use serde_json::{json, Value};
 
+use crate::scoped_subscriber;
+
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/wasm")
@@ -90,7 +92,7 @@ impl tracing::Subscriber for LogCapture {
 fn log_goes_to_tracing_with_the_plugin_id_and_level() {
     let plugin = probe();
     let capture = LogCapture::default();
-    tracing::subscriber::with_default(capture.clone(), || {
+    scoped_subscriber::with_default(capture.clone(), || {
         assert_eq!(plugin.execute_sync("Lhello from the guest").unwrap(), "");
         assert_eq!(plugin.execute_sync("Wcareful ✓").unwrap(), "");
     });
@@ -119,7 +121,7 @@ fn long_log_messages_are_truncated() {
         .with_capabilities(WasmCapabilities::all())
         .with_limits(bilayer_plugins::wasm_runtime::WasmLimits::default().max_log_bytes(10));
     let capture = LogCapture::default();
-    tracing::subscriber::with_default(capture.clone(), || {
+    scoped_subscriber::with_default(capture.clone(), || {
         plugin
             .execute_sync(&format!("L{}", "x".repeat(100)))
             .unwrap();

@@ -15,6 +15,8 @@ use bilayer_plugins::wasm_runtime::{
 };
 use bilayer_plugins::PluginError;
 
+use crate::scoped_subscriber;
+
 const MODES: [InstanceMode; 2] = [InstanceMode::FreshPerCall, InstanceMode::Reuse];
 
 fn fixture() -> PathBuf {
@@ -280,7 +282,7 @@ fn guest_stdout_and_stderr_go_to_the_log_line_by_line() {
     for mode in MODES {
         let recorder = LogRecorder::default();
         let plugin = plugin(WasiGrant::new(), mode);
-        tracing::subscriber::with_default(recorder.clone(), || {
+        scoped_subscriber::with_default(recorder.clone(), || {
             assert_eq!(plugin.execute_sync("p0one\ntwo\n").unwrap(), "printed");
         });
         let events = recorder.0.lock().unwrap().clone();
