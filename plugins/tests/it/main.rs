@@ -1,6 +1,7 @@
 //! The integration tests of `bilayer-plugins`, as one test binary (`it`): a module per area,
 //! named after the file it was before, so `cargo test -p bilayer-plugins --test it wasm_wasi`
-//! still selects an area by its name. The WebAssembly fixtures stay in `plugins/tests/fixtures`.
+//! still selects an area by its name. The WebAssembly fixtures stay in `plugins/tests/fixtures`;
+//! the hand-written hosts that plugins call through `call_plugin` are in `test_hosts`.
 //!
 //! One binary instead of one per file: the crate and wasmtime are linked once, not ~20 times
 //! (issue 22, "Lighter to build"). All tests share the process, so none may install
@@ -10,6 +11,7 @@
 
 // Helpers shared by the areas.
 mod scoped_subscriber;
+mod test_hosts;
 
 // One module per area.
 mod call_timeout;

@@ -1,92 +1,15 @@
 //! `call_plugin` from Rhai: reaching other plugins through the host's `PluginCaller`, call
 //! cycles refused, and scripts never stalling the async runtime.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bilayer_plugins::rhai_runtime::{RhaiConfig, RhaiPlugin};
-use bilayer_plugins::{
-    AgentPlugin, CallChain, PluginCaller, PluginContext, PluginError, PluginResult,
-};
-use futures::future::BoxFuture;
+use bilayer_plugins::{AgentPlugin, PluginCaller, PluginContext, PluginError};
 use serde_json::json;
 
-/// A fake "database" plugin: answers every query with fixed sales rows and records the query.
-#[derive(Default)]
-struct FakeDatabase {
-    queries: Mutex<Vec<String>>,
-}
-
-impl PluginCaller for FakeDatabase {
-    fn call(
-        &self,
-        _chain: CallChain,
-        target: String,
-        input: String,
-    ) -> BoxFuture<'static, PluginResult<String>> {
-        self.queries.lock().unwrap().push(input.clone());
-        Box::pin(async move {
-            match target.as_str() {
-                "database" => Ok(json!([
-                    {"id": 1, "amount": 100.5, "date": "2024-02-01"},
-                    {"id": 2, "amount": 200, "date": "2024-03-01"},
-                    {"id": 3, "amount": 49.25, "date": "2024-04-01"}
-                ])
-                .to_string()),
-                "echo" => Ok(input),
-                other => Err(PluginError::NotFound(other.to_string())),
-            }
-        })
-    }
-}
-
-/// A minimal host: plugins by id, each behind a lock that plays its actor's mailbox, with the
-/// call-chain check the actor layer performs.
-#[derive(Default)]
-struct MiniHost {
-    plugins: Mutex<HashMap<String, Arc<tokio::sync::Mutex<RhaiPlugin>>>>,
-}
-
-impl MiniHost {
-    async fn add(self: &Arc<Self>, mut plugin: RhaiPlugin) {
-        let id = plugin.metadata().id.clone();
-        let ctx =
-            PluginContext::new(id.clone()).with_caller(Arc::clone(self) as Arc<dyn PluginCaller>);
-        plugin.load(&ctx).await.unwrap();
-        plugin.start().await.unwrap();
-        self.plugins
-            .lock()
-            .unwrap()
-            .insert(id, Arc::new(tokio::sync::Mutex::new(plugin)));
-    }
-
-    /// What a manager's `execute(id, input)` does for an outside caller.
-    async fn execute(self: &Arc<Self>, id: &str, input: &str) -> PluginResult<String> {
-        self.call(CallChain::default(), id.to_string(), input.to_string())
-            .await
-    }
-}
-
-impl PluginCaller for MiniHost {
-    fn call(
-        &self,
-        chain: CallChain,
-        target: String,
-        input: String,
-    ) -> BoxFuture<'static, PluginResult<String>> {
-        let plugin = self.plugins.lock().unwrap().get(&target).cloned();
-        Box::pin(async move {
-            chain.check_call(&target)?;
-            let plugin = plugin.ok_or_else(|| PluginError::NotFound(target.clone()))?;
-            let mut plugin = plugin.lock().await;
-            chain
-                .scope(Arc::from(target.as_str()), plugin.execute(input))
-                .await
-        })
-    }
-}
+use crate::test_hosts::{FakeDatabase, MiniHost};
 
 fn script(relative: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -10,14 +10,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use bilayer_plugins::wasm_runtime::{Capability, WasmCapabilities, WasmPlugin, WasmRuntime};
-use bilayer_plugins::{
-    AgentPlugin, CallChain, PluginCaller, PluginContext, PluginError, PluginResult,
-    PluginStateStore,
-};
-use futures::future::BoxFuture;
+use bilayer_plugins::{AgentPlugin, PluginCaller, PluginContext, PluginError, PluginStateStore};
 use serde_json::{json, Value};
 
 use crate::scoped_subscriber;
+use crate::test_hosts::FakeHost;
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -218,31 +215,6 @@ async fn a_state_set_past_the_stores_limit_is_refused_with_the_limit_named() {
     }
     assert_eq!(store.get("b"), None, "the state is unchanged");
     assert_eq!(store.get("a"), Some(json!("0123456789")));
-}
-
-/// A host with two plugins: "echo" answers with its input, "broken" always fails; it records
-/// the chains it was called with.
-#[derive(Default)]
-struct FakeHost {
-    chains: Mutex<Vec<Vec<String>>>,
-}
-
-impl PluginCaller for FakeHost {
-    fn call(
-        &self,
-        chain: CallChain,
-        target: String,
-        input: String,
-    ) -> BoxFuture<'static, PluginResult<String>> {
-        self.chains.lock().unwrap().push(chain.ids());
-        Box::pin(async move {
-            match target.as_str() {
-                "echo" => Ok(format!("echo:{input}")),
-                "broken" => Err(PluginError::execution("the database is down")),
-                other => Err(PluginError::NotFound(other.to_string())),
-            }
-        })
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

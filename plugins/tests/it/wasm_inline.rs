@@ -6,17 +6,16 @@
 //! answers, errors and warm-instance state.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bilayer_plugins::wasm_runtime::{
     Capability, InstanceMode, WasmCapabilities, WasmLimits, WasmPlugin,
 };
-use bilayer_plugins::{
-    AgentPlugin, CallChain, PluginCaller, PluginContext, PluginError, PluginResult,
-};
-use futures::future::BoxFuture;
+use bilayer_plugins::{AgentPlugin, PluginCaller, PluginContext, PluginError};
+
+use crate::test_hosts::CountingHost;
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -146,24 +145,6 @@ async fn a_guest_longer_than_the_slice_gets_its_result_off_the_async_worker() {
     // Short calls after it still answer (inline again once the back-off has passed).
     for _ in 0..100 {
         assert_eq!(plugin.execute("x".to_string()).await.unwrap(), "done");
-    }
-}
-
-/// A host whose `echo` plugin counts its calls.
-#[derive(Default)]
-struct CountingHost {
-    calls: AtomicUsize,
-}
-
-impl PluginCaller for CountingHost {
-    fn call(
-        &self,
-        _chain: CallChain,
-        target: String,
-        input: String,
-    ) -> BoxFuture<'static, PluginResult<String>> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        Box::pin(async move { Ok(format!("{target}:{input}")) })
     }
 }
 

@@ -5,8 +5,6 @@
 //! check what a client sent, and that a refused request never connected. Responses can be
 //! delayed (timeouts), streamed in chunks with pauses (server-sent events), or sent without a
 //! `Content-Length` (bodies whose size is only known by reading them).
-// Each test file uses a different subset of these helpers.
-#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

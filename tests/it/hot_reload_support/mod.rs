@@ -2,9 +2,6 @@
 //! `HotReloadManager` watching the directory through real notify, and waiting for events
 //! (never a fixed sleep where an event can tell; timeouts are generous for a loaded machine).
 
-// Each test file uses a different subset of these helpers.
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

@@ -3,8 +3,6 @@
 //! The server is `BILAYER_TEST_NATS_URL` or `nats://127.0.0.1:4222` (the project's machines run
 //! one there; `.ci/run` starts it when it is not running). When it is unreachable the tests
 //! skip with a message, unless `BILAYER_REQUIRE_NATS=1` (set by `.ci/run`), when they fail.
-// Each test file uses a different subset of these helpers.
-#![allow(dead_code)]
 
 use std::time::Duration;
 
