@@ -191,8 +191,10 @@ impl tracing::field::Visit for Message {
 }
 
 impl tracing::Subscriber for MessageLog {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
+    /// Only the guest's log: the subscriber is process-wide, and the other tests of the binary
+    /// should not pay for events and spans it drops.
+    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+        metadata.target() == "bilayer::wasm"
     }
     fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
         tracing::span::Id::from_u64(1)
