@@ -16,6 +16,8 @@ use bilayer_plugins::rhai_runtime::{RhaiConfig, RhaiPlugin};
 use bilayer_plugins::wasm_runtime::{WasmCapabilities, WasmLimits, WasmPlugin};
 use bilayer_plugins::{AgentPlugin, PluginContext, PluginError};
 
+use crate::cpu_bound;
+
 const SPINNER: &str = r#"(module
   (memory (export "memory") 1)
   (func (export "alloc") (param i32) (result i32) (i32.const 1024))
@@ -45,6 +47,7 @@ fn hosted(timeout: Option<Duration>) -> PluginContext {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spinning_guest_stops_at_the_hosts_call_timeout_not_its_own() {
+    let _cpu = cpu_bound::one_at_a_time_async().await;
     let mut plugin = WasmPlugin::from_bytes("spin", SPINNER)
         .unwrap()
         .with_limits(WasmLimits::default().timeout(Duration::from_secs(60)));
@@ -100,6 +103,7 @@ async fn a_guest_blocked_in_wasi_is_abandoned_when_its_caller_stops_waiting() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_script_stops_at_the_hosts_call_timeout_and_says_so() {
+    let _cpu = cpu_bound::one_at_a_time_async().await;
     let config = RhaiConfig::default()
         .max_operations(u64::MAX)
         .timeout(Duration::from_secs(60));

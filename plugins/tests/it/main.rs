@@ -10,6 +10,7 @@
 //! tracing subscriber (`wasm_inline`) counts only the messages its own test logs.
 
 // Helpers shared by the areas.
+mod cpu_bound;
 mod scoped_subscriber;
 mod test_hosts;
 

@@ -9,6 +9,7 @@ use bilayer_plugins::rhai_runtime::{RhaiConfig, RhaiPlugin};
 use bilayer_plugins::{AgentPlugin, PluginCaller, PluginContext, PluginError};
 use serde_json::json;
 
+use crate::cpu_bound;
 use crate::test_hosts::{FakeDatabase, MiniHost};
 
 fn script(relative: &str) -> PathBuf {
@@ -152,6 +153,7 @@ async fn a_longer_cycle_is_refused_too() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spinning_script_does_not_stall_other_plugins() {
+    let _cpu = cpu_bound::one_at_a_time_async().await;
     let spin_config = RhaiConfig::default()
         .max_operations(u64::MAX)
         .timeout(Duration::from_millis(800));

@@ -13,6 +13,8 @@ use bilayer_plugins::rhai_runtime::{RhaiConfig, RhaiPlugin, RhaiToolRegistry, Sc
 use bilayer_plugins::{AgentPlugin, PluginContext, PluginError, PluginResult};
 use serde_json::{json, Value};
 
+use crate::cpu_bound;
+
 fn repo(relative: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("..")
@@ -579,6 +581,7 @@ fn bounded_calls_run_inline_and_unbounded_ones_through_run_blocking() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spinning_unbounded_script_does_not_stall_inline_ones() {
+    let _cpu = cpu_bound::one_at_a_time_async().await;
     let spin_config = RhaiConfig::default()
         .max_operations(u64::MAX)
         .timeout(Duration::from_millis(800));

@@ -7,6 +7,8 @@ use bilayer_plugins::rhai_runtime::{RhaiConfig, RhaiPlugin};
 use bilayer_plugins::{AgentPlugin, PluginContext, PluginError};
 use serde_json::json;
 
+use crate::cpu_bound;
+
 /// A plugin exposing `attack()` (the hostile code) and `ping()` (a normal call).
 fn plugin_with(attack: &str, config: RhaiConfig) -> RhaiPlugin {
     let source = format!("fn attack() {{ {attack} }}\nfn ping() {{ \"pong\" }}");
@@ -36,6 +38,7 @@ fn assert_limit(err: &PluginError, expected: &str) {
 
 #[test]
 fn an_infinite_loop_hits_max_operations() {
+    let _cpu = cpu_bound::one_at_a_time();
     let plugin = plugin_with("loop { }", RhaiConfig::default().max_operations(10_000));
     assert_limit(&attack(&plugin), "max_operations");
     assert_still_serves(&plugin);
@@ -43,6 +46,7 @@ fn an_infinite_loop_hits_max_operations() {
 
 #[test]
 fn an_infinite_loop_hits_the_wall_clock_timeout() {
+    let _cpu = cpu_bound::one_at_a_time();
     let config = RhaiConfig::default()
         .max_operations(u64::MAX)
         .timeout(Duration::from_millis(50));
@@ -59,6 +63,7 @@ fn an_infinite_loop_hits_the_wall_clock_timeout() {
 
 #[test]
 fn the_default_config_stops_an_infinite_loop() {
+    let _cpu = cpu_bound::one_at_a_time();
     let plugin = plugin_with("loop { }", RhaiConfig::default());
     let err = attack(&plugin);
     assert!(
@@ -102,6 +107,7 @@ fn recursion_past_the_native_stack_budget_is_stopped_not_a_crash() {
 
 #[test]
 fn a_string_bomb_hits_max_string_size() {
+    let _cpu = cpu_bound::one_at_a_time();
     let plugin = plugin_with(r#"let s = "boom"; loop { s += s; }"#, RhaiConfig::default());
     assert_limit(&attack(&plugin), "max_string_size");
     assert_still_serves(&plugin);
@@ -112,6 +118,7 @@ fn a_string_bomb_hits_max_string_size() {
 
 #[test]
 fn an_array_bomb_hits_max_array_size() {
+    let _cpu = cpu_bound::one_at_a_time();
     let plugin = plugin_with("let a = [1]; loop { a += a; }", RhaiConfig::default());
     assert_limit(&attack(&plugin), "max_array_size");
     assert_still_serves(&plugin);
@@ -124,6 +131,7 @@ fn an_array_bomb_hits_max_array_size() {
 
 #[test]
 fn a_map_bomb_hits_max_map_size() {
+    let _cpu = cpu_bound::one_at_a_time();
     let plugin = plugin_with(
         "let m = #{}; let i = 0; loop { let entry = #{}; entry[`k${i}`] = i; m += entry; i += 1; }",
         RhaiConfig::default().max_map_size(1_000),

@@ -12,6 +12,8 @@ use bilayer_plugins::wasm_runtime::{WasmCapabilities, WasmPlugin};
 use bilayer_plugins::PluginError;
 use proptest::prelude::*;
 
+use crate::cpu_bound;
+
 const CASES: u32 = 256;
 
 fn cases() -> u32 {
@@ -118,6 +120,7 @@ proptest! {
         use_edges in any::<bool>(),
         alloc_ptr in guest_word(3 * PAGE),
     ) {
+        let _cpu = cpu_bound::one_at_a_time();
         let memory_bytes = pages * PAGE;
         let (module_name, name, signature) = IMPORTS[import];
         let params = signature.split("(result").next().unwrap_or("").matches("i32").count();

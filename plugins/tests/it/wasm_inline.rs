@@ -15,6 +15,7 @@ use bilayer_plugins::wasm_runtime::{
 };
 use bilayer_plugins::{AgentPlugin, PluginCaller, PluginContext, PluginError};
 
+use crate::cpu_bound;
 use crate::test_hosts::CountingHost;
 
 fn fixture(name: &str) -> PathBuf {
@@ -77,6 +78,7 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn a_spinning_guest_holds_the_only_async_worker_for_at_most_its_slice() {
+    let _cpu = cpu_bound::one_at_a_time_async().await;
     let mut plugin = started(
         WasmPlugin::from_file(fixture("infinite_loop.wat"))
             .unwrap()
@@ -111,6 +113,7 @@ async fn a_spinning_guest_holds_the_only_async_worker_for_at_most_its_slice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn a_guest_longer_than_the_slice_gets_its_result_off_the_async_worker() {
+    let _cpu = cpu_bound::one_at_a_time_async().await;
     let mut plugin = started(
         WasmPlugin::from_bytes("busy", BUSY)
             .unwrap()
@@ -230,6 +233,7 @@ async fn a_guest_log_line_is_logged_exactly_once_per_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_paths_give_the_same_answers_errors_and_warm_state() {
+    let _cpu = cpu_bound::one_at_a_time_async().await;
     let mut uppercase = started(
         WasmPlugin::from_file(fixture("uppercase.wat")).unwrap(),
         PluginContext::new("uppercase"),

@@ -13,6 +13,8 @@ use bilayer_plugins::wasm_runtime::{
 };
 use bilayer_plugins::PluginError;
 
+use crate::cpu_bound;
+
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/wasm")
@@ -42,6 +44,7 @@ fn traps(mode: InstanceMode, limits: WasmLimits) -> WasmPlugin {
 
 #[test]
 fn a_memory_bomb_is_stopped_at_the_cap_and_the_host_is_fine() {
+    let _cpu = cpu_bound::one_at_a_time();
     let cap = 2 << 20;
     let plugin = WasmPlugin::from_file(fixture("memory_bomb.wat"))
         .unwrap()
@@ -79,6 +82,7 @@ fn a_module_whose_initial_memory_is_over_the_cap_fails_to_instantiate() {
 
 #[test]
 fn an_infinite_loop_times_out_within_the_deadline_plus_a_margin() {
+    let _cpu = cpu_bound::one_at_a_time();
     let timeout = Duration::from_millis(200);
     let plugin = WasmPlugin::from_file(fixture("infinite_loop.wat"))
         .unwrap()
@@ -96,6 +100,7 @@ fn an_infinite_loop_times_out_within_the_deadline_plus_a_margin() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_looping_plugin_does_not_stall_other_tasks() {
+    let _cpu = cpu_bound::one_at_a_time_async().await;
     let runtime = WasmRuntime::new().unwrap();
     let plugin = WasmPlugin::from_file(fixture("infinite_loop.wat"))
         .unwrap()
@@ -125,6 +130,7 @@ async fn a_looping_plugin_does_not_stall_other_tasks() {
 
 #[test]
 fn fuel_stops_a_loop_deterministically_on_a_metering_engine() {
+    let _cpu = cpu_bound::one_at_a_time();
     let engine =
         WasmEngine::new(WasmConfig::default().fuel_metering(true).pool_instances(8)).unwrap();
     let plugin = WasmPlugin::compile_file(&engine, fixture("infinite_loop.wat"))
