@@ -7,7 +7,9 @@
 //! (issue 22, "Lighter to build"). All tests share the process, so none may install
 //! process-global state that another test reads: metrics recorders and tracing subscribers are
 //! scoped to the thread of the test that reads them (`scoped_subscriber`), and the one global
-//! tracing subscriber (`wasm_inline`) counts only the messages its own test logs.
+//! tracing subscriber (`wasm_inline`) counts only the messages its own test logs. And any two
+//! tests may now run side by side: the CPU-bound ones and the timing ones take one lock
+//! (`cpu_bound`), so that no timing test runs beside a hog from another area.
 
 // Helpers shared by the areas.
 mod cpu_bound;
