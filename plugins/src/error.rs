@@ -356,3 +356,57 @@ impl From<CallError> for PluginError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+
+    use super::{CallError, PluginError};
+
+    #[test]
+    fn io_and_json_errors_keep_their_source_and_their_text() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let error = PluginError::from(io);
+        assert_eq!(error.to_string(), "I/O error: no such file");
+        let detail = error.source().expect("the detail");
+        let io = detail.source().expect("the I/O error");
+        assert!(io.downcast_ref::<std::io::Error>().is_some());
+        assert_eq!(error.clone(), error, "still Clone and comparable");
+
+        let json = serde_json::from_str::<serde_json::Value>("{").unwrap_err();
+        let error = PluginError::from(json);
+        assert!(
+            matches!(&error, PluginError::Json(m) if m.contains("EOF")),
+            "{error}"
+        );
+        assert!(error.source().and_then(Error::source).is_some());
+    }
+
+    #[test]
+    fn a_call_error_reads_as_the_plugin_error_it_becomes() {
+        let cases = [
+            CallError::NotFound("p".into()),
+            CallError::Stopped("p".into()),
+            CallError::CallCycle(vec!["a".into(), "a".into()]),
+            CallError::Timeout {
+                id: "p".into(),
+                after: std::time::Duration::from_millis(5),
+            },
+            CallError::Panicked {
+                id: "p".into(),
+                message: "boom".into(),
+            },
+            CallError::Plugin(PluginError::execution("no stock")),
+        ];
+        for error in cases {
+            let text = error.to_string();
+            assert_eq!(PluginError::from(error).to_string(), text);
+        }
+        assert!(CallError::Plugin(PluginError::Runtime {
+            location: "x".into(),
+            message: "y".into()
+        })
+        .is_plugin_fault());
+        assert!(!CallError::Plugin(PluginError::InvalidInput("x".into())).is_plugin_fault());
+    }
+}

@@ -98,3 +98,25 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
         "panic with a non-string payload".to_string()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::any::Any;
+    use std::time::Duration;
+
+    use bilayer_plugins::PluginResult;
+
+    use super::RunEnd;
+
+    /// The flat end of a hop costs no more to return than the nested results it replaced.
+    #[test]
+    fn a_hops_end_is_no_bigger_than_the_nested_results_it_replaced() {
+        type Nested = Result<Result<PluginResult<()>, Box<dyn Any + Send>>, Duration>;
+        assert!(
+            size_of::<RunEnd<()>>() <= size_of::<Nested>(),
+            "{} > {}",
+            size_of::<RunEnd<()>>(),
+            size_of::<Nested>()
+        );
+    }
+}
