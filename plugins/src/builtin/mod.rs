@@ -18,13 +18,21 @@
 //! ```
 
 mod config_merge;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod database;
+#[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "llm")]
 pub mod llm;
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use database::{DatabaseConfig, DatabasePlugin, DbRequest};
+#[cfg(feature = "http")]
 pub use http::{HttpConfig, HttpPlugin, HttpRequest};
+#[cfg(all(feature = "llm", feature = "rhai"))]
+pub use llm::ToolRun;
+#[cfg(feature = "llm")]
 pub use llm::{
     ChatCompletion, ChatDelta, ChatMessage, ChatRequest, ChatStream, LLMPlugin, LlmClient,
-    LlmConfig, LlmError, LlmResult, ToolCall, ToolRun, Usage,
+    LlmConfig, LlmError, LlmResult, ToolCall, Usage,
 };
