@@ -48,7 +48,8 @@
 //! | `postgres` | `builtin::DatabasePlugin` on PostgreSQL | sqlx (`postgres`) |
 //!
 //! With `default-features = false` and some of them, `builtin` holds the plugins asked for
-//! (a database URL of a backend left out is refused at load, naming the feature).
+//! (a database URL of a backend left out is refused at load, naming the feature); its config
+//! overlay is always there.
 //!
 //! Hosting (one actor per plugin, supervision, the `PluginManager`) lives in `bilayer-actors`;
 //! this crate reaches other plugins only through the [`PluginCaller`] trait object that the host
@@ -63,12 +64,6 @@
 //! assert!(meta.has_capability("data_analysis"));
 //! ```
 
-#[cfg(any(
-    feature = "llm",
-    feature = "http",
-    feature = "sqlite",
-    feature = "postgres"
-))]
 pub mod builtin;
 mod context;
 mod error;

@@ -12,8 +12,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use bilayer::prelude::*;
+#[cfg(feature = "rhai")]
 use bilayer::rhai_runtime::RhaiPlugin;
+#[cfg(feature = "wasm")]
 use bilayer::wasm_runtime::{WasmCapabilities, WasmEngine, WasmLimits, WasmPlugin};
+#[cfg(feature = "wasm")]
 use bilayer::LimitSettings;
 
 /// The limits `exec` gives the call (`--timeout-ms`, `--memory-mb`, `--fuel`).
@@ -24,6 +27,7 @@ pub struct Limits {
     pub fuel: Option<u64>,
 }
 
+#[cfg(feature = "wasm")]
 impl Limits {
     /// The module's limits: the defaults with the flags given.
     fn wasm(&self) -> Result<WasmLimits, String> {
@@ -67,6 +71,7 @@ pub async fn run(
     }
     let timeout = limits.timeout;
     // Every grant is checked, whatever the file: a misspelt one is never silently ignored.
+    #[cfg(feature = "wasm")]
     let grant = WasmCapabilities::from_names(grants).map_err(|e| match e {
         PluginError::Config(why) => format!("--grant: {why}"),
         other => format!("--grant: {other}"),
@@ -80,7 +85,11 @@ pub async fn run(
             )
             .into())
         }
+        #[cfg(feature = "rhai")]
         Some("rhai") => Box::new(RhaiPlugin::from_file(file)?),
+        #[cfg(not(feature = "rhai"))]
+        Some("rhai") => return Err(without_feature("rhai", "a Rhai script", file).into()),
+        #[cfg(feature = "wasm")]
         Some("wasm" | "wat") => {
             // Fuel needs code compiled with metering, which makes every module slower: only
             // modules asked to burn fuel are compiled that way.
@@ -95,6 +104,8 @@ pub async fn run(
                     .with_limits(limits.wasm()?),
             )
         }
+        #[cfg(not(feature = "wasm"))]
+        Some("wasm" | "wat") => return Err(without_feature("wasm", "a WASM module", file).into()),
         _ => {
             return Err(format!(
                 "{}: unsupported plugin file; `exec` runs .rhai scripts and .wasm/.wat modules",
@@ -128,6 +139,15 @@ pub async fn run(
     Ok(ExitCode::SUCCESS)
 }
 
+/// The error of `exec` on a kind of file this build cannot run.
+#[cfg(any(not(feature = "rhai"), not(feature = "wasm")))]
+fn without_feature(feature: &str, kind: &str, file: &Path) -> String {
+    bilayer::features::missing(
+        feature,
+        &format!("`bilayer exec` of {} ({kind})", file.display()),
+    )
+}
+
 /// `--input` as JSON text. Plain words that are not JSON are taken as a JSON string, so
 /// `--input "BUY NOW"` works for rules scripts; but text that starts like a JSON object, array
 /// or string (`{`, `[`, `"`) is meant as JSON, and when it does not parse, the error says where
@@ -140,5 +160,21 @@ fn input_json(input: &str) -> Result<String, String> {
              with {{, [ or \" to send them as a string"
         )),
         Err(_) => Ok(serde_json::Value::String(input.to_string()).to_string()),
+    }
+}
+
+#[cfg(all(test, any(not(feature = "rhai"), not(feature = "wasm"))))]
+mod tests {
+    use std::path::Path;
+
+    #[test]
+    fn a_file_this_build_cannot_run_names_the_feature_to_build_with() {
+        let message = super::without_feature("wasm", "a WASM module", Path::new("echo.wat"));
+        assert_eq!(
+            message,
+            "`bilayer exec` of echo.wat (a WASM module): this bilayer was built without the \
+             `wasm` feature; rebuild with `cargo build --features wasm` (the default features \
+             include it)"
+        );
     }
 }

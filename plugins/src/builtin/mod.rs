@@ -8,6 +8,9 @@
 //! config the host puts in [`PluginContext`](crate::PluginContext); config keys override
 //! builder values.
 //!
+//! Each plugin is a Cargo feature of this crate (`llm`, `http`, `sqlite` and/or `postgres` for
+//! the database plugin), all on by default.
+//!
 //! ```no_run
 //! use bilayer_plugins::builtin::{DatabasePlugin, HttpPlugin, LLMPlugin};
 //!
@@ -17,6 +20,12 @@
 //! # let _ = (llm, db, http);
 //! ```
 
+#[cfg(any(
+    feature = "llm",
+    feature = "http",
+    feature = "sqlite",
+    feature = "postgres"
+))]
 mod config_merge;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod database;
