@@ -11,8 +11,8 @@ cd "$(dirname "$0")/.."
 N=${N:-100000}
 STORAGE=${STORAGE:-file}
 URL=${BILAYER_NATS_URL:-nats://127.0.0.1:4222}
-cargo build --release --bin bilayer >/dev/null 2>&1
-B=$PWD/target/release/bilayer
+cargo build --profile dist --bin bilayer >/dev/null 2>&1
+B=$PWD/target/dist/bilayer
 tmp=$(mktemp -d)
 trap 'pkill -TERM -f "$tmp/system.toml" 2>/dev/null || true; rm -rf "$tmp"' EXIT
 

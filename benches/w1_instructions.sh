@@ -8,14 +8,14 @@
 # an order, the same in every build). Instructions are not time (a cache miss costs no
 # instruction), so confirm a change that matters with benches/w1_rounds.sh.
 #
-#   bash benches/w1_instructions.sh                      # target/release/examples/w1
+#   bash benches/w1_instructions.sh                      # target/dist/examples/w1
 #   bash benches/w1_instructions.sh /tmp/w1_a /tmp/w1_b  # copies of two builds, side by side
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install valgrind)" >&2; exit 1; }
 if [ $# -eq 0 ]; then
-  cargo build --release --example w1 >/dev/null 2>&1
-  set -- target/release/examples/w1
+  cargo build --profile dist --example w1 >/dev/null 2>&1
+  set -- target/dist/examples/w1
 fi
 instructions() {
   valgrind --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null "$@" 2>&1 >/dev/null |

@@ -14,8 +14,8 @@ PEERS=${PEERS_DIR:-../shared/peers}
 PY=${PEERS_PY:-}
 ROUNDS=${ROUNDS:-3}
 N=${N:-100000}
-cargo build --release --example w1 >/dev/null 2>&1
-W1=target/release/examples/w1
+cargo build --profile dist --example w1 >/dev/null 2>&1
+W1=target/dist/examples/w1
 rate() { "$@" 2>/dev/null | grep '^RESULT' | grep -o 'orders_per_s=[0-9.]*' | cut -d= -f2; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 for round in $(seq 1 "$ROUNDS"); do

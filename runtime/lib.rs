@@ -41,11 +41,11 @@
 //! One line per module; each module's own documentation says the rest.
 //!
 //! - [`prelude`]: everything a plugin author or an application needs, in one `use`.
-//! - [`system_config`]: agent systems defined in TOML, checked (`bilayer check`) and built.
-//! - `definition_shape` (private): reads a definition's TOML collecting every shape problem
-//!   (unknown key, wrong type, missing key) with its position, within a bounded number of passes.
-//! - `definition_positions` (private): where each key, value and table of a definition is,
-//!   indexed in one walk, so any number of problems are placed without re-reading the text.
+//! - [`system_config`]: agent systems defined in TOML, read, checked (`bilayer check`), built
+//!   and reloaded; one private submodule per concern: `schema` (the TOML's tables), `shape`
+//!   (reading it collecting every problem, in bounded passes), `positions` (where each key is,
+//!   indexed in one walk), `problems` (each placed at its key), `sources` (the plugin behind
+//!   each table), `limits`, `check`, `transport`, `build`, `reload`.
 //! - [`routing`]: a Rhai routing script as a [`RoutingPolicy`].
 //! - [`system_reload`]: what `--watch` reloads: a system's agents and its routing script.
 //! - [`jsonl`]: JSON-lines input read as a stranger may send it (`bilayer run --input`): every
@@ -79,8 +79,6 @@
 //! The `bilayer` binary (runtime/main.rs, runtime/cli/: one file per subcommand) is not part
 //! of the library.
 
-mod definition_positions;
-mod definition_shape;
 pub mod features;
 pub mod jsonl;
 pub mod orders;

@@ -665,7 +665,10 @@ async fn the_sandbox_limits_still_apply_inline() {
         RhaiPlugin::from_source_with_config(
             "counted",
             text,
-            RhaiConfig::default().max_operations(2_000),
+            // A timeout no loaded machine reaches, so only the operation count can stop it.
+            RhaiConfig::default()
+                .max_operations(2_000)
+                .timeout(Duration::from_secs(120)),
         )
         .unwrap(),
     )

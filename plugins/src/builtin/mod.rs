@@ -20,12 +20,6 @@
 //! # let _ = (llm, db, http);
 //! ```
 
-#[cfg(any(
-    feature = "llm",
-    feature = "http",
-    feature = "sqlite",
-    feature = "postgres"
-))]
 mod config_merge;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod database;
@@ -34,6 +28,7 @@ pub mod http;
 #[cfg(feature = "llm")]
 pub mod llm;
 
+pub use config_merge::{merge_config, ConfigOrigin};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use database::{DatabaseConfig, DatabasePlugin, DbRequest};
 #[cfg(feature = "http")]

@@ -26,7 +26,7 @@ use super::postgres_row::postgres_row;
 #[cfg(feature = "sqlite")]
 use super::sqlite_row::sqlite_row;
 use super::{DatabaseConfig, DbRequest};
-use crate::builtin::config_merge::merge_config;
+use crate::builtin::{merge_config, ConfigOrigin};
 use crate::{AgentPlugin, PluginContext, PluginError, PluginMetadata, PluginResult, PluginType};
 
 /// Collects a row stream into a JSON array of objects, failing past `max` rows.
@@ -384,7 +384,7 @@ impl AgentPlugin for DatabasePlugin {
     }
 
     async fn load(&mut self, ctx: &PluginContext) -> PluginResult<()> {
-        self.config = merge_config("database", &self.config, ctx.config())?;
+        self.config = merge_config(ConfigOrigin::Host("database"), &self.config, ctx.config())?;
         self.pool = Some(self.open().await?);
         Ok(())
     }

@@ -10,7 +10,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use serde_json::{json, Value};
 
 use super::{HttpConfig, HttpRequest};
-use crate::builtin::config_merge::merge_config;
+use crate::builtin::{merge_config, ConfigOrigin};
 use crate::{AgentPlugin, PluginContext, PluginError, PluginMetadata, PluginResult, PluginType};
 
 /// Outbound HTTP to allowed hosts only (id `http` unless changed).
@@ -235,7 +235,7 @@ impl AgentPlugin for HttpPlugin {
     }
 
     async fn load(&mut self, ctx: &PluginContext) -> PluginResult<()> {
-        self.config = merge_config("HTTP", &self.config, ctx.config())?;
+        self.config = merge_config(ConfigOrigin::Host("HTTP"), &self.config, ctx.config())?;
         self.client = Some(Self::build_client(&self.config)?);
         Ok(())
     }

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use super::{ChatRequest, LlmClient, LlmConfig};
-use crate::builtin::config_merge::merge_config;
+use crate::builtin::{merge_config, ConfigOrigin};
 #[cfg(feature = "rhai")]
 use crate::rhai_runtime::RhaiToolRegistry;
 use crate::{AgentPlugin, PluginContext, PluginError, PluginMetadata, PluginResult, PluginType};
@@ -134,7 +134,7 @@ impl AgentPlugin for LLMPlugin {
     }
 
     async fn load(&mut self, ctx: &PluginContext) -> PluginResult<()> {
-        self.config = merge_config("LLM", &self.config, ctx.config())?;
+        self.config = merge_config(ConfigOrigin::Host("LLM"), &self.config, ctx.config())?;
         self.client = Some(LlmClient::new(self.config.clone())?);
         Ok(())
     }
