@@ -32,6 +32,8 @@ pub const ROUTING_SCRIPT_ID: &str = "$routing";
 
 /// The agents of a system and its routing script, as one hot-reload target.
 pub struct SystemReloadTarget {
+    /// Where a new routing script is installed (only Rhai builds have routing scripts).
+    #[cfg_attr(not(feature = "rhai"), allow(dead_code))]
     system: AgentSystem,
     manager: PluginManager,
     /// The version of the routing script in force (`None`: the system has none).

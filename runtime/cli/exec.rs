@@ -70,50 +70,7 @@ pub async fn run(
         );
     }
     let timeout = limits.timeout;
-    // Every grant is checked, whatever the file: a misspelt one is never silently ignored.
-    #[cfg(feature = "wasm")]
-    let grant = WasmCapabilities::from_names(grants).map_err(|e| match e {
-        PluginError::Config(why) => format!("--grant: {why}"),
-        other => format!("--grant: {other}"),
-    })?;
-    let plugin: Box<dyn AgentPlugin> = match file.extension().and_then(|e| e.to_str()) {
-        Some("rhai") if !grants.is_empty() => {
-            return Err(format!(
-                "--grant is for WASM modules; {} is a Rhai script, which has no capabilities \
-                 to grant (drop --grant)",
-                file.display()
-            )
-            .into())
-        }
-        #[cfg(feature = "rhai")]
-        Some("rhai") => Box::new(RhaiPlugin::from_file(file)?),
-        #[cfg(not(feature = "rhai"))]
-        Some("rhai") => return Err(without_feature("rhai", "a Rhai script", file).into()),
-        #[cfg(feature = "wasm")]
-        Some("wasm" | "wat") => {
-            // Fuel needs code compiled with metering, which makes every module slower: only
-            // modules asked to burn fuel are compiled that way.
-            let engine = if limits.fuel.is_some() {
-                WasmEngine::shared_metering_fuel()?
-            } else {
-                WasmEngine::shared()?
-            };
-            Box::new(
-                WasmPlugin::compile_file(&engine, file)?
-                    .with_capabilities(grant)
-                    .with_limits(limits.wasm()?),
-            )
-        }
-        #[cfg(not(feature = "wasm"))]
-        Some("wasm" | "wat") => return Err(without_feature("wasm", "a WASM module", file).into()),
-        _ => {
-            return Err(format!(
-                "{}: unsupported plugin file; `exec` runs .rhai scripts and .wasm/.wat modules",
-                file.display()
-            )
-            .into())
-        }
-    };
+    let plugin = plugin_for(file, limits, grants)?;
     let mut options = PluginOptions::new();
     if let Some(config) = config {
         let config: serde_json::Value =
@@ -137,6 +94,55 @@ pub async fn run(
         Err(_) => println!("{output}"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The plugin in `file`, by its extension, with the limits and grants of the flags.
+#[cfg_attr(not(feature = "wasm"), allow(unused_variables))] // limits are WASM modules'
+fn plugin_for(
+    file: &Path,
+    limits: &Limits,
+    grants: &[String],
+) -> Result<Box<dyn AgentPlugin>, Box<dyn std::error::Error>> {
+    // Every grant is checked, whatever the file: a misspelt one is never silently ignored.
+    #[cfg(feature = "wasm")]
+    let grant = WasmCapabilities::from_names(grants).map_err(|e| match e {
+        PluginError::Config(why) => format!("--grant: {why}"),
+        other => format!("--grant: {other}"),
+    })?;
+    match file.extension().and_then(|e| e.to_str()) {
+        Some("rhai") if !grants.is_empty() => Err(format!(
+            "--grant is for WASM modules; {} is a Rhai script, which has no capabilities to \
+             grant (drop --grant)",
+            file.display()
+        )
+        .into()),
+        #[cfg(feature = "rhai")]
+        Some("rhai") => Ok(Box::new(RhaiPlugin::from_file(file)?)),
+        #[cfg(not(feature = "rhai"))]
+        Some("rhai") => Err(without_feature("rhai", "a Rhai script", file).into()),
+        #[cfg(feature = "wasm")]
+        Some("wasm" | "wat") => {
+            // Fuel needs code compiled with metering, which makes every module slower: only
+            // modules asked to burn fuel are compiled that way.
+            let engine = if limits.fuel.is_some() {
+                WasmEngine::shared_metering_fuel()?
+            } else {
+                WasmEngine::shared()?
+            };
+            Ok(Box::new(
+                WasmPlugin::compile_file(&engine, file)?
+                    .with_capabilities(grant)
+                    .with_limits(limits.wasm()?),
+            ))
+        }
+        #[cfg(not(feature = "wasm"))]
+        Some("wasm" | "wat") => Err(without_feature("wasm", "a WASM module", file).into()),
+        _ => Err(format!(
+            "{}: unsupported plugin file; `exec` runs .rhai scripts and .wasm/.wat modules",
+            file.display()
+        )
+        .into()),
+    }
 }
 
 /// The error of `exec` on a kind of file this build cannot run.
