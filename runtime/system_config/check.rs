@@ -66,6 +66,12 @@ impl SystemDefinition {
                     message,
                 ));
             }
+            // An agent refused for a feature this build lacks is still a script or a module:
+            // the limits it would use are not reported unused on top of its refusal.
+            if source.is_err() {
+                uses_script_limits |= cfg!(not(feature = "rhai")) && agent.script.is_some();
+                uses_wasm_limits |= cfg!(not(feature = "wasm")) && agent.wasm.is_some();
+            }
             if let Ok(source) = &source {
                 uses_script_limits |= is_script(source);
                 uses_wasm_limits |= is_wasm(source);

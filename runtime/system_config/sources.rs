@@ -375,3 +375,109 @@ fn config_message(error: PluginError) -> String {
         other => other.to_string(),
     }
 }
+
+/// A build without a feature refuses a definition that needs it, saying which feature: at
+/// `check`, at its key, and at `build`.
+#[cfg(all(
+    test,
+    any(
+        not(feature = "rhai"),
+        not(feature = "wasm"),
+        not(feature = "llm"),
+        not(feature = "sqlite"),
+        not(feature = "nats")
+    )
+))]
+mod tests {
+    use super::*;
+
+    /// The definition `toml`, written to a directory of its own.
+    fn definition(name: &str, toml: &str) -> SystemDefinition {
+        let dir = std::env::temp_dir().join(format!(
+            "bilayer-features-{name}-{}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("system.toml");
+        std::fs::write(&file, toml).unwrap();
+        SystemDefinition::load(&file).unwrap()
+    }
+
+    /// What `check` says about the definition, one problem a line.
+    fn problems(definition: &SystemDefinition) -> String {
+        definition
+            .check()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn assert_names_feature(text: &str, feature: &str) {
+        assert!(
+            text.contains(&format!("this bilayer was built without the `{feature}` feature"))
+                && text.contains(&format!("cargo build --features {feature}")),
+            "{text}"
+        );
+    }
+
+    #[cfg(not(feature = "rhai"))]
+    #[test]
+    fn a_script_agent_and_a_routing_script_name_rhai() {
+        let definition = definition(
+            "rhai",
+            "routing = \"routing.rhai\"\n[[agents]]\nname = \"intake\"\nscript = \"intake.rhai\"\n",
+        );
+        let problems = problems(&definition);
+        assert_names_feature(&problems, "rhai");
+        assert!(problems.contains("agent `intake` is a Rhai script"), "{problems}");
+        assert!(problems.contains("`routing`:"), "{problems}");
+    }
+
+    #[cfg(not(feature = "wasm"))]
+    #[test]
+    fn a_wasm_agent_names_wasm() {
+        let definition = definition(
+            "wasm",
+            "[[agents]]\nname = \"scorer\"\nwasm = \"scorer.wat\"\ncapabilities = [\"log\"]\n",
+        );
+        let problems = problems(&definition);
+        assert_names_feature(&problems, "wasm");
+        assert!(problems.contains("agent `scorer` is a WASM module"), "{problems}");
+    }
+
+    #[cfg(not(feature = "llm"))]
+    #[test]
+    fn an_llm_builtin_names_llm() {
+        let definition = definition(
+            "llm",
+            "[[agents]]\nname = \"a\"\nnative = \"order_intake\"\n\
+             [[plugins]]\nbuiltin = \"llm\"\n",
+        );
+        let problems = problems(&definition);
+        assert_names_feature(&problems, "llm");
+        assert!(problems.contains("the built-in `llm` plugin"), "{problems}");
+    }
+
+    #[cfg(not(feature = "sqlite"))]
+    #[test]
+    fn a_sqlite_database_names_sqlite() {
+        let definition = definition(
+            "sqlite",
+            "[[agents]]\nname = \"a\"\nnative = \"order_intake\"\n\
+             [[plugins]]\nbuiltin = \"database\"\nconfig = { url = \"sqlite::memory:\" }\n",
+        );
+        assert_names_feature(&problems(&definition), "sqlite");
+    }
+
+    #[cfg(not(feature = "nats"))]
+    #[test]
+    fn a_nats_transport_names_nats() {
+        let definition = definition(
+            "nats",
+            "[[agents]]\nname = \"a\"\nnative = \"order_intake\"\n[transport]\nkind = \"nats\"\n",
+        );
+        assert_names_feature(&definition.transport().unwrap_err(), "nats");
+        assert_names_feature(&problems(&definition), "nats");
+    }
+}
