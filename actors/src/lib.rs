@@ -29,7 +29,7 @@
 //! - `system`: agent systems ([`AgentSystem`]): admission, inboxes, routing by `next_agent`
 //!   or a [`RoutingPolicy`], dead letters, one [`Outcome`] per input.
 //! - `nats`: the NATS JetStream transport that spreads one system over processes
-//!   ([`Transport::Nats`]).
+//!   ([`Transport::Nats`]); Cargo feature `nats` (default), the crate's only one.
 //! - `reload_target`: the manager as the target of hot reload (`bilayer_plugins::hot_reload`).
 //! - `clock`: the time-stamp-counter clock the hot path reads.
 
