@@ -393,10 +393,8 @@ mod tests {
 
     /// The definition `toml`, written to a directory of its own.
     fn definition(name: &str, toml: &str) -> SystemDefinition {
-        let dir = std::env::temp_dir().join(format!(
-            "bilayer-features-{name}-{}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("bilayer-features-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("system.toml");
         std::fs::write(&file, toml).unwrap();
@@ -415,8 +413,9 @@ mod tests {
 
     fn assert_names_feature(text: &str, feature: &str) {
         assert!(
-            text.contains(&format!("this bilayer was built without the `{feature}` feature"))
-                && text.contains(&format!("cargo build --features {feature}")),
+            text.contains(&format!(
+                "this bilayer was built without the `{feature}` feature"
+            )) && text.contains(&format!("cargo build --features {feature}")),
             "{text}"
         );
     }
@@ -430,7 +429,10 @@ mod tests {
         );
         let problems = problems(&definition);
         assert_names_feature(&problems, "rhai");
-        assert!(problems.contains("agent `intake` is a Rhai script"), "{problems}");
+        assert!(
+            problems.contains("agent `intake` is a Rhai script"),
+            "{problems}"
+        );
         assert!(problems.contains("`routing`:"), "{problems}");
     }
 
@@ -443,7 +445,10 @@ mod tests {
         );
         let problems = problems(&definition);
         assert_names_feature(&problems, "wasm");
-        assert!(problems.contains("agent `scorer` is a WASM module"), "{problems}");
+        assert!(
+            problems.contains("agent `scorer` is a WASM module"),
+            "{problems}"
+        );
     }
 
     #[cfg(not(feature = "llm"))]
