@@ -51,19 +51,45 @@
 //! - [`jsonl`]: JSON-lines input read as a stranger may send it (`bilayer run --input`): every
 //!   bad or overlong line is that line's own refusal.
 //! - [`orders`]: workload W1 "order routing", the one the Python peers run.
+//! - [`features`]: the error a definition or a subcommand gives when it needs a Cargo
+//!   feature this build lacks.
 //! - [`builtin`], [`hot_reload`], [`rhai_runtime`], [`wasm_runtime`], [`user_file`]: the
 //!   modules of `bilayer_plugins` of the same names, re-exported.
+//!
+//! ## Cargo features
+//!
+//! All on by default: `cargo build` gives the CLI and the library everything above. Turn them
+//! off (`default-features = false`) for a lighter build; the plugin kernel (`AgentPlugin`,
+//! `FnPlugin`, the context, metadata, state and errors), the actors, agent systems and TOML
+//! definitions are always there. A definition or a subcommand that needs a feature the build
+//! lacks fails with an error naming it (see [`features`]).
+//!
+//! | feature | what it adds | heavy dependency |
+//! |---|---|---|
+//! | `rhai` | Rhai scripts: script agents, routing scripts, `bilayer exec` of `.rhai`, `bilayer tools`, the bundled order pipeline, LLM tool calls | rhai |
+//! | `wasm` | WASM modules: WASM agents, `bilayer exec` of `.wasm` / `.wat` | wasmtime |
+//! | `wasi` | WASI preview 1 for modules granted `wasi` (implies `wasm`) | wasmtime-wasi |
+//! | `hot-reload` | watching plugin files: `HotReloadManager`, `run --watch`, `worker --watch` | notify |
+//! | `llm` | the `llm` built-in plugin (OpenAI-compatible) | reqwest |
+//! | `http` | the `http` built-in plugin | reqwest |
+//! | `sqlite` | the `database` built-in plugin on SQLite | sqlx (sqlite, bundled) |
+//! | `postgres` | the `database` built-in plugin on PostgreSQL | sqlx (postgres) |
+//! | `nats` | the NATS JetStream transport: `[transport] kind = "nats"`, `run --transport nats`, `bilayer worker` | async-nats |
 //!
 //! The `bilayer` binary (runtime/main.rs, runtime/cli/: one file per subcommand) is not part
 //! of the library.
 
+pub mod features;
 pub mod jsonl;
 pub mod orders;
+#[cfg(feature = "rhai")]
 pub mod routing;
 pub mod system_config;
+#[cfg(feature = "hot-reload")]
 pub mod system_reload;
 
-/// Built-in compile-time plugins: LLM (OpenAI-compatible), database (sqlx), HTTP.
+/// Built-in compile-time plugins: LLM (OpenAI-compatible), database (sqlx), HTTP; each one a
+/// Cargo feature (`llm`, `http`, `sqlite` / `postgres`).
 pub mod builtin {
     pub use bilayer_plugins::builtin::*;
 }
@@ -75,12 +101,14 @@ pub mod hot_reload {
 }
 
 /// Runtime plugins written in Rhai: scripts, sandbox, tool registry, rule engine.
+#[cfg(feature = "rhai")]
 pub mod rhai_runtime {
     pub use bilayer_plugins::rhai_runtime::*;
 }
 
 /// Sandboxed compile-time plugins: WASM modules on wasmtime, with a byte ABI
 /// (docs/wasm-abi.md), capabilities and limits.
+#[cfg(feature = "wasm")]
 pub mod wasm_runtime {
     pub use bilayer_plugins::wasm_runtime::*;
 }
@@ -95,6 +123,7 @@ pub use bilayer_actors::{
     AgentSystem, AgentSystemBuilder, DeadLetter, Outcome, OutcomeStatus, OutcomeStream,
     RoutingPolicy, SystemTotals, DEFAULT_MAX_BRANCHES, DEFAULT_MAX_HOPS, DEFAULT_MAX_IN_FLIGHT,
 };
+#[cfg(feature = "nats")]
 pub use bilayer_actors::{
     NatsCredentials, NatsStorage, NatsTransport, Transport, TransportError, DEFAULT_NATS_URL,
 };
@@ -113,8 +142,15 @@ pub use bilayer_plugins::{
 pub mod prelude {
     pub use std::any::Any;
 
-    pub use crate::builtin::{DatabasePlugin, HttpPlugin, LLMPlugin};
-    pub use crate::hot_reload::{HotReloadConfig, HotReloadManager, ReloadEvent, ReloadStrategy};
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    pub use crate::builtin::DatabasePlugin;
+    #[cfg(feature = "http")]
+    pub use crate::builtin::HttpPlugin;
+    #[cfg(feature = "llm")]
+    pub use crate::builtin::LLMPlugin;
+    pub use crate::hot_reload::ReloadEvent;
+    #[cfg(feature = "hot-reload")]
+    pub use crate::hot_reload::{HotReloadConfig, HotReloadManager, ReloadStrategy};
     pub use crate::{
         async_trait, AgentPlugin, AgentSystem, FnPlugin, Outcome, OutcomeStatus, PluginContext,
         PluginError, PluginManager, PluginMetadata, PluginOptions, PluginResult, PluginState,

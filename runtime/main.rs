@@ -13,8 +13,14 @@ use std::process::ExitCode;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use bilayer::rhai_runtime::SCRIPT_THREAD_STACK;
 use clap::Parser;
+
+/// The native stack of every thread that can run a script: what Rhai's nesting limits need
+/// (`bilayer::rhai_runtime::SCRIPT_THREAD_STACK`). Without Rhai, std's and tokio's default.
+#[cfg(feature = "rhai")]
+const SCRIPT_THREAD_STACK: usize = bilayer::rhai_runtime::SCRIPT_THREAD_STACK;
+#[cfg(not(feature = "rhai"))]
+const SCRIPT_THREAD_STACK: usize = 2 << 20;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();

@@ -12,13 +12,19 @@
 //! to carry over and is never rolled back (a routing error dead-letters that message, which is
 //! the failure report); deleting its file keeps the last version routing.
 
-use std::sync::{Arc, Mutex};
+#[cfg(feature = "rhai")]
+use std::sync::Arc;
+use std::sync::Mutex;
 
 use bilayer_actors::{AgentSystem, PluginManager};
-use bilayer_plugins::hot_reload::{ReloadTarget, Replacement, StateHandover, SwapReport};
+#[cfg(feature = "rhai")]
+use bilayer_plugins::hot_reload::StateHandover;
+use bilayer_plugins::hot_reload::{ReloadTarget, Replacement, SwapReport};
+#[cfg(feature = "rhai")]
 use bilayer_plugins::rhai_runtime::RhaiPlugin;
 use bilayer_plugins::{async_trait, AgentPlugin, PluginError, PluginResult};
 
+#[cfg(feature = "rhai")]
 use crate::routing::RhaiRoutingPolicy;
 
 /// The plugin id hot reload gives the routing script (`$` keeps it apart from agent names).
@@ -26,6 +32,8 @@ pub const ROUTING_SCRIPT_ID: &str = "$routing";
 
 /// The agents of a system and its routing script, as one hot-reload target.
 pub struct SystemReloadTarget {
+    /// Where a new routing script is installed (only Rhai builds have routing scripts).
+    #[cfg_attr(not(feature = "rhai"), allow(dead_code))]
     system: AgentSystem,
     manager: PluginManager,
     /// The version of the routing script in force (`None`: the system has none).
@@ -43,6 +51,7 @@ impl SystemReloadTarget {
         }
     }
 
+    #[cfg(feature = "rhai")]
     fn swap_routing(&self, plugin: Box<dyn AgentPlugin>) -> PluginResult<SwapReport> {
         let script = plugin.into_any().downcast::<RhaiPlugin>().map_err(|_| {
             PluginError::Config(format!(
@@ -65,6 +74,16 @@ impl SystemReloadTarget {
             version,
             state: StateHandover::Fresh,
         })
+    }
+
+    /// Without Rhai a definition has no routing script (it is refused at load), so no new
+    /// version of one can arrive; should one, it is refused the same way.
+    #[cfg(not(feature = "rhai"))]
+    fn swap_routing(&self, _plugin: Box<dyn AgentPlugin>) -> PluginResult<SwapReport> {
+        Err(PluginError::Config(crate::features::missing(
+            "rhai",
+            "a routing script",
+        )))
     }
 }
 

@@ -29,11 +29,11 @@
 //!   [`SupervisionStrategy`], [`RestartIntensity`], [`SupervisorEvent`].
 //! - `dependency`: load and start order from declared dependencies.
 //! - `system`: agent systems ([`AgentSystem`]): admission, inboxes, routing by `next_agent`
-//!   or a [`RoutingPolicy`] (a Rhai script: [`RhaiRoutingPolicy`]), dead letters, one
-//!   [`Outcome`] per input; the carrier, the one seam where messages leave for another
-//!   transport.
-//! - `nats` (cargo feature `nats`, on by default): the NATS JetStream transport that spreads
-//!   one system over processes (`Transport::Nats`).
+//!   or a [`RoutingPolicy`] (a Rhai script: `RhaiRoutingPolicy`, Cargo feature `rhai`), dead
+//!   letters, one [`Outcome`] per input; the carrier, the one seam where messages leave for
+//!   another transport.
+//! - `nats`: the NATS JetStream transport that spreads one system over processes
+//!   (`Transport::Nats`); Cargo feature `nats` (default).
 //! - `reload_target`: the manager as the target of hot reload (`bilayer_plugins::hot_reload`).
 //! - `clock`: the time-stamp-counter clock the hot path reads.
 
@@ -57,8 +57,9 @@ pub use nats::{
 pub use plugin_actor::PluginFactory;
 pub use registry::{PluginInfo, PluginStatsSnapshot};
 pub use supervision::{RestartIntensity, SupervisionStrategy, SupervisorEvent};
+#[cfg(feature = "rhai")]
+pub use system::RhaiRoutingPolicy;
 pub use system::{
     AgentSystem, AgentSystemBuilder, DeadLetter, Outcome, OutcomeStatus, OutcomeStream,
-    RhaiRoutingPolicy, RoutingPolicy, SystemTotals, DEFAULT_MAX_BRANCHES, DEFAULT_MAX_HOPS,
-    DEFAULT_MAX_IN_FLIGHT,
+    RoutingPolicy, SystemTotals, DEFAULT_MAX_BRANCHES, DEFAULT_MAX_HOPS, DEFAULT_MAX_IN_FLIGHT,
 };

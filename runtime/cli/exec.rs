@@ -12,8 +12,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use bilayer::prelude::*;
+#[cfg(feature = "rhai")]
 use bilayer::rhai_runtime::RhaiPlugin;
+#[cfg(feature = "wasm")]
 use bilayer::wasm_runtime::{WasmCapabilities, WasmEngine, WasmLimits, WasmPlugin};
+#[cfg(feature = "wasm")]
 use bilayer::LimitSettings;
 
 /// The limits `exec` gives the call (`--timeout-ms`, `--memory-mb`, `--fuel`).
@@ -24,6 +27,7 @@ pub struct Limits {
     pub fuel: Option<u64>,
 }
 
+#[cfg(feature = "wasm")]
 impl Limits {
     /// The module's limits: the defaults with the flags given.
     fn wasm(&self) -> Result<WasmLimits, String> {
@@ -66,43 +70,7 @@ pub async fn run(
         );
     }
     let timeout = limits.timeout;
-    // Every grant is checked, whatever the file: a misspelt one is never silently ignored.
-    let grant = WasmCapabilities::from_names(grants).map_err(|e| match e {
-        PluginError::Config(why) => format!("--grant: {why}"),
-        other => format!("--grant: {other}"),
-    })?;
-    let plugin: Box<dyn AgentPlugin> = match file.extension().and_then(|e| e.to_str()) {
-        Some("rhai") if !grants.is_empty() => {
-            return Err(format!(
-                "--grant is for WASM modules; {} is a Rhai script, which has no capabilities \
-                 to grant (drop --grant)",
-                file.display()
-            )
-            .into())
-        }
-        Some("rhai") => Box::new(RhaiPlugin::from_file(file)?),
-        Some("wasm" | "wat") => {
-            // Fuel needs code compiled with metering, which makes every module slower: only
-            // modules asked to burn fuel are compiled that way.
-            let engine = if limits.fuel.is_some() {
-                WasmEngine::shared_metering_fuel()?
-            } else {
-                WasmEngine::shared()?
-            };
-            Box::new(
-                WasmPlugin::compile_file(&engine, file)?
-                    .with_capabilities(grant)
-                    .with_limits(limits.wasm()?),
-            )
-        }
-        _ => {
-            return Err(format!(
-                "{}: unsupported plugin file; `exec` runs .rhai scripts and .wasm/.wat modules",
-                file.display()
-            )
-            .into())
-        }
-    };
+    let plugin = plugin_for(file, limits, grants)?;
     let mut options = PluginOptions::new();
     if let Some(config) = config {
         let config: serde_json::Value =
@@ -128,6 +96,64 @@ pub async fn run(
     Ok(ExitCode::SUCCESS)
 }
 
+/// The plugin in `file`, by its extension, with the limits and grants of the flags.
+#[cfg_attr(not(feature = "wasm"), allow(unused_variables))] // limits are WASM modules'
+fn plugin_for(
+    file: &Path,
+    limits: &Limits,
+    grants: &[String],
+) -> Result<Box<dyn AgentPlugin>, Box<dyn std::error::Error>> {
+    // Every grant is checked, whatever the file: a misspelt one is never silently ignored.
+    #[cfg(feature = "wasm")]
+    let grant = WasmCapabilities::from_names(grants).map_err(|e| match e {
+        PluginError::Config(why) => format!("--grant: {why}"),
+        other => format!("--grant: {other}"),
+    })?;
+    match file.extension().and_then(|e| e.to_str()) {
+        Some("rhai") if !grants.is_empty() => Err(format!(
+            "--grant is for WASM modules; {} is a Rhai script, which has no capabilities to \
+             grant (drop --grant)",
+            file.display()
+        )
+        .into()),
+        #[cfg(feature = "rhai")]
+        Some("rhai") => Ok(Box::new(RhaiPlugin::from_file(file)?)),
+        #[cfg(not(feature = "rhai"))]
+        Some("rhai") => Err(without_feature("rhai", "a Rhai script", file).into()),
+        #[cfg(feature = "wasm")]
+        Some("wasm" | "wat") => {
+            // Fuel needs code compiled with metering, which makes every module slower: only
+            // modules asked to burn fuel are compiled that way.
+            let engine = if limits.fuel.is_some() {
+                WasmEngine::shared_metering_fuel()?
+            } else {
+                WasmEngine::shared()?
+            };
+            Ok(Box::new(
+                WasmPlugin::compile_file(&engine, file)?
+                    .with_capabilities(grant)
+                    .with_limits(limits.wasm()?),
+            ))
+        }
+        #[cfg(not(feature = "wasm"))]
+        Some("wasm" | "wat") => Err(without_feature("wasm", "a WASM module", file).into()),
+        _ => Err(format!(
+            "{}: unsupported plugin file; `exec` runs .rhai scripts and .wasm/.wat modules",
+            file.display()
+        )
+        .into()),
+    }
+}
+
+/// The error of `exec` on a kind of file this build cannot run.
+#[cfg(any(not(feature = "rhai"), not(feature = "wasm")))]
+fn without_feature(feature: &str, kind: &str, file: &Path) -> String {
+    bilayer::features::missing(
+        feature,
+        &format!("`bilayer exec` of {} ({kind})", file.display()),
+    )
+}
+
 /// `--input` as JSON text. Plain words that are not JSON are taken as a JSON string, so
 /// `--input "BUY NOW"` works for rules scripts; but text that starts like a JSON object, array
 /// or string (`{`, `[`, `"`) is meant as JSON, and when it does not parse, the error says where
@@ -140,5 +166,21 @@ fn input_json(input: &str) -> Result<String, String> {
              with {{, [ or \" to send them as a string"
         )),
         Err(_) => Ok(serde_json::Value::String(input.to_string()).to_string()),
+    }
+}
+
+#[cfg(all(test, any(not(feature = "rhai"), not(feature = "wasm"))))]
+mod tests {
+    use std::path::Path;
+
+    #[test]
+    fn a_file_this_build_cannot_run_names_the_feature_to_build_with() {
+        let message = super::without_feature("wasm", "a WASM module", Path::new("echo.wat"));
+        assert_eq!(
+            message,
+            "`bilayer exec` of echo.wat (a WASM module): this bilayer was built without the \
+             `wasm` feature; rebuild with `cargo build --features wasm` (the default features \
+             include it)"
+        );
     }
 }

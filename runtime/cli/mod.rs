@@ -5,6 +5,8 @@ mod exec;
 mod latency;
 mod run;
 mod tools;
+mod watch;
+#[cfg(feature = "nats")]
 mod worker;
 
 use std::path::PathBuf;
@@ -220,6 +222,13 @@ pub fn init_tracing() {
         .try_init();
 }
 
+/// `bilayer worker` in a build without NATS: the subcommand stays, so that its help and this
+/// error say what it needs, rather than clap calling it unknown.
+#[cfg(not(feature = "nats"))]
+fn worker_without_nats() -> String {
+    bilayer::features::missing("nats", "`bilayer worker` serves agents over NATS")
+}
+
 pub async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     if let Some(addr) = cli.metrics_addr {
         metrics_exporter_prometheus::PrometheusBuilder::new()
@@ -254,12 +263,15 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             };
             run::run(&system, source, options).await
         }
+        #[cfg(feature = "nats")]
         Command::Worker {
             system,
             agents,
             nats_url,
             watch,
         } => worker::run(&system, agents, nats_url, watch).await,
+        #[cfg(not(feature = "nats"))]
+        Command::Worker { .. } => Err(worker_without_nats().into()),
         Command::Check { system } => check::run(&system),
         Command::Exec {
             file,
@@ -278,5 +290,21 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             exec::run(&file, &input, &limits, &grants, config.as_deref()).await
         }
         Command::Tools { path, format } => tools::run(&path, format).await,
+    }
+}
+
+#[cfg(all(test, not(feature = "nats")))]
+mod tests {
+    #[test]
+    fn worker_names_the_feature_to_build_with() {
+        let message = super::worker_without_nats();
+        assert!(
+            message.starts_with(
+                "`bilayer worker` serves agents over NATS: this bilayer was built without the \
+                 `nats` feature"
+            ),
+            "{message}"
+        );
+        assert!(message.contains("cargo build --features nats"), "{message}");
     }
 }

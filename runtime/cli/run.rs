@@ -23,14 +23,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bilayer::hot_reload::HotReloadManager;
 use bilayer::jsonl::{JsonLine, JsonLines};
 use bilayer::orders;
 use bilayer::system_config::{Deployment, SystemDefinition};
 use bilayer::{AgentSystem, Outcome, OutcomeStatus, Transport};
 
 use super::latency::LatencyHistogram;
-use super::{StopSignal, TransportKind};
+use super::{watch, StopSignal, TransportKind};
 
 /// What a run adds up to.
 #[derive(Default)]
@@ -147,21 +146,15 @@ pub async fn run(
         nats_url,
         max_line_bytes,
     } = options;
+    watch::check(watch)?;
     let definition = SystemDefinition::load(system_file)?;
     let over_nats = match transport {
         Some(kind) => kind == TransportKind::Nats,
-        None => matches!(definition.transport()?, Transport::Nats(_)),
+        None => uses_nats(&definition)?,
     };
     let deployment = if over_nats {
-        let mut nats = definition.nats_transport()?;
-        if let Some(url) = nats_url {
-            nats = nats.with_url(url);
-        }
         // This process submits and collects; `bilayer worker` processes serve the agents.
-        Deployment {
-            transport: Some(Transport::Nats(nats)),
-            serve: Some(Vec::new()),
-        }
+        submitting_over_nats(&definition, nats_url)?
     } else {
         if nats_url.is_some() {
             return Err(
@@ -178,7 +171,7 @@ pub async fn run(
     }
     let system = definition.build_with(&deployment).await?;
     let reloader = if watch {
-        Some(start_watching(&definition, &system).await?)
+        Some(watch::start(&definition, &system).await?)
     } else {
         None
     };
@@ -223,21 +216,42 @@ pub async fn run(
     }
 }
 
-/// `--watch` (of `run` and `worker`): hot reload of what this process serves and of the routing
-/// script, each event printed on stderr as it happens.
-pub(crate) async fn start_watching(
+/// Whether the definition's `[transport]` is NATS.
+#[cfg(feature = "nats")]
+fn uses_nats(definition: &SystemDefinition) -> Result<bool, String> {
+    Ok(matches!(definition.transport()?, Transport::Nats(_)))
+}
+
+/// Whether the definition's `[transport]` is NATS: never in a build without it, which refuses
+/// `kind = "nats"` when reading the transport.
+#[cfg(not(feature = "nats"))]
+fn uses_nats(definition: &SystemDefinition) -> Result<bool, String> {
+    definition.transport().map(|_| false)
+}
+
+/// The deployment of `run --transport nats`: this process submits and collects, `bilayer
+/// worker` processes serve the agents.
+#[cfg(feature = "nats")]
+fn submitting_over_nats(
     definition: &SystemDefinition,
-    system: &AgentSystem,
-) -> Result<HotReloadManager, Box<dyn std::error::Error>> {
-    let reloader = definition.hot_reload(system);
-    let mut events = reloader.events();
-    reloader.start().await?;
-    tokio::spawn(async move {
-        while let Some(event) = events.recv().await {
-            eprintln!("hot reload: {event:?}");
-        }
-    });
-    Ok(reloader)
+    nats_url: Option<String>,
+) -> Result<Deployment, String> {
+    let mut nats = definition.nats_transport()?;
+    if let Some(url) = nats_url {
+        nats = nats.with_url(url);
+    }
+    Ok(Deployment {
+        transport: Some(Transport::Nats(nats)),
+        serve: Some(Vec::new()),
+    })
+}
+
+#[cfg(not(feature = "nats"))]
+fn submitting_over_nats(
+    _definition: &SystemDefinition,
+    _nats_url: Option<String>,
+) -> Result<Deployment, String> {
+    Err(bilayer::features::missing("nats", "--transport nats"))
 }
 
 /// `bilayer` with no arguments: the order pipeline on the W1 orders.

@@ -7,6 +7,9 @@
 //! the scripts and modules of the agents it serves, and the routing script, as `bilayer run
 //! --watch` does; each worker watches for itself, so a fleet picks up a change file by file as
 //! each worker sees it (share the directory, or deploy it to every worker).
+//!
+//! Built with the `nats` feature; without it the subcommand is still there and says so
+//! (cli/mod.rs).
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -20,6 +23,7 @@ pub async fn run(
     nats_url: Option<String>,
     watch: bool,
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    super::watch::check(watch)?;
     let definition = SystemDefinition::load(system_file)?;
     let mut nats = definition.nats_transport()?;
     if let Some(url) = nats_url {
@@ -43,7 +47,7 @@ pub async fn run(
         })
         .await?;
     let reloader = if watch {
-        Some(super::run::start_watching(&definition, &system).await?)
+        Some(super::watch::start(&definition, &system).await?)
     } else {
         None
     };

@@ -3,17 +3,22 @@
 //! plugins, handed to the [`AgentSystem`] builder. It refuses first what `check` would report
 //! in the definition's terms, so a build never fails with advice meant for Rust callers.
 
+#[cfg(feature = "rhai")]
 use std::sync::Arc;
 use std::time::Duration;
 
 use bilayer_actors::{AgentSystem, PluginOptions, Transport};
+#[cfg(feature = "rhai")]
 use bilayer_plugins::rhai_runtime::{RhaiPlugin, SCRIPT_THREAD_STACK};
 use bilayer_plugins::{AgentPlugin, PluginError, PluginResult};
 
 use super::schema::plugin_id;
-use super::sources::{builtin_plugin, wasm_agent, AgentSource};
+#[cfg(feature = "wasm")]
+use super::sources::wasm_agent;
+use super::sources::{builtin_plugin, AgentSource};
 use super::SystemDefinition;
 use crate::orders::builtin_native;
+#[cfg(feature = "rhai")]
 use crate::routing::RhaiRoutingPolicy;
 
 /// Where and how a process runs a system: the transport (overriding the definition's
@@ -84,15 +89,23 @@ impl SystemDefinition {
                 Duration::from_millis(self.raw.restart_window_ms.unwrap_or(5_000)),
             );
         }
+        #[cfg(feature = "rhai")]
         self.base_limits()
             .check_stack(SCRIPT_THREAD_STACK)
             .map_err(|message| PluginError::Config(format!("[limits]: {message}")))?;
         if let Some(routing) = &self.raw.routing {
-            let policy = RhaiRoutingPolicy::from_file_with_config(
-                self.dir.join(routing),
-                self.base_limits(),
-            )?;
-            builder = builder.routing_policy(Arc::new(policy));
+            #[cfg(feature = "rhai")]
+            {
+                let policy = RhaiRoutingPolicy::from_file_with_config(
+                    self.dir.join(routing),
+                    self.base_limits(),
+                )?;
+                builder = builder.routing_policy(Arc::new(policy));
+            }
+            #[cfg(not(feature = "rhai"))]
+            return Err(PluginError::Config(super::check::routing_without_rhai(
+                &self.dir.join(routing),
+            )));
         }
         for agent in &self.raw.agents {
             if let Some(serve) = &deployment.serve {
@@ -103,11 +116,13 @@ impl SystemDefinition {
             }
             let plugin: Box<dyn AgentPlugin> =
                 match self.source_of(agent).map_err(PluginError::Config)? {
+                    #[cfg(feature = "rhai")]
                     AgentSource::Script(path) => Box::new(RhaiPlugin::from_file_with_config(
                         &path,
                         self.checked_limits_for(agent)
                             .map_err(PluginError::Config)?,
                     )?),
+                    #[cfg(feature = "wasm")]
                     AgentSource::Wasm(path) => Box::new(wasm_agent(
                         &path,
                         &agent.name,

@@ -8,15 +8,24 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use bilayer_actors::SupervisionStrategy;
+#[cfg(feature = "rhai")]
 use bilayer_plugins::rhai_runtime::{RhaiPlugin, SCRIPT_THREAD_STACK};
-use bilayer_plugins::{user_file, PluginError, PluginResult};
+#[cfg(feature = "rhai")]
+use bilayer_plugins::user_file;
+use bilayer_plugins::{PluginError, PluginResult};
 
 use super::limits::{limit_key_kind, limit_key_unused_by, limit_key_users, limit_keys_set};
+#[cfg(feature = "rhai")]
 use super::positions::LineIndex;
-use super::problems::{problem_from_error, Problem, Step};
+#[cfg(any(feature = "rhai", feature = "wasm"))]
+use super::problems::problem_from_error;
+use super::problems::{Problem, Step};
 use super::schema::plugin_id;
-use super::sources::{builtin_plugin, describe_source, wasm_agent, AgentSource};
+#[cfg(feature = "wasm")]
+use super::sources::wasm_agent;
+use super::sources::{builtin_plugin, describe_source, is_script, is_wasm, AgentSource};
 use super::SystemDefinition;
+#[cfg(feature = "rhai")]
 use crate::routing::RhaiRoutingPolicy;
 
 impl SystemDefinition {
@@ -57,9 +66,15 @@ impl SystemDefinition {
                     message,
                 ));
             }
+            // An agent refused for a feature this build lacks is still a script or a module:
+            // the limits it would use are not reported unused on top of its refusal.
+            if source.is_err() {
+                uses_script_limits |= cfg!(not(feature = "rhai")) && agent.script.is_some();
+                uses_wasm_limits |= cfg!(not(feature = "wasm")) && agent.wasm.is_some();
+            }
             if let Ok(source) = &source {
-                uses_script_limits |= matches!(source, AgentSource::Script(_));
-                uses_wasm_limits |= matches!(source, AgentSource::Wasm(_));
+                uses_script_limits |= is_script(source);
+                uses_wasm_limits |= is_wasm(source);
                 for key in agent
                     .limits
                     .as_ref()
@@ -86,6 +101,7 @@ impl SystemDefinition {
             }
             match source {
                 Err(message) => problems.push(self.problem_in_agent(index, &message)),
+                #[cfg(feature = "rhai")]
                 Ok(AgentSource::Script(path)) => {
                     match self.checked_limits_for(agent) {
                         Err(message) => {
@@ -101,6 +117,7 @@ impl SystemDefinition {
                     }
                     problems.extend(self.unknown_targets(&path, &names));
                 }
+                #[cfg(feature = "wasm")]
                 Ok(AgentSource::Wasm(path)) => {
                     // A grant that does not parse is reported above, at its key.
                     if grant.is_ok() {
@@ -186,17 +203,22 @@ impl SystemDefinition {
                 ));
             }
         }
+        #[cfg(feature = "rhai")]
         if let Err(message) = self.base_limits().check_stack(SCRIPT_THREAD_STACK) {
             problems.push(self.problem_at("[limits]", &format!("[limits]: {message}")));
         }
         if let Some(routing) = &self.raw.routing {
             let path = self.dir.join(routing);
+            #[cfg(feature = "rhai")]
             match RhaiRoutingPolicy::from_file_with_config(&path, self.base_limits()) {
                 Ok(_) => problems.extend(self.unknown_targets(&path, &names)),
                 Err(e @ PluginError::Io(_)) => problems
                     .push(self.problem_at_key(&[Step::Key("routing")], &format!("`routing`: {e}"))),
                 Err(e) => problems.push(problem_from_error(&path, e)),
             }
+            #[cfg(not(feature = "rhai"))]
+            problems
+                .push(self.problem_at_key(&[Step::Key("routing")], &routing_without_rhai(&path)));
         }
         if let Some(strategy) = &self.raw.strategy {
             if let Err(message) = strategy.parse::<SupervisionStrategy>() {
@@ -221,7 +243,9 @@ impl SystemDefinition {
     /// agent, so that every hop fans out again (the branches multiply until `max_branches`
     /// cuts them off). `bilayer check` prints these as warnings.
     pub fn warnings(&self) -> Vec<Problem> {
+        #[cfg_attr(not(feature = "rhai"), allow(unused_mut))] // only scripts are read
         let mut warnings = Vec::new();
+        #[cfg(feature = "rhai")]
         for agent in &self.raw.agents {
             let Ok(AgentSource::Script(path)) = self.source_of(agent) else {
                 continue;
@@ -319,6 +343,7 @@ impl SystemDefinition {
     }
 
     /// Literal `next_agent: "x"` / `next_agent = "x"` in a script naming no agent.
+    #[cfg(feature = "rhai")]
     fn unknown_targets(&self, script: &Path, agents: &HashSet<&str>) -> Vec<Problem> {
         let Ok(source) = user_file::read_text(script, user_file::RHAI_SCRIPT) else {
             return Vec::new();
@@ -340,6 +365,15 @@ impl SystemDefinition {
     }
 }
 
+/// The problem of a `routing` script in a build without Rhai.
+#[cfg(not(feature = "rhai"))]
+pub(super) fn routing_without_rhai(path: &Path) -> String {
+    crate::features::missing(
+        "rhai",
+        &format!("`routing`: {} is a Rhai script", path.display()),
+    )
+}
+
 /// Two tables claiming one id: the `index`-th table of `[[array]]`, at its `key`.
 struct Clash {
     array: &'static str,
@@ -349,6 +383,7 @@ struct Clash {
 }
 
 /// A literal `next_agent` value written in a script: `next_agent: "x"`, `next_agent = ["x", "y"]`.
+#[cfg(feature = "rhai")]
 struct LiteralRoute {
     /// Where the value starts (a byte offset in the script).
     at: usize,
@@ -360,6 +395,7 @@ struct LiteralRoute {
 
 /// Every literal `next_agent` value in a script's source (what `check` can know without
 /// running it).
+#[cfg(feature = "rhai")]
 fn literal_routes(source: &str) -> Vec<LiteralRoute> {
     static ROUTE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
         regex::Regex::new(r#"next_agent\s*[:=]\s*(\[[^\]]*\]|"[^"]*")"#).expect("static pattern")

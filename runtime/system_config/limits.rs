@@ -3,12 +3,19 @@
 //! size for every agent. It also knows which kind of agent uses which key, so `check` can
 //! refuse a key set where nothing uses it, and how a limit error names the key that raises it
 //! (`[limits] max_string_size`, or the agent's own `limits.max_string_size`).
+//!
+//! The script limits exist with the `rhai` feature, the module limits with `wasm`; the keys are
+//! known in every build, so a definition reads the same whatever the build.
 
+#[cfg(any(feature = "rhai", feature = "wasm"))]
 use std::time::Duration;
 
 use bilayer_actors::PluginOptions;
+#[cfg(feature = "rhai")]
 use bilayer_plugins::rhai_runtime::{RhaiConfig, SCRIPT_THREAD_STACK};
+#[cfg(feature = "wasm")]
 use bilayer_plugins::wasm_runtime::WasmLimits;
+#[cfg(any(feature = "rhai", feature = "wasm"))]
 use bilayer_plugins::LimitSettings;
 use serde_json::Value;
 
@@ -18,6 +25,7 @@ use super::SystemDefinition;
 
 impl SystemDefinition {
     /// The routing script's limits: `[limits]`, its errors naming those keys.
+    #[cfg(feature = "rhai")]
     pub(super) fn base_limits(&self) -> RhaiConfig {
         apply_limits(RhaiConfig::default(), &self.raw.limits).limit_settings(limit_settings(
             None,
@@ -42,6 +50,7 @@ impl SystemDefinition {
 
     /// A script agent's limits: `[limits]` overridden by its own `limits`, its errors naming
     /// the keys to raise.
+    #[cfg(feature = "rhai")]
     pub(super) fn limits_for(&self, agent: &AgentEntry) -> RhaiConfig {
         let base = apply_limits(RhaiConfig::default(), &self.raw.limits)
             .limit_settings(limit_settings(Some(agent), RHAI_LIMIT_KEYS, "script agent"));
@@ -53,6 +62,7 @@ impl SystemDefinition {
 
     /// The agent's script limits, refused (naming the keys) when they could need more native
     /// stack than the threads running scripts have.
+    #[cfg(feature = "rhai")]
     pub(super) fn checked_limits_for(&self, agent: &AgentEntry) -> Result<RhaiConfig, String> {
         let limits = self.limits_for(agent);
         limits.check_stack(SCRIPT_THREAD_STACK).map_err(|message| {
@@ -68,6 +78,7 @@ impl SystemDefinition {
 
     /// A WASM agent's limits: [`WasmLimits`]' defaults, then `[limits]`, then its own; its
     /// errors naming the keys to raise.
+    #[cfg(feature = "wasm")]
     pub(super) fn wasm_limits_for(&self, agent: &AgentEntry) -> WasmLimits {
         let base = apply_wasm_limits(WasmLimits::default(), &self.raw.limits)
             .limit_settings(limit_settings(Some(agent), WASM_LIMIT_KEYS, "WASM agent"));
@@ -134,10 +145,13 @@ pub(super) fn limit_key_unused_by(key: &str, source: &AgentSource) -> Option<&'s
     let kind = limit_key_kind(key)?;
     let (script, wasm) = limit_key_users(key);
     let used = match source {
+        #[cfg(feature = "rhai")]
         AgentSource::Script(_) => script,
+        #[cfg(feature = "wasm")]
         AgentSource::Wasm(_) => wasm,
         AgentSource::Native(_) | AgentSource::Builtin(..) => false,
     };
+    let _ = (script, wasm); // a build with neither runtime uses neither
     (!used).then_some(kind)
 }
 
@@ -145,6 +159,7 @@ pub(super) fn limit_key_unused_by(key: &str, source: &AgentSource) -> Option<&'s
 /// `keys` (`RHAI_LIMIT_KEYS`, `WASM_LIMIT_KEYS`): the agent's own `limits.KEY` when it sets
 /// that key, else `[limits] KEY` (or the agent's, for it alone); for the routing script
 /// (`agent` = `None`), `[limits] KEY`. `kind` names the agents `[limits]` applies to.
+#[cfg(any(feature = "rhai", feature = "wasm"))]
 fn limit_settings(agent: Option<&AgentEntry>, keys: &[(&str, &str)], kind: &str) -> LimitSettings {
     let own: Vec<String> = agent
         .and_then(|agent| agent.limits.as_ref())
@@ -166,6 +181,7 @@ fn limit_settings(agent: Option<&AgentEntry>, keys: &[(&str, &str)], kind: &str)
     }))
 }
 
+#[cfg(feature = "rhai")]
 fn apply_limits(mut config: RhaiConfig, limits: &Limits) -> RhaiConfig {
     if let Some(v) = limits.max_operations {
         config = config.max_operations(v);
@@ -191,6 +207,7 @@ fn apply_limits(mut config: RhaiConfig, limits: &Limits) -> RhaiConfig {
     config
 }
 
+#[cfg(feature = "wasm")]
 fn apply_wasm_limits(mut wasm: WasmLimits, limits: &Limits) -> WasmLimits {
     if let Some(ms) = limits.timeout_ms {
         wasm = wasm.timeout(Duration::from_millis(ms));

@@ -121,6 +121,7 @@ mod check;
 mod limits;
 mod positions;
 mod problems;
+#[cfg(feature = "hot-reload")]
 mod reload;
 mod schema;
 mod shape;

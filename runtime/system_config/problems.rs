@@ -3,12 +3,15 @@
 //! by searching the text, so `check` can report any number of them cheaply and the reader sees
 //! which line to change.
 
+#[cfg(any(feature = "rhai", feature = "wasm"))]
 use std::path::Path;
 use std::sync::Arc;
 
+#[cfg(any(feature = "rhai", feature = "wasm"))]
 use bilayer_plugins::PluginError;
 
 use super::positions::Positions;
+#[cfg(any(feature = "rhai", feature = "wasm"))]
 use super::schema::AgentEntry;
 use super::SystemDefinition;
 
@@ -81,6 +84,7 @@ impl SystemDefinition {
 
     /// A script or module an agent names (its `key`) that cannot be read (missing, a device,
     /// past its size limit): located at that key, so the reader sees which line to change.
+    #[cfg(any(feature = "rhai", feature = "wasm"))]
     pub(super) fn unreadable_agent_file(
         &self,
         index: usize,
@@ -152,6 +156,7 @@ pub(super) enum Step<'a> {
     Table(usize),
 }
 
+#[cfg(any(feature = "rhai", feature = "wasm"))]
 pub(super) fn problem_from_error(path: &Path, error: PluginError) -> Problem {
     match error {
         PluginError::Compile { location, message } => Problem { location, message },

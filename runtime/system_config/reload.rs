@@ -1,21 +1,33 @@
 //! Hot reload of a built system (`bilayer run --watch`): a [`HotReloadManager`] that recompiles
 //! a changed script or module with its agent's own limits and grant and swaps it into the
 //! running agent, and reloads the routing script through [`SystemReloadTarget`]. The definition,
-//! not the watched directory, says which agents exist.
+//! not the watched directory, says which agents exist. Built with the `hot-reload` feature;
+//! scripts reload with `rhai`, modules with `wasm`.
 
+#[cfg(any(feature = "rhai", feature = "wasm"))]
 use std::collections::HashMap;
+#[cfg(any(feature = "rhai", feature = "wasm"))]
 use std::path::{Path, PathBuf};
+#[cfg(feature = "wasm")]
 use std::sync::Arc;
 
 use bilayer_actors::AgentSystem;
 use bilayer_plugins::hot_reload::{DeleteAction, HotReloadConfig, HotReloadManager};
+#[cfg(feature = "rhai")]
 use bilayer_plugins::rhai_runtime::{RhaiConfig, RhaiPlugin};
+#[cfg(feature = "wasm")]
 use bilayer_plugins::wasm_runtime::{WasmLimits, WasmPlugin};
+#[cfg(any(feature = "rhai", feature = "wasm"))]
 use bilayer_plugins::AgentPlugin;
 
-use super::sources::{wasm_agent, AgentSource};
+#[cfg(feature = "wasm")]
+use super::sources::wasm_agent;
+#[cfg(any(feature = "rhai", feature = "wasm"))]
+use super::sources::AgentSource;
 use super::SystemDefinition;
-use crate::system_reload::{SystemReloadTarget, ROUTING_SCRIPT_ID};
+use crate::system_reload::SystemReloadTarget;
+#[cfg(feature = "rhai")]
+use crate::system_reload::ROUTING_SCRIPT_ID;
 
 impl SystemDefinition {
     /// A hot reload manager for this system's script and module agents, watching the
@@ -31,20 +43,30 @@ impl SystemDefinition {
         if dirs.is_empty() {
             dirs.push(self.dir.clone());
         }
+        #[cfg(feature = "rhai")]
         let mut scripts: HashMap<PathBuf, RhaiConfig> = HashMap::new();
+        #[cfg(feature = "wasm")]
         let mut modules: HashMap<PathBuf, (String, Vec<String>, WasmLimits)> = HashMap::new();
+        // A build with neither runtime watches only loaders added by hand: none here.
+        #[cfg_attr(not(any(feature = "rhai", feature = "wasm")), allow(unused_mut))]
         let mut config = HotReloadConfig::default()
             .with_preserve_state(true)
             .with_auto_rollback(true)
             .with_add_new_files(false)
-            .with_on_delete(DeleteAction::Keep)
-            .with_rhai_config(self.base_limits());
+            .with_on_delete(DeleteAction::Keep);
+        #[cfg(feature = "rhai")]
+        {
+            config = config.with_rhai_config(self.base_limits());
+        }
+        #[cfg(any(feature = "rhai", feature = "wasm"))]
         for agent in &self.raw.agents {
             match self.source_of(agent) {
+                #[cfg(feature = "rhai")]
                 Ok(AgentSource::Script(path)) => {
                     scripts.insert(canonical(&path), self.limits_for(agent));
                     config = config.with_plugin_id(path, agent.name.clone());
                 }
+                #[cfg(feature = "wasm")]
                 Ok(AgentSource::Wasm(path)) => {
                     modules.insert(
                         canonical(&path),
@@ -59,15 +81,21 @@ impl SystemDefinition {
                 _ => {}
             }
         }
-        let base = self.base_limits();
-        config = config.with_loader("rhai", move |path| {
-            let limits = scripts
-                .get(&canonical(path))
-                .cloned()
-                .unwrap_or_else(|| base.clone());
-            Ok(Box::new(RhaiPlugin::from_file_with_config(path, limits)?) as Box<dyn AgentPlugin>)
-        });
+        #[cfg(feature = "rhai")]
+        {
+            let base = self.base_limits();
+            config = config.with_loader("rhai", move |path| {
+                let limits = scripts
+                    .get(&canonical(path))
+                    .cloned()
+                    .unwrap_or_else(|| base.clone());
+                Ok(Box::new(RhaiPlugin::from_file_with_config(path, limits)?)
+                    as Box<dyn AgentPlugin>)
+            });
+        }
+        #[cfg(feature = "wasm")]
         let modules = Arc::new(modules);
+        #[cfg(feature = "wasm")]
         for extension in ["wasm", "wat"] {
             let modules = modules.clone();
             config = config.with_loader(extension, move |path| {
@@ -83,7 +111,10 @@ impl SystemDefinition {
         }
         // The routing script reloads beside the agents, under its reserved id (system_reload.rs),
         // when it lies in a watched directory.
+        // Without Rhai a definition with a routing script does not build.
+        #[cfg_attr(not(feature = "rhai"), allow(unused_mut))]
         let mut routing_version = None;
+        #[cfg(feature = "rhai")]
         if let Some(routing) = &self.raw.routing {
             let path = self.dir.join(routing);
             routing_version = RhaiPlugin::from_file_with_config(&path, self.base_limits())
@@ -100,6 +131,7 @@ impl SystemDefinition {
 }
 
 /// A path in the form file events report it, so lookups match whichever way it was written.
+#[cfg(any(feature = "rhai", feature = "wasm"))]
 fn canonical(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }

@@ -2,11 +2,13 @@
 //! JetStream with its stream, subjects, credentials (read from the environment variables the
 //! table names) and delivery settings, refused when `ack_wait_ms` would not outlast a hop.
 
+#[cfg(feature = "nats")]
 use std::time::Duration;
 
+use bilayer_actors::Transport;
+#[cfg(feature = "nats")]
 use bilayer_actors::{
-    NatsCredentials, NatsStorage, NatsTransport, Transport, DEFAULT_EXECUTE_TIMEOUT,
-    DEFAULT_NATS_URL,
+    NatsCredentials, NatsStorage, NatsTransport, DEFAULT_EXECUTE_TIMEOUT, DEFAULT_NATS_URL,
 };
 
 use super::SystemDefinition;
@@ -20,7 +22,13 @@ impl SystemDefinition {
         };
         match entry.kind.as_deref().unwrap_or("in-process") {
             "in-process" | "in_process" => Ok(Transport::InProcess),
+            #[cfg(feature = "nats")]
             "nats" => self.nats_transport().map(Transport::Nats),
+            #[cfg(not(feature = "nats"))]
+            "nats" => Err(crate::features::missing(
+                "nats",
+                "[transport] kind = \"nats\"",
+            )),
             other => Err(format!(
                 "unknown transport kind `{other}`; use \"in-process\" or \"nats\""
             )),
@@ -28,7 +36,8 @@ impl SystemDefinition {
     }
 
     /// The NATS settings of `[transport]` (defaults where absent, or with no table at all):
-    /// what `bilayer worker` and `bilayer run --transport nats` use.
+    /// what `bilayer worker` and `bilayer run --transport nats` use (feature `nats`).
+    #[cfg(feature = "nats")]
     pub fn nats_transport(&self) -> Result<NatsTransport, String> {
         let entry = self.raw.transport.clone().unwrap_or_default();
         let env = |name: &str| {

@@ -51,6 +51,8 @@ mod dead_letter;
 mod envelope;
 mod inbox;
 mod outcome;
+#[cfg(feature = "rhai")]
+mod rhai_routing;
 mod routing;
 
 #[cfg(feature = "nats")]
@@ -70,7 +72,9 @@ pub(crate) use inbox::{Inbox, MAX_PER_TURN};
 pub use outcome::{Outcome, OutcomeStatus};
 #[cfg(feature = "nats")]
 pub(crate) use routing::Next;
-pub use routing::{RhaiRoutingPolicy, RoutingPolicy};
+#[cfg(feature = "rhai")]
+pub use rhai_routing::RhaiRoutingPolicy;
+pub use routing::RoutingPolicy;
 
 use self::carrier::Carrier;
 pub(crate) use self::core::SystemCore;

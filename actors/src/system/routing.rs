@@ -1,14 +1,13 @@
 //! The routing decision after each hop: a [`RoutingPolicy`] when one is installed, else the
-//! output's own `next_agent`; and the policy's one implementation, a Rhai routing script
-//! ([`RhaiRoutingPolicy`]).
+//! output's own `next_agent`. The policy's one implementation, a Rhai routing script
+//! (`RhaiRoutingPolicy`), sits beside it in `rhai_routing.rs`, behind the `rhai` feature.
 //!
 //! The trait and its implementation live side by side: the trait is what the system core asks
 //! after every agent (so it belongs to this crate, which the facade depends on, not the other
 //! way round), and the Rhai script is the only policy the project ships, built on the plugin
-//! kernel's [`RhaiPlugin`] that this crate already depends on. The facade re-exports it as
-//! `bilayer::routing::RhaiRoutingPolicy`.
+//! kernel's `RhaiPlugin`. The facade re-exports it as `bilayer::routing::RhaiRoutingPolicy`.
 //!
-//! The script sees `#{ agent: "intake", message: #{ ...the output... } }` and may be any Rhai
+//! A routing script sees `#{ agent: "intake", message: #{ ...the output... } }` and may be any Rhai
 //! plugin form:
 //!
 //! - an entry function returning the next agent (`"manager"`), a list of agents
@@ -22,18 +21,15 @@
 //! limits. Replace it at run time with `AgentSystem::set_routing_policy`.
 
 use std::borrow::Cow;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
-use bilayer_plugins::rhai_runtime::{RhaiConfig, RhaiPlugin};
-use bilayer_plugins::{AgentPlugin, PluginResult};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::dead_letter::DeadLetterReason;
 
 /// Decides where a message goes after an agent, overriding the output's own `next_agent`.
-/// Implemented by routing scripts ([`RhaiRoutingPolicy`]); swappable at run time (hot reload).
+/// Implemented by routing scripts (`RhaiRoutingPolicy`, feature `rhai`); swappable at run time (hot reload).
 pub trait RoutingPolicy: Send + Sync + 'static {
     /// `Ok(Some(next))` overrides the route with `next` (a name, a list of names, or `null`
     /// for terminal); `Ok(None)` keeps the output's `next_agent`; `Err` dead-letters the
@@ -136,56 +132,5 @@ fn parse_next(next: &Value) -> Result<Next<'_>, DeadLetterReason> {
         other => Err(DeadLetterReason::Routing(format!(
             "next_agent must be an agent name or a list of names, found {other}"
         ))),
-    }
-}
-
-/// A [`RoutingPolicy`] backed by a Rhai script (see the module docs for the forms it takes).
-pub struct RhaiRoutingPolicy {
-    script: RhaiPlugin,
-}
-
-impl RhaiRoutingPolicy {
-    pub fn from_file(path: impl AsRef<Path>) -> PluginResult<Self> {
-        Self::from_file_with_config(path, RhaiConfig::default())
-    }
-
-    pub fn from_file_with_config(path: impl AsRef<Path>, config: RhaiConfig) -> PluginResult<Self> {
-        Ok(Self {
-            script: RhaiPlugin::from_file_with_config(path, config)?,
-        })
-    }
-
-    /// A policy running `script` (compiled; it needs no lifecycle steps).
-    pub fn from_plugin(script: RhaiPlugin) -> Self {
-        Self { script }
-    }
-
-    /// The version (content hash) of the script.
-    pub fn version(&self) -> &str {
-        &self.script.metadata().version
-    }
-
-    pub fn from_source(source: &str) -> PluginResult<Self> {
-        Ok(Self {
-            script: RhaiPlugin::from_source("routing", source)?,
-        })
-    }
-}
-
-impl RoutingPolicy for RhaiRoutingPolicy {
-    fn route(&self, agent: &str, output: &Value) -> Result<Option<Value>, String> {
-        let decided = self
-            .script
-            .execute_value(json!({ "agent": agent, "message": output }))
-            .map_err(|e| format!("routing script failed after `{agent}`: {e}"))?;
-        match decided {
-            Value::Null => Ok(None),
-            Value::String(_) | Value::Array(_) => Ok(Some(decided)),
-            Value::Object(mut fields) => Ok(fields.remove("next_agent")),
-            other => Err(format!(
-                "routing script returned {other} after `{agent}`; return an agent name, a list \
-                 of names, a map with next_agent, or () to keep the output's next_agent"
-            )),
-        }
     }
 }

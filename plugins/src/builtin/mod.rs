@@ -8,6 +8,9 @@
 //! config the host puts in [`PluginContext`](crate::PluginContext); config keys override
 //! builder values.
 //!
+//! Each plugin is a Cargo feature of this crate (`llm`, `http`, `sqlite` and/or `postgres` for
+//! the database plugin), all on by default.
+//!
 //! ```no_run
 //! use bilayer_plugins::builtin::{DatabasePlugin, HttpPlugin, LLMPlugin};
 //!
@@ -18,14 +21,22 @@
 //! ```
 
 mod config_merge;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod database;
+#[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "llm")]
 pub mod llm;
 
 pub use config_merge::{merge_config, ConfigOrigin};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use database::{DatabaseConfig, DatabasePlugin, DbRequest};
+#[cfg(feature = "http")]
 pub use http::{HttpConfig, HttpPlugin, HttpRequest};
+#[cfg(all(feature = "llm", feature = "rhai"))]
+pub use llm::ToolRun;
+#[cfg(feature = "llm")]
 pub use llm::{
     ChatCompletion, ChatDelta, ChatMessage, ChatRequest, ChatStream, LLMPlugin, LlmClient,
-    LlmConfig, LlmError, LlmResult, ToolCall, ToolRun, Usage,
+    LlmConfig, LlmError, LlmResult, ToolCall, Usage,
 };

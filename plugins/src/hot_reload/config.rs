@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(feature = "rhai")]
 use crate::rhai_runtime::{RhaiConfig, RhaiPlugin};
+#[cfg(feature = "wasm")]
 use crate::wasm_runtime::{WasmCapabilities, WasmPlugin};
 use crate::{AgentPlugin, PluginResult};
 
@@ -71,7 +73,9 @@ pub struct HotReloadConfig {
     recursive: bool,
     self_test: bool,
     removal_grace: Duration,
+    #[cfg(feature = "rhai")]
     rhai_config: RhaiConfig,
+    #[cfg(feature = "wasm")]
     wasm_capabilities: WasmCapabilities,
     loaders: BTreeMap<String, PluginLoader>,
     plugin_ids: Vec<(PathBuf, String)>,
@@ -112,7 +116,9 @@ impl Default for HotReloadConfig {
             recursive: false,
             self_test: true,
             removal_grace: Duration::from_millis(100),
+            #[cfg(feature = "rhai")]
             rhai_config: RhaiConfig::default(),
+            #[cfg(feature = "wasm")]
             wasm_capabilities: WasmCapabilities::none(),
             loaders: BTreeMap::new(),
             plugin_ids: Vec::new(),
@@ -204,12 +210,14 @@ impl HotReloadConfig {
     }
 
     /// The sandbox and limits `.rhai` files are compiled under.
+    #[cfg(feature = "rhai")]
     pub fn with_rhai_config(mut self, config: RhaiConfig) -> Self {
         self.rhai_config = config;
         self
     }
 
     /// The host imports `.wasm` / `.wat` modules are granted (none by default).
+    #[cfg(feature = "wasm")]
     pub fn with_wasm_capabilities(mut self, capabilities: WasmCapabilities) -> Self {
         self.wasm_capabilities = capabilities;
         self
@@ -308,25 +316,33 @@ impl HotReloadConfig {
         self.loaders().remove(extension)
     }
 
-    /// The built-in loaders, overridden or extended by `with_loader`.
+    /// The built-in loaders (of the runtimes this build has: features `rhai`, `wasm`),
+    /// overridden or extended by `with_loader`.
     fn loaders(&self) -> BTreeMap<String, PluginLoader> {
+        #[allow(unused_mut)] // a build with neither runtime has no built-in loader
         let mut loaders: BTreeMap<String, PluginLoader> = BTreeMap::new();
-        let rhai = self.rhai_config.clone();
-        loaders.insert(
-            "rhai".into(),
-            Arc::new(move |path: &Path| {
-                let plugin = RhaiPlugin::from_file_with_config(path, rhai.clone())?;
+        #[cfg(feature = "rhai")]
+        {
+            let rhai = self.rhai_config.clone();
+            loaders.insert(
+                "rhai".into(),
+                Arc::new(move |path: &Path| {
+                    let plugin = RhaiPlugin::from_file_with_config(path, rhai.clone())?;
+                    Ok(Box::new(plugin) as Box<dyn AgentPlugin>)
+                }),
+            );
+        }
+        #[cfg(feature = "wasm")]
+        {
+            let capabilities = self.wasm_capabilities.clone();
+            let wasm: PluginLoader = Arc::new(move |path: &Path| {
+                let plugin = WasmPlugin::from_file(path)?.with_capabilities(capabilities.clone());
+                plugin.check_link()?;
                 Ok(Box::new(plugin) as Box<dyn AgentPlugin>)
-            }),
-        );
-        let capabilities = self.wasm_capabilities.clone();
-        let wasm: PluginLoader = Arc::new(move |path: &Path| {
-            let plugin = WasmPlugin::from_file(path)?.with_capabilities(capabilities.clone());
-            plugin.check_link()?;
-            Ok(Box::new(plugin) as Box<dyn AgentPlugin>)
-        });
-        loaders.insert("wasm".into(), wasm.clone());
-        loaders.insert("wat".into(), wasm);
+            });
+            loaders.insert("wasm".into(), wasm.clone());
+            loaders.insert("wat".into(), wasm);
+        }
         loaders.extend(
             self.loaders
                 .iter()

@@ -110,19 +110,34 @@
 //! # }
 //! ```
 
+// The swap protocol and its events (what a host implements and publishes: `bilayer-actors`)
+// are part of the kernel; watching files and building new versions is the `hot-reload`
+// feature.
+#[cfg(feature = "hot-reload")]
 mod config;
 mod events;
+#[cfg(feature = "hot-reload")]
 mod files;
+#[cfg(feature = "hot-reload")]
 mod manager;
+#[cfg(feature = "hot-reload")]
 mod prepare;
+#[cfg(feature = "hot-reload")]
 mod reloader;
+#[cfg(all(feature = "hot-reload", feature = "rhai"))]
+mod rhai_hooks;
 mod target;
+#[cfg(feature = "hot-reload")]
 mod watcher;
 
+#[cfg(feature = "hot-reload")]
 pub use config::{DeleteAction, HotReloadConfig, PluginLoader, ReloadStrategy};
 pub use events::{ReloadEvent, ReloadEventSink, ReloadEvents};
+#[cfg(feature = "hot-reload")]
 pub use manager::HotReloadManager;
+#[cfg(feature = "hot-reload")]
 pub use prepare::migration_for;
+#[cfg(feature = "hot-reload")]
 pub use reloader::ReloadOutcome;
 pub use target::{
     ReloadTarget, Replacement, RollbackPolicy, StateHandover, StateMigration, SwapReport,

@@ -164,10 +164,11 @@ fn build_engine(config: &WasmConfig) -> PluginResult<(Engine, bool)> {
             // Resetting a slot's first pages with memset is cheaper than returning them to
             // the kernel and faulting them in again on the next instance.
             .linear_memory_keep_resident(64 << 10)
-            .table_keep_resident(16 << 10)
-            // wasmtime's `async` feature (which wasmtime-wasi turns on) would reserve 1000
-            // fiber stacks of 2 MiB here; every call is synchronous, so none is ever used.
-            .total_stacks(0);
+            .table_keep_resident(16 << 10);
+        // wasmtime's `async` feature (which wasmtime-wasi turns on) would reserve 1000
+        // fiber stacks of 2 MiB here; every call is synchronous, so none is ever used.
+        #[cfg(feature = "wasi")]
+        pool.total_stacks(0);
         if usize::BITS >= 64 {
             pool.max_memory_size(MEMORY_RESERVATION as usize);
         }

@@ -12,9 +12,11 @@
 use std::sync::Arc;
 
 use wasmtime::{ResourceLimiter, Store};
-use wasmtime_wasi::p1::WasiP1Ctx;
 
-use super::{inline, wasi, WasmCapabilities, WasmEngine, WasmLimits};
+#[cfg(feature = "wasi")]
+use super::wasi;
+use super::wasi::WasiP1Ctx;
+use super::{inline, WasmCapabilities, WasmEngine, WasmLimits};
 use crate::PluginContext;
 
 /// The data of every store the host creates for a plugin.
@@ -26,6 +28,8 @@ pub(crate) struct HostState {
     pub max_log_bytes: usize,
     /// The WASI context built from the plugin's grant; `None` when `wasi` is not granted (boxed
     /// so that stores of other plugins stay small).
+    /// Without the `wasi` feature it is always `None` (a grant is refused at link).
+    #[cfg_attr(not(feature = "wasi"), allow(dead_code))]
     pub wasi: Option<Box<WasiP1Ctx>>,
 }
 
@@ -33,6 +37,7 @@ impl HostState {
     /// The store's WASI context. The linker defines WASI functions only for plugins granted
     /// `wasi`, whose stores always have one; should that ever fail, the guest gets a context
     /// that opens nothing rather than the host a panic.
+    #[cfg(feature = "wasi")]
     pub fn wasi_ctx(&mut self) -> &mut WasiP1Ctx {
         self.wasi
             .get_or_insert_with(|| Box::new(wasi::closed_context()))

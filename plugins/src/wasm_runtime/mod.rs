@@ -121,8 +121,13 @@ mod link;
 mod module;
 mod plugin;
 mod runtime;
+#[cfg(feature = "wasi")]
+mod wasi;
+#[cfg(not(feature = "wasi"))]
+#[path = "wasi_unavailable.rs"]
 mod wasi;
 mod wasi_grant;
+#[cfg(feature = "wasi")]
 mod wasi_output;
 
 pub use capabilities::{Capability, WasmCapabilities};

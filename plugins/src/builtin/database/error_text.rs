@@ -6,19 +6,23 @@
 //! message, where in the statement, detail, hint, SQLSTATE) and drops that line. A refused
 //! connection is said to be refused, rather than surfacing as a pool timeout.
 
+#[cfg(feature = "postgres")]
 use sqlx::postgres::{PgDatabaseError, PgErrorPosition};
 
 /// The failure in words: for a database error, the server's message with its position in the
 /// statement, detail, hint and code; otherwise sqlx's own text.
 pub(super) fn describe(error: &sqlx::Error) -> String {
     match error {
-        sqlx::Error::Database(db) => match db.try_downcast_ref::<PgDatabaseError>() {
-            Some(pg) => describe_postgres(pg),
-            None => match db.code() {
+        sqlx::Error::Database(db) => {
+            #[cfg(feature = "postgres")]
+            if let Some(pg) = db.try_downcast_ref::<PgDatabaseError>() {
+                return describe_postgres(pg);
+            }
+            match db.code() {
                 Some(code) => format!("{} (code {code})", db.message()),
                 None => db.message().to_string(),
-            },
-        },
+            }
+        }
         sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
             format!("the server refused the connection ({io})")
         }
@@ -26,6 +30,7 @@ pub(super) fn describe(error: &sqlx::Error) -> String {
     }
 }
 
+#[cfg(feature = "postgres")]
 fn describe_postgres(error: &PgDatabaseError) -> String {
     let mut text = error.message().to_string();
     match error.position() {

@@ -1,4 +1,6 @@
 //! SQL as a plugin, over sqlx: SQLite embedded by default, PostgreSQL for `postgres://` URLs.
+//! Each backend is a feature (`sqlite`, `postgres`); a URL of a backend the build lacks is
+//! refused at load with the feature to build with.
 //!
 //! - [`DatabaseConfig`]: URL or file path, read-only mode, row limit, pool size;
 //! - [`DbRequest`]: `{"sql": "...", "params": [...]}` or a bare SQL string (as the seed's
@@ -20,7 +22,11 @@ mod config;
 mod convert;
 mod error_text;
 mod plugin;
+#[cfg(feature = "postgres")]
+mod postgres_row;
 mod request;
+#[cfg(feature = "sqlite")]
+mod sqlite_row;
 
 pub use config::DatabaseConfig;
 pub use plugin::DatabasePlugin;

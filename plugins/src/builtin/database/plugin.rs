@@ -11,12 +11,20 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::TryStreamExt;
 use serde_json::{json, Value};
+#[cfg(feature = "postgres")]
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+#[cfg(feature = "sqlite")]
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
-use sqlx::{AssertSqlSafe, Connection, Executor};
+#[cfg(feature = "postgres")]
+use sqlx::Connection;
+use sqlx::{AssertSqlSafe, Executor};
 
-use super::convert::{bind_params, postgres_row, sqlite_row};
+use super::convert::bind_params;
 use super::error_text::describe;
+#[cfg(feature = "postgres")]
+use super::postgres_row::postgres_row;
+#[cfg(feature = "sqlite")]
+use super::sqlite_row::sqlite_row;
 use super::{DatabaseConfig, DbRequest};
 use crate::builtin::{merge_config, ConfigOrigin};
 use crate::{AgentPlugin, PluginContext, PluginError, PluginMetadata, PluginResult, PluginType};
@@ -46,7 +54,9 @@ macro_rules! collect_rows {
 
 #[derive(Debug, Clone)]
 enum Pool {
+    #[cfg(feature = "sqlite")]
     Sqlite(SqlitePool),
+    #[cfg(feature = "postgres")]
     Postgres(PgPool),
 }
 
@@ -138,6 +148,7 @@ impl DatabasePlugin {
         let max_rows = self.config.max_rows;
         let sql = request.sql.clone();
         match pool {
+            #[cfg(feature = "sqlite")]
             Pool::Sqlite(pool) => {
                 let query = bind_params!(sqlx::query(AssertSqlSafe(sql)), &request.params);
                 if request.returns_rows() {
@@ -151,6 +162,7 @@ impl DatabasePlugin {
                         .map_err(|e| self.sql_error(e))
                 }
             }
+            #[cfg(feature = "postgres")]
             Pool::Postgres(pool) => {
                 let query = bind_params!(sqlx::query(AssertSqlSafe(sql)), &request.params);
                 if request.returns_rows() {
@@ -196,6 +208,9 @@ impl DatabasePlugin {
         if !self.config.is_postgres() && self.config.is_sqlite_memory() {
             let pool = self.connect(false).await?;
             self.run_init(&pool, &sql).await?;
+            #[cfg(feature = "sqlite")]
+            #[allow(irrefutable_let_patterns)]
+            // a build without PostgreSQL has only SQLite pools
             if self.config.read_only {
                 if let Pool::Sqlite(sqlite) = &pool {
                     sqlite
@@ -216,7 +231,9 @@ impl DatabasePlugin {
     async fn run_init(&self, pool: &Pool, sql: &str) -> PluginResult<()> {
         let raw = sqlx::raw_sql(AssertSqlSafe(sql.to_string()));
         let done = match pool {
+            #[cfg(feature = "sqlite")]
             Pool::Sqlite(pool) => raw.execute(pool).await.map(|_| ()),
+            #[cfg(feature = "postgres")]
             Pool::Postgres(pool) => raw.execute(pool).await.map(|_| ()),
         };
         done.map_err(|e| {
@@ -229,51 +246,88 @@ impl DatabasePlugin {
     }
 
     async fn connect(&self, read_only: bool) -> PluginResult<Pool> {
-        let config = &self.config;
-        let fail_with = |why: String| {
-            PluginError::Config(format!(
-                "cannot open database {}: {why}; check `url` and that the server is running",
-                config.redacted_url()
-            ))
-        };
-        let fail = |e: sqlx::Error| fail_with(describe(&e));
-        if config.is_postgres() {
-            let options = PgConnectOptions::from_str(&config.url).map_err(fail)?;
-            // One attempt, answered at once: refused, unknown host, bad credentials.
-            match tokio::time::timeout(
-                config.acquire_timeout(),
-                PgConnection::connect_with(&options),
-            )
-            .await
-            {
-                Err(_) => {
-                    return Err(fail_with(format!(
-                        "no answer within acquire_timeout_ms ({} ms)",
-                        config.acquire_timeout_ms
-                    )))
-                }
-                Ok(Err(e)) => return Err(fail(e)),
-                Ok(Ok(probe)) => {
-                    let _ = probe.close().await;
-                }
-            }
-            let pool = PgPoolOptions::new()
-                .max_connections(config.max_connections.max(1))
-                .acquire_timeout(config.acquire_timeout())
-                .after_connect(move |conn, _meta| {
-                    Box::pin(async move {
-                        if read_only {
-                            conn.execute("SET default_transaction_read_only = on")
-                                .await?;
-                        }
-                        Ok(())
-                    })
-                })
-                .connect_with(options)
-                .await
-                .map_err(fail)?;
-            return Ok(Pool::Postgres(pool));
+        if self.config.is_postgres() {
+            self.connect_postgres(read_only).await
+        } else {
+            self.connect_sqlite(read_only).await
         }
+    }
+
+    /// The error of a failed connection, saying what to check.
+    fn open_failed(&self, why: String) -> PluginError {
+        PluginError::Config(format!(
+            "cannot open database {}: {why}; check `url` and that the server is running",
+            self.config.redacted_url()
+        ))
+    }
+
+    /// The error for a URL whose backend this build lacks, naming the feature that has it.
+    #[cfg(any(not(feature = "sqlite"), not(feature = "postgres")))]
+    fn backend_missing(&self, backend: &str, feature: &str) -> PluginError {
+        PluginError::Config(format!(
+            "cannot open database {}: it is a {backend} database, and this build has no \
+             {backend} support (built without the `{feature}` feature); rebuild with \
+             `cargo build --features {feature}`",
+            self.config.redacted_url()
+        ))
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    async fn connect_postgres(&self, _read_only: bool) -> PluginResult<Pool> {
+        Err(self.backend_missing("PostgreSQL", "postgres"))
+    }
+
+    #[cfg(not(feature = "sqlite"))]
+    async fn connect_sqlite(&self, _read_only: bool) -> PluginResult<Pool> {
+        Err(self.backend_missing("SQLite", "sqlite"))
+    }
+
+    #[cfg(feature = "postgres")]
+    async fn connect_postgres(&self, read_only: bool) -> PluginResult<Pool> {
+        let config = &self.config;
+        let fail_with = |why: String| self.open_failed(why);
+        let fail = |e: sqlx::Error| fail_with(describe(&e));
+        let options = PgConnectOptions::from_str(&config.url).map_err(fail)?;
+        // One attempt, answered at once: refused, unknown host, bad credentials.
+        match tokio::time::timeout(
+            config.acquire_timeout(),
+            PgConnection::connect_with(&options),
+        )
+        .await
+        {
+            Err(_) => {
+                return Err(fail_with(format!(
+                    "no answer within acquire_timeout_ms ({} ms)",
+                    config.acquire_timeout_ms
+                )))
+            }
+            Ok(Err(e)) => return Err(fail(e)),
+            Ok(Ok(probe)) => {
+                let _ = probe.close().await;
+            }
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(config.max_connections.max(1))
+            .acquire_timeout(config.acquire_timeout())
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if read_only {
+                        conn.execute("SET default_transaction_read_only = on")
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(fail)?;
+        Ok(Pool::Postgres(pool))
+    }
+
+    #[cfg(feature = "sqlite")]
+    async fn connect_sqlite(&self, read_only: bool) -> PluginResult<Pool> {
+        let config = &self.config;
+        let fail = |e: sqlx::Error| self.open_failed(describe(&e));
         let memory = config.is_sqlite_memory();
         let options = if config.url.starts_with("sqlite:") {
             SqliteConnectOptions::from_str(&config.url).map_err(fail)?
@@ -311,7 +365,9 @@ impl DatabasePlugin {
 
 async fn close(pool: Pool) {
     match pool {
+        #[cfg(feature = "sqlite")]
         Pool::Sqlite(pool) => pool.close().await,
+        #[cfg(feature = "postgres")]
         Pool::Postgres(pool) => pool.close().await,
     }
 }
@@ -349,5 +405,48 @@ impl AgentPlugin for DatabasePlugin {
     async fn execute_json(&mut self, input: Value) -> PluginResult<Value> {
         let request = DbRequest::from_input(input).map_err(PluginError::InvalidInput)?;
         self.query(&request).await
+    }
+}
+
+#[cfg(all(test, any(not(feature = "sqlite"), not(feature = "postgres"))))]
+mod tests {
+    use super::*;
+
+    /// The refusal of a URL whose backend the build lacks, as `load` words it.
+    async fn refusal(url: &str) -> String {
+        match DatabasePlugin::new(url).connect(false).await {
+            Err(PluginError::Config(message)) => message,
+            Err(other) => panic!("expected a configuration error, got {other}"),
+            Ok(_) => panic!("{url} was opened by a build without its backend"),
+        }
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    #[tokio::test]
+    async fn a_postgres_url_names_the_feature_to_build_with() {
+        let message = refusal("postgres://app:secret@127.0.0.1:5432/db").await;
+        assert!(
+            message.contains("built without the `postgres` feature"),
+            "{message}"
+        );
+        assert!(
+            message.contains("cargo build --features postgres"),
+            "{message}"
+        );
+        assert!(!message.contains("secret"), "{message}");
+    }
+
+    #[cfg(not(feature = "sqlite"))]
+    #[tokio::test]
+    async fn a_sqlite_url_names_the_feature_to_build_with() {
+        let message = refusal("sqlite::memory:").await;
+        assert!(
+            message.contains("built without the `sqlite` feature"),
+            "{message}"
+        );
+        assert!(
+            message.contains("cargo build --features sqlite"),
+            "{message}"
+        );
     }
 }

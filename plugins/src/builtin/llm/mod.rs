@@ -6,8 +6,8 @@
 //!   backoff;
 //! - [`LlmClient`]: [`chat`](LlmClient::chat) (one completion),
 //!   [`chat_stream`](LlmClient::chat_stream) (token deltas from a `stream: true` SSE response)
-//!   and [`chat_with_tools`](LlmClient::chat_with_tools) (runs the tools the model asks for
-//!   from a [`RhaiToolRegistry`](crate::rhai_runtime::RhaiToolRegistry) until it answers);
+//!   and, with the `rhai` feature, `chat_with_tools` (runs the tools the model asks for from a
+//!   `RhaiToolRegistry` until it answers);
 //! - [`LLMPlugin`]: the client as an [`AgentPlugin`](crate::AgentPlugin); input is a chat request
 //!   (`{"messages": [...]}`) or a bare prompt string, output the completion as JSON.
 
@@ -16,6 +16,7 @@ mod config;
 mod error;
 mod plugin;
 mod sse;
+#[cfg(feature = "rhai")]
 mod tools;
 mod types;
 
@@ -23,5 +24,6 @@ pub use client::{ChatStream, LlmClient};
 pub use config::LlmConfig;
 pub use error::{LlmError, LlmResult};
 pub use plugin::LLMPlugin;
+#[cfg(feature = "rhai")]
 pub use tools::ToolRun;
 pub use types::{ChatCompletion, ChatDelta, ChatMessage, ChatRequest, ToolCall, Usage};

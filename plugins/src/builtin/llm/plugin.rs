@@ -3,10 +3,10 @@
 //! Input: a chat request (`{"messages": [...], "tools": [...], ...}`), `{"prompt": "...",
 //! "system": "..."}`, or a bare prompt (a JSON string or plain text). Output:
 //! [`ChatCompletion::to_json`]: `{"content", "tool_calls", "finish_reason", "usage", "model",
-//! "message"}`. With [`LLMPlugin::with_tools`] the registry's tools are offered to the model;
-//! with [`LLMPlugin::run_tools`] the plugin also runs them and returns the final answer.
+//! "message"}`. With `LLMPlugin::with_tools` the registry's tools are offered to the model;
+//! with `LLMPlugin::run_tools` the plugin also runs them and returns the final answer (both in
+//! tools.rs, with the `rhai` feature, since the tools are Rhai scripts).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use super::{ChatRequest, LlmClient, LlmConfig};
 use crate::builtin::{merge_config, ConfigOrigin};
+#[cfg(feature = "rhai")]
 use crate::rhai_runtime::RhaiToolRegistry;
 use crate::{AgentPlugin, PluginContext, PluginError, PluginMetadata, PluginResult, PluginType};
 
@@ -22,8 +23,11 @@ pub struct LLMPlugin {
     metadata: PluginMetadata,
     config: LlmConfig,
     client: Option<LlmClient>,
-    tools: Option<Arc<RhaiToolRegistry>>,
-    tool_rounds: Option<usize>,
+    /// The Rhai tools offered to the model, and how many rounds of them to run (tools.rs).
+    #[cfg(feature = "rhai")]
+    pub(super) tools: Option<std::sync::Arc<RhaiToolRegistry>>,
+    #[cfg(feature = "rhai")]
+    pub(super) tool_rounds: Option<usize>,
 }
 
 impl std::fmt::Debug for LLMPlugin {
@@ -51,7 +55,9 @@ impl LLMPlugin {
             metadata,
             config,
             client: None,
+            #[cfg(feature = "rhai")]
             tools: None,
+            #[cfg(feature = "rhai")]
             tool_rounds: None,
         }
     }
@@ -94,19 +100,6 @@ impl LLMPlugin {
         self
     }
 
-    /// Offers the registry's tools to the model on every request that names none itself.
-    pub fn with_tools(mut self, registry: Arc<RhaiToolRegistry>) -> Self {
-        self.tools = Some(registry);
-        self
-    }
-
-    /// Runs the tools the model asks for (needs [`with_tools`](Self::with_tools)), for at most
-    /// `max_rounds` model turns, and returns the final answer.
-    pub fn run_tools(mut self, max_rounds: usize) -> Self {
-        self.tool_rounds = Some(max_rounds);
-        self
-    }
-
     /// The configuration in effect (after `load`, including the host's config).
     pub fn config(&self) -> &LlmConfig {
         &self.config
@@ -125,22 +118,12 @@ impl LLMPlugin {
                 self.metadata.id
             ))
         })?;
-        let mut request = ChatRequest::from_json(input).map_err(PluginError::InvalidInput)?;
-        match (&self.tools, self.tool_rounds) {
-            (Some(registry), Some(rounds)) => {
-                let run = client.chat_with_tools(&request, registry, rounds).await?;
-                let mut output = run.completion.to_json();
-                output["tool_calls_run"] = Value::from(run.tool_calls_run);
-                Ok(output)
-            }
-            (Some(registry), None) => {
-                if request.tools.is_empty() {
-                    request.tools = registry.to_openai();
-                }
-                Ok(client.chat(&request).await?.to_json())
-            }
-            (None, _) => Ok(client.chat(&request).await?.to_json()),
+        let request = ChatRequest::from_json(input).map_err(PluginError::InvalidInput)?;
+        #[cfg(feature = "rhai")]
+        if let Some(registry) = &self.tools {
+            return self.complete_with_tools(client, request, registry).await;
         }
+        Ok(client.chat(&request).await?.to_json())
     }
 }
 

@@ -1,14 +1,18 @@
 //! The tool-call loop: ask the model, run the Rhai tools it asks for, send their results back
-//! as `tool` messages, and repeat until it answers in text.
+//! as `tool` messages, and repeat until it answers in text; and [`LLMPlugin`]'s tool settings.
+//! Built with the `rhai` feature (the tools are Rhai scripts of a [`RhaiToolRegistry`]).
 //!
 //! A tool that fails (bad arguments, script error, unknown name) does not end the
 //! conversation: its error goes back to the model as the tool's result,
 //! `{"error": "..."}`, which is how OpenAI-style models expect to learn about it.
 
-use serde_json::json;
+use std::sync::Arc;
 
-use super::{ChatCompletion, ChatMessage, ChatRequest, LlmClient, LlmError, LlmResult};
+use serde_json::{json, Value};
+
+use super::{ChatCompletion, ChatMessage, ChatRequest, LLMPlugin, LlmClient, LlmError, LlmResult};
 use crate::rhai_runtime::RhaiToolRegistry;
+use crate::PluginResult;
 
 /// What [`LlmClient::chat_with_tools`] did.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,5 +76,43 @@ impl LlmClient {
                 "the model still asked for tools after {max_rounds} rounds; raise max_rounds or check the tool results"
             ),
         })
+    }
+}
+
+impl LLMPlugin {
+    /// Offers the registry's tools to the model on every request that names none itself.
+    pub fn with_tools(mut self, registry: Arc<RhaiToolRegistry>) -> Self {
+        self.tools = Some(registry);
+        self
+    }
+
+    /// Runs the tools the model asks for (needs [`with_tools`](Self::with_tools)), for at most
+    /// `max_rounds` model turns, and returns the final answer.
+    pub fn run_tools(mut self, max_rounds: usize) -> Self {
+        self.tool_rounds = Some(max_rounds);
+        self
+    }
+
+    /// Answers `request` with the registry's tools offered, and run when `run_tools` was set.
+    pub(super) async fn complete_with_tools(
+        &self,
+        client: &LlmClient,
+        mut request: ChatRequest,
+        registry: &RhaiToolRegistry,
+    ) -> PluginResult<Value> {
+        match self.tool_rounds {
+            Some(rounds) => {
+                let run = client.chat_with_tools(&request, registry, rounds).await?;
+                let mut output = run.completion.to_json();
+                output["tool_calls_run"] = Value::from(run.tool_calls_run);
+                Ok(output)
+            }
+            None => {
+                if request.tools.is_empty() {
+                    request.tools = registry.to_openai();
+                }
+                Ok(client.chat(&request).await?.to_json())
+            }
+        }
     }
 }
