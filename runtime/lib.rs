@@ -119,13 +119,14 @@ pub mod user_file {
     pub use bilayer_plugins::user_file::*;
 }
 
+pub use bilayer_actors::Transport;
 pub use bilayer_actors::{
     AgentSystem, AgentSystemBuilder, DeadLetter, Outcome, OutcomeStatus, OutcomeStream,
     RoutingPolicy, SystemTotals, DEFAULT_MAX_BRANCHES, DEFAULT_MAX_HOPS, DEFAULT_MAX_IN_FLIGHT,
 };
 #[cfg(feature = "nats")]
 pub use bilayer_actors::{
-    NatsCredentials, NatsStorage, NatsTransport, Transport, TransportError, DEFAULT_NATS_URL,
+    NatsCredentials, NatsStorage, NatsTransport, TransportError, DEFAULT_NATS_URL,
 };
 pub use bilayer_actors::{
     PluginFactory, PluginInfo, PluginManager, PluginManagerBuilder, PluginOptions,

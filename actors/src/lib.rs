@@ -35,6 +35,7 @@
 //! - `nats`: the NATS JetStream transport that spreads one system over processes
 //!   (`Transport::Nats`); Cargo feature `nats` (default).
 //! - `reload_target`: the manager as the target of hot reload (`bilayer_plugins::hot_reload`).
+//! - `transport`: [`Transport`], in process or (feature `nats`) over NATS.
 //! - `clock`: the time-stamp-counter clock the hot path reads.
 
 mod clock;
@@ -48,12 +49,11 @@ mod reload_target;
 mod supervision;
 mod supervisor;
 mod system;
+mod transport;
 
 pub use manager::{PluginManager, PluginManagerBuilder, PluginOptions, DEFAULT_EXECUTE_TIMEOUT};
 #[cfg(feature = "nats")]
-pub use nats::{
-    NatsCredentials, NatsStorage, NatsTransport, Transport, TransportError, DEFAULT_NATS_URL,
-};
+pub use nats::{NatsCredentials, NatsStorage, NatsTransport, TransportError, DEFAULT_NATS_URL};
 pub use plugin_actor::PluginFactory;
 pub use registry::{PluginInfo, PluginStatsSnapshot};
 pub use supervision::{RestartIntensity, SupervisionStrategy, SupervisorEvent};
@@ -63,3 +63,4 @@ pub use system::{
     AgentSystem, AgentSystemBuilder, DeadLetter, Outcome, OutcomeStatus, OutcomeStream,
     RoutingPolicy, SystemTotals, DEFAULT_MAX_BRANCHES, DEFAULT_MAX_HOPS, DEFAULT_MAX_IN_FLIGHT,
 };
+pub use transport::Transport;

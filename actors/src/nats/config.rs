@@ -174,13 +174,3 @@ impl NatsTransport {
         self
     }
 }
-
-/// How an agent system's agents exchange messages.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum Transport {
-    /// Actor mailboxes in this process (the default).
-    #[default]
-    InProcess,
-    /// JetStream subjects on a NATS server, across processes and machines.
-    Nats(NatsTransport),
-}

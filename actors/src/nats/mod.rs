@@ -39,7 +39,7 @@ mod wire;
 pub(crate) mod worker;
 
 pub(crate) use client::Pending;
-pub use config::{NatsCredentials, NatsStorage, NatsTransport, Transport, DEFAULT_NATS_URL};
+pub use config::{NatsCredentials, NatsStorage, NatsTransport, DEFAULT_NATS_URL};
 pub use error::TransportError;
 pub(crate) use link::NatsLink;
 pub(crate) use wire::subject_token;

@@ -70,10 +70,10 @@ pub(crate) use dead_letter::DeadLetterReason;
 pub(crate) use envelope::{Envelope, Ticket};
 pub(crate) use inbox::{Inbox, MAX_PER_TURN};
 pub use outcome::{Outcome, OutcomeStatus};
-#[cfg(feature = "nats")]
-pub(crate) use routing::Next;
 #[cfg(feature = "rhai")]
 pub use rhai_routing::RhaiRoutingPolicy;
+#[cfg(feature = "nats")]
+pub(crate) use routing::Next;
 pub use routing::RoutingPolicy;
 
 use self::carrier::Carrier;
@@ -83,7 +83,8 @@ use self::dead_letter::DeadLetterQueue;
 use self::envelope::OutcomeSink;
 use self::routing::RoutingSlot;
 #[cfg(feature = "nats")]
-use crate::nats::{NatsLink, Transport};
+use crate::nats::NatsLink;
+use crate::transport::Transport;
 use crate::{PluginManager, PluginOptions, RestartIntensity, SupervisionStrategy};
 
 /// Default bound on inputs between admission and outcome.
@@ -110,7 +111,6 @@ pub struct AgentSystemBuilder {
     hop_timeout: Option<Duration>,
     dead_letter_capacity: usize,
     dead_letter_payloads: bool,
-    #[cfg(feature = "nats")]
     transport: Transport,
     remote_agents: Vec<String>,
 }
@@ -223,16 +223,15 @@ impl AgentSystemBuilder {
     }
 
     /// How agents exchange messages: in this process (default), or over NATS JetStream
-    /// across processes (see [`Transport::Nats`]).
-    #[cfg(feature = "nats")]
+    /// across processes (`Transport::Nats`, feature `nats`).
     pub fn transport(mut self, transport: Transport) -> Self {
         self.transport = transport;
         self
     }
 
     /// Declares an agent served by another process (NATS transport only): messages routed
-    /// to it are published to its subject instead of being dead-lettered as unknown.
-    #[cfg(feature = "nats")]
+    /// to it are published to its subject instead of being dead-lettered as unknown. Without
+    /// the `nats` feature, `build` refuses a system that declares one.
     pub fn remote_agent(mut self, name: impl Into<String>) -> Self {
         self.remote_agents.push(name.into());
         self
@@ -248,7 +247,9 @@ impl AgentSystemBuilder {
             Transport::Nats(config) => Some(config.clone()),
         };
         #[cfg(not(feature = "nats"))]
-        let nats_config: Option<std::convert::Infallible> = None;
+        let nats_config: Option<std::convert::Infallible> = match self.transport {
+            Transport::InProcess => None,
+        };
         if nats_config.is_none() && !self.remote_agents.is_empty() {
             return Err(PluginError::Config(format!(
                 "remote agents ({}) need the NATS transport; add .transport(Transport::Nats(..))",
@@ -456,7 +457,6 @@ impl AgentSystem {
             hop_timeout: Some(crate::DEFAULT_EXECUTE_TIMEOUT),
             dead_letter_capacity: 10_000,
             dead_letter_payloads: true,
-            #[cfg(feature = "nats")]
             transport: Transport::InProcess,
             remote_agents: Vec::new(),
         }
