@@ -15,6 +15,32 @@ use serde::Serialize;
 
 use crate::plugin_actor::PluginMsg;
 
+/// The lifecycle state's compact encoding, for the lock-free mirror in [`PluginShared`].
+fn state_code(state: PluginState) -> u8 {
+    match state {
+        PluginState::Unloaded => 0,
+        PluginState::Loading => 1,
+        PluginState::Loaded => 2,
+        PluginState::Running => 3,
+        PluginState::Paused => 4,
+        PluginState::Error => 5,
+        PluginState::Untracked => 6,
+    }
+}
+
+/// Inverse of [`state_code`]; unknown codes read as `Error`.
+fn state_from_code(code: u8) -> PluginState {
+    match code {
+        0 => PluginState::Unloaded,
+        1 => PluginState::Loading,
+        2 => PluginState::Loaded,
+        3 => PluginState::Running,
+        4 => PluginState::Paused,
+        6 => PluginState::Untracked,
+        _ => PluginState::Error,
+    }
+}
+
 /// The registry entry of one plugin.
 #[derive(Clone)]
 pub(crate) struct PluginSlot {
@@ -40,18 +66,18 @@ impl PluginShared {
             id: metadata.id.as_str().into(),
             order,
             metadata: RwLock::new(metadata),
-            state: AtomicU8::new(PluginState::Unloaded.as_u8()),
+            state: AtomicU8::new(state_code(PluginState::Unloaded)),
             stats: PluginStats::default(),
             store: RwLock::new(store),
         }
     }
 
     pub fn state(&self) -> PluginState {
-        PluginState::from_u8(self.state.load(Ordering::Acquire))
+        state_from_code(self.state.load(Ordering::Acquire))
     }
 
     pub fn set_state(&self, state: PluginState) {
-        self.state.store(state.as_u8(), Ordering::Release);
+        self.state.store(state_code(state), Ordering::Release);
     }
 
     pub fn metadata(&self) -> PluginMetadata {
@@ -195,4 +221,27 @@ pub struct PluginInfo {
     pub metadata: PluginMetadata,
     pub state: PluginState,
     pub stats: PluginStatsSnapshot,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{state_code, state_from_code};
+    use bilayer_plugins::PluginState;
+
+    /// Every state survives the registry's compact encoding, the one a plugin reports of
+    /// itself when it leaves its lifecycle to the host included.
+    #[test]
+    fn every_state_reads_back_from_its_code() {
+        for state in [
+            PluginState::Unloaded,
+            PluginState::Loading,
+            PluginState::Loaded,
+            PluginState::Running,
+            PluginState::Paused,
+            PluginState::Error,
+            PluginState::Untracked,
+        ] {
+            assert_eq!(state_from_code(state_code(state)), state);
+        }
+    }
 }

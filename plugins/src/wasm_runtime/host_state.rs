@@ -33,7 +33,7 @@ impl HostState {
     /// The store's WASI context. The linker defines WASI functions only for plugins granted
     /// `wasi`, whose stores always have one; should that ever fail, the guest gets a context
     /// that opens nothing rather than the host a panic.
-    pub fn wasi_ctx(&mut self) -> &mut WasiP1Ctx {
+    pub(super) fn wasi_ctx(&mut self) -> &mut WasiP1Ctx {
         self.wasi
             .get_or_insert_with(|| Box::new(wasi::closed_context()))
     }
@@ -54,7 +54,7 @@ pub(crate) struct StoreLimiter {
 }
 
 impl StoreLimiter {
-    pub fn new(limits: &WasmLimits) -> Self {
+    pub(super) fn new(limits: &WasmLimits) -> Self {
         Self {
             max_memory_bytes: limits.max_memory_bytes,
             max_table_elements: limits.max_table_elements,
