@@ -50,7 +50,10 @@
 //! - [`system_reload`]: what `--watch` reloads: a system's agents and its routing script.
 //! - [`jsonl`]: JSON-lines input read as a stranger may send it (`bilayer run --input`): every
 //!   bad or overlong line is that line's own refusal.
-//! - [`orders`]: workload W1 "order routing", the one the Python peers run.
+//! - `orders` (private): workload W1 "order routing", the one the Python peers run; the
+//!   library uses its native agents (a system definition's `native = "order_intake"`), and the
+//!   binary, benches, tests and the W1 example compile the same file for the workload's orders
+//!   and expected answer (see docs/ARCHITECTURE.md).
 //! - [`builtin`], [`hot_reload`], [`rhai_runtime`], [`wasm_runtime`], [`user_file`]: the
 //!   modules of `bilayer_plugins` of the same names, re-exported.
 //!
@@ -58,7 +61,10 @@
 //! of the library.
 
 pub mod jsonl;
-pub mod orders;
+// Shared with the binary, benches, tests and examples (`#[path]`); the library uses only the
+// native agents.
+#[allow(dead_code)]
+mod orders;
 pub mod routing;
 pub mod system_config;
 pub mod system_reload;

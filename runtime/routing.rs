@@ -26,11 +26,22 @@ pub struct RhaiRoutingPolicy {
     script: RhaiPlugin,
 }
 
+impl std::fmt::Debug for RhaiRoutingPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RhaiRoutingPolicy")
+            .field("script", &self.script.metadata().id)
+            .field("version", &self.version())
+            .finish()
+    }
+}
+
 impl RhaiRoutingPolicy {
+    /// A policy running the Rhai script at `path`, with the default limits.
     pub fn from_file(path: impl AsRef<Path>) -> PluginResult<Self> {
         Self::from_file_with_config(path, RhaiConfig::default())
     }
 
+    /// A policy running the Rhai script at `path`, with these limits.
     pub fn from_file_with_config(path: impl AsRef<Path>, config: RhaiConfig) -> PluginResult<Self> {
         Ok(Self {
             script: RhaiPlugin::from_file_with_config(path, config)?,
@@ -47,6 +58,7 @@ impl RhaiRoutingPolicy {
         &self.script.metadata().version
     }
 
+    /// A policy running `source`, with the default limits (the script is named `routing`).
     pub fn from_source(source: &str) -> PluginResult<Self> {
         Ok(Self {
             script: RhaiPlugin::from_source("routing", source)?,

@@ -2,10 +2,14 @@
 //! agents, dead letters (unknown agent, loop, failure, panic), fan-out, the conservation law
 //! under load with injected failures, draining shutdown and admission backpressure.
 
+// Workload W1 (not library API: runtime/orders.rs says why); this crate uses part of it.
+#[allow(dead_code)]
+#[path = "../runtime/orders.rs"]
+mod orders;
+
 use std::collections::HashSet;
 use std::time::Duration;
 
-use bilayer::orders;
 use bilayer::prelude::*;
 use bilayer::DEFAULT_MAX_BRANCHES;
 use serde_json::{json, Value};

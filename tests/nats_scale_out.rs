@@ -4,6 +4,11 @@
 //! worker's unacknowledged messages must have been redelivered to the others, and the
 //! results stream must hold exactly one result per order. Needs NATS (tests/nats_support).
 
+// Workload W1 (not library API: runtime/orders.rs says why); this crate uses part of it.
+#[allow(dead_code)]
+#[path = "../runtime/orders.rs"]
+mod orders;
+
 mod nats_support;
 
 use std::collections::HashSet;
@@ -12,7 +17,6 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bilayer::orders;
 use nats_support::{
     delete_streams, jetstream_or_skip, nats_url, stored, streams_of, unique_system,
 };

@@ -3,11 +3,15 @@
 //! input on an agent's subject; two systems (a submitter and a worker) sharing the work; a
 //! clear error when the server is not there. Needs NATS (tests/nats_support).
 
+// Workload W1 (not library API: runtime/orders.rs says why); this crate uses part of it.
+#[allow(dead_code)]
+#[path = "../runtime/orders.rs"]
+mod orders;
+
 mod nats_support;
 
 use std::time::Duration;
 
-use bilayer::orders;
 use bilayer::prelude::*;
 use bilayer::{NatsTransport, Transport};
 use nats_support::{

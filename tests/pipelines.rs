@@ -3,9 +3,13 @@
 //! moderation pipeline routes block / flag / allow through its routing script, and a routing
 //! policy can override `next_agent` and be swapped while the system runs.
 
+// Workload W1 (not library API: runtime/orders.rs says why); this crate uses part of it.
+#[allow(dead_code)]
+#[path = "../runtime/orders.rs"]
+mod orders;
+
 use std::sync::Arc;
 
-use bilayer::orders;
 use bilayer::prelude::*;
 use bilayer::routing::RhaiRoutingPolicy;
 use bilayer::system_config::SystemDefinition;

@@ -23,9 +23,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::orders;
 use bilayer::hot_reload::HotReloadManager;
 use bilayer::jsonl::{JsonLine, JsonLines};
-use bilayer::orders;
 use bilayer::system_config::{Deployment, SystemDefinition};
 use bilayer::{AgentSystem, Outcome, OutcomeStatus, Transport};
 
@@ -102,7 +102,7 @@ impl Summary {
 const STALL_WARNING: Duration = Duration::from_secs(10);
 
 /// Where inputs come from.
-pub enum InputSource {
+pub(super) enum InputSource {
     File(PathBuf),
     Stdin,
     /// The first `n` W1 orders, generated.
@@ -110,7 +110,7 @@ pub enum InputSource {
 }
 
 /// How `bilayer run` runs.
-pub struct RunOptions {
+pub(super) struct RunOptions {
     pub print_outcomes: bool,
     pub watch: bool,
     pub transport: Option<TransportKind>,
@@ -135,7 +135,7 @@ enum Ended {
 }
 
 /// `bilayer run`.
-pub async fn run(
+pub(super) async fn run(
     system_file: &Path,
     input: InputSource,
     options: RunOptions,
@@ -241,7 +241,7 @@ pub(crate) async fn start_watching(
 }
 
 /// `bilayer` with no arguments: the order pipeline on the W1 orders.
-pub async fn default_pipeline() -> Result<ExitCode, Box<dyn std::error::Error>> {
+pub(super) async fn default_pipeline() -> Result<ExitCode, Box<dyn std::error::Error>> {
     let n = 10_000;
     let system_file = bundled_orders_system();
     println!(

@@ -24,8 +24,11 @@ pub const BUILTIN_PLUGINS: &[&str] = &["llm", "database", "http"];
 /// What plugin backs an agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AgentSource {
+    /// A Rhai script (`script = "path"`).
     Script(PathBuf),
+    /// A WebAssembly module (`wasm = "path"`).
     Wasm(PathBuf),
+    /// A native plugin compiled into bilayer (`native = "order_intake"`, ...).
     Native(String),
     /// A built-in (`llm`, `database`, `http`) with its JSON config (`init_sql_file` read in).
     Builtin(String, Value),
