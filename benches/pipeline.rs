@@ -5,6 +5,9 @@
 //! `cargo bench --bench pipeline`. The side-by-side comparison with the Python peers, with
 //! p50/p99, is `bash benches/w1_compare.sh`; both are recorded in docs/benchmarks.md.
 
+// A bench is not API: `criterion_group!` makes an undocumented `pub fn`.
+#![allow(missing_docs)]
+
 // Workload W1 (not library API: runtime/orders.rs says why); this crate uses part of it.
 #[allow(dead_code)]
 #[path = "../runtime/orders.rs"]

@@ -3,6 +3,10 @@
 //! to the dead-letter count. Metrics and spans are process-global, hence a test binary of its
 //! own.
 
+// A test crate is not API: the `pub` items of the support modules it shares with other test
+// files (and of the examples it includes) are for those files, not for users to read.
+#![allow(missing_docs, unreachable_pub)]
+
 // Workload W1 (not library API: runtime/orders.rs says why); this crate uses part of it.
 #[allow(dead_code)]
 #[path = "../runtime/orders.rs"]

@@ -1,6 +1,10 @@
 //! The HTTP plugin against a loopback server: allowed requests with headers and JSON bodies,
 //! hosts refused before any connection (also on redirect), the response size cap, timeouts.
 
+// A test crate is not API: the `pub` items of the support modules it shares with other test
+// files (and of the examples it includes) are for those files, not for users to read.
+#![allow(missing_docs, unreachable_pub)]
+
 mod builtin_server;
 
 use std::time::{Duration, Instant};

@@ -2,6 +2,10 @@
 //! completions, SSE streaming, a tool-call round trip through the Rhai weather tool, retries
 //! on 429/5xx, and the errors for bad credentials, malformed answers and timeouts.
 
+// A test crate is not API: the `pub` items of the support modules it shares with other test
+// files (and of the examples it includes) are for those files, not for users to read.
+#![allow(missing_docs, unreachable_pub)]
+
 mod builtin_server;
 
 use std::path::PathBuf;

@@ -3,6 +3,10 @@
 //! `call_plugin` capability, as agents of their own (`builtin = "..."`), and what
 //! `bilayer check` says about an unknown builtin or a bad config.
 
+// A test crate is not API: the `pub` items of the support modules it shares with other test
+// files (and of the examples it includes) are for those files, not for users to read.
+#![allow(missing_docs, unreachable_pub)]
+
 mod builtin_server;
 
 use std::path::{Path, PathBuf};

@@ -5,6 +5,10 @@
 //! (A → B → A, or A → A) fails with `PluginError::CallCycle` instead of deadlocking; and call
 //! statistics (calls, errors, timeouts) are counted in `list()`.
 
+// A test crate is not API: the `pub` items of the support modules it shares with other test
+// files (and of the examples it includes) are for those files, not for users to read.
+#![allow(missing_docs, unreachable_pub)]
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -6,6 +6,10 @@
 //! dependencies and cycles reported by name; single `load`/`start`/`stop`/`unload` steps that
 //! would break that order are refused with what to do first.
 
+// A test crate is not API: the `pub` items of the support modules it shares with other test
+// files (and of the examples it includes) are for those files, not for users to read.
+#![allow(missing_docs, unreachable_pub)]
+
 mod common;
 
 use bilayer::prelude::*;

@@ -6,6 +6,10 @@
 //! application; exceeding the restart intensity leaves the plugin failed; and the three OTP
 //! strategies restart exactly the plugins they should.
 
+// A test crate is not API: the `pub` items of the support modules it shares with other test
+// files (and of the examples it includes) are for those files, not for users to read.
+#![allow(missing_docs, unreachable_pub)]
+
 mod common;
 
 use std::time::Duration;

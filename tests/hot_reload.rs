@@ -4,6 +4,10 @@
 //! (compile, self-test, migration failures), and rollback of a live version that keeps failing.
 //! The reload under load is in tests/hot_reload_load.rs.
 
+// A test crate is not API: the `pub` items of the support modules it shares with other test
+// files (and of the examples it includes) are for those files, not for users to read.
+#![allow(missing_docs, unreachable_pub)]
+
 mod hot_reload_support;
 
 use std::time::Duration;

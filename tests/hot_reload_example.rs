@@ -2,6 +2,10 @@
 //! `PluginManager`) to completion: the loop must end on its own once the example stops the
 //! manager, after a reload, a failed reload, a migrated reload and a no-op save.
 
+// A test crate is not API: the `pub` items of the support modules it shares with other test
+// files (and of the examples it includes) are for those files, not for users to read.
+#![allow(missing_docs, unreachable_pub)]
+
 #[path = "../examples/hot_reload.rs"]
 mod example;
 

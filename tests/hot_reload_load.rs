@@ -4,6 +4,10 @@
 //! order they were saved and never a broken one, the events say what happened, and (Rhai) the
 //! state written by every call of every version is all there at the end.
 
+// A test crate is not API: the `pub` items of the support modules it shares with other test
+// files (and of the examples it includes) are for those files, not for users to read.
+#![allow(missing_docs, unreachable_pub)]
+
 mod hot_reload_support;
 
 use std::collections::BTreeSet;

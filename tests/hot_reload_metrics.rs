@@ -3,6 +3,10 @@
 //! as a Prometheus scrape shows them. Its own test binary, because it installs the process-wide
 //! metrics recorder.
 
+// A test crate is not API: the `pub` items of the support modules it shares with other test
+// files (and of the examples it includes) are for those files, not for users to read.
+#![allow(missing_docs, unreachable_pub)]
+
 mod hot_reload_support;
 
 use std::time::Duration;

@@ -6,6 +6,10 @@
 //! dead-lettered once, with the rolled-back version's reason; a failure no rollback follows is
 //! answered with its error once its hold runs out.
 
+// A test crate is not API: the `pub` items of the support modules it shares with other test
+// files (and of the examples it includes) are for those files, not for users to read.
+#![allow(missing_docs, unreachable_pub)]
+
 mod hot_reload_support;
 
 use std::collections::HashSet;

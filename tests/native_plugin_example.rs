@@ -5,6 +5,10 @@
 //! `execute("my_plugin", "input data".to_string())`) give the seed's answer; and that a plugin
 //! writing only `metadata` and `execute` (the trait's defaults for the rest) runs the same way.
 
+// A test crate is not API: the `pub` items of the support modules it shares with other test
+// files (and of the examples it includes) are for those files, not for users to read.
+#![allow(missing_docs, unreachable_pub)]
+
 #[path = "../examples/native_plugin.rs"]
 mod example;
 

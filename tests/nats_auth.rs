@@ -8,6 +8,10 @@
 //! Needs the `nats-server` binary (the project's machines and `.ci/run` have it); skipped
 //! without it unless `BILAYER_REQUIRE_NATS=1`.
 
+// A test crate is not API: the `pub` items of the support modules it shares with other test
+// files (and of the examples it includes) are for those files, not for users to read.
+#![allow(missing_docs, unreachable_pub)]
+
 mod hot_reload_support;
 
 use std::net::TcpStream;

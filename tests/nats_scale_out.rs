@@ -4,6 +4,10 @@
 //! worker's unacknowledged messages must have been redelivered to the others, and the
 //! results stream must hold exactly one result per order. Needs NATS (tests/nats_support).
 
+// A test crate is not API: the `pub` items of the support modules it shares with other test
+// files (and of the examples it includes) are for those files, not for users to read.
+#![allow(missing_docs, unreachable_pub)]
+
 // Workload W1 (not library API: runtime/orders.rs says why); this crate uses part of it.
 #[allow(dead_code)]
 #[path = "../runtime/orders.rs"]

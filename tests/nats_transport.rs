@@ -3,6 +3,10 @@
 //! input on an agent's subject; two systems (a submitter and a worker) sharing the work; a
 //! clear error when the server is not there. Needs NATS (tests/nats_support).
 
+// A test crate is not API: the `pub` items of the support modules it shares with other test
+// files (and of the examples it includes) are for those files, not for users to read.
+#![allow(missing_docs, unreachable_pub)]
+
 // Workload W1 (not library API: runtime/orders.rs says why); this crate uses part of it.
 #[allow(dead_code)]
 #[path = "../runtime/orders.rs"]

@@ -3,6 +3,10 @@
 //! version is refused while the serving one keeps routing, and a deleted file keeps the last
 //! version. Real files, real notify, a real agent system built from a TOML definition.
 
+// A test crate is not API: the `pub` items of the support modules it shares with other test
+// files (and of the examples it includes) are for those files, not for users to read.
+#![allow(missing_docs, unreachable_pub)]
+
 mod hot_reload_support;
 
 use bilayer::hot_reload::ReloadEvent;

@@ -4,6 +4,10 @@
 //! technical or human, and technical answers from the SQLite knowledge base through the
 //! database plugin.
 
+// A test crate is not API: the `pub` items of the support modules it shares with other test
+// files (and of the examples it includes) are for those files, not for users to read.
+#![allow(missing_docs, unreachable_pub)]
+
 mod builtin_server;
 
 use std::collections::BTreeMap;

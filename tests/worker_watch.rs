@@ -4,6 +4,10 @@
 //! and the worker still stops cleanly on SIGTERM. A real worker process, real files, a real
 //! NATS server (skipped without one unless `BILAYER_REQUIRE_NATS=1`).
 
+// A test crate is not API: the `pub` items of the support modules it shares with other test
+// files (and of the examples it includes) are for those files, not for users to read.
+#![allow(missing_docs, unreachable_pub)]
+
 mod hot_reload_support;
 mod nats_support;
 
