@@ -61,7 +61,7 @@ pub(crate) struct PluginShared {
 }
 
 impl PluginShared {
-    pub fn new(metadata: PluginMetadata, order: u64, store: PluginStateStore) -> Self {
+    pub(crate) fn new(metadata: PluginMetadata, order: u64, store: PluginStateStore) -> Self {
         Self {
             id: metadata.id.as_str().into(),
             order,
@@ -72,15 +72,15 @@ impl PluginShared {
         }
     }
 
-    pub fn state(&self) -> PluginState {
+    pub(crate) fn state(&self) -> PluginState {
         state_from_code(self.state.load(Ordering::Acquire))
     }
 
-    pub fn set_state(&self, state: PluginState) {
+    pub(crate) fn set_state(&self, state: PluginState) {
         self.state.store(state_code(state), Ordering::Release);
     }
 
-    pub fn metadata(&self) -> PluginMetadata {
+    pub(crate) fn metadata(&self) -> PluginMetadata {
         self.metadata
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -88,7 +88,7 @@ impl PluginShared {
     }
 
     /// Replaces the metadata (a swap to another version), keeping the registered id.
-    pub fn set_metadata(&self, mut metadata: PluginMetadata) {
+    pub(crate) fn set_metadata(&self, mut metadata: PluginMetadata) {
         metadata.id = self.id.to_string();
         *self
             .metadata
@@ -97,7 +97,7 @@ impl PluginShared {
     }
 
     /// The version serving the plugin's calls.
-    pub fn version(&self) -> String {
+    pub(crate) fn version(&self) -> String {
         self.metadata
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -105,21 +105,21 @@ impl PluginShared {
             .clone()
     }
 
-    pub fn store(&self) -> PluginStateStore {
+    pub(crate) fn store(&self) -> PluginStateStore {
         self.store
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
     }
 
-    pub fn set_store(&self, store: PluginStateStore) {
+    pub(crate) fn set_store(&self, store: PluginStateStore) {
         *self
             .store
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = store;
     }
 
-    pub fn info(&self) -> PluginInfo {
+    pub(crate) fn info(&self) -> PluginInfo {
         PluginInfo {
             metadata: self.metadata(),
             state: self.state(),
@@ -149,7 +149,7 @@ pub(crate) struct PluginStats {
 
 impl PluginStats {
     /// Counts one call; only the plugin's actor calls this (see the type's docs).
-    pub fn record_call(&self, elapsed: Duration, ok: bool) {
+    pub(crate) fn record_call(&self, elapsed: Duration, ok: bool) {
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         let add = |counter: &AtomicU64, n: u64| {
             counter.store(
@@ -167,24 +167,24 @@ impl PluginStats {
         }
     }
 
-    pub fn record_panic(&self) {
+    pub(crate) fn record_panic(&self) {
         self.panics.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn record_timeout(&self) {
+    pub(crate) fn record_timeout(&self) {
         self.timeouts.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one restart and returns the total.
-    pub fn record_restart(&self) -> u32 {
+    pub(crate) fn record_restart(&self) -> u32 {
         self.restarts.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    pub fn restarts(&self) -> u32 {
+    pub(crate) fn restarts(&self) -> u32 {
         self.restarts.load(Ordering::Relaxed)
     }
 
-    pub fn snapshot(&self) -> PluginStatsSnapshot {
+    pub(crate) fn snapshot(&self) -> PluginStatsSnapshot {
         let calls = self.calls.load(Ordering::Relaxed);
         let busy = self.busy_nanos.load(Ordering::Relaxed);
         PluginStatsSnapshot {
@@ -207,19 +207,26 @@ pub struct PluginStatsSnapshot {
     pub calls: u64,
     /// Executions that returned an error (panics included).
     pub errors: u64,
+    /// Of those, the ones that panicked.
     pub panics: u64,
     /// Calls whose caller gave up waiting (the execute timeout).
     pub timeouts: u64,
+    /// Times the supervisor restarted the plugin.
     pub restarts: u32,
+    /// Mean execution time over `calls`.
     pub mean_latency: Duration,
+    /// Longest execution time seen.
     pub max_latency: Duration,
 }
 
 /// One row of `PluginManager::list()`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PluginInfo {
+    /// The metadata of the version serving.
     pub metadata: PluginMetadata,
+    /// Its lifecycle state, as the host tracks it.
     pub state: PluginState,
+    /// Its call statistics.
     pub stats: PluginStatsSnapshot,
 }
 
