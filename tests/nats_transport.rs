@@ -295,8 +295,7 @@ async fn an_unreachable_server_is_a_clear_error() {
         .agent("a", step("a", Ok))
         .build()
         .await
-        .err()
-        .expect("no server on port 1");
+        .expect_err("no server on port 1");
     let message = error.to_string();
     assert!(
         message.contains("cannot connect to NATS at nats://127.0.0.1:1"),
@@ -312,8 +311,7 @@ async fn remote_agents_need_the_nats_transport() {
         .remote_agent("b")
         .build()
         .await
-        .err()
-        .expect("in-process system with a remote agent");
+        .expect_err("in-process system with a remote agent");
     assert!(
         error.to_string().contains("need the NATS transport"),
         "{error}"

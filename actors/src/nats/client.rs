@@ -24,7 +24,7 @@ pub(crate) struct Pending {
 impl NatsLink {
     /// Publishes `payload` to `entry` as input `seq` of this run; its outcome completes
     /// `ticket`.
-    pub async fn submit(
+    pub(crate) async fn submit(
         self: &Arc<Self>,
         seq: u64,
         entry: &str,
@@ -68,7 +68,7 @@ impl NatsLink {
     }
 
     /// Input `seq` could not be submitted: its outcome is an error.
-    pub fn refuse(&self, seq: u64, error: String) {
+    pub(crate) fn refuse(&self, seq: u64, error: String) {
         let pending = self
             .pending
             .lock()

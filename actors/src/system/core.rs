@@ -37,7 +37,7 @@ pub(crate) enum Next<'a> {
 
 impl Next<'_> {
     /// The same decision, no longer borrowing the output (for a decision that outlives it).
-    pub fn into_owned(self) -> Next<'static> {
+    pub(crate) fn into_owned(self) -> Next<'static> {
         match self {
             Next::Terminal => Next::Terminal,
             Next::One(name) => Next::One(Cow::Owned(name.into_owned())),
@@ -82,14 +82,14 @@ pub(crate) struct RoutingSlot {
 }
 
 impl RoutingSlot {
-    pub fn new(policy: Option<Arc<dyn RoutingPolicy>>) -> Self {
+    pub(crate) fn new(policy: Option<Arc<dyn RoutingPolicy>>) -> Self {
         Self {
             active: AtomicBool::new(policy.is_some()),
             policy: RwLock::new(policy),
         }
     }
 
-    pub fn get(&self) -> Option<Arc<dyn RoutingPolicy>> {
+    pub(crate) fn get(&self) -> Option<Arc<dyn RoutingPolicy>> {
         if !self.active.load(Ordering::Acquire) {
             return None;
         }
@@ -99,7 +99,7 @@ impl RoutingSlot {
             .clone()
     }
 
-    pub fn set(&self, policy: Option<Arc<dyn RoutingPolicy>>) {
+    pub(crate) fn set(&self, policy: Option<Arc<dyn RoutingPolicy>>) {
         let mut slot = self.policy.write().unwrap_or_else(|p| p.into_inner());
         self.active.store(policy.is_some(), Ordering::Release);
         *slot = policy;
@@ -153,7 +153,7 @@ impl SystemCore {
     }
 
     /// Delivers an envelope to `target`, or dead-letters it.
-    pub fn deliver(&self, envelope: Envelope, target: &str) {
+    pub(crate) fn deliver(&self, envelope: Envelope, target: &str) {
         let route = self.resolve(envelope.hops.len(), target);
         self.send_or_dead_letter(envelope, route);
     }
@@ -190,12 +190,12 @@ impl SystemCore {
     }
 
     /// Whether `agent` is an agent of the system, here or in another process.
-    pub fn knows(&self, agent: &str) -> bool {
+    pub(crate) fn knows(&self, agent: &str) -> bool {
         self.agents.contains_key(agent) || self.remote_agents.contains(agent)
     }
 
     /// Called by an agent's actor with the output its plugin produced.
-    pub fn forward(&self, envelope: Envelope, output: Value) {
+    pub(crate) fn forward(&self, envelope: Envelope, output: Value) {
         let agent = envelope.hops.last().map_or("", |name| &**name);
         let next = match self.next(agent, &output) {
             Ok(next) => next,
@@ -270,7 +270,7 @@ impl SystemCore {
     }
 
     /// Ends one branch in the dead-letter queue.
-    pub fn dead_letter(&self, envelope: Envelope, reason: String) {
+    pub(crate) fn dead_letter(&self, envelope: Envelope, reason: String) {
         if envelope.ticket.remote.is_some() {
             if let Some(link) = &self.nats {
                 return worker::dead_letter(self, link, envelope, reason);
@@ -304,7 +304,7 @@ impl SystemCore {
         );
     }
 
-    pub fn record_outcome(&self, outcome: &Outcome) {
+    pub(crate) fn record_outcome(&self, outcome: &Outcome) {
         let counter = match outcome.status {
             OutcomeStatus::Ok => &self.totals.ok,
             OutcomeStatus::Error => &self.totals.error,
