@@ -12,9 +12,10 @@
 //!
 //! Not part of the library's API: the library compiles this file privately for the native
 //! plugins a system definition can name ([`builtin_native`]); the `bilayer` binary (`mod
-//! orders;` in runtime/main.rs), the benches, the W1 example and the integration tests (`#[path
-//! = "../runtime/orders.rs"] mod orders;`) each compile it too, for the workload's orders and
-//! answer. Each uses part of it, hence the `#[allow(dead_code)]` on those `mod` lines.
+//! orders;` in runtime/main.rs), the benches and the W1 example (`#[path =
+//! "../runtime/orders.rs"] mod orders;`) and the integration tests (the same in tests/it/main.rs)
+//! each compile it too, for the workload's orders and answer. Each uses part of it, hence the
+//! `#[allow(dead_code)]` on those `mod` lines.
 
 use bilayer_plugins::{AgentPlugin, FnPlugin, PluginError, PluginResult, PluginType};
 use serde_json::{json, Map, Value};

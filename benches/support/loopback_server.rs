@@ -1,7 +1,7 @@
 //! A minimal HTTP/1.1 server on 127.0.0.1 for benches/seed_table.rs: fixed answers by path,
 //! persistent connections, nothing recorded, nothing delayed.
 //!
-//! Why not tests/builtin_server (the built-in plugins' test server, which the bench first
+//! Why not tests/it/builtin_server (the built-in plugins' test server, which the bench first
 //! used): it sleeps `Duration::ZERO` twice per answer (its delay and chunk pauses), and a tokio
 //! sleep always waits for the next tick of the 1 ms timer wheel, so every answer took ~2.5 ms
 //! whoever the client was; it also closes every connection and keeps a copy of every request.
