@@ -102,7 +102,7 @@ pub use bilayer_actors::{
     RoutingPolicy, SystemTotals, DEFAULT_MAX_BRANCHES, DEFAULT_MAX_HOPS, DEFAULT_MAX_IN_FLIGHT,
 };
 pub use bilayer_actors::{
-    NatsCredentials, NatsStorage, NatsTransport, Transport, DEFAULT_NATS_URL,
+    NatsCredentials, NatsStorage, NatsTransport, Transport, TransportError, DEFAULT_NATS_URL,
 };
 pub use bilayer_actors::{
     PluginFactory, PluginInfo, PluginManager, PluginManagerBuilder, PluginOptions,
@@ -110,8 +110,9 @@ pub use bilayer_actors::{
     DEFAULT_EXECUTE_TIMEOUT,
 };
 pub use bilayer_plugins::{
-    async_trait, AgentPlugin, CallChain, FnPlugin, LimitSettings, PluginCaller, PluginContext,
-    PluginError, PluginMetadata, PluginResult, PluginState, PluginStateStore, PluginType,
+    async_trait, AgentPlugin, CallChain, CallError, ErrorDetail, FnPlugin, LimitSettings,
+    PluginCaller, PluginContext, PluginError, PluginMetadata, PluginResult, PluginState,
+    PluginStateStore, PluginType,
 };
 
 /// Everything a plugin author or an application needs: `use bilayer::prelude::*;`.

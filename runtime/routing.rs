@@ -1,85 +1,8 @@
 //! Routing scripts: a Rhai script that decides, after each agent, where its output goes,
 //! overriding the output's own `next_agent`.
 //!
-//! The script sees `#{ agent: "intake", message: #{ ...the output... } }` and may be any Rhai
-//! plugin form:
-//!
-//! - an entry function returning the next agent (`"manager"`), a list of agents
-//!   (`["audit", "archive"]`) or `()` to keep the output's own `next_agent`; a map with a
-//!   `next_agent` field works too;
-//! - a rules script (rules in priority order, first match wins, like the rule engine) whose
-//!   actions return `#{ next_agent: ... }`; when no rule fires, the output's `next_agent`
-//!   stands.
-//!
-//! The policy runs on the agent's actor right after the agent, inside the script's sandbox
-//! limits. Replace it at run time with `AgentSystem::set_routing_policy`.
+//! [`RhaiRoutingPolicy`] lives beside the [`RoutingPolicy`](bilayer_actors::RoutingPolicy)
+//! trait it implements, in `bilayer-actors` (`system/routing.rs`, whose module docs describe
+//! the script forms); this module keeps its path in the facade, `bilayer::routing`.
 
-use std::path::Path;
-
-use bilayer_actors::RoutingPolicy;
-use bilayer_plugins::rhai_runtime::{RhaiConfig, RhaiPlugin};
-use bilayer_plugins::{AgentPlugin, PluginResult};
-use serde_json::{json, Value};
-
-/// A [`RoutingPolicy`] backed by a Rhai script.
-pub struct RhaiRoutingPolicy {
-    script: RhaiPlugin,
-}
-
-impl std::fmt::Debug for RhaiRoutingPolicy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RhaiRoutingPolicy")
-            .field("script", &self.script.metadata().id)
-            .field("version", &self.version())
-            .finish()
-    }
-}
-
-impl RhaiRoutingPolicy {
-    /// A policy running the Rhai script at `path`, with the default limits.
-    pub fn from_file(path: impl AsRef<Path>) -> PluginResult<Self> {
-        Self::from_file_with_config(path, RhaiConfig::default())
-    }
-
-    /// A policy running the Rhai script at `path`, with these limits.
-    pub fn from_file_with_config(path: impl AsRef<Path>, config: RhaiConfig) -> PluginResult<Self> {
-        Ok(Self {
-            script: RhaiPlugin::from_file_with_config(path, config)?,
-        })
-    }
-
-    /// A policy running `script` (compiled; it needs no lifecycle steps).
-    pub fn from_plugin(script: RhaiPlugin) -> Self {
-        Self { script }
-    }
-
-    /// The version (content hash) of the script.
-    pub fn version(&self) -> &str {
-        &self.script.metadata().version
-    }
-
-    /// A policy running `source`, with the default limits (the script is named `routing`).
-    pub fn from_source(source: &str) -> PluginResult<Self> {
-        Ok(Self {
-            script: RhaiPlugin::from_source("routing", source)?,
-        })
-    }
-}
-
-impl RoutingPolicy for RhaiRoutingPolicy {
-    fn route(&self, agent: &str, output: &Value) -> Result<Option<Value>, String> {
-        let decided = self
-            .script
-            .execute_value(json!({ "agent": agent, "message": output }))
-            .map_err(|e| format!("routing script failed after `{agent}`: {e}"))?;
-        match decided {
-            Value::Null => Ok(None),
-            Value::String(_) | Value::Array(_) => Ok(Some(decided)),
-            Value::Object(mut fields) => Ok(fields.remove("next_agent")),
-            other => Err(format!(
-                "routing script returned {other} after `{agent}`; return an agent name, a list \
-                 of names, a map with next_agent, or () to keep the output's next_agent"
-            )),
-        }
-    }
-}
+pub use bilayer_actors::RhaiRoutingPolicy;

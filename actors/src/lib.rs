@@ -21,21 +21,26 @@
 //! - `registry`: what the manager knows of each plugin without asking its actor (address,
 //!   metadata, atomic state mirror and call statistics: [`PluginInfo`]).
 //! - `plugin_actor`: the actor hosting one plugin, and its protocol `PluginMsg`; inside it,
-//!   `swap` (a new version between two messages, probation, rollback) and `replay` (messages a
-//!   version on probation failed, run again after a rollback).
+//!   `call` (an `execute` call), `hop` (an agent hop: the inbox's turns and the hop itself),
+//!   `settle` (how a call or hop ended, counted once for both), `swap` (a new version between
+//!   two messages, probation, rollback) and `replay` (messages a version on probation failed,
+//!   run again after a rollback).
 //! - `supervisor`, `supervision`: the supervisor that restarts plugins in place;
 //!   [`SupervisionStrategy`], [`RestartIntensity`], [`SupervisorEvent`].
 //! - `dependency`: load and start order from declared dependencies.
 //! - `system`: agent systems ([`AgentSystem`]): admission, inboxes, routing by `next_agent`
-//!   or a [`RoutingPolicy`], dead letters, one [`Outcome`] per input.
-//! - `nats`: the NATS JetStream transport that spreads one system over processes
-//!   ([`Transport::Nats`]).
+//!   or a [`RoutingPolicy`] (a Rhai script: [`RhaiRoutingPolicy`]), dead letters, one
+//!   [`Outcome`] per input; the carrier, the one seam where messages leave for another
+//!   transport.
+//! - `nats` (cargo feature `nats`, on by default): the NATS JetStream transport that spreads
+//!   one system over processes (`Transport::Nats`).
 //! - `reload_target`: the manager as the target of hot reload (`bilayer_plugins::hot_reload`).
 //! - `clock`: the time-stamp-counter clock the hot path reads.
 
 mod clock;
 mod dependency;
 mod manager;
+#[cfg(feature = "nats")]
 mod nats;
 mod plugin_actor;
 mod registry;
@@ -45,11 +50,15 @@ mod supervisor;
 mod system;
 
 pub use manager::{PluginManager, PluginManagerBuilder, PluginOptions, DEFAULT_EXECUTE_TIMEOUT};
-pub use nats::{NatsCredentials, NatsStorage, NatsTransport, Transport, DEFAULT_NATS_URL};
+#[cfg(feature = "nats")]
+pub use nats::{
+    NatsCredentials, NatsStorage, NatsTransport, Transport, TransportError, DEFAULT_NATS_URL,
+};
 pub use plugin_actor::PluginFactory;
 pub use registry::{PluginInfo, PluginStatsSnapshot};
 pub use supervision::{RestartIntensity, SupervisionStrategy, SupervisorEvent};
 pub use system::{
     AgentSystem, AgentSystemBuilder, DeadLetter, Outcome, OutcomeStatus, OutcomeStream,
-    RoutingPolicy, SystemTotals, DEFAULT_MAX_BRANCHES, DEFAULT_MAX_HOPS, DEFAULT_MAX_IN_FLIGHT,
+    RhaiRoutingPolicy, RoutingPolicy, SystemTotals, DEFAULT_MAX_BRANCHES, DEFAULT_MAX_HOPS,
+    DEFAULT_MAX_IN_FLIGHT,
 };

@@ -32,8 +32,8 @@ use std::time::Duration;
 
 use bilayer_plugins::hot_reload::{Replacement, SwapReport};
 use bilayer_plugins::{
-    AgentPlugin, CallChain, PluginCaller, PluginContext, PluginError, PluginResult, PluginState,
-    PluginStateStore,
+    AgentPlugin, CallChain, CallError, PluginCaller, PluginContext, PluginError, PluginResult,
+    PluginState, PluginStateStore,
 };
 use dashmap::DashMap;
 use futures::future::BoxFuture;
@@ -501,8 +501,16 @@ impl PluginManager {
     }
 
     /// Executes a plugin on one input through its actor, waiting at most the manager's execute
-    /// timeout.
+    /// timeout. The seed's entry point: its error is a [`PluginError`], whichever layer it
+    /// comes from ([`PluginManager::call`] keeps the host's outcomes apart).
     pub async fn execute(&self, id: &str, input: String) -> PluginResult<String> {
+        self.call(id, input).await.map_err(PluginError::from)
+    }
+
+    /// [`PluginManager::execute`], answering how the call ended as a [`CallError`]: the host's
+    /// outcomes (not found, stopped, not running, timed out, panicked, a call cycle) apart from
+    /// the plugin's own error ([`CallError::Plugin`]).
+    pub async fn call(&self, id: &str, input: String) -> Result<String, CallError> {
         self.execute_in_chain(CallChain::current(), id, input, self.inner.execute_timeout)
             .await
     }
@@ -519,6 +527,7 @@ impl PluginManager {
     ) -> PluginResult<String> {
         self.execute_in_chain(CallChain::current(), id, input, Some(timeout))
             .await
+            .map_err(PluginError::from)
     }
 
     async fn execute_in_chain(
@@ -527,7 +536,7 @@ impl PluginManager {
         id: &str,
         input: String,
         timeout: Option<Duration>,
-    ) -> PluginResult<String> {
+    ) -> Result<String, CallError> {
         chain.check_call(id)?;
         let (reply, answer) = oneshot::channel();
         // Sent under the registry's read guard rather than from a cloned slot: the hot path
@@ -535,14 +544,14 @@ impl PluginManager {
         self.inner
             .plugins
             .get(id)
-            .ok_or_else(|| PluginError::NotFound(id.to_string()))?
+            .ok_or_else(|| CallError::NotFound(id.to_string()))?
             .actor
             .send_message(PluginMsg::Execute {
                 input,
                 chain,
                 reply,
             })
-            .map_err(|_| PluginError::Stopped(id.to_string()))?;
+            .map_err(|_| CallError::Stopped(id.to_string()))?;
         let answered = match timeout {
             None => answer.await,
             Some(limit) => match tokio::time::timeout(limit, answer).await {
@@ -551,14 +560,14 @@ impl PluginManager {
                     if let Some(slot) = self.inner.plugins.get(id) {
                         slot.shared.stats.record_timeout();
                     }
-                    return Err(PluginError::Timeout {
+                    return Err(CallError::Timeout {
                         id: id.to_string(),
                         after: limit,
                     });
                 }
             },
         };
-        answered.unwrap_or_else(|_| Err(PluginError::Stopped(id.to_string())))
+        answered.unwrap_or_else(|_| Err(CallError::Stopped(id.to_string())))
     }
 
     /// Every plugin with its metadata, state and call statistics, in registration order.
@@ -771,6 +780,7 @@ impl PluginCaller for ManagerCaller {
             manager
                 .execute_in_chain(chain, &target, input, timeout)
                 .await
+                .map_err(PluginError::from)
         })
     }
 }

@@ -1,9 +1,10 @@
 //! The actor that hosts one plugin: its mailbox serialises every call, so the plugin needs no
 //! locks, and its failures stay inside it.
 //!
-//! The protocol ([`PluginMsg`]): execute an input, deliver an agent message, take a lifecycle
-//! step, restart (sent by the supervisor when a sibling's failure requires it), or swap in a new
-//! version (hot reload, swap.rs). A panic inside the plugin is caught here, the caller is
+//! The protocol ([`PluginMsg`]): execute an input (call.rs), serve the agent's inbox (hop.rs),
+//! take a lifecycle step, restart (sent by the supervisor when a sibling's failure requires it),
+//! or swap in a new version (hot reload, swap.rs). A call and a hop end alike (`RunEnd` in
+//! settle.rs) and are settled by the same step. A panic inside the plugin is caught here, the caller is
 //! answered with [`PluginError::Panicked`], and the actor asks its supervisor what to do
 //! *before* taking the next message from its mailbox: so the messages queued behind the poison
 //! message are served by the restarted plugin, none are lost. After a swap, the faults of the
@@ -11,35 +12,32 @@
 //! to the last known-good version before taking the next message (swap.rs); the messages the
 //! new version failed meanwhile are held and run again on that version (replay.rs).
 
-use std::any::Any;
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use bilayer_plugins::hot_reload::{Replacement, SwapReport};
 use bilayer_plugins::{
-    AgentPlugin, CallChain, PluginContext, PluginError, PluginResult, PluginState,
+    AgentPlugin, CallChain, CallError, PluginContext, PluginError, PluginResult, PluginState,
 };
 use futures::FutureExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use serde_json::Value;
 use tokio::sync::oneshot;
-use tracing::Instrument;
 
-use crate::clock;
 use crate::registry::PluginShared;
 use crate::supervisor::{RestartDecision, SupervisorMsg};
-use crate::system::{agent_not_running, Envelope, Inbox, SystemCore, MAX_PER_TURN};
-use replay::Held;
+use crate::system::{Envelope, Inbox};
+pub(crate) use call::CallReply;
+pub(crate) use settle::panic_message;
 
+mod call;
+mod hop;
 mod replay;
+mod settle;
 mod swap;
 
 /// Builds a fresh plugin instance; given at registration so a restart starts clean.
 pub type PluginFactory = Arc<dyn Fn() -> Box<dyn AgentPlugin> + Send + Sync>;
-
-/// How one agent hop ended: the plugin's answer, a panic, or the hop timeout that ran out.
-type HopOutcome = Result<Result<PluginResult<()>, Box<dyn Any + Send>>, std::time::Duration>;
 
 /// The messages a plugin actor understands.
 pub(crate) enum PluginMsg {
@@ -47,7 +45,7 @@ pub(crate) enum PluginMsg {
     Execute {
         input: String,
         chain: CallChain,
-        reply: oneshot::Sender<PluginResult<String>>,
+        reply: CallReply,
     },
     /// Move the plugin one step along its lifecycle.
     Lifecycle {
@@ -292,384 +290,6 @@ impl Actor for PluginActor {
 }
 
 impl PluginActorState {
-    async fn execute(
-        &mut self,
-        input: String,
-        chain: CallChain,
-        mut reply: oneshot::Sender<PluginResult<String>>,
-    ) {
-        if self.lifecycle != PluginState::Running {
-            let _ = reply.send(Err(self.refusal("execute", "Running")));
-            return;
-        }
-        let span = tracing::debug_span!(
-            "plugin.execute",
-            plugin = %self.shared.id,
-            version = %self.version,
-            outcome = tracing::field::Empty,
-            micros = tracing::field::Empty,
-        );
-        // On probation the input is kept, to run it again should the version be rolled back.
-        let retry = self
-            .probation
-            .is_some()
-            .then(|| (input.clone(), chain.clone()));
-        let started = clock::now();
-        let run = AssertUnwindSafe(chain.scope(self.shared.id.clone(), self.plugin.execute(input)))
-            .catch_unwind()
-            .instrument(span.clone());
-        // Most plugins finish on their first poll (scripts, modules, pure functions): they need
-        // no watcher. A plugin still pending after it is raced against its caller: a caller that
-        // stopped waiting (its timeout fired) cancels the call, so an async plugin stuck on I/O
-        // does not hold the mailbox forever.
-        let outcome = {
-            let mut run = std::pin::pin!(run);
-            match futures::poll!(run.as_mut()) {
-                std::task::Poll::Ready(outcome) => Some(outcome),
-                std::task::Poll::Pending => tokio::select! {
-                    biased;
-                    outcome = run => Some(outcome),
-                    _ = reply.closed() => None,
-                },
-            }
-        };
-        let elapsed = clock::since(started);
-        self.metrics.calls.increment(1);
-        self.metrics.latency.record(elapsed.as_secs_f64());
-        // Recording into a disabled span still walks tracing's dispatch (and its `log` bridge).
-        let traced = !span.is_disabled();
-        if traced {
-            span.record("micros", elapsed.as_micros() as u64);
-        }
-        match outcome {
-            Some(Ok(result)) => {
-                let ok = result.is_ok();
-                self.shared.stats.record_call(elapsed, ok);
-                if !ok {
-                    self.metrics.errors.increment(1);
-                }
-                if traced {
-                    span.record("outcome", if ok { "ok" } else { "error" });
-                }
-                match result {
-                    Err(error) if error.is_plugin_fault() => {
-                        let failed = Self::failed_call(retry, reply, &error);
-                        self.on_fault(failed, &error).await;
-                    }
-                    result => {
-                        let _ = reply.send(result);
-                    }
-                }
-            }
-            Some(Err(panic)) => {
-                self.shared.stats.record_call(elapsed, false);
-                self.shared.stats.record_panic();
-                self.metrics.errors.increment(1);
-                span.record("outcome", "panic");
-                let message = panic_message(panic.as_ref());
-                let error = PluginError::Panicked {
-                    id: self.shared.id.to_string(),
-                    message: message.clone(),
-                };
-                let failed = Self::failed_call(retry, reply, &error);
-                if !self.on_fault(failed, &error).await {
-                    self.recover(format!("panicked: {message}")).await;
-                }
-            }
-            None => {
-                self.shared.stats.record_call(elapsed, false);
-                self.metrics.errors.increment(1);
-                span.record("outcome", "cancelled");
-                // Debug: the caller already has the timeout (an agent's message becomes a dead
-                // letter saying so); one warning per timed-out call would flood the log.
-                tracing::debug!(plugin = %self.shared.id, ?elapsed, "call cancelled: its caller timed out");
-                let error = PluginError::Timeout {
-                    id: self.shared.id.to_string(),
-                    after: elapsed,
-                };
-                self.on_fault(None, &error).await;
-            }
-        }
-    }
-
-    /// A call that failed with `error`: answered now, or, when it came in on probation
-    /// (`retry` holds its input), returned to be held for a replay.
-    fn failed_call(
-        retry: Option<(String, CallChain)>,
-        reply: oneshot::Sender<PluginResult<String>>,
-        error: &PluginError,
-    ) -> Option<Held> {
-        match retry {
-            Some((input, chain)) => Some(Held::call(input, chain, reply, error.clone())),
-            None => {
-                let _ = reply.send(Err(error.clone()));
-                None
-            }
-        }
-    }
-
-    /// One mailbox turn of agent work: serves up to [`MAX_PER_TURN`] messages from the inbox,
-    /// then yields the mailbox to whatever else waits there (a swap, a lifecycle step) by
-    /// sending itself the next `Drain`.
-    async fn drain(&mut self, myself: &ActorRef<PluginMsg>, inbox: Arc<Inbox>) {
-        // One reference to the system per turn, rather than one per message: a count bumped
-        // by the producer's core and dropped by the terminal agent's would cross cores on every
-        // input. The system outlives every input it admitted (`SystemInner`'s drop), so the
-        // core is only gone once nothing waits for an outcome.
-        let Some(core) = inbox.core() else {
-            return self.dead_letter_all(&inbox, "stopped");
-        };
-        let mut served = 0;
-        while served < MAX_PER_TURN {
-            inbox.take(MAX_PER_TURN - served, &mut self.batch);
-            if self.batch.is_empty() {
-                // The inbox is idle again; the next message schedules the next turn.
-                return;
-            }
-            served += self.batch.len();
-            while let Some(envelope) = self.batch.pop_front() {
-                self.deliver(envelope, &core).await;
-            }
-        }
-        if myself
-            .send_message(PluginMsg::Drain(Arc::clone(&inbox)))
-            .is_err()
-        {
-            self.dead_letter_all(&inbox, "stopped");
-        }
-    }
-
-    /// Ends what waits for this agent as dead letters, once: it is stopping and its inbox
-    /// will not be served again.
-    fn abandon_inbox(&mut self) {
-        if let Some(inbox) = self.inbox.take() {
-            if let Some(cut_short) = self.in_flight.take() {
-                self.batch.push_front(cut_short);
-            }
-            self.dead_letter_all(&inbox, "stopped");
-        }
-    }
-
-    /// Ends every message waiting for the agent (what is left of the current turn, then
-    /// `inbox`) as a dead letter: the agent is not running (it
-    /// is `state`). If the system itself is gone, nothing waits for their outcomes any more
-    /// (see `SystemInner`'s drop): they are dropped, and the drop logged.
-    fn dead_letter_all(&mut self, inbox: &Inbox, state: &str) {
-        // A turn's leftovers first: they came out of the inbox before what is still in it.
-        let mut waiting: Vec<Envelope> = self.batch.drain(..).collect();
-        waiting.extend(inbox.take_all());
-        if waiting.is_empty() {
-            return;
-        }
-        let Some(core) = inbox.core() else {
-            return tracing::warn!(
-                agent = %self.shared.id,
-                messages = waiting.len(),
-                "messages for an agent system that no longer exists were dropped"
-            );
-        };
-        for envelope in waiting {
-            core.dead_letter(envelope, agent_not_running(&self.shared.id, state));
-        }
-    }
-
-    /// Runs the plugin as an agent on one message and routes its output onward.
-    async fn deliver(&mut self, mut envelope: Envelope, core: &Arc<SystemCore>) {
-        envelope.hops.push(self.shared.id.clone());
-        self.serve_hop(envelope, core).await;
-    }
-
-    /// [`deliver`](Self::deliver) once the hop is counted in the envelope (a replay serves
-    /// the same hop again).
-    async fn serve_hop(&mut self, mut envelope: Envelope, core: &Arc<SystemCore>) {
-        if self.lifecycle != PluginState::Running {
-            let reason = agent_not_running(&self.shared.id, format_args!("{:?}", self.lifecycle));
-            return core.dead_letter(envelope, reason);
-        }
-        // Without a subscriber for it, no span at all: even a disabled one costs a drop that,
-        // with tracing's `log` bridge (sqlx turns it on), checks the log level.
-        let span = if tracing::span_enabled!(tracing::Level::DEBUG) {
-            tracing::debug_span!(
-                "agent.hop",
-                agent = %self.shared.id,
-                version = %self.version,
-                trace_id = envelope.ticket.trace_id,
-                input = envelope.ticket.input,
-            )
-        } else {
-            tracing::Span::none()
-        };
-        let keep_payload = core.keep_failed_payloads;
-        // On probation the message is kept as it came in, to run it again should the version
-        // be rolled back.
-        let retry = self.probation.is_some().then(|| envelope.payload.clone());
-        let started = clock::now();
-        let outcome = match self.deliver_now(&mut envelope.payload, &span) {
-            Some(outcome) => outcome,
-            None => {
-                // Awaiting, the hop can be cut short by a kill (only a sync hop cannot).
-                self.in_flight = Some(Envelope {
-                    payload: Value::Null,
-                    hops: envelope.hops.clone(),
-                    breadth: envelope.breadth,
-                    ticket: Arc::clone(&envelope.ticket),
-                });
-                let outcome = self
-                    .deliver_async(&mut envelope.payload, keep_payload, span, started)
-                    .await;
-                self.in_flight = None;
-                outcome
-            }
-        };
-        if !keep_payload && !matches!(outcome, Ok(Ok(Ok(())))) {
-            // Handed over: a failure's dead letter carries no message, whichever path ran.
-            envelope.payload = Value::Null;
-        }
-        let elapsed = clock::since(started);
-        self.metrics.calls.increment(1);
-        self.metrics.latency.record(elapsed.as_secs_f64());
-        let id = &self.shared.id;
-        let agent_metrics = self
-            .agent_metrics
-            .get_or_insert_with(|| AgentMetrics::new(id));
-        agent_metrics.messages_in.increment(1);
-        agent_metrics.latency.record(elapsed.as_secs_f64());
-        if matches!(outcome, Ok(Ok(Ok(_)))) {
-            agent_metrics.messages_out.increment(1);
-        } else {
-            agent_metrics.failures.increment(1);
-        }
-        match outcome {
-            Ok(Ok(Ok(()))) => {
-                self.shared.stats.record_call(elapsed, true);
-                let output = std::mem::take(&mut envelope.payload);
-                core.forward(envelope, output);
-            }
-            Ok(Ok(Err(error))) => {
-                self.shared.stats.record_call(elapsed, false);
-                self.metrics.errors.increment(1);
-                let reason = format!("agent `{}` failed: {error}", self.shared.id);
-                if error.is_plugin_fault() {
-                    let failed = Self::failed_hop(retry, envelope, core, reason);
-                    self.on_fault(failed, &error).await;
-                } else {
-                    core.dead_letter(envelope, reason);
-                }
-            }
-            Ok(Err(panic)) => {
-                self.shared.stats.record_call(elapsed, false);
-                self.shared.stats.record_panic();
-                self.metrics.errors.increment(1);
-                let message = panic_message(panic.as_ref());
-                let reason = format!("agent `{}` panicked: {message}", self.shared.id);
-                let failed = Self::failed_hop(retry, envelope, core, reason);
-                let error = PluginError::Panicked {
-                    id: self.shared.id.to_string(),
-                    message: message.clone(),
-                };
-                if !self.on_fault(failed, &error).await {
-                    self.recover(format!("panicked: {message}")).await;
-                }
-            }
-            Err(limit) => {
-                self.shared.stats.record_call(elapsed, false);
-                self.shared.stats.record_timeout();
-                self.metrics.errors.increment(1);
-                let reason = format!("agent `{}` did not answer within {limit:?}", self.shared.id);
-                let failed = Self::failed_hop(retry, envelope, core, reason);
-                let error = PluginError::Timeout {
-                    id: self.shared.id.to_string(),
-                    after: limit,
-                };
-                self.on_fault(failed, &error).await;
-            }
-        }
-    }
-
-    /// A hop that failed: dead-lettered now, or, when it came in on probation (`retry` holds
-    /// the message as it came in), returned to be held for a replay.
-    fn failed_hop(
-        retry: Option<Value>,
-        envelope: Envelope,
-        core: &Arc<SystemCore>,
-        reason: String,
-    ) -> Option<Held> {
-        match retry {
-            Some(input) => Some(Held::hop(envelope, input, Arc::clone(core), reason)),
-            None => {
-                core.dead_letter(envelope, reason);
-                None
-            }
-        }
-    }
-
-    /// An agent hop answered at once, by a plugin that can (a native function): no boxed
-    /// future, no task-local call frame, no poll. Such a plugin calls no other plugin, so it
-    /// needs no call chain. `None` when the plugin needs the async path.
-    fn deliver_now(&mut self, payload: &mut Value, span: &tracing::Span) -> Option<HopOutcome> {
-        let _entered = span.enter();
-        let plugin = &mut self.plugin;
-        match std::panic::catch_unwind(AssertUnwindSafe(|| {
-            plugin.execute_json_in_place_now(payload)
-        })) {
-            Ok(None) => None,
-            Ok(Some(result)) => Some(Ok(Ok(result))),
-            Err(panic) => Some(Ok(Err(panic))),
-        }
-    }
-
-    /// An agent hop through the plugin's async entry points, in the agent's call chain, bounded
-    /// by the hop timeout (counted from `started`, the start of the hop) once it has to wait.
-    /// A plugin whose work waits on another thread (a WASM call on a blocking thread) is
-    /// abandoned there when the timeout fires; plugins bound their own guest code by the same
-    /// timeout (`PluginContext::call_timeout`), so a running guest stops at it too. By default the message stays in the envelope,
-    /// lent to the plugin, which replaces it by its output, so that a failure can put it in the
-    /// dead-letter queue (as it was, or for a transforming plugin as it was left); systems
-    /// built with `dead_letter_payloads(false)` hand it over (a plugin that only has
-    /// `execute_json` then needs no copy). Either way, on success `payload` is the output.
-    async fn deliver_async(
-        &mut self,
-        payload: &mut Value,
-        keep_payload: bool,
-        span: tracing::Span,
-        started: clock::Instant,
-    ) -> HopOutcome {
-        let plugin = &mut self.plugin;
-        let call = async move {
-            if keep_payload {
-                plugin.execute_json_in_place(payload).await
-            } else {
-                *payload = plugin.execute_json(std::mem::take(payload)).await?;
-                Ok(())
-            }
-        };
-        // A hop that finishes on its first poll needs no timer (arming one costs more than most
-        // hops); the timeout bounds hops that wait, counted from the start of the hop (the
-        // first poll may have run a speculative inline slice of a WASM call).
-        let hop_timeout = self.hop_timeout;
-        let id = self.shared.id.clone();
-        // Pinned where it is built: the wrappers below then hold a pointer to it, and moving
-        // them copies a few bytes rather than the whole call's state.
-        let scoped = std::pin::pin!(CallChain::default().scope(id, call));
-        // A disabled span would still cost an enter and an exit per poll: leave it out.
-        let run = if span.is_disabled() {
-            futures::future::Either::Left(scoped)
-        } else {
-            futures::future::Either::Right(scoped.instrument(span))
-        };
-        let mut run = AssertUnwindSafe(run).catch_unwind();
-        match futures::poll!(&mut run) {
-            std::task::Poll::Ready(outcome) => Ok(outcome),
-            std::task::Poll::Pending => match hop_timeout {
-                Some(limit) => {
-                    let left = limit.saturating_sub(clock::since(started));
-                    tokio::time::timeout(left, run).await.map_err(|_| limit)
-                }
-                None => Ok(run.await),
-            },
-        }
-    }
-
     /// Reports a failure to the supervisor and carries out its decision, until the plugin is
     /// back in service or the supervisor gives up on it.
     async fn recover(&mut self, mut reason: String) {
@@ -770,13 +390,19 @@ impl PluginActorState {
     }
 
     fn refusal(&self, operation: &'static str, expected: &'static str) -> PluginError {
+        self.refused(operation, expected).into()
+    }
+
+    /// Why `operation` is refused in the plugin's lifecycle state (it must be `expected`):
+    /// the supervisor gave up on it, or it is not there yet.
+    fn refused(&self, operation: &'static str, expected: &'static str) -> CallError {
         if self.lifecycle == PluginState::Error {
-            PluginError::Failed {
+            CallError::Failed {
                 id: self.shared.id.to_string(),
                 restarts: self.shared.stats.restarts(),
             }
         } else {
-            PluginError::InvalidState {
+            CallError::InvalidState {
                 id: self.shared.id.to_string(),
                 operation,
                 state: self.lifecycle,
@@ -809,16 +435,5 @@ where
             id: id.to_string(),
             message: panic_message(panic.as_ref()),
         }),
-    }
-}
-
-/// The text of a panic payload (`panic!("...")` gives a `&str` or a `String`).
-pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "panic with a non-string payload".to_string()
     }
 }

@@ -7,7 +7,12 @@
 //! [`PluginCaller`] trait object, which the actor layer implements on top of its manager. The
 //! chain of plugins currently waiting on each other travels with every call ([`CallChain`]), so
 //! a call that would re-enter a waiting plugin (A → B → A) is refused with
-//! [`PluginError::CallCycle`] instead of deadlocking A's mailbox.
+//! [`CallError::CallCycle`] instead of deadlocking A's mailbox.
+//!
+//! The host's side of a call speaks [`CallError`] (the host's outcomes around the plugin's own
+//! error); what a plugin sees through [`PluginCaller`] and [`PluginContext::call_plugin`] is a
+//! [`PluginResult`], as the seed's plugins expect (`?` inside their own `PluginResult`
+//! functions), and as hosts written against this trait (tests' fakes among them) return.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -18,7 +23,7 @@ use serde_json::Value;
 
 pub(crate) use crate::state_store::PluginStateStore;
 
-use crate::{PluginError, PluginResult};
+use crate::{CallError, PluginError, PluginResult};
 
 tokio::task_local! {
     static TASK_CALL_FRAME: CallFrame;
@@ -78,11 +83,11 @@ impl CallChain {
 
     /// `Ok` when calling `id` from this chain cannot deadlock; otherwise the cycle it would
     /// close, in call order.
-    pub fn check_call(&self, id: &str) -> PluginResult<()> {
+    pub fn check_call(&self, id: &str) -> Result<(), CallError> {
         if self.contains(id) {
             let mut ids = self.ids();
             ids.push(id.to_string());
-            Err(PluginError::CallCycle(ids))
+            Err(CallError::CallCycle(ids))
         } else {
             Ok(())
         }
@@ -145,7 +150,8 @@ impl Eq for CallChain {}
 /// Executes a plugin by id on behalf of another plugin. Implemented by the actor layer.
 pub trait PluginCaller: Send + Sync + 'static {
     /// Executes `target` with `input`; `chain` is the caller's call chain (not yet including
-    /// `target`).
+    /// `target`). The error is what the plugin sees: a host builds it from the call's
+    /// [`CallError`] (`PluginError::from`), so a plugin's `?` passes it on.
     fn call(
         &self,
         chain: CallChain,

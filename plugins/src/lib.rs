@@ -9,7 +9,9 @@
 //! - `plugin`: [`AgentPlugin`], the trait every plugin implements (native Rust directly; Rhai
 //!   scripts and WASM modules through their runtimes).
 //! - `metadata`, `state`: [`PluginMetadata`] and [`PluginType`]; the lifecycle [`PluginState`].
-//! - `error`: [`PluginError`] / [`PluginResult`], one `Clone` enum whose variants name their cause.
+//! - `error`: errors by layer: [`PluginError`] / [`PluginResult`] (what a plugin returns) and
+//!   [`CallError`] (what a host's call of a plugin ends in), `Clone` enums whose variants name
+//!   their cause.
 //! - `context`: [`PluginContext`] (what the host gives a plugin at load), [`CallChain`],
 //!   [`PluginCaller`], and [`run_blocking`] / [`run_detached`] for work that must leave the
 //!   async workers.
@@ -55,7 +57,7 @@ pub mod user_file;
 pub mod wasm_runtime;
 
 pub use context::{run_blocking, run_detached, CallChain, PluginCaller, PluginContext};
-pub use error::{PluginError, PluginResult};
+pub use error::{CallError, ErrorDetail, PluginError, PluginResult};
 pub use function_plugin::{FnPlugin, JsonFunction, Reading, Transforming};
 pub use limit_settings::LimitSettings;
 pub use metadata::{PluginMetadata, PluginType};

@@ -202,10 +202,13 @@ pub(crate) fn json_text(input: &serde_json::Value) -> PluginResult<String> {
 /// Parses what a plugin's [`AgentPlugin::execute`] returned, for the JSON entry points.
 pub(crate) fn parse_output(plugin: &str, output: &str) -> PluginResult<serde_json::Value> {
     serde_json::from_str(output).map_err(|e| {
-        PluginError::Json(format!(
-            "plugin `{plugin}` returned output that is not JSON ({e}): {}",
-            truncate_for_error(output)
-        ))
+        PluginError::json(
+            format!(
+                "plugin `{plugin}` returned output that is not JSON ({e}): {}",
+                truncate_for_error(output)
+            ),
+            e,
+        )
     })
 }
 

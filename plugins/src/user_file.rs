@@ -146,7 +146,7 @@ impl std::error::Error for UserFileError {}
 
 impl From<UserFileError> for PluginError {
     fn from(error: UserFileError) -> Self {
-        PluginError::Io(error.to_string())
+        PluginError::io(error.to_string(), error)
     }
 }
 

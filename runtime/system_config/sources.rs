@@ -248,7 +248,8 @@ pub(super) fn wasm_agent(
 /// error's own prefix.
 fn config_message(error: PluginError) -> String {
     match error {
-        PluginError::Config(message) | PluginError::Json(message) => message,
+        PluginError::Config(message) => message,
+        PluginError::Json(detail) => detail.to_string(),
         other => other.to_string(),
     }
 }

@@ -2,6 +2,7 @@
 //! its ended branches come back on this run's result subject, where they are joined into the
 //! input's one outcome (through the same [`Ticket`] as in process).
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -22,16 +23,16 @@ pub(crate) struct Pending {
 }
 
 impl NatsLink {
-    /// Publishes `payload` to `entry` as input `seq` of this run; its outcome completes
+    /// Publishes `payload` to `entry` as the next input of this run; its outcome completes
     /// `ticket`.
     pub(crate) async fn submit(
         self: &Arc<Self>,
-        seq: u64,
         entry: &str,
         core: &Arc<SystemCore>,
         ticket: Arc<Ticket>,
         payload: Value,
     ) {
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         if let Err(e) = self.start_collector().await {
             return ticket.finish_branch(core, error_outcome(&ticket, e));
         }

@@ -8,16 +8,16 @@
 //! - `<stream>_DEAD`: dead-letter records on `<prefix>.dead`, kept 7 days.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
-use bilayer_plugins::{PluginError, PluginResult};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 
 use super::config::{NatsCredentials, NatsStorage, NatsTransport};
+use super::error::TransportError;
 use super::outbox::{self, Job, OutboxMsg};
 use super::wire::Names;
 use super::Pending;
@@ -28,6 +28,8 @@ pub(crate) struct NatsLink {
     pub js: jetstream::Context,
     /// This process's run id: results of the inputs it submits come back on its own subject.
     pub run: Arc<str>,
+    /// Sequence of the inputs this process submits (input numbers may repeat; this may not).
+    pub next_seq: AtomicU64,
     outbox: mpsc::UnboundedSender<OutboxMsg>,
     /// Agent messages taken from JetStream and not yet acknowledged (or nak'ed) by this process.
     in_flight: AtomicUsize,
@@ -44,9 +46,9 @@ impl NatsLink {
     pub(crate) async fn connect(
         config: &NatsTransport,
         system: &str,
-    ) -> PluginResult<Arc<NatsLink>> {
+    ) -> Result<Arc<NatsLink>, TransportError> {
         if config.duplicate_window <= config.ack_wait {
-            return Err(PluginError::Config(format!(
+            return Err(TransportError::Config(format!(
                 "NATS duplicate_window ({:?}) must be longer than ack_wait ({:?}): a redelivered \
                  message re-publishes its outputs, and only ids inside the window are dropped",
                 config.duplicate_window, config.ack_wait
@@ -62,7 +64,7 @@ impl NatsLink {
             }
             NatsCredentials::CredentialsFile(path) => {
                 options.credentials_file(path).await.map_err(|e| {
-                    PluginError::Transport(format!(
+                    TransportError::Server(format!(
                         "cannot read NATS credentials file {}: {e}",
                         path.display()
                     ))
@@ -81,7 +83,7 @@ impl NatsLink {
                      credentials right?"
                 }
             };
-            PluginError::Transport(format!("cannot connect to NATS at {url}: {e}; {hint}"))
+            TransportError::Server(format!("cannot connect to NATS at {url}: {e}; {hint}"))
         })?;
         let js = jetstream::new(client);
         let names = Names::new(
@@ -122,7 +124,7 @@ impl NatsLink {
         for config in streams {
             let name = config.name.clone();
             js.get_or_create_stream(config).await.map_err(|e| {
-                PluginError::Transport(format!(
+                TransportError::Server(format!(
                     "cannot create or open JetStream stream `{name}` at {url}: {e}; is JetStream \
                      enabled on the server (nats-server -js)?"
                 ))
@@ -135,6 +137,7 @@ impl NatsLink {
             config: config.clone(),
             js: js.clone(),
             run: Arc::from(new_run_id().as_str()),
+            next_seq: AtomicU64::new(1),
             outbox: outbox_tx,
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
@@ -244,7 +247,6 @@ impl NatsLink {
 
 /// A run id unique across processes and restarts: time, process id and a counter.
 fn new_run_id() -> String {
-    use std::sync::atomic::AtomicU64;
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -25,10 +25,14 @@
 //!   that reason rather than dropped; dead letters go to `<stream>_DEAD` with their reason, and
 //!   the submitter gets a `dead_letter` outcome as in process.
 //!
+//! Compiled with the crate's `nats` feature (on by default); without it the crate has no NATS
+//! client and every system is in process.
+//!
 //! [`Transport::Nats`]: crate::Transport::Nats
 
 mod client;
 mod config;
+mod error;
 mod link;
 mod outbox;
 mod wire;
@@ -36,5 +40,6 @@ pub(crate) mod worker;
 
 pub(crate) use client::Pending;
 pub use config::{NatsCredentials, NatsStorage, NatsTransport, Transport, DEFAULT_NATS_URL};
+pub use error::TransportError;
 pub(crate) use link::NatsLink;
 pub(crate) use wire::subject_token;

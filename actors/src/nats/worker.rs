@@ -2,6 +2,10 @@
 //! the message through the agent's actor like any in-process message, and turns the routing
 //! decision into publications (next agents, a terminal result, or a dead letter) that the
 //! outbox stores before acknowledging the message.
+//!
+//! It reaches the system only through the core's routing API (`deliver`, `decide`,
+//! `check_route`, `widen`, `record_dead_letter`): the decisions are the core's, the
+//! publications are this module's.
 
 use std::sync::{Arc, Mutex, Weak};
 
@@ -14,8 +18,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use super::link::NatsLink;
 use super::outbox::{Done, Job, Publication};
 use super::wire::{message_id, Fork, WireDeadLetter, WireMessage, WireResult};
-use crate::system::core::{hop_names, unknown_agent, Next, SystemCore};
-use crate::system::{DeadLetter, Envelope, OutcomeStatus, Ticket};
+use crate::system::core::{hop_names, SystemCore};
+use crate::system::{DeadLetter, DeadLetterReason, Envelope, Next, OutcomeStatus, Ticket};
 
 /// Where a message taken from NATS came from, carried by its ticket until the hop ends.
 pub(crate) struct RemoteHop {
@@ -151,10 +155,10 @@ fn accept(
     };
     let attempts = link.config.max_deliver;
     if delivered > i64::from(attempts) {
-        let reason = format!(
-            "agent `{agent}`: {attempts} deliveries ended without an acknowledgement (a worker \
-             crashed or stalled on this message); dead-lettered instead of delivered again"
-        );
+        let reason = DeadLetterReason::Undelivered {
+            agent: Arc::clone(agent),
+            attempts,
+        };
         return dead_letter(core, link, envelope, reason);
     }
     core.deliver(envelope, agent);
@@ -164,16 +168,21 @@ fn stream_sequence(message: &jetstream::Message) -> u64 {
     message.info().map(|i| i.stream_sequence).unwrap_or(0)
 }
 
-/// After the agent produced `output` and routing decided `next`: publish onward, or the
-/// terminal result, then acknowledge.
-pub(crate) fn forward(
-    core: &SystemCore,
-    link: &NatsLink,
-    envelope: Envelope,
-    agent: String,
-    next: Next<'static>,
-    output: Value,
-) {
+/// After the agent produced `output`: routing decides, then publish onward, or the terminal
+/// result, then acknowledge.
+pub(crate) fn forward(core: &SystemCore, link: &NatsLink, envelope: Envelope, output: Value) {
+    let agent = envelope.hops.last().map_or("", |name| &**name);
+    let next = match core.decide(agent, &output) {
+        Ok(next) => next.into_owned(),
+        Err(reason) => {
+            let envelope = Envelope {
+                payload: output,
+                ..envelope
+            };
+            return dead_letter(core, link, envelope, reason);
+        }
+    };
+    let agent = agent.to_string();
     let Some(hop) = envelope.ticket.remote.as_ref() else {
         return;
     };
@@ -241,7 +250,12 @@ pub(crate) fn forward(
 
 /// Ends the message's branch as a dead letter: the record to `<prefix>.dead`, the ended
 /// branch to the submitter's results; then acknowledge.
-pub(crate) fn dead_letter(core: &SystemCore, link: &NatsLink, envelope: Envelope, reason: String) {
+pub(crate) fn dead_letter(
+    core: &SystemCore,
+    link: &NatsLink,
+    envelope: Envelope,
+    reason: DeadLetterReason,
+) {
     let Some(hop) = envelope.ticket.remote.as_ref() else {
         return;
     };
@@ -284,10 +298,7 @@ fn route(
     payload: Value,
     publications: &mut Vec<Publication>,
 ) {
-    let reason = core
-        .past_hop_limit(hops.len(), target)
-        .or_else(|| (!core.knows(target)).then(|| unknown_agent(target)));
-    if let Some(reason) = reason {
+    if let Err(reason) = core.check_route(hops.len(), target) {
         return dead_branch(
             core,
             link,
@@ -326,13 +337,14 @@ fn dead_branch(
     envelope: &Envelope,
     path: Vec<Fork>,
     hops: Vec<String>,
-    reason: String,
+    reason: DeadLetterReason,
     payload: Value,
     publications: &mut Vec<Publication>,
 ) {
     let Some(hop) = envelope.ticket.remote.as_ref() else {
         return;
     };
+    let reason = reason.to_string();
     let ticket = &envelope.ticket;
     let agent = hops.last().cloned();
     let letter = DeadLetter {
@@ -352,7 +364,7 @@ fn dead_branch(
         reason: reason.clone(),
         payload: letter.payload.clone(),
     };
-    core.dead_letters.push(letter);
+    core.record_dead_letter(letter);
     publications.push(Publication {
         subject: link.names.dead_subject(),
         id: message_id(&hop.run, hop.seq, &path, "d"),

@@ -21,12 +21,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bilayer_plugins::{CallChain, PluginError, PluginResult};
+use bilayer_plugins::{CallChain, CallError};
 use serde_json::Value;
-use tokio::sync::oneshot;
 
-use super::{PluginActorState, PluginMsg};
-use crate::system::{Envelope, SystemCore};
+use super::{CallReply, PluginActorState, PluginMsg};
+use crate::system::{DeadLetterReason, Envelope, SystemCore};
 
 /// A message that failed on a version on probation, with what it takes to run it again.
 enum Failed {
@@ -34,8 +33,8 @@ enum Failed {
     Call {
         input: String,
         chain: CallChain,
-        reply: oneshot::Sender<PluginResult<String>>,
-        error: PluginError,
+        reply: CallReply,
+        error: CallError,
     },
     /// An agent hop: the envelope as it would be dead-lettered, the message as it came in (a
     /// plugin may have changed it in place before failing), its system, and the dead-letter
@@ -44,7 +43,7 @@ enum Failed {
         envelope: Envelope,
         input: Value,
         core: Arc<SystemCore>,
-        reason: String,
+        reason: DeadLetterReason,
     },
 }
 
@@ -77,8 +76,8 @@ impl Held {
     pub(super) fn call(
         input: String,
         chain: CallChain,
-        reply: oneshot::Sender<PluginResult<String>>,
-        error: PluginError,
+        reply: CallReply,
+        error: CallError,
     ) -> Self {
         Self::new(Failed::Call {
             input,
@@ -94,7 +93,7 @@ impl Held {
         envelope: Envelope,
         input: Value,
         core: Arc<SystemCore>,
-        reason: String,
+        reason: DeadLetterReason,
     ) -> Self {
         Self::new(Failed::Hop {
             envelope,

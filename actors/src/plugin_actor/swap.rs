@@ -25,7 +25,7 @@ use bilayer_plugins::hot_reload::{
     ReloadEvent, ReloadEventSink, Replacement, RollbackPolicy, StateHandover, SwapReport,
 };
 use bilayer_plugins::{
-    AgentPlugin, PluginContext, PluginError, PluginMetadata, PluginResult, PluginState,
+    AgentPlugin, CallError, PluginContext, PluginError, PluginMetadata, PluginResult, PluginState,
     PluginStateStore,
 };
 use serde_json::{Map, Value};
@@ -212,7 +212,7 @@ impl PluginActorState {
     /// `failed` is the message that failed, when it can be run again (it came in during the
     /// probation): it is held for the verdict, or run again on the version rolled back to.
     /// Otherwise (no probation, or its window has passed) it drops, answered with its failure.
-    pub(super) async fn on_fault(&mut self, failed: Option<Held>, error: &PluginError) -> bool {
+    pub(super) async fn on_fault(&mut self, failed: Option<Held>, error: &CallError) -> bool {
         let Some(probation) = self.probation.as_mut() else {
             return false;
         };
@@ -228,7 +228,7 @@ impl PluginActorState {
         if let Some(events) = &probation.events {
             events.emit(ReloadEvent::ReloadFailed {
                 plugin_id: self.shared.id.to_string(),
-                error: error.clone(),
+                error: PluginError::from(error.clone()),
                 attempt: failures,
             });
         }

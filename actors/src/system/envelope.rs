@@ -15,6 +15,7 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use super::core::SystemCore;
 use super::outcome::Outcome;
+#[cfg(feature = "nats")]
 use crate::nats::worker::RemoteHop;
 
 /// Where the final outcome of an input goes.
@@ -42,6 +43,7 @@ pub(crate) struct Ticket {
     /// Set for a message taken from NATS: its hop ends in publications, not in this ticket.
     /// Boxed: it is most of a ticket's size (the JetStream message), and every in-process
     /// input allocates a ticket without one.
+    #[cfg(feature = "nats")]
     pub remote: Option<Box<RemoteHop>>,
 }
 
@@ -52,10 +54,17 @@ impl Ticket {
         sink: OutcomeSink,
         permit: OwnedSemaphorePermit,
     ) -> Arc<Ticket> {
-        Self::build(input, trace_id, Some((sink, permit)), None)
+        Self::build(
+            input,
+            trace_id,
+            Some((sink, permit)),
+            #[cfg(feature = "nats")]
+            None,
+        )
     }
 
     /// The ticket of one message taken from NATS by a worker (no local caller waits on it).
+    #[cfg(feature = "nats")]
     pub(crate) fn remote(input: u64, trace_id: u64, hop: RemoteHop) -> Arc<Ticket> {
         Self::build(input, trace_id, None, Some(Box::new(hop)))
     }
@@ -64,7 +73,7 @@ impl Ticket {
         input: u64,
         trace_id: u64,
         sink: Option<(OutcomeSink, OwnedSemaphorePermit)>,
-        remote: Option<Box<RemoteHop>>,
+        #[cfg(feature = "nats")] remote: Option<Box<RemoteHop>>,
     ) -> Arc<Ticket> {
         Arc::new(Ticket {
             input,
@@ -74,6 +83,7 @@ impl Ticket {
             fanned_out: AtomicBool::new(false),
             finished: Mutex::new(Vec::new()),
             sink: Mutex::new(sink),
+            #[cfg(feature = "nats")]
             remote,
         })
     }

@@ -45,12 +45,15 @@
 //! # }
 //! ```
 
+mod carrier;
 pub(crate) mod core;
 mod dead_letter;
 mod envelope;
 mod inbox;
 mod outcome;
+mod routing;
 
+#[cfg(feature = "nats")]
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -60,17 +63,23 @@ use bilayer_plugins::{AgentPlugin, PluginError, PluginResult};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
-pub use self::core::RoutingPolicy;
 pub use dead_letter::DeadLetter;
+pub(crate) use dead_letter::DeadLetterReason;
 pub(crate) use envelope::{Envelope, Ticket};
 pub(crate) use inbox::{Inbox, MAX_PER_TURN};
 pub use outcome::{Outcome, OutcomeStatus};
+#[cfg(feature = "nats")]
+pub(crate) use routing::Next;
+pub use routing::{RhaiRoutingPolicy, RoutingPolicy};
 
-pub(crate) use self::core::{agent_not_running, SystemCore};
-use self::core::{RoutingSlot, Totals};
+use self::carrier::Carrier;
+pub(crate) use self::core::SystemCore;
+use self::core::Totals;
 use self::dead_letter::DeadLetterQueue;
 use self::envelope::OutcomeSink;
-use crate::nats::{worker, NatsLink, Transport};
+use self::routing::RoutingSlot;
+#[cfg(feature = "nats")]
+use crate::nats::{NatsLink, Transport};
 use crate::{PluginManager, PluginOptions, RestartIntensity, SupervisionStrategy};
 
 /// Default bound on inputs between admission and outcome.
@@ -97,6 +106,7 @@ pub struct AgentSystemBuilder {
     hop_timeout: Option<Duration>,
     dead_letter_capacity: usize,
     dead_letter_payloads: bool,
+    #[cfg(feature = "nats")]
     transport: Transport,
     remote_agents: Vec<String>,
 }
@@ -246,6 +256,7 @@ impl AgentSystemBuilder {
 
     /// How agents exchange messages: in this process (default), or over NATS JetStream
     /// across processes (see [`Transport::Nats`]).
+    #[cfg(feature = "nats")]
     pub fn transport(mut self, transport: Transport) -> Self {
         self.transport = transport;
         self
@@ -253,6 +264,7 @@ impl AgentSystemBuilder {
 
     /// Declares an agent served by another process (NATS transport only): messages routed
     /// to it are published to its subject instead of being dead-lettered as unknown.
+    #[cfg(feature = "nats")]
     pub fn remote_agent(mut self, name: impl Into<String>) -> Self {
         self.remote_agents.push(name.into());
         self
@@ -262,10 +274,13 @@ impl AgentSystemBuilder {
     /// With the NATS transport, also connects, creates the streams if missing, and starts
     /// pulling the local agents' messages.
     pub async fn build(self) -> PluginResult<AgentSystem> {
+        #[cfg(feature = "nats")]
         let nats_config = match &self.transport {
             Transport::InProcess => None,
             Transport::Nats(config) => Some(config.clone()),
         };
+        #[cfg(not(feature = "nats"))]
+        let nats_config: Option<std::convert::Infallible> = None;
         if nats_config.is_none() && !self.remote_agents.is_empty() {
             return Err(PluginError::Config(format!(
                 "remote agents ({}) need the NATS transport; add .transport(Transport::Nats(..))",
@@ -294,6 +309,7 @@ impl AgentSystemBuilder {
                 all_names.join(", ")
             )));
         }
+        #[cfg(feature = "nats")]
         if nats_config.is_some() {
             let mut subjects = HashMap::new();
             for name in &all_names {
@@ -305,14 +321,18 @@ impl AgentSystemBuilder {
                 }
             }
         }
+        #[cfg(feature = "nats")]
         let remote_agents: HashSet<Arc<str>> = self
             .remote_agents
             .iter()
             .map(|name| Arc::<str>::from(name.as_str()))
             .collect();
-        let nats = match &nats_config {
-            Some(config) => Some(NatsLink::connect(config, &self.name).await?),
-            None => None,
+        let carrier = match &nats_config {
+            #[cfg(feature = "nats")]
+            Some(config) => Carrier::Nats(NatsLink::connect(config, &self.name).await?),
+            #[cfg(not(feature = "nats"))]
+            Some(never) => match *never {},
+            None => Carrier::InProcess,
         };
         let manager = PluginManager::builder(self.name.clone())
             .strategy(self.strategy)
@@ -349,8 +369,9 @@ impl AgentSystemBuilder {
                 })
                 .collect(),
             outcomes: stream_tx,
+            #[cfg(feature = "nats")]
             remote_agents,
-            nats: nats.clone(),
+            carrier,
             routing: RoutingSlot::new(self.routing),
             max_hops: self.max_hops,
             max_branches: self.max_branches,
@@ -363,19 +384,7 @@ impl AgentSystemBuilder {
             // become dead letters.
             address.introduce(name).await?;
         }
-        if let Some(link) = &nats {
-            for name in &agent_names {
-                let task = tokio::spawn(worker::consume(
-                    link.clone(),
-                    Arc::downgrade(&core),
-                    Arc::from(name.as_str()),
-                ));
-                link.tasks
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(task);
-            }
-        }
+        core.carrier.serve(&core, &agent_names);
         Ok(AgentSystem {
             inner: Arc::new(SystemInner {
                 manager,
@@ -385,7 +394,6 @@ impl AgentSystemBuilder {
                 admission: Arc::new(Semaphore::new(self.max_in_flight)),
                 max_in_flight: self.max_in_flight,
                 next_input: AtomicU64::new(1),
-                next_seq: AtomicU64::new(1),
                 trace_seed: trace_seed(),
                 closed: AtomicBool::new(false),
                 stream_rx: Mutex::new(Some(stream_rx)),
@@ -425,8 +433,6 @@ struct SystemInner {
     admission: Arc<Semaphore>,
     max_in_flight: usize,
     next_input: AtomicU64,
-    /// Sequence of inputs submitted over NATS (input numbers may repeat; this may not).
-    next_seq: AtomicU64,
     trace_seed: u64,
     closed: AtomicBool,
     stream_rx: Mutex<Option<mpsc::UnboundedReceiver<(Outcome, OwnedSemaphorePermit)>>>,
@@ -512,6 +518,7 @@ impl AgentSystem {
             hop_timeout: Some(crate::DEFAULT_EXECUTE_TIMEOUT),
             dead_letter_capacity: 10_000,
             dead_letter_payloads: true,
+            #[cfg(feature = "nats")]
             transport: Transport::InProcess,
             remote_agents: Vec::new(),
         }
@@ -633,10 +640,8 @@ impl AgentSystem {
             .map_err(|_| PluginError::execution("the system is already shut down"))?;
         self.inner.admission.close();
         drop(drained);
-        if let Some(link) = &self.inner.core.nats {
-            // Stop pulling, let the messages already taken finish and be acknowledged.
-            link.stop().await;
-        }
+        // Stop taking messages in (over NATS: pulling), let those already taken finish.
+        self.inner.core.carrier.stop().await;
         self.inner.manager.shutdown().await
     }
 
@@ -660,19 +665,10 @@ impl AgentSystem {
             .await
             .map_err(|_| self.refusal(number, "the system is shut down".into()))?;
         let ticket = Ticket::new(number, self.trace_id(number), sink(number), permit);
-        if let Some(link) = &self.inner.core.nats {
-            let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
-            link.submit(seq, &self.inner.entry, &self.inner.core, ticket, input)
-                .await;
-            return Ok(());
-        }
-        let envelope = Envelope {
-            payload: input,
-            hops: Vec::with_capacity(4),
-            breadth: 1,
-            ticket,
-        };
-        self.inner.core.deliver(envelope, &self.inner.entry);
+        let core = &self.inner.core;
+        core.carrier
+            .admit(core, &self.inner.entry, ticket, input)
+            .await;
         Ok(())
     }
 

@@ -223,10 +223,13 @@ impl HotReloadManager {
             .iter()
             .map(|dir| {
                 std::fs::canonicalize(dir).map_err(|e| {
-                    PluginError::Io(format!(
-                        "cannot watch {}: {e}; create the directory or pass an existing one",
-                        dir.display()
-                    ))
+                    PluginError::io(
+                        format!(
+                            "cannot watch {}: {e}; create the directory or pass an existing one",
+                            dir.display()
+                        ),
+                        e,
+                    )
                 })
             })
             .collect()

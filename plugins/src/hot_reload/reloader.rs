@@ -396,7 +396,7 @@ async fn look(path: &Path) -> PluginResult<OnDisk> {
         user_file::read(&owned, user_file::plugin_file_kind(&owned))
     })
     .await
-    .map_err(|e| PluginError::Io(format!("cannot read {}: {e}", path.display())))?;
+    .map_err(|e| PluginError::io(format!("cannot read {}: {e}", path.display()), e))?;
     match read {
         Ok(bytes) if bytes.is_empty() => Ok(OnDisk::Empty),
         Ok(bytes) => Ok(OnDisk::Content(content_hash(&bytes))),

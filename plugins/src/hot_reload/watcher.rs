@@ -130,15 +130,21 @@ fn matters(kind: &EventKind, wait_for_close: bool) -> bool {
 }
 
 fn watch_error(error: notify::Error) -> PluginError {
-    PluginError::Io(format!(
+    PluginError::io(
+        format!(
         "cannot start the file watcher: {error}; on Linux, raise fs.inotify.max_user_instances \
          or use ReloadStrategy::Manual"
-    ))
+    ),
+        error,
+    )
 }
 
 fn dir_error(dir: &std::path::Path, error: notify::Error) -> PluginError {
-    PluginError::Io(format!(
-        "cannot watch {}: {error}; check that the directory exists and is readable",
-        dir.display()
-    ))
+    PluginError::io(
+        format!(
+            "cannot watch {}: {error}; check that the directory exists and is readable",
+            dir.display()
+        ),
+        error,
+    )
 }

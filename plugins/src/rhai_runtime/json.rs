@@ -121,7 +121,7 @@ fn leaf_from_dynamic(value: &Dynamic) -> PluginResult<Value> {
     if let Ok(c) = value.as_char() {
         return Ok(Value::String(c.to_string()));
     }
-    rhai::serde::from_dynamic(value).map_err(|e| PluginError::Json(e.to_string()))
+    rhai::serde::from_dynamic(value).map_err(|e| PluginError::json(e.to_string(), e))
 }
 
 /// Converts a Rhai value leaving a script into JSON, measured against the limits of
@@ -395,7 +395,7 @@ mod tests {
             let dynamic: Dynamic = engine.eval(script).unwrap();
             let ours = value_from_dynamic(&dynamic).map_err(|e| e.to_string());
             let rhai = rhai::serde::from_dynamic::<Value>(&dynamic)
-                .map_err(|e| PluginError::Json(e.to_string()).to_string());
+                .map_err(|e| PluginError::json(e.to_string(), e).to_string());
             assert_eq!(ours, rhai, "{script}");
         }
         let pointer: Dynamic = engine.eval("Fn(\"f\")").unwrap();

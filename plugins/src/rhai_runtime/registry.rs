@@ -234,13 +234,19 @@ fn compile_tool(path: &Path, config: RhaiConfig) -> PluginResult<RegisteredTool>
 
 fn script_files(dir: &Path) -> PluginResult<Vec<PathBuf>> {
     let entries = std::fs::read_dir(dir).map_err(|e| {
-        PluginError::Io(format!("cannot list tool directory {}: {e}", dir.display()))
+        PluginError::io(
+            format!("cannot list tool directory {}: {e}", dir.display()),
+            e,
+        )
     })?;
     let mut files = Vec::new();
     for entry in entries {
         let path = entry
             .map_err(|e| {
-                PluginError::Io(format!("cannot list tool directory {}: {e}", dir.display()))
+                PluginError::io(
+                    format!("cannot list tool directory {}: {e}", dir.display()),
+                    e,
+                )
             })?
             .path();
         if path.is_file() && path.extension().is_some_and(|ext| ext == "rhai") {

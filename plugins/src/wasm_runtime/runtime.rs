@@ -153,9 +153,10 @@ impl WasmRuntime {
             .execute(plugin_id, crate::plugin::json_text(&input)?)
             .await?;
         serde_json::from_str(&output).map_err(|e| {
-            PluginError::Json(format!(
-                "WASM plugin `{plugin_id}` returned output that is not JSON ({e})"
-            ))
+            PluginError::json(
+                format!("WASM plugin `{plugin_id}` returned output that is not JSON ({e})"),
+                e,
+            )
         })
     }
 
