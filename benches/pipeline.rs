@@ -5,13 +5,20 @@
 //! `cargo bench --bench pipeline`. The side-by-side comparison with the Python peers, with
 //! p50/p99, is `bash benches/w1_compare.sh`; both are recorded in docs/benchmarks.md.
 
+// A bench is not API: `criterion_group!` makes an undocumented `pub fn`.
+#![allow(missing_docs)]
+
+// Workload W1 (not library API: runtime/orders.rs says why); this crate uses part of it.
+#[allow(dead_code)]
+#[path = "../runtime/orders.rs"]
+mod orders;
+
 use std::time::{Duration, Instant};
 
 // The allocator the `bilayer` binary uses (runtime/main.rs).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use bilayer::orders;
 use bilayer::prelude::*;
 use bilayer::system_config::SystemDefinition;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};

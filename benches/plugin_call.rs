@@ -4,6 +4,9 @@
 //!
 //! `cargo bench --bench plugin_call`; figures in docs/benchmarks.md.
 
+// A bench is not API: `criterion_group!` makes an undocumented `pub fn`.
+#![allow(missing_docs)]
+
 use std::time::{Duration, Instant};
 
 use bilayer::prelude::*;

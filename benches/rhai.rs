@@ -8,6 +8,9 @@
 //!
 //! `cargo bench --bench rhai`; figures in docs/benchmarks.md.
 
+// A bench is not API: `criterion_group!` makes an undocumented `pub fn`.
+#![allow(missing_docs)]
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 

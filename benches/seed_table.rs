@@ -44,6 +44,9 @@
 //! `bash benches/seed_table.sh` (runs this with short criterion times and copies the outputs to
 //! benches/results/), or `cargo bench --bench seed_table`; docs/benchmarks.md has the figures.
 
+// A bench is not API: the loopback server's `pub` items are for this bench only.
+#![allow(unreachable_pub)]
+
 #[path = "support/loopback_server.rs"]
 mod loopback_server;
 

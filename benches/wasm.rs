@@ -12,6 +12,9 @@
 //!
 //! `cargo bench --bench wasm`.
 
+// A bench is not API: `criterion_group!` makes an undocumented `pub fn`.
+#![allow(missing_docs)]
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

@@ -8,6 +8,9 @@
 //!
 //! Run it with `cargo run --example hot_reload`.
 
+// An example is not API: its `pub fn main` is shared with tests/hot_reload_example.rs.
+#![allow(missing_docs)]
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;

@@ -12,13 +12,17 @@
 //!
 //! Before timing, `--warmup` orders (default 200) go through one at a time.
 
+// Workload W1 (not library API: runtime/orders.rs says why); this crate uses part of it.
+#[allow(dead_code)]
+#[path = "../runtime/orders.rs"]
+mod orders;
+
 use std::time::Instant;
 
 // The allocator the `bilayer` binary uses (see runtime/main.rs), so these figures are the CLI's.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use bilayer::orders;
 use bilayer::prelude::*;
 
 struct Args {

@@ -50,7 +50,10 @@
 //! - [`system_reload`]: what `--watch` reloads: a system's agents and its routing script.
 //! - [`jsonl`]: JSON-lines input read as a stranger may send it (`bilayer run --input`): every
 //!   bad or overlong line is that line's own refusal.
-//! - [`orders`]: workload W1 "order routing", the one the Python peers run.
+//! - `orders` (private): workload W1 "order routing", the one the Python peers run; the
+//!   library uses its native agents (a system definition's `native = "order_intake"`), and the
+//!   binary, benches, tests and the W1 example compile the same file for the workload's orders
+//!   and expected answer (see docs/ARCHITECTURE.md).
 //! - [`features`]: the error a definition or a subcommand gives when it needs a Cargo
 //!   feature this build lacks.
 //! - [`builtin`], [`hot_reload`], [`rhai_runtime`], [`wasm_runtime`], [`user_file`]: the
@@ -81,7 +84,10 @@
 
 pub mod features;
 pub mod jsonl;
-pub mod orders;
+// Shared with the binary, benches, tests and examples (`#[path]`); the library uses only the
+// native agents.
+#[allow(dead_code)]
+mod orders;
 #[cfg(feature = "rhai")]
 pub mod routing;
 pub mod system_config;

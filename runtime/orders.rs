@@ -9,24 +9,31 @@
 //!
 //! The agents exist twice: as native plugins here ([`native_agents`]) and as Rhai scripts in
 //! `examples/orders/`. [`expected`] recomputes the answer without any framework.
+//!
+//! Not part of the library's API: the library compiles this file privately for the native
+//! plugins a system definition can name ([`builtin_native`]); the `bilayer` binary (`mod
+//! orders;` in runtime/main.rs), the benches and the W1 example (`#[path =
+//! "../runtime/orders.rs"] mod orders;`) and the integration tests (the same in tests/it/main.rs)
+//! each compile it too, for the workload's orders and answer. Each uses part of it, hence the
+//! `#[allow(dead_code)]` on those `mod` lines.
 
 use bilayer_plugins::{AgentPlugin, FnPlugin, PluginError, PluginResult, PluginType};
 use serde_json::{json, Map, Value};
 
 /// intake: totals over this go to the manager.
-pub const HIGH_VALUE: f64 = 1000.0;
+pub(crate) const HIGH_VALUE: f64 = 1000.0;
 /// manager: totals up to this are approved.
-pub const MANAGER_LIMIT: f64 = 3000.0;
+pub(crate) const MANAGER_LIMIT: f64 = 3000.0;
 
 /// Order `i` of the workload, as JSON.
-pub fn order(i: u64) -> Value {
+pub(crate) fn order(i: u64) -> Value {
     let quantity = 1 + (i * 7919) % 20;
     let price = 1.0 + ((i * 104_729) % 20_000) as f64 / 100.0;
     json!({ "order_id": format!("ORD-{i}"), "quantity": quantity, "price": price })
 }
 
 /// What `n` orders must produce: `(shipped, rejected, shipped_total)`.
-pub fn expected(n: u64) -> (u64, u64, f64) {
+pub(crate) fn expected(n: u64) -> (u64, u64, f64) {
     let (mut shipped, mut rejected, mut total) = (0, 0, 0.0);
     for i in 0..n {
         let quantity = (1 + (i * 7919) % 20) as f64;
@@ -78,7 +85,7 @@ fn set(fields: &mut Map<String, Value>, key: &str, value: impl Into<Value>) {
 /// it checks every field it needs first, so a bad message is dead-lettered as it came, then
 /// keeps the fields the output carries over and sets the rest. The outputs are those of the
 /// Rhai agents in `examples/orders/`.
-pub fn native_agents() -> Vec<(&'static str, Box<dyn AgentPlugin>)> {
+pub(crate) fn native_agents() -> Vec<(&'static str, Box<dyn AgentPlugin>)> {
     let intake = FnPlugin::transforming(
         "order_intake",
         PluginType::Custom("orders".into()),
@@ -151,7 +158,7 @@ pub fn native_agents() -> Vec<(&'static str, Box<dyn AgentPlugin>)> {
 }
 
 /// The built-in native plugins a system definition can name (`native = "..."`).
-pub fn builtin_native(name: &str) -> Option<Box<dyn AgentPlugin>> {
+pub(crate) fn builtin_native(name: &str) -> Option<Box<dyn AgentPlugin>> {
     let agent = match name {
         "order_intake" => "intake",
         "order_manager" => "manager",
@@ -166,7 +173,7 @@ pub fn builtin_native(name: &str) -> Option<Box<dyn AgentPlugin>> {
 }
 
 /// Names accepted by [`builtin_native`].
-pub const BUILTIN_NATIVE: &[&str] = &[
+pub(crate) const BUILTIN_NATIVE: &[&str] = &[
     "order_intake",
     "order_manager",
     "order_fulfillment",

@@ -40,6 +40,15 @@ pub struct SystemReloadTarget {
     routing_version: Mutex<Option<String>>,
 }
 
+impl std::fmt::Debug for SystemReloadTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SystemReloadTarget")
+            .field("agents", &self.system.agents())
+            .field("routing_version", &self.routing_version)
+            .finish_non_exhaustive()
+    }
+}
+
 impl SystemReloadTarget {
     /// `routing_version`: the version (content hash) of the routing script the system was
     /// built with, if it has one.

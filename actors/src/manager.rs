@@ -56,6 +56,26 @@ pub struct PluginManager {
     inner: Arc<ManagerInner>,
 }
 
+/// The name, the plugins by id and the supervision settings; the actors are not shown.
+impl std::fmt::Debug for PluginManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner = &self.inner;
+        let mut plugins: Vec<String> = inner
+            .plugins
+            .iter()
+            .map(|slot| slot.key().clone())
+            .collect();
+        plugins.sort();
+        f.debug_struct("PluginManager")
+            .field("name", &inner.name)
+            .field("plugins", &plugins)
+            .field("strategy", &inner.strategy)
+            .field("intensity", &inner.intensity)
+            .field("execute_timeout", &inner.execute_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
 struct ManagerInner {
     name: String,
     plugins: DashMap<String, PluginSlot>,
@@ -138,6 +158,7 @@ impl PluginManagerBuilder {
         self
     }
 
+    /// The manager; nothing is spawned until the first registration.
     pub fn build(self) -> PluginManager {
         // Every call is timed; the clock's one-off calibration belongs here, not in a call.
         crate::clock::calibrate();
@@ -168,7 +189,21 @@ pub struct PluginOptions {
     factory: Option<PluginFactory>,
 }
 
+/// The options set; the state store and the factory show as whether they are set.
+impl std::fmt::Debug for PluginOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginOptions")
+            .field("id", &self.id)
+            .field("config", &self.config)
+            .field("state", &self.state.is_some())
+            .field("max_state_bytes", &self.max_state_bytes)
+            .field("factory", &self.factory.is_some())
+            .finish()
+    }
+}
+
 impl PluginOptions {
+    /// No options: the metadata id, no config, a new empty state store, no factory.
     pub fn new() -> Self {
         Self::default()
     }
@@ -221,6 +256,7 @@ impl PluginManager {
         Self::builder(name).build()
     }
 
+    /// A builder for a manager named `name`, starting from the defaults of [`PluginManager::new`].
     pub fn builder(name: impl Into<String>) -> PluginManagerBuilder {
         PluginManagerBuilder {
             name: name.into(),
@@ -230,6 +266,7 @@ impl PluginManager {
         }
     }
 
+    /// The manager's name (in logs and metrics).
     pub fn name(&self) -> &str {
         &self.inner.name
     }
@@ -545,6 +582,7 @@ impl PluginManager {
         shared.iter().map(|s| s.info()).collect()
     }
 
+    /// One plugin's metadata, state and call statistics.
     pub fn info(&self, id: &str) -> Option<PluginInfo> {
         self.inner.plugins.get(id).map(|slot| slot.shared.info())
     }
@@ -584,6 +622,7 @@ impl PluginManager {
             .unwrap_or_else(|_| Err(PluginError::Stopped(id.to_string())))
     }
 
+    /// Whether a plugin is registered under `id`.
     pub fn contains(&self, id: &str) -> bool {
         self.inner.plugins.contains_key(id)
     }

@@ -40,7 +40,7 @@ mod swap;
 pub type PluginFactory = Arc<dyn Fn() -> Box<dyn AgentPlugin> + Send + Sync>;
 
 /// The messages a plugin actor understands.
-pub enum PluginMsg {
+pub(crate) enum PluginMsg {
     /// Run the plugin on one input. `chain` is the caller's call chain (without this plugin).
     Execute {
         input: String,
@@ -77,7 +77,7 @@ pub enum PluginMsg {
 /// The lifecycle steps, in the only order the manager allows:
 /// `Load` (load + init_plugin), `Start`, `Stop`, `Unload`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LifecycleStep {
+pub(crate) enum LifecycleStep {
     Load,
     Start,
     Stop,

@@ -15,6 +15,32 @@ use serde::Serialize;
 
 use crate::plugin_actor::PluginMsg;
 
+/// The lifecycle state's compact encoding, for the lock-free mirror in [`PluginShared`].
+fn state_code(state: PluginState) -> u8 {
+    match state {
+        PluginState::Unloaded => 0,
+        PluginState::Loading => 1,
+        PluginState::Loaded => 2,
+        PluginState::Running => 3,
+        PluginState::Paused => 4,
+        PluginState::Error => 5,
+        PluginState::Untracked => 6,
+    }
+}
+
+/// Inverse of [`state_code`]; unknown codes read as `Error`.
+fn state_from_code(code: u8) -> PluginState {
+    match code {
+        0 => PluginState::Unloaded,
+        1 => PluginState::Loading,
+        2 => PluginState::Loaded,
+        3 => PluginState::Running,
+        4 => PluginState::Paused,
+        6 => PluginState::Untracked,
+        _ => PluginState::Error,
+    }
+}
+
 /// The registry entry of one plugin.
 #[derive(Clone)]
 pub(crate) struct PluginSlot {
@@ -35,26 +61,26 @@ pub(crate) struct PluginShared {
 }
 
 impl PluginShared {
-    pub fn new(metadata: PluginMetadata, order: u64, store: PluginStateStore) -> Self {
+    pub(crate) fn new(metadata: PluginMetadata, order: u64, store: PluginStateStore) -> Self {
         Self {
             id: metadata.id.as_str().into(),
             order,
             metadata: RwLock::new(metadata),
-            state: AtomicU8::new(PluginState::Unloaded.as_u8()),
+            state: AtomicU8::new(state_code(PluginState::Unloaded)),
             stats: PluginStats::default(),
             store: RwLock::new(store),
         }
     }
 
-    pub fn state(&self) -> PluginState {
-        PluginState::from_u8(self.state.load(Ordering::Acquire))
+    pub(crate) fn state(&self) -> PluginState {
+        state_from_code(self.state.load(Ordering::Acquire))
     }
 
-    pub fn set_state(&self, state: PluginState) {
-        self.state.store(state.as_u8(), Ordering::Release);
+    pub(crate) fn set_state(&self, state: PluginState) {
+        self.state.store(state_code(state), Ordering::Release);
     }
 
-    pub fn metadata(&self) -> PluginMetadata {
+    pub(crate) fn metadata(&self) -> PluginMetadata {
         self.metadata
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -62,7 +88,7 @@ impl PluginShared {
     }
 
     /// Replaces the metadata (a swap to another version), keeping the registered id.
-    pub fn set_metadata(&self, mut metadata: PluginMetadata) {
+    pub(crate) fn set_metadata(&self, mut metadata: PluginMetadata) {
         metadata.id = self.id.to_string();
         *self
             .metadata
@@ -71,7 +97,7 @@ impl PluginShared {
     }
 
     /// The version serving the plugin's calls.
-    pub fn version(&self) -> String {
+    pub(crate) fn version(&self) -> String {
         self.metadata
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -79,21 +105,21 @@ impl PluginShared {
             .clone()
     }
 
-    pub fn store(&self) -> PluginStateStore {
+    pub(crate) fn store(&self) -> PluginStateStore {
         self.store
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
     }
 
-    pub fn set_store(&self, store: PluginStateStore) {
+    pub(crate) fn set_store(&self, store: PluginStateStore) {
         *self
             .store
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = store;
     }
 
-    pub fn info(&self) -> PluginInfo {
+    pub(crate) fn info(&self) -> PluginInfo {
         PluginInfo {
             metadata: self.metadata(),
             state: self.state(),
@@ -123,7 +149,7 @@ pub(crate) struct PluginStats {
 
 impl PluginStats {
     /// Counts one call; only the plugin's actor calls this (see the type's docs).
-    pub fn record_call(&self, elapsed: Duration, ok: bool) {
+    pub(crate) fn record_call(&self, elapsed: Duration, ok: bool) {
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         let add = |counter: &AtomicU64, n: u64| {
             counter.store(
@@ -141,24 +167,24 @@ impl PluginStats {
         }
     }
 
-    pub fn record_panic(&self) {
+    pub(crate) fn record_panic(&self) {
         self.panics.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn record_timeout(&self) {
+    pub(crate) fn record_timeout(&self) {
         self.timeouts.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one restart and returns the total.
-    pub fn record_restart(&self) -> u32 {
+    pub(crate) fn record_restart(&self) -> u32 {
         self.restarts.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    pub fn restarts(&self) -> u32 {
+    pub(crate) fn restarts(&self) -> u32 {
         self.restarts.load(Ordering::Relaxed)
     }
 
-    pub fn snapshot(&self) -> PluginStatsSnapshot {
+    pub(crate) fn snapshot(&self) -> PluginStatsSnapshot {
         let calls = self.calls.load(Ordering::Relaxed);
         let busy = self.busy_nanos.load(Ordering::Relaxed);
         PluginStatsSnapshot {
@@ -181,18 +207,48 @@ pub struct PluginStatsSnapshot {
     pub calls: u64,
     /// Executions that returned an error (panics included).
     pub errors: u64,
+    /// Of those, the ones that panicked.
     pub panics: u64,
     /// Calls whose caller gave up waiting (the execute timeout).
     pub timeouts: u64,
+    /// Times the supervisor restarted the plugin.
     pub restarts: u32,
+    /// Mean execution time over `calls`.
     pub mean_latency: Duration,
+    /// Longest execution time seen.
     pub max_latency: Duration,
 }
 
 /// One row of `PluginManager::list()`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PluginInfo {
+    /// The metadata of the version serving.
     pub metadata: PluginMetadata,
+    /// Its lifecycle state, as the host tracks it.
     pub state: PluginState,
+    /// Its call statistics.
     pub stats: PluginStatsSnapshot,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{state_code, state_from_code};
+    use bilayer_plugins::PluginState;
+
+    /// Every state survives the registry's compact encoding, the one a plugin reports of
+    /// itself when it leaves its lifecycle to the host included.
+    #[test]
+    fn every_state_reads_back_from_its_code() {
+        for state in [
+            PluginState::Unloaded,
+            PluginState::Loading,
+            PluginState::Loaded,
+            PluginState::Running,
+            PluginState::Paused,
+            PluginState::Error,
+            PluginState::Untracked,
+        ] {
+            assert_eq!(state_from_code(state_code(state)), state);
+        }
+    }
 }

@@ -37,7 +37,9 @@ impl std::str::FromStr for SupervisionStrategy {
 /// How many restarts a plugin may have within a period before its supervisor gives up on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RestartIntensity {
+    /// Restarts allowed within `within`; one more and the supervisor gives up.
     pub max_restarts: u32,
+    /// The period restarts are counted over.
     pub within: Duration,
 }
 
@@ -57,29 +59,56 @@ impl Default for RestartIntensity {
 #[non_exhaustive]
 pub enum SupervisorEvent {
     /// A plugin's actor started under the supervisor.
-    Started { plugin_id: String },
+    Started {
+        /// The plugin.
+        plugin_id: String,
+    },
     /// A plugin failed (panicked, or its restart failed).
-    Failed { plugin_id: String, reason: String },
+    Failed {
+        /// The plugin.
+        plugin_id: String,
+        /// What went wrong (the panic message or the restart error).
+        reason: String,
+    },
     /// A plugin was restarted, `restarts` times in total; `cause` is the plugin whose failure
     /// triggered it (itself under one_for_one).
     Restarted {
+        /// The plugin restarted.
         plugin_id: String,
+        /// The plugin whose failure triggered the restart.
         cause: String,
+        /// Its restarts so far within the intensity period.
         restarts: u32,
     },
     /// The restart intensity was exceeded: the plugin is now in the `Error` state and its
     /// calls fail with `PluginError::Failed`.
-    GaveUp { plugin_id: String, restarts: u32 },
+    GaveUp {
+        /// The plugin.
+        plugin_id: String,
+        /// The restarts it had.
+        restarts: u32,
+    },
     /// The supervisor passed a failure it could not handle to its parent (or, at the top of
     /// the tree, to the application through this event).
-    Escalated { supervisor: String, reason: String },
+    Escalated {
+        /// The supervisor's name.
+        supervisor: String,
+        /// The failure passed on.
+        reason: String,
+    },
     /// A plugin's actor stopped.
-    Stopped { plugin_id: String },
+    Stopped {
+        /// The plugin.
+        plugin_id: String,
+    },
     /// A new version of a plugin was swapped in (hot reload); its restart count within the
     /// intensity period starts afresh.
     Swapped {
+        /// The plugin.
         plugin_id: String,
+        /// The version replaced.
         from_version: String,
+        /// The version now serving.
         to_version: String,
     },
     /// A new version, `from_version`, failed too often after its swap and `to_version` serves
@@ -88,8 +117,11 @@ pub enum SupervisorEvent {
     /// same, with the number of failed messages run again on it). Its restart count within the
     /// intensity period starts afresh.
     RolledBack {
+        /// The plugin.
         plugin_id: String,
+        /// The version that failed too often.
         from_version: String,
+        /// The version serving again.
         to_version: String,
     },
 }

@@ -21,7 +21,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde_json::Value;
 
-pub use crate::state_store::PluginStateStore;
+pub(crate) use crate::state_store::PluginStateStore;
 
 use crate::{CallError, PluginError, PluginResult};
 
@@ -105,6 +105,7 @@ impl CallChain {
         ids
     }
 
+    /// Whether the chain is empty (a call from outside any plugin).
     pub fn is_empty(&self) -> bool {
         self.0.is_none()
     }
@@ -196,21 +197,26 @@ impl PluginContext {
         }
     }
 
+    /// The name of the manager (agent) hosting the plugin.
     pub fn with_manager_name(mut self, name: impl Into<String>) -> Self {
         self.manager_name = name.into();
         self
     }
 
+    /// The plugin's configuration.
     pub fn with_config(mut self, config: Value) -> Self {
         self.config = Arc::new(config);
         self
     }
 
+    /// The plugin's host-owned state store (shared with the host, which keeps it across
+    /// restarts and reloads).
     pub fn with_state(mut self, state: PluginStateStore) -> Self {
         self.state = state;
         self
     }
 
+    /// What the plugin calls other plugins through (`call_plugin`).
     pub fn with_caller(mut self, caller: Arc<dyn PluginCaller>) -> Self {
         self.caller = Some(caller);
         self
@@ -225,6 +231,7 @@ impl PluginContext {
         self
     }
 
+    /// The id of the plugin this context was made for.
     pub fn plugin_id(&self) -> &str {
         &self.plugin_id
     }
@@ -244,6 +251,7 @@ impl PluginContext {
         &self.state
     }
 
+    /// What the plugin calls other plugins through; `None` when the host gave none.
     pub fn caller(&self) -> Option<&Arc<dyn PluginCaller>> {
         self.caller.as_ref()
     }

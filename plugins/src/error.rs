@@ -41,21 +41,33 @@ pub enum PluginError {
     /// (execute before start, start before load, ...).
     #[error("plugin `{id}` cannot {operation} while {state:?}; it must be {expected}")]
     InvalidState {
+        /// The plugin.
         id: String,
+        /// What was asked (`execute`, `start`, ...).
         operation: &'static str,
+        /// The state it is in.
         state: PluginState,
+        /// The state the operation needs.
         expected: &'static str,
     },
 
     /// A declared dependency is not registered.
     #[error("plugin `{plugin}` depends on `{dependency}`, which is not registered")]
-    MissingDependency { plugin: String, dependency: String },
+    MissingDependency {
+        /// The plugin declaring the dependency.
+        plugin: String,
+        /// The dependency that is not registered.
+        dependency: String,
+    },
 
     /// A plugin cannot start because a dependency of it is not running.
     #[error("plugin `{plugin}` cannot start: its dependency `{dependency}` is {state:?}, not Running; start it first")]
     DependencyNotReady {
+        /// The plugin that cannot start.
         plugin: String,
+        /// The dependency that is not running.
         dependency: String,
+        /// The dependency's state.
         state: PluginState,
     },
 
@@ -64,14 +76,22 @@ pub enum PluginError {
     /// dependent still needs. `detail` names the other plugin, its state and what to do.
     #[error("plugin `{plugin}` cannot {operation}: {detail}")]
     DependencyOrder {
+        /// The plugin the step was asked of.
         plugin: String,
+        /// The step (`load`, `stop`, `unload`).
         operation: &'static str,
+        /// The other plugin, its state and what to do.
         detail: String,
     },
 
     /// A plugin cannot be unregistered while another plugin that depends on it is loaded.
     #[error("plugin `{id}` is a dependency of `{dependent}`, which is still loaded; unregister that first")]
-    InUse { id: String, dependent: String },
+    InUse {
+        /// The plugin that cannot be unregistered.
+        id: String,
+        /// The loaded plugin that depends on it.
+        dependent: String,
+    },
 
     /// Declared dependencies form a cycle; the ids are listed in cycle order.
     #[error("plugin dependency cycle: {}", .0.join(" -> "))]
@@ -84,15 +104,30 @@ pub enum PluginError {
 
     /// The plugin panicked while handling the call. It has been handed to its supervisor.
     #[error("plugin `{id}` panicked: {message}")]
-    Panicked { id: String, message: String },
+    Panicked {
+        /// The plugin.
+        id: String,
+        /// The panic message.
+        message: String,
+    },
 
     /// The call did not finish within its deadline.
     #[error("plugin `{id}` did not answer within {after:?}")]
-    Timeout { id: String, after: Duration },
+    Timeout {
+        /// The plugin.
+        id: String,
+        /// The deadline that passed.
+        after: Duration,
+    },
 
     /// The supervisor gave up on the plugin after too many restarts.
     #[error("plugin `{id}` has failed permanently after {restarts} restarts; re-register it")]
-    Failed { id: String, restarts: u32 },
+    Failed {
+        /// The plugin.
+        id: String,
+        /// The restarts it had.
+        restarts: u32,
+    },
 
     /// The plugin's actor is gone (the manager was shut down or the plugin was unregistered).
     #[error("plugin `{0}` is no longer running (its actor has stopped)")]
@@ -108,16 +143,31 @@ pub enum PluginError {
 
     /// A resource limit of the sandbox was hit.
     #[error("limit exceeded: {limit}: {detail}")]
-    LimitExceeded { limit: String, detail: String },
+    LimitExceeded {
+        /// The limit hit (`max_operations`, `timeout`, ...).
+        limit: String,
+        /// What exceeded it, and which setting raises it.
+        detail: String,
+    },
 
     /// A script or module failed to compile; `location` is `file:line:column` when known.
     #[error("compile error at {location}: {message}")]
-    Compile { location: String, message: String },
+    Compile {
+        /// `file:line:column` when known.
+        location: String,
+        /// The compiler's message.
+        message: String,
+    },
 
     /// A script or module failed while running; `location` names file, line, column and
     /// function when known.
     #[error("runtime error at {location}: {message}")]
-    Runtime { location: String, message: String },
+    Runtime {
+        /// File, line, column and function when known.
+        location: String,
+        /// What failed.
+        message: String,
+    },
 
     /// (De)serialisation of JSON failed.
     #[error("JSON error: {0}")]
@@ -291,15 +341,24 @@ pub enum CallError {
     /// The plugin is not in a state that serves calls (not started yet, or stopped).
     #[error("plugin `{id}` cannot {operation} while {state:?}; it must be {expected}")]
     InvalidState {
+        /// The plugin.
         id: String,
+        /// What was asked (`execute`, ...).
         operation: &'static str,
+        /// The state it is in.
         state: PluginState,
+        /// The state the operation needs.
         expected: &'static str,
     },
 
     /// The supervisor gave up on the plugin after too many restarts.
     #[error("plugin `{id}` has failed permanently after {restarts} restarts; re-register it")]
-    Failed { id: String, restarts: u32 },
+    Failed {
+        /// The plugin.
+        id: String,
+        /// The restarts it had.
+        restarts: u32,
+    },
 
     /// The call would re-enter a plugin that waits further up the same call chain (its
     /// actor would deadlock); the chain is listed in call order.
@@ -308,11 +367,21 @@ pub enum CallError {
 
     /// The host stopped waiting for the answer.
     #[error("plugin `{id}` did not answer within {after:?}")]
-    Timeout { id: String, after: Duration },
+    Timeout {
+        /// The plugin.
+        id: String,
+        /// How long the host waited.
+        after: Duration,
+    },
 
     /// The plugin panicked while handling the call. It has been handed to its supervisor.
     #[error("plugin `{id}` panicked: {message}")]
-    Panicked { id: String, message: String },
+    Panicked {
+        /// The plugin.
+        id: String,
+        /// The panic message.
+        message: String,
+    },
 
     /// The plugin answered with an error of its own.
     #[error(transparent)]

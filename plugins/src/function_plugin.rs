@@ -42,7 +42,9 @@ use crate::{AgentPlugin, PluginMetadata, PluginResult, PluginType};
 /// The function behind an [`FnPlugin`]: any `Fn(Value) -> PluginResult<Value>` closure, a
 /// [`Reading`] one that borrows its input, or a [`Transforming`] one that edits it.
 pub trait JsonFunction: Send + Sync + 'static {
+    /// Runs the function on an owned input.
     fn call(&self, input: Value) -> PluginResult<Value>;
+    /// Runs the function on a borrowed input (cloning it only if the function needs to own it).
     fn call_ref(&self, input: &Value) -> PluginResult<Value>;
     /// Replaces `message` by the output; on failure `message` is left as it came (except for
     /// a [`Transforming`] function, which may have changed it).
@@ -68,6 +70,12 @@ where
 /// A function that reads its input in place (see [`FnPlugin::reading`]).
 pub struct Reading<G>(G);
 
+impl<G> std::fmt::Debug for Reading<G> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reading(..)")
+    }
+}
+
 impl<G> JsonFunction for Reading<G>
 where
     G: Fn(&Value) -> PluginResult<Value> + Send + Sync + 'static,
@@ -83,6 +91,12 @@ where
 
 /// A function that edits its input into its output (see [`FnPlugin::transforming`]).
 pub struct Transforming<G>(G);
+
+impl<G> std::fmt::Debug for Transforming<G> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Transforming(..)")
+    }
+}
 
 impl<G> JsonFunction for Transforming<G>
 where
@@ -108,6 +122,15 @@ pub struct FnPlugin<F> {
     function: F,
 }
 
+/// The metadata; the function is a closure, shown as `..`.
+impl<F> std::fmt::Debug for FnPlugin<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FnPlugin")
+            .field("metadata", &self.metadata)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<F> FnPlugin<F>
 where
     F: Fn(Value) -> PluginResult<Value> + Send + Sync + 'static,
@@ -117,6 +140,7 @@ where
         Self::with_metadata(named(id, plugin_type), function)
     }
 
+    /// A plugin with the given metadata (id, name, type, description, capabilities).
     pub fn with_metadata(metadata: PluginMetadata, function: F) -> Self {
         Self::from_parts(metadata, function)
     }
@@ -145,6 +169,7 @@ where
         Self::reading_with_metadata(named(id, plugin_type), function)
     }
 
+    /// Like [`reading`](Self::reading), with the given metadata.
     pub fn reading_with_metadata(metadata: PluginMetadata, function: G) -> Self {
         Self::from_parts(metadata, Reading(function))
     }
@@ -162,6 +187,7 @@ where
         Self::transforming_with_metadata(named(id, plugin_type), function)
     }
 
+    /// Like [`transforming`](Self::transforming), with the given metadata.
     pub fn transforming_with_metadata(metadata: PluginMetadata, function: G) -> Self {
         Self::from_parts(metadata, Transforming(function))
     }

@@ -10,12 +10,19 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PluginType {
+    /// A language model client.
     Llm,
+    /// A tool an agent calls.
     Tool,
+    /// Storage (a database, files).
     Storage,
+    /// An agent's memory.
     Memory,
+    /// A Rhai script.
     Script,
+    /// A WebAssembly module.
     Wasm,
+    /// Any other kind, named by the application.
     Custom(String),
 }
 
@@ -40,9 +47,11 @@ pub struct PluginMetadata {
     pub id: String,
     /// Human-readable name.
     pub name: String,
+    /// The plugin's kind.
     pub plugin_type: PluginType,
     /// Version of the plugin's code or artifact (a script's content hash for Rhai).
     pub version: String,
+    /// What the plugin does, in a sentence (empty when unset).
     pub description: String,
     /// What the plugin offers (free-form tags such as `data_analysis`).
     pub capabilities: Vec<String>,
@@ -64,16 +73,19 @@ impl PluginMetadata {
         }
     }
 
+    /// Sets the description.
     pub fn with_description(mut self, description: impl Into<String>) -> Self {
         self.description = description.into();
         self
     }
 
+    /// Adds a capability tag.
     pub fn with_capability(mut self, capability: impl Into<String>) -> Self {
         self.capabilities.push(capability.into());
         self
     }
 
+    /// Sets the version (default `0.1.0`).
     pub fn with_version(mut self, version: impl Into<String>) -> Self {
         self.version = version.into();
         self
@@ -85,6 +97,7 @@ impl PluginMetadata {
         self
     }
 
+    /// Whether `capability` is one of the plugin's capability tags.
     pub fn has_capability(&self, capability: &str) -> bool {
         self.capabilities.iter().any(|c| c == capability)
     }

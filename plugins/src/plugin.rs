@@ -57,6 +57,7 @@ impl<T: Any> AnyPlugin for T {
 /// supertrait, for downcasting a `dyn AgentPlugin`; writing them out as before still compiles.
 #[async_trait]
 pub trait AgentPlugin: AnyPlugin + Send + 'static {
+    /// The plugin's id, name, type, version, capabilities and dependencies.
     fn metadata(&self) -> &PluginMetadata;
 
     /// The state the plugin reports about itself. Nothing in the host reads it: the manager

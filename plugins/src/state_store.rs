@@ -105,6 +105,7 @@ impl PluginStateStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The value under `key`, if any (a copy).
     pub fn get(&self, key: &str) -> Option<Value> {
         self.entries().map.get(key).cloned()
     }
@@ -164,6 +165,7 @@ impl PluginStateStore {
         *self.entries() = Entries { map: state, bytes };
     }
 
+    /// Removes every entry.
     pub fn clear(&self) {
         *self.entries() = Entries::default();
     }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use bilayer::system_config::SystemDefinition;
 
-pub fn run(system_file: &Path) -> Result<ExitCode, Box<dyn std::error::Error>> {
+pub(super) fn run(system_file: &Path) -> Result<ExitCode, Box<dyn std::error::Error>> {
     // Every problem of the TOML itself (syntax, unknown keys, wrong types, missing keys), then
     // every problem of what it says, on the definition with the faulty items left out.
     let (definition, mut problems) = match SystemDefinition::read(system_file) {

@@ -20,7 +20,7 @@ use bilayer::wasm_runtime::{WasmCapabilities, WasmEngine, WasmLimits, WasmPlugin
 use bilayer::LimitSettings;
 
 /// The limits `exec` gives the call (`--timeout-ms`, `--memory-mb`, `--fuel`).
-pub struct Limits {
+pub(super) struct Limits {
     /// How long exec waits for the call; also a WASM module's own timeout.
     pub timeout: Duration,
     pub memory_mb: Option<usize>,
@@ -51,7 +51,7 @@ impl Limits {
     }
 }
 
-pub async fn run(
+pub(super) async fn run(
     file: &Path,
     input: &str,
     limits: &Limits,

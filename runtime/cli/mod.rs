@@ -19,7 +19,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 /// With no subcommand, runs the bundled order pipeline on the W1 orders and prints a summary.
 #[derive(Debug, Parser)]
 #[command(name = "bilayer", version, about)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     /// Serve metrics in Prometheus text format on this address (e.g. 127.0.0.1:9000).
@@ -128,7 +128,7 @@ enum Command {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum TransportKind {
+pub(crate) enum TransportKind {
     /// Actor mailboxes in this process.
     InProcess,
     /// NATS JetStream, agents served by `bilayer worker` processes.
@@ -136,7 +136,7 @@ pub enum TransportKind {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum ToolFormat {
+pub(crate) enum ToolFormat {
     /// OpenAI function calling: {"type": "function", "function": {...}}.
     Openai,
     /// Model Context Protocol: {"name", "description", "inputSchema"}.
@@ -212,7 +212,7 @@ pub(crate) async fn wait_for_stop_signal() -> std::io::Result<StopSignal> {
 }
 
 /// Logs go to stderr, filtered by `RUST_LOG` (default: warnings).
-pub fn init_tracing() {
+pub(crate) fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
@@ -229,7 +229,7 @@ fn worker_without_nats() -> String {
     bilayer::features::missing("nats", "`bilayer worker` serves agents over NATS")
 }
 
-pub async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
+pub(crate) async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     if let Some(addr) = cli.metrics_addr {
         metrics_exporter_prometheus::PrometheusBuilder::new()
             .with_http_listener(addr)

@@ -23,8 +23,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::orders;
 use bilayer::jsonl::{JsonLine, JsonLines};
-use bilayer::orders;
 use bilayer::system_config::{Deployment, SystemDefinition};
 use bilayer::{AgentSystem, Outcome, OutcomeStatus, Transport};
 
@@ -101,7 +101,7 @@ impl Summary {
 const STALL_WARNING: Duration = Duration::from_secs(10);
 
 /// Where inputs come from.
-pub enum InputSource {
+pub(super) enum InputSource {
     File(PathBuf),
     Stdin,
     /// The first `n` W1 orders, generated.
@@ -109,7 +109,7 @@ pub enum InputSource {
 }
 
 /// How `bilayer run` runs.
-pub struct RunOptions {
+pub(super) struct RunOptions {
     pub print_outcomes: bool,
     pub watch: bool,
     pub transport: Option<TransportKind>,
@@ -134,7 +134,7 @@ enum Ended {
 }
 
 /// `bilayer run`.
-pub async fn run(
+pub(super) async fn run(
     system_file: &Path,
     input: InputSource,
     options: RunOptions,
@@ -255,7 +255,7 @@ fn submitting_over_nats(
 }
 
 /// `bilayer` with no arguments: the order pipeline on the W1 orders.
-pub async fn default_pipeline() -> Result<ExitCode, Box<dyn std::error::Error>> {
+pub(super) async fn default_pipeline() -> Result<ExitCode, Box<dyn std::error::Error>> {
     let n = 10_000;
     let system_file = bundled_orders_system();
     println!(

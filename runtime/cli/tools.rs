@@ -11,7 +11,10 @@ use bilayer::rhai_runtime::RhaiToolRegistry;
 use super::ToolFormat;
 
 #[cfg(feature = "rhai")]
-pub async fn run(path: &Path, format: ToolFormat) -> Result<ExitCode, Box<dyn std::error::Error>> {
+pub(super) async fn run(
+    path: &Path,
+    format: ToolFormat,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let registry = RhaiToolRegistry::new();
     if path.is_dir() {
         registry.load_dir(path).await?;

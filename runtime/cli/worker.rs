@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use bilayer::system_config::{Deployment, SystemDefinition};
 use bilayer::Transport;
 
-pub async fn run(
+pub(super) async fn run(
     system_file: &Path,
     agents: Option<Vec<String>>,
     nats_url: Option<String>,

@@ -26,7 +26,9 @@ use crate::routing::RhaiRoutingPolicy;
 /// other processes, which needs the NATS transport).
 #[derive(Debug, Clone, Default)]
 pub struct Deployment {
+    /// The transport, instead of the definition's `[transport]` (`None`: the definition's).
     pub transport: Option<Transport>,
+    /// The agents served by this process (`None`: all of them).
     pub serve: Option<Vec<String>>,
 }
 

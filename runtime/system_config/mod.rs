@@ -219,6 +219,7 @@ impl SystemDefinition {
         Ok((definition, problems))
     }
 
+    /// The system's `name`, or `agents` when the file sets none.
     pub fn name(&self) -> &str {
         self.raw.name.as_deref().unwrap_or("agents")
     }

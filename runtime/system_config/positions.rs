@@ -32,7 +32,7 @@ pub(crate) struct LineIndex {
 }
 
 impl LineIndex {
-    pub fn new(text: &str) -> Self {
+    pub(super) fn new(text: &str) -> Self {
         Self {
             starts: std::iter::once(0)
                 .chain(text.match_indices('\n').map(|(at, _)| at + 1))
@@ -41,7 +41,7 @@ impl LineIndex {
     }
 
     /// 1-based line and column (in characters) of `offset` in `text`, the text indexed.
-    pub fn line_column(&self, text: &str, offset: usize) -> (usize, usize) {
+    pub(super) fn line_column(&self, text: &str, offset: usize) -> (usize, usize) {
         let mut offset = offset.min(text.len());
         // A position inside a character counts as that character's.
         while !text.is_char_boundary(offset) {
@@ -61,7 +61,7 @@ impl std::fmt::Debug for Positions {
 
 impl Positions {
     /// The index of `text` (empty when it does not parse: nothing to place then).
-    pub fn of(text: &str) -> Self {
+    pub(super) fn of(text: &str) -> Self {
         let mut positions = Self {
             items: HashMap::new(),
             lines: LineIndex::new(text),
@@ -73,7 +73,7 @@ impl Positions {
     }
 
     /// Where the item at `path` is, when the text has it.
-    pub fn get(&self, path: &[String]) -> Option<Position> {
+    pub(super) fn get(&self, path: &[String]) -> Option<Position> {
         self.items.get(path).copied()
     }
 

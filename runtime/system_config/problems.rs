@@ -20,6 +20,7 @@ use super::SystemDefinition;
 pub struct Problem {
     /// `file:line:column`, or just the file when no position is known.
     pub location: String,
+    /// What is wrong, in words.
     pub message: String,
 }
 

@@ -48,10 +48,13 @@ pub const BUILTIN_PLUGINS: &[&str] = &["llm", "database", "http"];
 /// feature: without it, an agent naming one is refused when its source is read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AgentSource {
+    /// A Rhai script (`script = "path"`).
     #[cfg(feature = "rhai")]
     Script(PathBuf),
+    /// A WebAssembly module (`wasm = "path"`).
     #[cfg(feature = "wasm")]
     Wasm(PathBuf),
+    /// A native plugin compiled into bilayer (`native = "order_intake"`, ...).
     Native(String),
     /// A built-in (`llm`, `database`, `http`) with its JSON config (`init_sql_file` read in).
     Builtin(String, Value),

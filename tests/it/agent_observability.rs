@@ -4,11 +4,11 @@
 //! to the test's own runtime (`common::capture::run`): the orders agents' names are shared with
 //! other tests of the binary.
 
-use bilayer::orders;
 use bilayer::prelude::*;
 use serde_json::json;
 
 use crate::common;
+use crate::orders;
 
 #[test]
 fn every_hop_has_a_span_with_the_trace_id_and_agents_have_metrics() {

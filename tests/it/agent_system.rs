@@ -5,11 +5,11 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use bilayer::orders;
 use bilayer::prelude::*;
 use bilayer::DEFAULT_MAX_BRANCHES;
 use serde_json::{json, Value};
 
+use crate::orders;
 use crate::test_plugins::{step, Napping};
 
 async fn orders_system(max_in_flight: usize) -> AgentSystem {

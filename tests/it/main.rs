@@ -9,6 +9,15 @@
 //! named per test, and environment variables are set only in a child process of their own
 //! (`nats_auth`).
 
+// The test binary is not API: the `pub` items of the helper modules (and of the examples some
+// areas include) are for the areas, not for users to read.
+#![allow(missing_docs, unreachable_pub)]
+
+// Workload W1 (not library API: runtime/orders.rs says why); the areas use part of it.
+#[allow(dead_code)]
+#[path = "../../runtime/orders.rs"]
+mod orders;
+
 // Helpers shared by the areas.
 mod builtin_server;
 mod common;

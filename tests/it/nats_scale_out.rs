@@ -10,12 +10,12 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bilayer::orders;
 use serde_json::Value;
 
 use crate::nats_support::{
     delete_streams, jetstream_or_skip, nats_url, stored, streams_of, unique_system,
 };
+use crate::orders;
 
 const ORDERS: u64 = 100_000;
 

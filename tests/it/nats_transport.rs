@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use bilayer::orders;
 use bilayer::prelude::*;
 use bilayer::{NatsTransport, Transport};
 use serde_json::{json, Value};
@@ -13,6 +12,7 @@ use serde_json::{json, Value};
 use crate::nats_support::{
     delete_streams, jetstream_or_skip, nats_url, records, stored, streams_of, unique_system,
 };
+use crate::orders;
 use crate::test_plugins::step;
 
 fn nats() -> Transport {
@@ -280,8 +280,7 @@ async fn an_unreachable_server_is_a_clear_error() {
         .agent("a", step("a", Ok))
         .build()
         .await
-        .err()
-        .expect("no server on port 1");
+        .expect_err("no server on port 1");
     let message = error.to_string();
     assert!(
         message.contains("cannot connect to NATS at nats://127.0.0.1:1"),
@@ -297,8 +296,7 @@ async fn remote_agents_need_the_nats_transport() {
         .remote_agent("b")
         .build()
         .await
-        .err()
-        .expect("in-process system with a remote agent");
+        .expect_err("in-process system with a remote agent");
     assert!(
         error.to_string().contains("need the NATS transport"),
         "{error}"

@@ -5,11 +5,12 @@
 
 use std::sync::Arc;
 
-use bilayer::orders;
 use bilayer::prelude::*;
 use bilayer::routing::RhaiRoutingPolicy;
 use bilayer::system_config::SystemDefinition;
 use serde_json::json;
+
+use crate::orders;
 
 fn example(path: &str) -> String {
     format!("{}/examples/{path}", env!("CARGO_MANIFEST_DIR"))

@@ -25,7 +25,7 @@ pub(crate) struct Pending {
 impl NatsLink {
     /// Publishes `payload` to `entry` as the next input of this run; its outcome completes
     /// `ticket`.
-    pub async fn submit(
+    pub(crate) async fn submit(
         self: &Arc<Self>,
         entry: &str,
         core: &Arc<SystemCore>,
@@ -69,7 +69,7 @@ impl NatsLink {
     }
 
     /// Input `seq` could not be submitted: its outcome is an error.
-    pub fn refuse(&self, seq: u64, error: String) {
+    pub(crate) fn refuse(&self, seq: u64, error: String) {
         let pending = self
             .pending
             .lock()

@@ -16,9 +16,13 @@ pub enum NatsCredentials {
     /// No authentication (a local development server).
     #[default]
     None,
+    /// A token the server was configured with.
     Token(String),
+    /// A user name and password.
     UserPassword {
+        /// The user name.
         user: String,
+        /// Its password.
         password: String,
     },
     /// A `.creds` file (JWT and NKey seed), as `nsc` writes them.
@@ -88,6 +92,7 @@ impl NatsTransport {
         }
     }
 
+    /// The server to connect to.
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -108,6 +113,7 @@ impl NatsTransport {
         self.stream.as_deref()
     }
 
+    /// How to authenticate (default: none).
     pub fn credentials(mut self, credentials: NatsCredentials) -> Self {
         self.credentials = credentials;
         self
@@ -155,6 +161,7 @@ impl NatsTransport {
         self
     }
 
+    /// Where JetStream keeps the messages (default: file).
     pub fn storage(mut self, storage: NatsStorage) -> Self {
         self.storage = storage;
         self

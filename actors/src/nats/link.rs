@@ -43,7 +43,7 @@ pub(crate) struct NatsLink {
 
 impl NatsLink {
     /// Connects, makes sure the system's streams exist, and starts the outbox.
-    pub async fn connect(
+    pub(crate) async fn connect(
         config: &NatsTransport,
         system: &str,
     ) -> Result<Arc<NatsLink>, TransportError> {
@@ -155,7 +155,7 @@ impl NatsLink {
     }
 
     /// The durable pull consumer that every worker serving `agent` shares.
-    pub async fn agent_consumer(
+    pub(crate) async fn agent_consumer(
         &self,
         agent: &str,
     ) -> Result<consumer::Consumer<consumer::pull::Config>, String> {
@@ -186,7 +186,7 @@ impl NatsLink {
     }
 
     /// Hands a job to the outbox (publish, then acknowledge).
-    pub fn send(&self, job: Job) {
+    pub(crate) fn send(&self, job: Job) {
         if let Err(mpsc::error::SendError(OutboxMsg::Job(job))) =
             self.outbox.send(OutboxMsg::Job(job))
         {
@@ -200,12 +200,12 @@ impl NatsLink {
     }
 
     /// A message was taken from JetStream by this process.
-    pub fn took(&self) {
+    pub(crate) fn took(&self) {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
     }
 
     /// A taken message was acknowledged or given back.
-    pub fn settled(&self) {
+    pub(crate) fn settled(&self) {
         if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.idle.notify_waiters();
         }
@@ -213,7 +213,7 @@ impl NatsLink {
 
     /// Stops taking messages, lets the taken ones finish (up to `ack_wait`; past it JetStream
     /// redelivers them anyway), then flushes the outbox.
-    pub async fn stop(&self) {
+    pub(crate) async fn stop(&self) {
         let _ = self.stop.send(true);
         let deadline = tokio::time::Instant::now() + self.config.ack_wait;
         while self.in_flight.load(Ordering::Acquire) > 0 {
@@ -237,7 +237,7 @@ impl NatsLink {
     }
 
     /// Waits until every job handed to the outbox so far is published and acknowledged.
-    pub async fn flush(&self) {
+    pub(crate) async fn flush(&self) {
         let (done, flushed) = oneshot::channel();
         if self.outbox.send(OutboxMsg::Flush(done)).is_ok() {
             let _ = flushed.await;

@@ -76,7 +76,7 @@ pub(crate) struct Names {
 }
 
 impl Names {
-    pub fn new(system: &str, stream: Option<&str>, prefix: Option<&str>) -> Self {
+    pub(crate) fn new(system: &str, stream: Option<&str>, prefix: Option<&str>) -> Self {
         let token = subject_token(system);
         let work_stream = stream
             .map(str::to_string)
@@ -91,28 +91,28 @@ impl Names {
         }
     }
 
-    pub fn agent_subject(&self, agent: &str) -> String {
+    pub(crate) fn agent_subject(&self, agent: &str) -> String {
         format!("{}.agent.{}", self.prefix, subject_token(agent))
     }
 
-    pub fn agent_subjects(&self) -> String {
+    pub(crate) fn agent_subjects(&self) -> String {
         format!("{}.agent.*", self.prefix)
     }
 
     /// The durable consumer every worker of `agent` pulls from.
-    pub fn consumer(&self, agent: &str) -> String {
+    pub(crate) fn consumer(&self, agent: &str) -> String {
         format!("agent-{}", subject_token(agent))
     }
 
-    pub fn result_subject(&self, run: &str) -> String {
+    pub(crate) fn result_subject(&self, run: &str) -> String {
         format!("{}.result.{run}", self.prefix)
     }
 
-    pub fn result_subjects(&self) -> String {
+    pub(crate) fn result_subjects(&self) -> String {
         format!("{}.result.*", self.prefix)
     }
 
-    pub fn dead_subject(&self) -> String {
+    pub(crate) fn dead_subject(&self) -> String {
         format!("{}.dead", self.prefix)
     }
 }

@@ -35,7 +35,7 @@ pub(crate) enum Carrier {
 
 impl Carrier {
     /// Takes an admitted input to the entry agent.
-    pub async fn admit(
+    pub(super) async fn admit(
         &self,
         core: &Arc<SystemCore>,
         entry: &str,
@@ -59,7 +59,7 @@ impl Carrier {
 
     /// Takes an agent's `output` on, where routing decides.
     #[inline]
-    pub fn forward(&self, core: &SystemCore, envelope: Envelope, output: Value) {
+    pub(super) fn forward(&self, core: &SystemCore, envelope: Envelope, output: Value) {
         match self {
             #[cfg(feature = "nats")]
             Carrier::Nats(link) if envelope.ticket.remote.is_some() => {
@@ -70,7 +70,12 @@ impl Carrier {
     }
 
     /// Ends one branch as a dead letter.
-    pub fn dead_letter(&self, core: &SystemCore, envelope: Envelope, reason: DeadLetterReason) {
+    pub(super) fn dead_letter(
+        &self,
+        core: &SystemCore,
+        envelope: Envelope,
+        reason: DeadLetterReason,
+    ) {
         match self {
             #[cfg(feature = "nats")]
             Carrier::Nats(link) if envelope.ticket.remote.is_some() => {
@@ -82,7 +87,7 @@ impl Carrier {
 
     /// Starts bringing the messages of `agents` (this process's) to them from where they
     /// wait: nothing to do in process; over NATS, one pull consumer per agent.
-    pub fn serve(&self, core: &Arc<SystemCore>, agents: &[String]) {
+    pub(super) fn serve(&self, core: &Arc<SystemCore>, agents: &[String]) {
         match self {
             Carrier::InProcess => {
                 let _ = (core, agents);
@@ -106,7 +111,7 @@ impl Carrier {
 
     /// Stops taking messages in and lets those already taken finish (over NATS: be
     /// acknowledged).
-    pub async fn stop(&self) {
+    pub(super) async fn stop(&self) {
         match self {
             Carrier::InProcess => {}
             #[cfg(feature = "nats")]

@@ -40,7 +40,7 @@ pub(crate) enum DeadLetterReason {
 
 impl DeadLetterReason {
     /// A message for `agent`, which is not serving (it is `state`).
-    pub fn not_running(agent: &Arc<str>, state: impl fmt::Display) -> Self {
+    pub(crate) fn not_running(agent: &Arc<str>, state: impl fmt::Display) -> Self {
         DeadLetterReason::NotRunning {
             agent: Arc::clone(agent),
             state: state.to_string(),
@@ -92,12 +92,16 @@ impl fmt::Display for DeadLetterReason {
 /// One undeliverable message.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DeadLetter {
+    /// The number of the input the message came from.
     pub input: u64,
+    /// The input's trace id.
     pub trace_id: String,
     /// The agent where the message stopped (the failing agent, or the last one before an
     /// unknown target).
     pub agent: Option<String>,
+    /// The agents visited, in order.
     pub hops: Vec<String>,
+    /// Why the message could not go on (the agent's error, an unknown target, a limit).
     pub reason: String,
     /// The message as it was when it stopped.
     pub payload: Value,
@@ -110,7 +114,7 @@ pub(crate) struct DeadLetterQueue {
 }
 
 impl DeadLetterQueue {
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         Self {
             recent: Mutex::new(VecDeque::new()),
             capacity,
@@ -118,7 +122,7 @@ impl DeadLetterQueue {
         }
     }
 
-    pub fn push(&self, letter: DeadLetter) {
+    pub(crate) fn push(&self, letter: DeadLetter) {
         self.total.fetch_add(1, Ordering::Relaxed);
         // Debug, not warn: a dead letter is an outcome its caller already receives (the `run`
         // command prints it as a line), and a flood of failures must not flood the log too.
@@ -142,12 +146,12 @@ impl DeadLetterQueue {
         recent.push_back(letter);
     }
 
-    pub fn recent(&self) -> Vec<DeadLetter> {
+    pub(crate) fn recent(&self) -> Vec<DeadLetter> {
         let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         recent.iter().cloned().collect()
     }
 
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.total.load(Ordering::Relaxed)
     }
 }

@@ -48,7 +48,7 @@ pub(crate) struct Ticket {
 }
 
 impl Ticket {
-    pub fn new(
+    pub(crate) fn new(
         input: u64,
         trace_id: u64,
         sink: OutcomeSink,
@@ -65,7 +65,7 @@ impl Ticket {
 
     /// The ticket of one message taken from NATS by a worker (no local caller waits on it).
     #[cfg(feature = "nats")]
-    pub fn remote(input: u64, trace_id: u64, hop: RemoteHop) -> Arc<Ticket> {
+    pub(crate) fn remote(input: u64, trace_id: u64, hop: RemoteHop) -> Arc<Ticket> {
         Self::build(input, trace_id, None, Some(Box::new(hop)))
     }
 
@@ -88,19 +88,19 @@ impl Ticket {
         })
     }
 
-    pub fn trace_id_hex(&self) -> String {
+    pub(crate) fn trace_id_hex(&self) -> String {
         trace_id_hex(self.trace_id)
     }
 
     /// Announces `extra` more branches (a fan-out into `extra + 1` targets).
-    pub fn add_branches(&self, extra: usize) {
+    pub(crate) fn add_branches(&self, extra: usize) {
         // Set by the only branch alive at that moment, before the new branches exist.
         self.fanned_out.store(true, Ordering::Release);
         self.remaining.fetch_add(extra, Ordering::AcqRel);
     }
 
     /// Records the end of one branch; the last branch completes the ticket.
-    pub fn finish_branch(&self, core: &SystemCore, mut outcome: Outcome) {
+    pub(crate) fn finish_branch(&self, core: &SystemCore, mut outcome: Outcome) {
         outcome.latency = clock::since(self.admitted);
         if !self.fanned_out.load(Ordering::Acquire) {
             self.remaining.store(0, Ordering::Release);
@@ -144,7 +144,7 @@ impl Ticket {
 }
 
 /// A message on its way to an agent.
-pub struct Envelope {
+pub(crate) struct Envelope {
     pub(crate) payload: serde_json::Value,
     pub(crate) hops: Vec<Arc<str>>,
     /// The product of the fan-out widths on this branch's way (1 before any fan-out): how

@@ -34,7 +34,7 @@ pub(crate) struct AgentAddress {
     pub inbox: Arc<Inbox>,
 }
 
-pub struct Inbox {
+pub(crate) struct Inbox {
     queue: Mutex<Queue>,
     /// The system the agent serves, which holds this inbox in its agent table (hence weak).
     /// The actor takes a strong reference for each turn.
@@ -94,7 +94,7 @@ impl AgentAddress {
     /// Tells the actor which inbox is its own, and waits until it knows, so that no message
     /// can arrive in an inbox whose actor would not empty it on stopping (see
     /// `PluginActor::post_stop`).
-    pub async fn introduce(&self, agent: &str) -> PluginResult<()> {
+    pub(crate) async fn introduce(&self, agent: &str) -> PluginResult<()> {
         let (reply, introduced) = oneshot::channel();
         let gone = || PluginError::execution(format!("agent `{agent}` stopped while starting"));
         self.actor
@@ -108,7 +108,7 @@ impl AgentAddress {
 
     /// Queues `envelope` for the agent. `Err` returns the messages that can no longer reach
     /// it (its actor has stopped), for the caller to dead-letter.
-    pub fn send(&self, envelope: Envelope) -> Result<(), Vec<Envelope>> {
+    pub(crate) fn send(&self, envelope: Envelope) -> Result<(), Vec<Envelope>> {
         if !self.inbox.push(envelope) {
             return Ok(());
         }

@@ -115,6 +115,36 @@ pub struct AgentSystemBuilder {
     remote_agents: Vec<String>,
 }
 
+/// The settings and the agents' names; plugins and the routing policy show as names or
+/// whether they are set.
+impl std::fmt::Debug for AgentSystemBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let agents: Vec<&str> = self
+            .agents
+            .iter()
+            .map(|(name, _, _)| name.as_str())
+            .collect();
+        let plugins: Vec<&str> = self
+            .plugins
+            .iter()
+            .map(|(plugin, _)| plugin.metadata().id.as_str())
+            .collect();
+        f.debug_struct("AgentSystemBuilder")
+            .field("name", &self.name)
+            .field("agents", &agents)
+            .field("plugins", &plugins)
+            .field("entry", &self.entry)
+            .field("routing", &self.routing.is_some())
+            .field("max_hops", &self.max_hops)
+            .field("max_branches", &self.max_branches)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("strategy", &self.strategy)
+            .field("intensity", &self.intensity)
+            .field("hop_timeout", &self.hop_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
 impl AgentSystemBuilder {
     /// Names the system (its manager, in logs and metrics). Default `agents`.
     pub fn name(mut self, name: impl Into<String>) -> Self {
@@ -164,6 +194,8 @@ impl AgentSystemBuilder {
         self
     }
 
+    /// How many agents one input may pass through (default [`DEFAULT_MAX_HOPS`], at least
+    /// 1); a message past it is dead-lettered.
     pub fn max_hops(mut self, max_hops: usize) -> Self {
         self.max_hops = max_hops.max(1);
         self
@@ -181,16 +213,20 @@ impl AgentSystemBuilder {
         self
     }
 
+    /// How many inputs may be between admission and outcome at once (default
+    /// [`DEFAULT_MAX_IN_FLIGHT`], at least 1); `send` and `submit` wait for a free slot.
     pub fn max_in_flight(mut self, max_in_flight: usize) -> Self {
         self.max_in_flight = max_in_flight.clamp(1, Semaphore::MAX_PERMITS);
         self
     }
 
+    /// Which agents restart when one fails (default one_for_one).
     pub fn strategy(mut self, strategy: SupervisionStrategy) -> Self {
         self.strategy = strategy;
         self
     }
 
+    /// At most `max_restarts` restarts of an agent within `within` (default 3 in 5 s).
     pub fn restart_intensity(mut self, max_restarts: u32, within: Duration) -> Self {
         self.intensity = RestartIntensity {
             max_restarts,
@@ -377,6 +413,23 @@ pub struct AgentSystem {
     inner: Arc<SystemInner>,
 }
 
+/// The manager, the entry agent, the agents and the inputs in flight.
+impl std::fmt::Debug for AgentSystem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner = &self.inner;
+        let in_flight = inner
+            .max_in_flight
+            .saturating_sub(inner.admission.available_permits());
+        f.debug_struct("AgentSystem")
+            .field("manager", &inner.manager.name())
+            .field("entry", &inner.entry)
+            .field("agents", &inner.agent_names)
+            .field("in_flight", &in_flight)
+            .field("closed", &inner.closed.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
 struct SystemInner {
     manager: PluginManager,
     core: Arc<SystemCore>,
@@ -417,14 +470,25 @@ impl Drop for SystemInner {
 /// Totals of the outcomes so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SystemTotals {
+    /// Inputs a terminal agent answered.
     pub ok: u64,
+    /// Inputs refused before any agent saw them.
     pub error: u64,
+    /// Inputs that ended in the dead-letter queue.
     pub dead_letter: u64,
 }
 
 /// The outcomes of inputs given to [`AgentSystem::submit`], in completion order.
 pub struct OutcomeStream {
     rx: mpsc::UnboundedReceiver<(Outcome, OwnedSemaphorePermit)>,
+}
+
+impl std::fmt::Debug for OutcomeStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutcomeStream")
+            .field("waiting", &self.rx.len())
+            .finish()
+    }
 }
 
 impl OutcomeStream {
@@ -442,6 +506,8 @@ impl OutcomeStream {
 }
 
 impl AgentSystem {
+    /// A builder with the defaults: named `agents`, in-process transport, hop limit
+    /// [`DEFAULT_MAX_HOPS`], [`DEFAULT_MAX_IN_FLIGHT`] inputs in flight, 30 s hop timeout.
     pub fn builder() -> AgentSystemBuilder {
         AgentSystemBuilder {
             name: "agents".to_string(),
@@ -467,6 +533,7 @@ impl AgentSystem {
         &self.inner.manager
     }
 
+    /// The agent every input is delivered to first.
     pub fn entry(&self) -> &str {
         &self.inner.entry
     }

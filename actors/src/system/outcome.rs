@@ -22,6 +22,7 @@ pub enum OutcomeStatus {
 }
 
 impl OutcomeStatus {
+    /// The `status` field of the JSON line: `ok`, `error` or `dead_letter`.
     pub fn as_str(self) -> &'static str {
         match self {
             OutcomeStatus::Ok => "ok",
@@ -36,6 +37,7 @@ impl OutcomeStatus {
 pub struct Outcome {
     /// 1-based number of the input (its line in `bilayer run`).
     pub input: u64,
+    /// How it ended.
     pub status: OutcomeStatus,
     /// The terminal agent (for a dead letter: the agent where the message stopped).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -45,9 +47,12 @@ pub struct Outcome {
     /// The terminal agent's output (for a fan-out: every branch's output, in branch order).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output: Option<Value>,
+    /// The trace id the input carried through every hop (in logs and spans).
     pub trace_id: String,
+    /// For `error`: why the input was refused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// For `dead_letter`: why the message went to the dead-letter queue.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// For a fan-out (`next_agent` given as a list): the outcome of every branch.
@@ -76,6 +81,7 @@ impl Outcome {
         }
     }
 
+    /// Whether a terminal agent produced the output.
     pub fn is_ok(&self) -> bool {
         self.status == OutcomeStatus::Ok
     }

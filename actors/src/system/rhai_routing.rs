@@ -14,6 +14,15 @@ pub struct RhaiRoutingPolicy {
     script: RhaiPlugin,
 }
 
+impl std::fmt::Debug for RhaiRoutingPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RhaiRoutingPolicy")
+            .field("script", &self.script.metadata().id)
+            .field("version", &self.version())
+            .finish()
+    }
+}
+
 impl RhaiRoutingPolicy {
     /// A policy running the script at `path`, with the default sandbox limits.
     pub fn from_file(path: impl AsRef<Path>) -> PluginResult<Self> {

@@ -47,7 +47,7 @@ pub(crate) enum Next<'a> {
 
 impl Next<'_> {
     /// The same decision, no longer borrowing the output (for a decision that outlives it).
-    pub fn into_owned(self) -> Next<'static> {
+    pub(crate) fn into_owned(self) -> Next<'static> {
         match self {
             Next::Terminal => Next::Terminal,
             Next::One(name) => Next::One(Cow::Owned(name.into_owned())),
@@ -70,14 +70,14 @@ pub(crate) struct RoutingSlot {
 }
 
 impl RoutingSlot {
-    pub fn new(policy: Option<Arc<dyn RoutingPolicy>>) -> Self {
+    pub(super) fn new(policy: Option<Arc<dyn RoutingPolicy>>) -> Self {
         Self {
             active: AtomicBool::new(policy.is_some()),
             policy: RwLock::new(policy),
         }
     }
 
-    pub fn get(&self) -> Option<Arc<dyn RoutingPolicy>> {
+    pub(super) fn get(&self) -> Option<Arc<dyn RoutingPolicy>> {
         if !self.active.load(Ordering::Acquire) {
             return None;
         }
@@ -87,7 +87,7 @@ impl RoutingSlot {
             .clone()
     }
 
-    pub fn set(&self, policy: Option<Arc<dyn RoutingPolicy>>) {
+    pub(super) fn set(&self, policy: Option<Arc<dyn RoutingPolicy>>) {
         let mut slot = self.policy.write().unwrap_or_else(|p| p.into_inner());
         self.active.store(policy.is_some(), Ordering::Release);
         *slot = policy;
@@ -95,7 +95,11 @@ impl RoutingSlot {
 
     /// Where `agent`'s `output` goes: the policy's decision, else the output's `next_agent`
     /// (absent: terminal).
-    pub fn decide<'a>(&self, agent: &str, output: &'a Value) -> Result<Next<'a>, DeadLetterReason> {
+    pub(super) fn decide<'a>(
+        &self,
+        agent: &str,
+        output: &'a Value,
+    ) -> Result<Next<'a>, DeadLetterReason> {
         if let Some(policy) = self.get() {
             let decided = policy
                 .route(agent, output)

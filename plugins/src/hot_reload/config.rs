@@ -132,6 +132,7 @@ impl HotReloadConfig {
         Self::default()
     }
 
+    /// When a change on disk becomes a reload (default: debounced by 250 ms).
     pub fn with_strategy(mut self, strategy: ReloadStrategy) -> Self {
         self.strategy = strategy;
         self
@@ -177,6 +178,7 @@ impl HotReloadConfig {
         self
     }
 
+    /// What happens to a plugin when its file is deleted (default [`DeleteAction::Remove`]).
     pub fn with_on_delete(mut self, action: DeleteAction) -> Self {
         self.on_delete = action;
         self
@@ -261,46 +263,57 @@ impl HotReloadConfig {
         })
     }
 
+    /// When a change on disk becomes a reload.
     pub fn strategy(&self) -> ReloadStrategy {
         self.strategy
     }
 
+    /// Whether a new version keeps the plugin's state store.
     pub fn preserve_state(&self) -> bool {
         self.preserve_state
     }
 
+    /// Whether a new version that keeps failing is rolled back.
     pub fn auto_rollback(&self) -> bool {
         self.auto_rollback
     }
 
+    /// Failures a new version may have within the failure window before it is rolled back.
     pub fn max_attempts(&self) -> u32 {
         self.max_attempts
     }
 
+    /// How long after a swap failures count towards a rollback.
     pub fn failure_window(&self) -> Duration {
         self.failure_window
     }
 
+    /// How long a failed message waits for a rollback that would run it again.
     pub fn replay_hold(&self) -> Duration {
         self.replay_hold
     }
 
+    /// What happens to a plugin when its file is deleted.
     pub fn on_delete(&self) -> DeleteAction {
         self.on_delete
     }
 
+    /// Whether a new file becomes a new plugin.
     pub fn add_new_files(&self) -> bool {
         self.add_new_files
     }
 
+    /// Whether subdirectories are watched too.
     pub fn recursive(&self) -> bool {
         self.recursive
     }
 
+    /// Whether a new version's self-test runs before the swap.
     pub fn self_test(&self) -> bool {
         self.self_test
     }
 
+    /// How long a vanished file may take to reappear before its plugin is removed.
     pub fn removal_grace(&self) -> Duration {
         self.removal_grace
     }

@@ -32,15 +32,27 @@ const EVENT_CAPACITY: usize = 1024;
 pub enum ReloadEvent {
     /// A watched file's content changed (a save that changes nothing is not reported), or the
     /// file was deleted.
-    FileChanged { path: PathBuf },
+    FileChanged {
+        /// The file.
+        path: PathBuf,
+    },
     /// A new version of `plugin_id` is being compiled, validated and swapped in.
-    ReloadStarted { plugin_id: String, path: PathBuf },
+    ReloadStarted {
+        /// The plugin being reloaded.
+        plugin_id: String,
+        /// The file the new version comes from.
+        path: PathBuf,
+    },
     /// `version` now serves `plugin_id`: every message after the swap goes to it. `duration`
     /// runs from the change being seen (after the debounce window) to the new version serving.
     ReloadCompleted {
+        /// The plugin reloaded.
         plugin_id: String,
+        /// The version now serving.
         version: String,
+        /// The version it replaced.
         previous_version: String,
+        /// From the change being seen to the new version serving.
         duration: Duration,
     },
     /// A reload of `plugin_id` failed and the version that was serving keeps serving.
@@ -50,8 +62,11 @@ pub enum ReloadEvent {
     /// for a version that went live and then failed (panic, trap, limit, runtime error), its
     /// failures since the swap, which past `max_attempts` roll it back.
     ReloadFailed {
+        /// The plugin whose reload or new version failed.
         plugin_id: String,
+        /// What went wrong.
         error: PluginError,
+        /// The failure's number (see above).
         attempt: u32,
     },
     /// The version that failed too often after its swap, `from_version`, was replaced by
@@ -62,30 +77,49 @@ pub enum ReloadEvent {
     /// that run (a message that fails there too is answered with, or dead-lettered for, its
     /// new error).
     RolledBack {
+        /// The plugin rolled back.
         plugin_id: String,
+        /// The version that failed too often.
         from_version: String,
+        /// The version serving again.
         to_version: String,
+        /// Why, in words: how often it failed within the window, and its last failure.
         reason: String,
+        /// How many failed messages were run again on `to_version`.
         replayed: u32,
     },
     /// A new file became a new plugin, loaded and started.
     PluginAdded {
+        /// The new plugin's id.
         plugin_id: String,
+        /// Its version.
         version: String,
+        /// The file it comes from.
         path: PathBuf,
     },
     /// The file of `plugin_id` was deleted and the plugin stopped (and, with
     /// [`DeleteAction::Remove`](super::DeleteAction::Remove), unregistered).
-    PluginRemoved { plugin_id: String, path: PathBuf },
+    PluginRemoved {
+        /// The plugin stopped or removed.
+        plugin_id: String,
+        /// Its deleted file.
+        path: PathBuf,
+    },
     /// No target is attached: the new version compiled and passed validation, and nothing
     /// was swapped. Attach one with `HotReloadManager::with_target` to have it served.
     Validated {
+        /// The plugin the file defines.
         plugin_id: String,
+        /// The validated version.
         version: String,
+        /// The file.
         path: PathBuf,
     },
     /// The file watcher reported an error (for instance the watched directory was removed).
-    WatchError { error: String },
+    WatchError {
+        /// The watcher's message.
+        error: String,
+    },
 }
 
 impl ReloadEvent {
@@ -130,6 +164,7 @@ impl Default for ReloadEventSink {
 }
 
 impl ReloadEventSink {
+    /// A sink with no stream open yet.
     pub fn new() -> Self {
         let (events, _) = broadcast::channel(EVENT_CAPACITY);
         let (generation, _) = watch::channel(0);
@@ -170,6 +205,15 @@ pub struct ReloadEvents {
     events: broadcast::Receiver<ReloadEvent>,
     generation: watch::Receiver<u64>,
     opened_in: u64,
+}
+
+impl std::fmt::Debug for ReloadEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReloadEvents")
+            .field("pending", &self.events.len())
+            .field("opened_in", &self.opened_in)
+            .finish()
+    }
 }
 
 impl ReloadEvents {

@@ -24,25 +24,25 @@ pub(crate) struct FileTable {
 }
 
 impl FileTable {
-    pub fn get(&self, path: &Path) -> Option<&FileEntry> {
+    pub(super) fn get(&self, path: &Path) -> Option<&FileEntry> {
         self.entries.get(path)
     }
 
-    pub fn set(&mut self, path: PathBuf, entry: FileEntry) {
+    pub(super) fn set(&mut self, path: PathBuf, entry: FileEntry) {
         self.entries.insert(path, entry);
     }
 
-    pub fn remove(&mut self, path: &Path) -> Option<FileEntry> {
+    pub(super) fn remove(&mut self, path: &Path) -> Option<FileEntry> {
         self.entries.remove(path)
     }
 
     /// Every known path.
-    pub fn paths(&self) -> Vec<PathBuf> {
+    pub(super) fn paths(&self) -> Vec<PathBuf> {
         self.entries.keys().cloned().collect()
     }
 
     /// Another file that became `plugin_id`, if any.
-    pub fn other_path_of(&self, plugin_id: &str, except: &Path) -> Option<&Path> {
+    pub(super) fn other_path_of(&self, plugin_id: &str, except: &Path) -> Option<&Path> {
         self.entries
             .iter()
             .find(|(path, entry)| {

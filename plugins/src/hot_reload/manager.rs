@@ -93,6 +93,7 @@ impl HotReloadManager {
         self
     }
 
+    /// The settings the manager was built with.
     pub fn config(&self) -> &HotReloadConfig {
         &self.config
     }
@@ -114,6 +115,7 @@ impl HotReloadManager {
         &self.events
     }
 
+    /// Whether the watcher is running (between `start` and `stop`).
     pub fn is_running(&self) -> bool {
         self.lock_running().is_some()
     }

@@ -27,16 +27,33 @@ pub enum ReloadOutcome {
     /// The content is the one already acted on (a save that changed nothing).
     Unchanged,
     /// `version` now serves `plugin_id`.
-    Reloaded { plugin_id: String, version: String },
+    Reloaded {
+        /// The plugin reloaded.
+        plugin_id: String,
+        /// The version now serving.
+        version: String,
+    },
     /// A new plugin was added from the file.
-    Added { plugin_id: String, version: String },
+    Added {
+        /// The new plugin's id.
+        plugin_id: String,
+        /// Its version.
+        version: String,
+    },
     /// The file was deleted and its plugin removed (or stopped, or kept, by `DeleteAction`).
     Deleted {
+        /// The plugin the file was.
         plugin_id: String,
+        /// What was done to it.
         action: DeleteAction,
     },
     /// No target is attached: the version compiled and passed validation.
-    Validated { plugin_id: String, version: String },
+    Validated {
+        /// The plugin the file defines.
+        plugin_id: String,
+        /// The validated version.
+        version: String,
+    },
 }
 
 /// The host, settable while a reload runs (`HotReloadManager::with_target` never waits).
@@ -60,7 +77,11 @@ enum OnDisk {
 }
 
 impl Reloader {
-    pub fn new(config: HotReloadConfig, target: SharedTarget, events: ReloadEventSink) -> Self {
+    pub(super) fn new(
+        config: HotReloadConfig,
+        target: SharedTarget,
+        events: ReloadEventSink,
+    ) -> Self {
         Self {
             extensions: config.extensions(),
             config,
@@ -71,12 +92,12 @@ impl Reloader {
         }
     }
 
-    pub fn extensions(&self) -> &[String] {
+    pub(super) fn extensions(&self) -> &[String] {
         &self.extensions
     }
 
     /// Every file known to have been a plugin file.
-    pub fn known_paths(&self) -> Vec<PathBuf> {
+    pub(super) fn known_paths(&self) -> Vec<PathBuf> {
         self.files.paths()
     }
 
@@ -89,7 +110,7 @@ impl Reloader {
 
     /// Takes stock of a file at start: a file whose plugin already serves the same version is
     /// only recorded (no events); any other goes through [`Reloader::reconcile`].
-    pub async fn adopt(&mut self, path: &Path) -> PluginResult<ReloadOutcome> {
+    pub(super) async fn adopt(&mut self, path: &Path) -> PluginResult<ReloadOutcome> {
         let (OnDisk::Content(hash), Some(target)) = (look(path).await?, self.target()) else {
             return self.reconcile(path, Instant::now()).await;
         };
@@ -107,7 +128,11 @@ impl Reloader {
 
     /// Brings the hosted plugins in line with what is at `path` now. `seen` is when the change
     /// was noticed (for the reload latency).
-    pub async fn reconcile(&mut self, path: &Path, seen: Instant) -> PluginResult<ReloadOutcome> {
+    pub(super) async fn reconcile(
+        &mut self,
+        path: &Path,
+        seen: Instant,
+    ) -> PluginResult<ReloadOutcome> {
         if !is_candidate(path, &self.extensions) {
             return Ok(ReloadOutcome::Ignored);
         }

@@ -28,7 +28,9 @@ pub type StateMigration = Arc<
 /// [`PluginError::is_plugin_fault`]: crate::PluginError::is_plugin_fault
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RollbackPolicy {
+    /// Faults tolerated within `window`; one more rolls the version back.
     pub max_failures: u32,
+    /// How long after the swap faults count.
     pub window: Duration,
     /// How long a message the new version failed waits (at most `max_failures` of them) for
     /// the rollback that would run it again on the rolled-back version, before it is answered
@@ -76,21 +78,25 @@ impl Replacement {
         }
     }
 
+    /// Whether the new version keeps the old version's state store (see [`Replacement::preserve_state`]).
     pub fn preserve_state(mut self, preserve: bool) -> Self {
         self.preserve_state = preserve;
         self
     }
 
+    /// The function applied to the old state when it is preserved.
     pub fn migration(mut self, migration: Option<StateMigration>) -> Self {
         self.migration = migration;
         self
     }
 
+    /// Keep the last known-good version and roll back to it under this policy (`None`: never).
     pub fn rollback(mut self, policy: Option<RollbackPolicy>) -> Self {
         self.rollback = policy;
         self
     }
 
+    /// Where to report the new version's live failures and a rollback.
     pub fn events(mut self, sink: ReloadEventSink) -> Self {
         self.events = Some(sink);
         self
@@ -111,9 +117,13 @@ pub enum StateHandover {
 /// What a successful swap did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SwapReport {
+    /// The plugin swapped.
     pub plugin_id: String,
+    /// The version that served before.
     pub previous_version: String,
+    /// The version serving now.
     pub version: String,
+    /// How the state store was handed over.
     pub state: StateHandover,
 }
 

@@ -36,7 +36,7 @@ pub(crate) enum FileWatcher {
 }
 
 impl FileWatcher {
-    pub fn stop(self) {
+    pub(super) fn stop(self) {
         match self {
             FileWatcher::Immediate(watcher) => drop(watcher),
             // Joins the debouncer's thread, so no signal arrives after this returns.

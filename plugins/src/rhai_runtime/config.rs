@@ -220,41 +220,49 @@ impl RhaiConfig {
         ))
     }
 
+    /// Operations one call may run (at least 1).
     pub fn max_operations(mut self, operations: u64) -> Self {
         self.max_operations = operations.max(1);
         self
     }
 
+    /// Depth of nested function calls (at least 1).
     pub fn max_call_stack_depth(mut self, depth: usize) -> Self {
         self.max_call_stack_depth = depth.max(1);
         self
     }
 
+    /// Depth of nested expressions at compile time (at least 1).
     pub fn max_expr_depth(mut self, depth: usize) -> Self {
         self.max_expr_depth = depth.max(1);
         self
     }
 
+    /// Bytes one string may hold (at least 1).
     pub fn max_string_size(mut self, bytes: usize) -> Self {
         self.max_string_size = bytes.max(1);
         self
     }
 
+    /// Elements one array may hold, nested arrays counted together (at least 1).
     pub fn max_array_size(mut self, elements: usize) -> Self {
         self.max_array_size = elements.max(1);
         self
     }
 
+    /// Entries one object map may hold, nested maps counted together (at least 1).
     pub fn max_map_size(mut self, entries: usize) -> Self {
         self.max_map_size = entries.max(1);
         self
     }
 
+    /// Wall-clock time one call may take.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
     }
 
+    /// Bytes of native stack one call may use (at least 1).
     pub fn max_native_stack(mut self, bytes: usize) -> Self {
         self.max_native_stack = bytes.max(1);
         self

@@ -174,6 +174,7 @@ impl RhaiPlugin {
         &self.origin.source
     }
 
+    /// The sandbox limits and options the script was compiled with.
     pub fn config(&self) -> &RhaiConfig {
         &self.script.config
     }

@@ -152,18 +152,22 @@ impl RhaiToolRegistry {
         self.read().values().map(|t| t.definition.clone()).collect()
     }
 
+    /// The definition of tool `name`, if registered.
     pub fn get_tool(&self, name: &str) -> Option<ToolDefinition> {
         self.read().get(name).map(|t| t.definition.clone())
     }
 
+    /// The registered tools' names, sorted.
     pub fn names(&self) -> Vec<String> {
         self.read().keys().cloned().collect()
     }
 
+    /// How many tools are registered.
     pub fn len(&self) -> usize {
         self.read().len()
     }
 
+    /// Whether no tool is registered.
     pub fn is_empty(&self) -> bool {
         self.read().is_empty()
     }

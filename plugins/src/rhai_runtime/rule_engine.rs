@@ -53,10 +53,12 @@ impl std::fmt::Debug for RuleEngine {
 }
 
 impl RuleEngine {
+    /// The rules of the Rhai script at `path`, with the default limits.
     pub fn from_file(path: impl AsRef<Path>) -> PluginResult<Self> {
         Self::from_file_with_config(path, RhaiConfig::default())
     }
 
+    /// The rules of the Rhai script at `path`, with these limits.
     pub fn from_file_with_config(path: impl AsRef<Path>, config: RhaiConfig) -> PluginResult<Self> {
         let path = path.as_ref();
         RhaiPlugin::from_file_with_config(path, config)?
@@ -64,10 +66,12 @@ impl RuleEngine {
             .ok_or_else(|| not_rules(&path.display().to_string()))
     }
 
+    /// The rules of a Rhai script given as source text, with the default limits.
     pub fn from_source(name: impl Into<String>, source: impl Into<String>) -> PluginResult<Self> {
         Self::from_source_with_config(name, source, RhaiConfig::default())
     }
 
+    /// The rules of a Rhai script given as source text, with these limits.
     pub fn from_source_with_config(
         name: impl Into<String>,
         source: impl Into<String>,

@@ -43,9 +43,13 @@ pub const RULE_HITS_METRIC: &str = "bilayer_rule_hits_total";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RulePriority {
+    /// Tried first.
     Critical,
+    /// Tried after `Critical`.
     High,
+    /// Tried after `High`.
     Medium,
+    /// Tried last.
     Low,
 }
 
@@ -60,6 +64,7 @@ impl RulePriority {
         }
     }
 
+    /// The lowercase name, as scripts write it (`"critical"`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Critical => "critical",
@@ -79,7 +84,9 @@ impl fmt::Display for RulePriority {
 /// A rule's name and priority, as listed by [`RuleEngine::rules`](super::RuleEngine::rules).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleInfo {
+    /// The rule's name.
     pub name: String,
+    /// Its priority.
     pub priority: RulePriority,
 }
 
@@ -88,6 +95,7 @@ pub struct RuleInfo {
 pub struct RuleDecision {
     /// The rule that fired, `None` when no condition matched.
     pub rule: Option<String>,
+    /// The fired rule's priority, `None` when no condition matched.
     pub priority: Option<RulePriority>,
     /// The fired action's return value (`null` when no rule fired).
     pub result: Value,

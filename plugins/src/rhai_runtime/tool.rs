@@ -16,7 +16,9 @@ use crate::{PluginError, PluginResult};
 /// A tool's name, description and JSON Schema of its arguments.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ToolDefinition {
+    /// The name the tool is called by.
     pub name: String,
+    /// What the tool does, for the model choosing it.
     pub description: String,
     /// JSON Schema of the arguments object (`{"type": "object", "properties": {...}, ...}`).
     pub parameters: Value,

@@ -39,13 +39,13 @@ pub(crate) struct Region {
 }
 
 impl Region {
-    pub const EMPTY: Region = Region {
+    pub(super) const EMPTY: Region = Region {
         ptr: 0,
         len: 0,
         is_error: false,
     };
 
-    pub fn unpack(packed: i64) -> Region {
+    pub(super) fn unpack(packed: i64) -> Region {
         let bits = packed as u64;
         Region {
             ptr: (bits >> 32) as u32,
@@ -54,13 +54,13 @@ impl Region {
         }
     }
 
-    pub fn pack(self) -> i64 {
+    pub(super) fn pack(self) -> i64 {
         let flag = if self.is_error { ERROR_FLAG } else { 0 };
         ((u64::from(self.ptr) << 32) | flag | (u64::from(self.len) & LEN_MASK)) as i64
     }
 
     /// The bytes of this region in `memory`, or why not.
-    pub fn slice(self, memory: &[u8]) -> Result<&[u8], OutOfBounds> {
+    pub(super) fn slice(self, memory: &[u8]) -> Result<&[u8], OutOfBounds> {
         guest_range(memory.len(), self.ptr, self.len).map(|range| &memory[range])
     }
 }

@@ -215,6 +215,7 @@ impl WasmCapabilities {
         Ok(grant)
     }
 
+    /// Whether `capability` is granted.
     pub fn allows(&self, capability: Capability) -> bool {
         self.granted.contains(&capability)
     }
@@ -240,10 +241,12 @@ impl WasmCapabilities {
         self.wasi.as_ref()
     }
 
+    /// The granted capabilities, in order.
     pub fn iter(&self) -> impl Iterator<Item = Capability> + '_ {
         self.granted.iter().copied()
     }
 
+    /// Whether nothing is granted.
     pub fn is_empty(&self) -> bool {
         self.granted.is_empty()
     }

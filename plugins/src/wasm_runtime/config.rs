@@ -80,11 +80,13 @@ impl Default for WasmLimits {
 }
 
 impl WasmLimits {
+    /// Sets [`max_memory_bytes`](Self::max_memory_bytes).
     pub fn max_memory_bytes(mut self, bytes: usize) -> Self {
         self.max_memory_bytes = bytes;
         self
     }
 
+    /// Sets [`max_table_elements`](Self::max_table_elements).
     pub fn max_table_elements(mut self, elements: usize) -> Self {
         self.max_table_elements = elements;
         self
@@ -102,11 +104,13 @@ impl WasmLimits {
         self
     }
 
+    /// Sets [`max_output_bytes`](Self::max_output_bytes).
     pub fn max_output_bytes(mut self, bytes: usize) -> Self {
         self.max_output_bytes = bytes;
         self
     }
 
+    /// Sets [`max_log_bytes`](Self::max_log_bytes).
     pub fn max_log_bytes(mut self, bytes: usize) -> Self {
         self.max_log_bytes = bytes;
         self
@@ -133,8 +137,10 @@ impl WasmLimits {
 /// (`bilayer.state_get`/`state_set`), not in the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum InstanceMode {
+    /// A new instance for every call (the default).
     #[default]
     FreshPerCall,
+    /// One instance kept from call to call, rebuilt after a trap, a limit or a reload.
     Reuse,
 }
 
@@ -190,6 +196,7 @@ impl Default for WasmConfig {
 }
 
 impl WasmConfig {
+    /// The defaults (see [`WasmConfig::default`]).
     pub fn new() -> Self {
         Self::default()
     }
@@ -200,31 +207,37 @@ impl WasmConfig {
         self
     }
 
+    /// Sets [`pooling`](Self::pooling).
     pub fn pooling(mut self, enabled: bool) -> Self {
         self.pooling = enabled;
         self
     }
 
+    /// Sets [`pool_instances`](Self::pool_instances) (at least 1).
     pub fn pool_instances(mut self, instances: u32) -> Self {
         self.pool_instances = instances.max(1);
         self
     }
 
+    /// Sets [`epoch_tick`](Self::epoch_tick) (at least 100 µs).
     pub fn epoch_tick(mut self, tick: Duration) -> Self {
         self.epoch_tick = tick.max(Duration::from_micros(100));
         self
     }
 
+    /// Sets [`fuel_metering`](Self::fuel_metering).
     pub fn fuel_metering(mut self, enabled: bool) -> Self {
         self.fuel_metering = enabled;
         self
     }
 
+    /// Sets [`wasm_backtrace`](Self::wasm_backtrace).
     pub fn wasm_backtrace(mut self, enabled: bool) -> Self {
         self.wasm_backtrace = enabled;
         self
     }
 
+    /// Sets [`max_wasm_stack`](Self::max_wasm_stack).
     pub fn max_wasm_stack(mut self, bytes: usize) -> Self {
         self.max_wasm_stack = bytes;
         self

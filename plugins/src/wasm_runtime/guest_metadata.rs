@@ -27,11 +27,14 @@ use crate::{PluginError, PluginResult};
 #[serde(default)]
 #[non_exhaustive]
 pub struct GuestMetadata {
+    /// The plugin id, used when the host was not given one.
     pub id: Option<String>,
+    /// A human-readable name.
     pub name: Option<String>,
     /// The author's version label (the plugin's `PluginMetadata::version` stays the content
     /// hash, which is what reloads and rollbacks compare).
     pub version: Option<String>,
+    /// What the module does.
     pub description: Option<String>,
     /// Capability names the module asks for (`log`, `state`, `call_plugin:database`, ...).
     pub capabilities: Vec<String>,

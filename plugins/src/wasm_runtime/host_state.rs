@@ -38,7 +38,7 @@ impl HostState {
     /// `wasi`, whose stores always have one; should that ever fail, the guest gets a context
     /// that opens nothing rather than the host a panic.
     #[cfg(feature = "wasi")]
-    pub fn wasi_ctx(&mut self) -> &mut WasiP1Ctx {
+    pub(super) fn wasi_ctx(&mut self) -> &mut WasiP1Ctx {
         self.wasi
             .get_or_insert_with(|| Box::new(wasi::closed_context()))
     }
@@ -59,7 +59,7 @@ pub(crate) struct StoreLimiter {
 }
 
 impl StoreLimiter {
-    pub fn new(limits: &WasmLimits) -> Self {
+    pub(super) fn new(limits: &WasmLimits) -> Self {
         Self {
             max_memory_bytes: limits.max_memory_bytes,
             max_table_elements: limits.max_table_elements,

@@ -106,7 +106,7 @@ pub(crate) struct InlinePolicy {
 
 impl InlinePolicy {
     /// Whether this call should try the inline path; counts down a pending penalty.
-    pub fn should_try(&self) -> bool {
+    pub(super) fn should_try(&self) -> bool {
         let mut skip = self.skip.load(Ordering::Relaxed);
         while skip > 0 {
             match self.skip.compare_exchange_weak(
@@ -123,7 +123,7 @@ impl InlinePolicy {
     }
 
     /// An attempt had to leave: skip the inline path for the next calls, longer each time.
-    pub fn left(&self) {
+    pub(super) fn left(&self) {
         let penalty = match self.penalty.load(Ordering::Relaxed) {
             0 => FIRST_PENALTY,
             n => n.saturating_mul(2).min(MAX_PENALTY),
@@ -133,7 +133,7 @@ impl InlinePolicy {
     }
 
     /// An attempt finished inline: forgive half of the penalty.
-    pub fn finished(&self) {
+    pub(super) fn finished(&self) {
         let penalty = self.penalty.load(Ordering::Relaxed);
         if penalty > 0 {
             self.penalty.store(penalty / 2, Ordering::Relaxed);

@@ -33,7 +33,7 @@ pub(crate) struct GuestInstance {
 impl GuestInstance {
     /// Instantiates `linked`'s module (running its start function and `_initialize`) under a
     /// fresh deadline and fuel tank.
-    pub fn new(linked: &LinkedPlugin, started: Instant) -> PluginResult<GuestInstance> {
+    pub(super) fn new(linked: &LinkedPlugin, started: Instant) -> PluginResult<GuestInstance> {
         let site = |phase| linked.site(phase);
         let engine = &linked.compiled.engine;
         let mut store = new_store(engine, linked.host_state()?, &linked.limits)
@@ -113,7 +113,7 @@ impl GuestInstance {
     /// input buffers back through `dealloc` (when it exports one) afterwards; a fresh instance
     /// keeps the deadline it was instantiated under, so instantiation counts against the call,
     /// and is dropped whole.
-    pub fn call(
+    pub(super) fn call(
         &mut self,
         linked: &LinkedPlugin,
         input: &[u8],
@@ -232,7 +232,7 @@ impl GuestInstance {
     }
 
     /// Calls `export` (`() -> i64`) and returns the bytes of the region it returns.
-    pub fn call_region_export(
+    pub(super) fn call_region_export(
         &mut self,
         linked: &LinkedPlugin,
         export: &wasmtime::ModuleExport,

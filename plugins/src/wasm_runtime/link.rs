@@ -53,7 +53,7 @@ pub(crate) struct LinkedPlugin {
 
 impl LinkedPlugin {
     /// Checks the module's imports against `grants` and prepares instantiation.
-    pub fn link(
+    pub(super) fn link(
         compiled: Arc<CompiledModule>,
         plugin_id: &str,
         ctx: PluginContext,
@@ -104,7 +104,7 @@ impl LinkedPlugin {
 
     /// A link for reading the guest's metadata before any grant: every import traps, and
     /// `_initialize` does not run.
-    pub fn probe(
+    pub(super) fn probe(
         compiled: Arc<CompiledModule>,
         plugin_id: &str,
         limits: WasmLimits,
@@ -171,7 +171,7 @@ impl LinkedPlugin {
 
     /// The data of a new store for this plugin, with a WASI context built from its grant when
     /// it has one.
-    pub fn host_state(&self) -> PluginResult<HostState> {
+    pub(super) fn host_state(&self) -> PluginResult<HostState> {
         let wasi = match self.grants.wasi() {
             Some(grant) => Some(Box::new(wasi::context(
                 grant,
@@ -190,7 +190,7 @@ impl LinkedPlugin {
         })
     }
 
-    pub fn site(&self, phase: Phase) -> Site<'_> {
+    pub(super) fn site(&self, phase: Phase) -> Site<'_> {
         Site {
             plugin_id: &self.plugin_id,
             version: &self.compiled.version,
@@ -204,7 +204,7 @@ impl LinkedPlugin {
     /// `None` when the call must run on a blocking thread instead (it did not change anything
     /// outside its instance). Plugins granted WASI never try (their file writes are effects),
     /// nor reused instances of modules importing `log`, `state_set` or `call_plugin`.
-    pub fn try_inline(&self, input: &[u8]) -> Option<PluginResult<Vec<u8>>> {
+    pub(super) fn try_inline(&self, input: &[u8]) -> Option<PluginResult<Vec<u8>>> {
         if !self.inline_allowed || !self.inline.should_try() {
             return None;
         }
@@ -236,7 +236,7 @@ impl LinkedPlugin {
     }
 
     /// Runs one input through the plugin on the current thread.
-    pub fn execute(&self, input: &[u8]) -> PluginResult<Vec<u8>> {
+    pub(super) fn execute(&self, input: &[u8]) -> PluginResult<Vec<u8>> {
         if self.uses_wasi {
             return wasi::contain_panics(&self.plugin_id, || self.run(input));
         }
@@ -277,7 +277,7 @@ impl LinkedPlugin {
     }
 
     /// Drops the instance kept by [`InstanceMode::Reuse`], if any.
-    pub fn reset(&self) {
+    pub(super) fn reset(&self) {
         self.warm.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 }

@@ -43,7 +43,7 @@ pub(crate) struct AbiExports {
 impl CompiledModule {
     /// Compiles `bytes` (binary or text) on `engine`, or returns the live compiled module with
     /// the same bytes. `origin` names the module in errors (a path, or the plugin id).
-    pub fn compile(
+    pub(crate) fn compile(
         engine: &WasmEngine,
         origin: &str,
         bytes: Arc<[u8]>,

@@ -207,6 +207,7 @@ impl WasmPlugin {
         Ok(self)
     }
 
+    /// The capabilities granted to the module.
     pub fn capabilities(&self) -> &WasmCapabilities {
         &self.capabilities
     }
@@ -218,6 +219,7 @@ impl WasmPlugin {
             .unwrap_or_else(|| self.compiled.engine.config().limits.clone())
     }
 
+    /// How calls map to instances.
     pub fn instance_mode(&self) -> InstanceMode {
         self.mode
     }

@@ -76,10 +76,12 @@ impl WasmRuntime {
         }
     }
 
+    /// The engine plugins are compiled on.
     pub fn engine(&self) -> &WasmEngine {
         &self.engine
     }
 
+    /// The engine's settings.
     pub fn config(&self) -> &WasmConfig {
         self.engine.config()
     }
@@ -168,6 +170,7 @@ impl WasmRuntime {
             .ok_or_else(|| PluginError::NotFound(plugin_id.to_string()))
     }
 
+    /// Whether a plugin with id `plugin_id` is registered.
     pub fn contains(&self, plugin_id: &str) -> bool {
         self.plugins
             .read()

@@ -82,6 +82,7 @@ pub struct PreopenDir {
 }
 
 impl PreopenDir {
+    /// `host_path` visible to the guest as `guest_path`, writable or not.
     pub fn new(
         host_path: impl Into<PathBuf>,
         guest_path: impl Into<String>,
@@ -115,6 +116,7 @@ impl WasiGrant {
         self.with_dir(PreopenDir::new(host_path, guest_path, true))
     }
 
+    /// Adds a preopened directory.
     pub fn with_dir(mut self, dir: PreopenDir) -> Self {
         self.preopened_dirs.push(dir);
         self

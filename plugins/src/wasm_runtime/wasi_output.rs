@@ -45,7 +45,7 @@ struct LineBuffer {
 }
 
 impl GuestOutput {
-    pub fn new(plugin: Arc<str>, stream: GuestStream, max_line: usize) -> Self {
+    pub(super) fn new(plugin: Arc<str>, stream: GuestStream, max_line: usize) -> Self {
         Self(Arc::new(Mutex::new(LineBuffer {
             plugin,
             stream,

@@ -11,6 +11,10 @@
 //! tests may now run side by side: the CPU-bound ones and the timing ones take one lock
 //! (`cpu_bound`), so that no timing test runs beside a hog from another area.
 
+// The test binary is not API: the `pub` items of the helper modules are for the areas, not for
+// users to read.
+#![allow(missing_docs, unreachable_pub)]
+
 // Helpers shared by the areas.
 mod cpu_bound;
 mod scoped_subscriber;

@@ -38,6 +38,8 @@ impl Default for DatabaseConfig {
 }
 
 impl DatabaseConfig {
+    /// Settings for `url` with the defaults: writable, 10 000 rows at most, 5 connections,
+    /// a 10 s acquire timeout, no init SQL.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
@@ -49,14 +51,17 @@ impl DatabaseConfig {
         }
     }
 
+    /// [`acquire_timeout_ms`](Self::acquire_timeout_ms) as a `Duration`.
     pub fn acquire_timeout(&self) -> Duration {
         Duration::from_millis(self.acquire_timeout_ms)
     }
 
+    /// Whether `url` names a PostgreSQL server (`postgres://` or `postgresql://`).
     pub fn is_postgres(&self) -> bool {
         self.url.starts_with("postgres://") || self.url.starts_with("postgresql://")
     }
 
+    /// Whether `url` names an in-memory SQLite database (one connection only).
     pub fn is_sqlite_memory(&self) -> bool {
         matches!(
             self.url.as_str(),

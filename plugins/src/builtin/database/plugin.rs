@@ -80,6 +80,7 @@ impl DatabasePlugin {
         Self::with_config(DatabaseConfig::new(url))
     }
 
+    /// A plugin with these settings, registered as `database`.
     pub fn with_config(config: DatabaseConfig) -> Self {
         let metadata = PluginMetadata::new("database", "Database (sqlx)", PluginType::Storage)
             .with_description("SQL queries with bound parameters; rows as JSON objects")
@@ -97,16 +98,19 @@ impl DatabasePlugin {
         self
     }
 
+    /// Refuses writes (see [`DatabaseConfig::read_only`]).
     pub fn read_only(mut self, read_only: bool) -> Self {
         self.config.read_only = read_only;
         self
     }
 
+    /// Fails queries returning more than `max_rows` rows (see [`DatabaseConfig::max_rows`]).
     pub fn max_rows(mut self, max_rows: usize) -> Self {
         self.config.max_rows = max_rows;
         self
     }
 
+    /// Sets the pool size (see [`DatabaseConfig::max_connections`]).
     pub fn max_connections(mut self, max_connections: u32) -> Self {
         self.config.max_connections = max_connections;
         self
@@ -118,6 +122,7 @@ impl DatabasePlugin {
         self
     }
 
+    /// How long to wait for a free pooled connection (see [`DatabaseConfig::acquire_timeout_ms`]).
     pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
         self.config.acquire_timeout_ms = timeout.as_millis().try_into().unwrap_or(u64::MAX);
         self

@@ -10,6 +10,7 @@ use serde_json::Value;
 /// One statement and its bound parameters.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct DbRequest {
+    /// The SQL statement; `$1`/`?` placeholders take [`params`](Self::params).
     pub sql: String,
     /// Bound in order: JSON null, bool, integer, float, string; arrays and objects as JSON.
     #[serde(default)]
@@ -57,6 +58,7 @@ const WRITE_KEYWORDS: &[&str] = &[
 ];
 
 impl DbRequest {
+    /// `sql` without parameters.
     pub fn new(sql: impl Into<String>) -> Self {
         Self {
             sql: sql.into(),
@@ -64,6 +66,7 @@ impl DbRequest {
         }
     }
 
+    /// Binds `params`, in order, to the statement's placeholders.
     pub fn with_params(mut self, params: Vec<Value>) -> Self {
         self.params = params;
         self

@@ -35,6 +35,7 @@ impl Default for HttpConfig {
 }
 
 impl HttpConfig {
+    /// [`timeout_ms`](Self::timeout_ms) as a `Duration`.
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
     }

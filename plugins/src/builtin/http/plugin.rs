@@ -33,6 +33,7 @@ impl HttpPlugin {
         Self::with_config(HttpConfig::default())
     }
 
+    /// A plugin with these settings, registered as `http`.
     pub fn with_config(config: HttpConfig) -> Self {
         let metadata = PluginMetadata::new("http", "HTTP client", PluginType::Tool)
             .with_description("HTTP requests to an allow-list of hosts")
@@ -56,16 +57,19 @@ impl HttpPlugin {
         self
     }
 
+    /// Per-request timeout (see [`HttpConfig::timeout_ms`]).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.config.timeout_ms = timeout.as_millis().try_into().unwrap_or(u64::MAX);
         self
     }
 
+    /// Largest response body accepted (see [`HttpConfig::max_response_bytes`]).
     pub fn max_response_bytes(mut self, max: usize) -> Self {
         self.config.max_response_bytes = max;
         self
     }
 
+    /// A header sent with every request unless the request sets it.
     pub fn default_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.config
             .default_headers

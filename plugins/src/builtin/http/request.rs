@@ -9,11 +9,15 @@ use serde_json::Value;
 /// string body is sent as is (set `content-type` in `headers` when it matters).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HttpRequest {
+    /// The HTTP method (`GET` when absent).
     #[serde(default = "get")]
     pub method: String,
+    /// The absolute URL; its host must be on the plugin's allow-list.
     pub url: String,
+    /// Headers added to the plugin's default headers (same name: this one wins).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// The body: JSON values are sent as `application/json`, a string as is.
     #[serde(default)]
     pub body: Option<Value>,
 }
@@ -23,6 +27,7 @@ fn get() -> String {
 }
 
 impl HttpRequest {
+    /// A GET of `url` with no headers and no body.
     pub fn get(url: impl Into<String>) -> Self {
         Self {
             method: get(),
@@ -41,6 +46,7 @@ impl HttpRequest {
         }
     }
 
+    /// Adds or replaces header `name`.
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.insert(name.into(), value.into());
         self

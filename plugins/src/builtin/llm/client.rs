@@ -52,6 +52,7 @@ impl LlmClient {
         })
     }
 
+    /// The settings this client was built with.
     pub fn config(&self) -> &LlmConfig {
         &self.config
     }

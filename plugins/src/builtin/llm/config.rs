@@ -16,6 +16,7 @@ pub struct LlmConfig {
     pub provider: String,
     /// The API root, ending before `/chat/completions` (e.g. `https://api.openai.com/v1`).
     pub base_url: String,
+    /// The model asked for when the request names none.
     pub model: String,
     /// The bearer token. When `None`, read from `api_key_env` at client build time.
     pub api_key: Option<String>,
@@ -32,9 +33,11 @@ pub struct LlmConfig {
     pub max_retries: u32,
     /// First backoff; doubled each retry up to `max_backoff_ms`. `Retry-After` wins when sent.
     pub initial_backoff_ms: u64,
+    /// The cap on the doubled backoff.
     pub max_backoff_ms: u64,
     /// Sent when the request does not set them.
     pub temperature: Option<f64>,
+    /// Sent as `max_tokens` when the request does not set it.
     pub max_tokens: Option<u32>,
 }
 
@@ -100,6 +103,7 @@ impl LlmConfig {
         }
     }
 
+    /// [`timeout_ms`](Self::timeout_ms) as a `Duration`.
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
     }

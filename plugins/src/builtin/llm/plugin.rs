@@ -45,6 +45,7 @@ impl LLMPlugin {
         Self::with_config(LlmConfig::for_provider(provider))
     }
 
+    /// A plugin with these settings, registered as `llm`.
     pub fn with_config(config: LlmConfig) -> Self {
         let metadata =
             PluginMetadata::new("llm", format!("LLM ({})", config.provider), PluginType::Llm)
@@ -68,26 +69,31 @@ impl LLMPlugin {
         self
     }
 
+    /// The API root (see [`LlmConfig::base_url`]).
     pub fn with_base_url(mut self, base_url: impl Into<String>) -> Self {
         self.config.base_url = base_url.into();
         self
     }
 
+    /// The model used when a request names none.
     pub fn with_model(mut self, model: impl Into<String>) -> Self {
         self.config.model = model.into();
         self
     }
 
+    /// The bearer token, instead of reading `api_key_env`.
     pub fn with_api_key(mut self, api_key: impl Into<String>) -> Self {
         self.config.api_key = Some(api_key.into());
         self
     }
 
+    /// Per-attempt timeout (see [`LlmConfig::timeout_ms`]).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.config.timeout_ms = timeout.as_millis().try_into().unwrap_or(u64::MAX);
         self
     }
 
+    /// Retries after a 429, a 5xx or a failed connection.
     pub fn with_max_retries(mut self, max_retries: u32) -> Self {
         self.config.max_retries = max_retries;
         self

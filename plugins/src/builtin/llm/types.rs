@@ -11,13 +11,16 @@ use serde_json::{Map, Value};
 pub struct ChatMessage {
     /// `system`, `user`, `assistant` or `tool`.
     pub role: String,
+    /// The text (absent on an assistant message that only calls tools).
     #[serde(default)]
     pub content: Option<String>,
+    /// Tool calls asked for by an assistant message.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCall>,
     /// For `tool` messages: the id of the call this answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
+    /// An optional participant name, passed through to the API.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
 }
@@ -31,14 +34,17 @@ impl ChatMessage {
         }
     }
 
+    /// A `system` message.
     pub fn system(content: impl Into<String>) -> Self {
         Self::text("system", content)
     }
 
+    /// A `user` message.
     pub fn user(content: impl Into<String>) -> Self {
         Self::text("user", content)
     }
 
+    /// An `assistant` message (e.g. an earlier answer in a conversation).
     pub fn assistant(content: impl Into<String>) -> Self {
         Self::text("assistant", content)
     }
@@ -55,9 +61,12 @@ impl ChatMessage {
 /// A tool call the model asks for: `{"id", "type": "function", "function": {"name", "arguments"}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ToolCall {
+    /// The call's id; a `tool` message answering it carries it as `tool_call_id`.
     pub id: String,
+    /// The call's type; always `function` today.
     #[serde(rename = "type", default = "function_type")]
     pub kind: String,
+    /// The function to call and its arguments.
     pub function: FunctionCall,
 }
 
@@ -74,6 +83,7 @@ fn function_type() -> String {
 }
 
 impl ToolCall {
+    /// The name of the function the model wants called.
     pub fn name(&self) -> &str {
         &self.function.name
     }
@@ -91,15 +101,21 @@ impl ToolCall {
 /// definitions (see [`RhaiToolRegistry::to_openai`](crate::rhai_runtime::RhaiToolRegistry::to_openai)).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct ChatRequest {
+    /// The model; the client's configured model when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// The conversation so far, oldest first.
     pub messages: Vec<ChatMessage>,
+    /// OpenAI function definitions the model may call.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<Value>,
+    /// How the model may pick a tool (`"auto"`, `"none"`, or a named function).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_choice: Option<Value>,
+    /// Sampling temperature; the client's default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
+    /// Most tokens to generate; the client's default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u32>,
     /// Any other field, passed through as is.
@@ -108,6 +124,7 @@ pub struct ChatRequest {
 }
 
 impl ChatRequest {
+    /// A request for this conversation, with every other field unset.
     pub fn new(messages: Vec<ChatMessage>) -> Self {
         Self {
             messages,
@@ -120,11 +137,13 @@ impl ChatRequest {
         Self::new(vec![ChatMessage::user(prompt)])
     }
 
+    /// Offers these OpenAI function definitions to the model.
     pub fn with_tools(mut self, tools: Vec<Value>) -> Self {
         self.tools = tools;
         self
     }
 
+    /// Asks for `model` instead of the client's default.
     pub fn with_model(mut self, model: impl Into<String>) -> Self {
         self.model = Some(model.into());
         self
@@ -168,10 +187,13 @@ impl ChatRequest {
 /// Token counts, when the server reports them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Usage {
+    /// Tokens in the prompt.
     #[serde(default)]
     pub prompt_tokens: u64,
+    /// Tokens generated.
     #[serde(default)]
     pub completion_tokens: u64,
+    /// Both together, as the server counts them.
     #[serde(default)]
     pub total_tokens: u64,
 }
@@ -179,11 +201,15 @@ pub struct Usage {
 /// The first choice of a completion.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatCompletion {
+    /// The server's id for this completion.
     pub id: Option<String>,
+    /// The model that answered, as the server names it.
     pub model: Option<String>,
     /// The assistant's message (content and/or tool calls), ready to append to a conversation.
     pub message: ChatMessage,
+    /// Why generation stopped (`stop`, `length`, `tool_calls`, ...).
     pub finish_reason: Option<String>,
+    /// Token counts, when the server reports them.
     pub usage: Option<Usage>,
 }
 
@@ -193,6 +219,7 @@ impl ChatCompletion {
         self.message.content.as_deref().unwrap_or("")
     }
 
+    /// The tool calls the model asked for (empty when it answered in text).
     pub fn tool_calls(&self) -> &[ToolCall] {
         &self.message.tool_calls
     }
