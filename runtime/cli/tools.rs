@@ -30,7 +30,7 @@ pub(super) async fn run(
 }
 
 #[cfg(not(feature = "rhai"))]
-pub async fn run(
+pub(super) async fn run(
     _path: &Path,
     _format: ToolFormat,
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
