@@ -634,3 +634,36 @@ fn is_fault(end: &RunEnd<()>) -> bool {
         RunEnd::Panicked(_) | RunEnd::TimedOut(_) => true,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::Overlap;
+
+    #[test]
+    fn order_by_keys_tell_a_string_from_a_number_and_missing_from_nothing() {
+        let overlap = Overlap::new(8, Some("customer".into()));
+        assert_eq!(
+            overlap.key_of(&json!({"customer": "1"})).as_deref(),
+            Some("\"1\"")
+        );
+        assert_eq!(
+            overlap.key_of(&json!({"customer": 1})).as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            overlap.key_of(&json!({"other": 1})).as_deref(),
+            Some("null")
+        );
+        assert_eq!(overlap.key_of(&json!("not a map")).as_deref(), Some("null"));
+    }
+
+    #[test]
+    fn without_order_by_or_at_a_concurrency_of_one_there_is_no_key() {
+        assert_eq!(Overlap::new(8, None).key_of(&json!({"customer": 1})), None);
+        let serial = Overlap::new(1, Some("customer".into()));
+        assert_eq!(serial.key_of(&json!({"customer": 1})), None);
+        assert!(!serial.is_full(), "one at a time never waits for a slot");
+    }
+}
