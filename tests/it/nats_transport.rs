@@ -302,3 +302,94 @@ async fn remote_agents_need_the_nats_transport() {
         "{error}"
     );
 }
+
+/// A native agent that waits (a sleep standing in for a model) and makes siblings, counting
+/// how many of its hops run at once.
+#[derive(Clone)]
+struct Waiting {
+    metadata: PluginMetadata,
+    running: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    peak: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[async_trait]
+impl AgentPlugin for Waiting {
+    fn metadata(&self) -> &PluginMetadata {
+        &self.metadata
+    }
+
+    async fn execute(&mut self, input: String) -> PluginResult<String> {
+        use std::sync::atomic::Ordering;
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        Ok(input)
+    }
+
+    fn concurrent_instance(&self) -> Option<Box<dyn AgentPlugin>> {
+        Some(Box::new(self.clone()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_overlaps_an_agents_waiting_hops_up_to_its_concurrency() {
+    let Some(js) =
+        jetstream_or_skip("a_worker_overlaps_an_agents_waiting_hops_up_to_its_concurrency").await
+    else {
+        return;
+    };
+    let name = unique_system("overlap");
+    let waiting = Waiting {
+        metadata: PluginMetadata::new("wait", "wait", PluginType::Tool),
+        running: Default::default(),
+        peak: Default::default(),
+    };
+    let peak = std::sync::Arc::clone(&waiting.peak);
+    let worker = AgentSystem::builder()
+        .name(&name)
+        .transport(nats())
+        .agent_with(
+            "wait",
+            Box::new(waiting),
+            PluginOptions::new().concurrency(16),
+        )
+        .build()
+        .await
+        .unwrap();
+    let submitter = AgentSystem::builder()
+        .name(&name)
+        .transport(nats())
+        .remote_agent("wait")
+        .build()
+        .await
+        .unwrap();
+    let n = 64;
+    let mut stream = submitter.outcome_stream().unwrap();
+    let started = std::time::Instant::now();
+    for i in 0..n {
+        submitter.submit_numbered(i + 1, json!({"i": i})).await;
+    }
+    for _ in 0..n {
+        let outcome = tokio::time::timeout(Duration::from_secs(60), stream.recv())
+            .await
+            .expect("outcome within 60 s")
+            .unwrap();
+        assert_eq!(outcome.status, OutcomeStatus::Ok, "{outcome:?}");
+    }
+    let took = started.elapsed();
+    // One at a time would take 6.4 s; 16 at a time 0.4 s (plus the transport's own time).
+    assert!(
+        took < Duration::from_secs(3),
+        "64 hops of 100 ms took {took:?}"
+    );
+    assert_eq!(
+        peak.load(std::sync::atomic::Ordering::SeqCst),
+        16,
+        "the worker's agent ran its concurrency's worth of hops at once, no more"
+    );
+    drop(stream);
+    submitter.shutdown().await.unwrap();
+    worker.shutdown().await.unwrap();
+    delete_streams(&js, &name).await;
+}
