@@ -102,9 +102,18 @@ fn read_in_key_order<T: DeserializeOwned>(text: &str) -> Shaped<T> {
             }
             Err(error) => error,
         };
+        // A value of the wrong type or range names its key: serde's message only says what
+        // it expected ("invalid value: integer `-1`, expected usize").
+        let message = match error
+            .span()
+            .and_then(|span| key_of_value(tree.get_ref(), &span))
+        {
+            Some(key) => format!("`{key}`: {}", error.message()),
+            None => error.message().to_string(),
+        };
         shaped.problems.push(ShapeProblem {
             span: error.span(),
-            message: error.message().to_string(),
+            message,
         });
         if shaped.problems.len() == max_problems {
             shaped.problems.push(ShapeProblem {
@@ -143,6 +152,22 @@ fn array_spans(table: &DeTable<'_>) -> BTreeMap<String, Vec<Range<usize>>> {
 
 fn contains(outer: &Range<usize>, inner: &Range<usize>) -> bool {
     outer.start <= inner.start && inner.end <= outer.end
+}
+
+/// The key whose value (a number, a string, a boolean, an array: not a table) has exactly
+/// `span`, searched at every depth.
+fn key_of_value(table: &DeTable<'_>, span: &Range<usize>) -> Option<String> {
+    table.iter().find_map(|(key, value)| match value.get_ref() {
+        DeValue::Table(inner) => key_of_value(inner, span),
+        DeValue::Array(array) => array
+            .iter()
+            .find_map(|item| match item.get_ref() {
+                DeValue::Table(inner) => key_of_value(inner, span),
+                _ => None,
+            })
+            .or_else(|| (value.span() == *span).then(|| key.get_ref().to_string())),
+        _ => (value.span() == *span).then(|| key.get_ref().to_string()),
+    })
 }
 
 /// Takes out of `table` the innermost key (with its value), array element or value whose span

@@ -1864,7 +1864,7 @@ fn check_reports_every_problem_of_the_toml_and_of_what_it_says() {
     assert!(done.stdout.is_empty(), "stdout: {}", done.stdout);
     let expected = [
         format!(
-            "{}: invalid type: string \"many\", expected usize",
+            "{}: `max_hops`: invalid type: string \"many\", expected usize",
             at(&system, 2, 12)
         ),
         format!("{}: unknown field `colour`", at(&system, 3, 1)),
@@ -2417,7 +2417,7 @@ fn a_concurrency_of_zero_is_refused_naming_its_key() {
         "negative.toml",
         "[[agents]]\nname = \"a\"\nscript = \"a.rhai\"\nconcurrency = -4\n",
     );
-    check_and_run_refuse(&negative, &["concurrency"]);
+    check_and_run_refuse(&negative, &["`concurrency`: invalid value: integer `-4`"]);
 }
 
 #[test]

@@ -470,6 +470,9 @@ impl PluginActorState {
     ) {
         let generation = self.overlap.start(None);
         self.metrics.in_flight.increment(1.0);
+        // Counted down here, before the caller is answered: an answered caller may start its
+        // next call before the actor reads this one's return.
+        let in_flight = self.metrics.in_flight.clone();
         let id = Arc::clone(&self.shared.id);
         let myself = self.myself.clone();
         tokio::spawn(async move {
@@ -488,6 +491,7 @@ impl PluginActorState {
                 }
                 None => (None, RunEnd::TimedOut(elapsed), None),
             };
+            in_flight.decrement(1.0);
             let error = end.error(&id);
             let fault = error.as_ref().is_some_and(CallError::is_plugin_fault);
             let pending = match retry {
@@ -526,7 +530,6 @@ impl PluginActorState {
     /// freed goes to a queued call or to the inbox.
     pub(super) async fn returned(&mut self, mut returned: Returned) {
         let Some(run) = returned.0.take() else { return };
-        self.metrics.in_flight.decrement(1.0);
         let serving = self.lifecycle == PluginState::Running;
         let current = run.generation == self.overlap.generation;
         // A fault of a version rolled back since is run again on the version now serving, as
@@ -546,6 +549,7 @@ impl PluginActorState {
                 key,
                 core,
             } => {
+                self.metrics.in_flight.decrement(1.0);
                 self.agent_metrics().in_flight.decrement(1.0);
                 if let Some(key) = key {
                     let waiting = self.overlap.release(&key);
