@@ -313,7 +313,9 @@ async fn without_a_setting_an_llm_agent_overlaps_up_to_the_default_concurrency()
     let _cpu = cpu_bound::one_at_a_time().await;
     const { assert!(DEFAULT_CONCURRENCY >= 32, "the issue asks for at least 32") };
     let n = 4 * DEFAULT_CONCURRENCY;
-    const DELAY: Duration = Duration::from_millis(100);
+    // Longer than the other tests' 100 ms: at 32 at once the runtime's own work per call (a
+    // debug build's) weighs more against the ideal time.
+    const DELAY: Duration = Duration::from_millis(200);
     let server = model(|_| DELAY).await;
     let system = AgentSystem::builder()
         .agent("worker", worker(1))
@@ -977,7 +979,13 @@ query
     for outcome in &outcomes {
         assert_eq!(field(outcome, "i"), json!(outcome.input));
     }
-    assert_about_ideal(elapsed, Duration::from_millis(200) * 16, 8, Duration::ZERO);
+    // The pool opens its connections as the first queries come: 500 ms more for that.
+    assert_about_ideal(
+        elapsed,
+        Duration::from_millis(200) * 16,
+        8,
+        Duration::from_millis(500),
+    );
     system.shutdown().await.unwrap();
 }
 
