@@ -137,12 +137,12 @@ pub use bilayer_actors::{
 pub use bilayer_actors::{
     PluginFactory, PluginInfo, PluginManager, PluginManagerBuilder, PluginOptions,
     PluginStatsSnapshot, RestartIntensity, SupervisionStrategy, SupervisorEvent,
-    DEFAULT_EXECUTE_TIMEOUT,
+    DEFAULT_CONCURRENCY, DEFAULT_EXECUTE_TIMEOUT,
 };
 pub use bilayer_plugins::{
-    async_trait, AgentPlugin, CallChain, CallError, ErrorDetail, FnPlugin, LimitSettings,
-    PluginCaller, PluginContext, PluginError, PluginMetadata, PluginResult, PluginState,
-    PluginStateStore, PluginType,
+    async_trait, AgentPlugin, CallChain, CallError, ErrorDetail, FnPlugin, HandOffBlocking,
+    LimitSettings, PluginCaller, PluginContext, PluginError, PluginMetadata, PluginResult,
+    PluginState, PluginStateStore, PluginType,
 };
 
 /// Everything a plugin author or an application needs: `use bilayer::prelude::*;`.

@@ -42,7 +42,9 @@ use serde_json::Value;
 use tokio::sync::{broadcast, oneshot, OnceCell};
 
 use crate::dependency::{dependency_order, Node};
-use crate::plugin_actor::{LifecycleStep, PluginActorArgs, PluginFactory, PluginMsg};
+use crate::plugin_actor::{
+    LifecycleStep, PluginActorArgs, PluginFactory, PluginMsg, DEFAULT_CONCURRENCY,
+};
 use crate::registry::{PluginInfo, PluginShared, PluginSlot};
 use crate::supervision::{RestartIntensity, SupervisionStrategy, SupervisorEvent};
 use crate::supervisor::{PluginSupervisor, SupervisorConfig, SupervisorMsg};
@@ -187,6 +189,8 @@ pub struct PluginOptions {
     state: Option<PluginStateStore>,
     max_state_bytes: Option<usize>,
     factory: Option<PluginFactory>,
+    concurrency: Option<usize>,
+    order_by: Option<String>,
 }
 
 /// The options set; the state store and the factory show as whether they are set.
@@ -198,6 +202,8 @@ impl std::fmt::Debug for PluginOptions {
             .field("state", &self.state.is_some())
             .field("max_state_bytes", &self.max_state_bytes)
             .field("factory", &self.factory.is_some())
+            .field("concurrency", &self.concurrency)
+            .field("order_by", &self.order_by)
             .finish()
     }
 }
@@ -233,6 +239,30 @@ impl PluginOptions {
     /// past it fails with `PluginError::LimitExceeded` and leaves the state as it was.
     pub fn max_state_bytes(mut self, max_bytes: usize) -> Self {
         self.max_state_bytes = Some(max_bytes);
+        self
+    }
+
+    /// How many calls and hops the plugin serves at once (default [`DEFAULT_CONCURRENCY`],
+    /// 32; at least 1). Runs that would wait (a hop or call that awaits a model, a database or
+    /// another plugin) go to siblings of the plugin
+    /// ([`AgentPlugin::concurrent_instance`]) up to this many; past it, hops wait in the
+    /// agent's inbox and calls in a queue, and none fails for it. A plugin that makes no
+    /// siblings serves one at a time whatever this says; `1` gives strict one-at-a-time
+    /// order. With more than one, an agent's outputs may complete in another order than its
+    /// inputs came: see [`PluginOptions::order_by`].
+    ///
+    /// [`DEFAULT_CONCURRENCY`]: crate::DEFAULT_CONCURRENCY
+    pub fn concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = Some(concurrency);
+        self
+    }
+
+    /// For an agent that serves several messages at once: messages whose top-level `field`
+    /// holds equal JSON values (e.g. the same customer) are served one at a time, in the order
+    /// they arrived, while messages of other values overlap. A message without the field
+    /// counts as the value `null`. Ignored at a concurrency of 1 (everything is in order).
+    pub fn order_by(mut self, field: impl Into<String>) -> Self {
+        self.order_by = Some(field.into());
         self
     }
 
@@ -308,6 +338,13 @@ impl PluginManager {
         if self.inner.plugins.contains_key(&id) {
             return Err(PluginError::AlreadyRegistered(id));
         }
+        let concurrency = options.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
+        if concurrency == 0 {
+            return Err(PluginError::Config(format!(
+                "plugin `{id}`: concurrency must be at least 1 (1 serves one message at a \
+                 time; PluginOptions::concurrency)"
+            )));
+        }
         let supervisor = self.supervisor().await?;
         let store = options.state.unwrap_or_default();
         if let Some(max_bytes) = options.max_state_bytes {
@@ -330,6 +367,8 @@ impl PluginManager {
             shared: shared.clone(),
             supervisor: supervisor.clone(),
             hop_timeout: self.inner.execute_timeout,
+            concurrency,
+            order_by: options.order_by.map(Arc::from),
         };
         let actor = supervisor
             .call(|reply| SupervisorMsg::Spawn { args, reply }, None)

@@ -28,10 +28,13 @@ use crate::registry::PluginShared;
 use crate::supervisor::{RestartDecision, SupervisorMsg};
 use crate::system::{Envelope, Inbox};
 pub(crate) use call::CallReply;
+pub(crate) use overlap::Returned;
+pub use overlap::DEFAULT_CONCURRENCY;
 pub(crate) use settle::panic_message;
 
 mod call;
 mod hop;
+mod overlap;
 mod replay;
 mod settle;
 mod swap;
@@ -72,6 +75,9 @@ pub(crate) enum PluginMsg {
     /// A timer of the probation (replay.rs): end it if its window has passed, and answer the
     /// failed messages whose hold ran out.
     ReviewProbation,
+    /// A call or hop that ran on a sibling instance has ended: settle it, take the sibling
+    /// back, and give its slot to what waits (overlap.rs).
+    Returned(Returned),
 }
 
 /// The lifecycle steps, in the only order the manager allows:
@@ -114,6 +120,10 @@ pub(crate) struct PluginActorArgs {
     pub supervisor: ActorRef<SupervisorMsg>,
     /// Bound on one agent hop (a message from the inbox); execute calls are bounded by their caller.
     pub hop_timeout: Option<std::time::Duration>,
+    /// Calls and hops served at once (overlap.rs); 1 for one at a time.
+    pub concurrency: usize,
+    /// The message field whose equal values are served one at a time (agents only).
+    pub order_by: Option<Arc<str>>,
 }
 
 pub(crate) struct PluginActor;
@@ -150,6 +160,8 @@ pub(crate) struct PluginActorState {
     /// While a hop awaits its plugin: the message's hops and ticket (its payload is with the
     /// plugin), so that an actor killed mid-hop still dead-letters it.
     in_flight: Option<Envelope>,
+    /// Calls and hops running on sibling instances, and what waits for a slot (overlap.rs).
+    overlap: overlap::Overlap,
 }
 
 /// However the actor ends, nothing may be left waiting in its inbox. `post_stop` covers a
@@ -167,6 +179,8 @@ struct AgentMetrics {
     messages_out: metrics::Counter,
     failures: metrics::Counter,
     latency: metrics::Histogram,
+    /// Hops running on siblings now.
+    in_flight: metrics::Gauge,
 }
 
 impl AgentMetrics {
@@ -177,6 +191,7 @@ impl AgentMetrics {
             messages_out: metrics::counter!("bilayer_agent_messages_out_total", &labels),
             failures: metrics::counter!("bilayer_agent_failures_total", &labels),
             latency: metrics::histogram!("bilayer_agent_hop_seconds", &labels),
+            in_flight: metrics::gauge!("bilayer_agent_in_flight", &labels),
         }
     }
 }
@@ -186,6 +201,8 @@ struct PluginMetrics {
     errors: metrics::Counter,
     latency: metrics::Histogram,
     restarts: metrics::Counter,
+    /// Calls and hops running on siblings now.
+    in_flight: metrics::Gauge,
 }
 
 impl PluginMetrics {
@@ -199,6 +216,7 @@ impl PluginMetrics {
             errors: metrics::counter!("bilayer_plugin_errors_total", &labels),
             latency: metrics::histogram!("bilayer_plugin_execute_seconds", &labels),
             restarts: metrics::counter!("bilayer_plugin_restarts_total", &labels),
+            in_flight: metrics::gauge!("bilayer_plugin_in_flight", &labels),
         }
     }
 }
@@ -232,6 +250,7 @@ impl Actor for PluginActor {
             batch: VecDeque::new(),
             inbox: None,
             in_flight: None,
+            overlap: overlap::Overlap::new(args.concurrency, args.order_by),
         })
     }
 
@@ -264,8 +283,10 @@ impl Actor for PluginActor {
                 if result.is_ok() {
                     state.target = state.lifecycle;
                 }
+                state.refuse_queued_calls_unless_running();
                 let _ = reply.send(result);
             }
+            PluginMsg::Returned(returned) => state.returned(returned).await,
             PluginMsg::Drain(inbox) => state.drain(&myself, inbox).await,
             PluginMsg::Introduce { inbox, reply } => {
                 state.inbox = Some(inbox);
@@ -385,8 +406,25 @@ impl PluginActorState {
     }
 
     fn set_lifecycle(&mut self, state: PluginState) {
+        if state != self.lifecycle {
+            // Siblings serve as the primary does: a primary leaving or entering service (a
+            // step, a restart) makes the ones kept stale.
+            self.overlap.renew();
+        }
         self.lifecycle = state;
         self.shared.set_state(state);
+    }
+
+    /// Calls queued for a slot are refused once the plugin is no longer serving (stopped,
+    /// failed): nothing would ever serve them.
+    fn refuse_queued_calls_unless_running(&mut self) {
+        if self.lifecycle == PluginState::Running {
+            return;
+        }
+        let calls = self.overlap.take_queued_calls();
+        for call in calls {
+            let _ = call.reply.send(Err(self.refused("execute", "Running")));
+        }
     }
 
     fn refusal(&self, operation: &'static str, expected: &'static str) -> PluginError {

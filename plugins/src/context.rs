@@ -325,6 +325,9 @@ impl PluginContext {
 /// On a multi-thread runtime this is `block_in_place` (no hand-off: the worker's other tasks
 /// move to another worker while this one runs the script). On a current-thread runtime, where
 /// `block_in_place` is not allowed, it runs on the blocking pool via `spawn_blocking`.
+///
+/// Inside a [`HandOffBlocking`] scope (a host polling a call once before deciding whether it
+/// waits) the work goes to the blocking pool in every runtime, so the poll returns at once.
 pub async fn run_blocking<R, F>(f: F) -> PluginResult<R>
 where
     F: FnOnce() -> R + Send + 'static,
@@ -332,11 +335,46 @@ where
 {
     let chain = CallChain::current();
     match tokio::runtime::Handle::try_current() {
-        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+        Ok(handle)
+            if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+                && !HAND_OFF_BLOCKING.get() =>
+        {
             Ok(tokio::task::block_in_place(|| chain.scope_blocking(f)))
         }
         Ok(_) => on_blocking_pool(chain, f).await,
         Err(_) => Ok(chain.scope_blocking(f)),
+    }
+}
+
+thread_local! {
+    /// Set while a host polls a call that must not block its thread ([`HandOffBlocking`]).
+    static HAND_OFF_BLOCKING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// While alive, [`run_blocking`] on this thread hands its work to the blocking pool instead of
+/// running it in place (`block_in_place`), so that polling a plugin's call returns at once
+/// even when the call runs a long script. A host that serves several calls of one plugin at
+/// once polls each new call once in such a scope: a call that answers on that poll is done,
+/// one that waits (on the blocking pool, a model, another plugin) moves to a task of its own
+/// and the host goes on. Hold it only around a synchronous poll, never across an `.await`
+/// that may suspend: it marks the thread, not the task.
+#[derive(Debug)]
+pub struct HandOffBlocking {
+    was: bool,
+}
+
+impl HandOffBlocking {
+    /// Marks this thread until the value is dropped.
+    pub fn enter() -> Self {
+        Self {
+            was: HAND_OFF_BLOCKING.replace(true),
+        }
+    }
+}
+
+impl Drop for HandOffBlocking {
+    fn drop(&mut self) {
+        HAND_OFF_BLOCKING.set(self.was);
     }
 }
 

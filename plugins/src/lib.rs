@@ -82,7 +82,9 @@ pub mod user_file;
 #[cfg(feature = "wasm")]
 pub mod wasm_runtime;
 
-pub use context::{run_blocking, run_detached, CallChain, PluginCaller, PluginContext};
+pub use context::{
+    run_blocking, run_detached, CallChain, HandOffBlocking, PluginCaller, PluginContext,
+};
 pub use error::{CallError, ErrorDetail, PluginError, PluginResult};
 pub use function_plugin::{FnPlugin, JsonFunction, Reading, Transforming};
 pub use limit_settings::LimitSettings;

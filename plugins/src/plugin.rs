@@ -145,6 +145,23 @@ pub trait AgentPlugin: AnyPlugin + Send + 'static {
         None
     }
 
+    /// A sibling of this plugin that can serve a message while this one serves another, or
+    /// `None` (the default) when the plugin cannot be doubled: the host then serves its calls
+    /// and hops one at a time, whatever its concurrency setting.
+    ///
+    /// The host asks a `Running` plugin for siblings when calls or hops wait on something (a
+    /// model, a database, another plugin) and the plugin's concurrency allows more at once
+    /// (`PluginOptions::concurrency`, 32 by default). A sibling shares what the plugin holds
+    /// for every call (a compiled script or module, an HTTP client, a connection pool, the
+    /// host's state store through the context it was loaded with) and serves as if it were
+    /// the plugin: the host never runs a lifecycle step on it, and drops it when it is no
+    /// longer needed (after a swap or a restart, the plugin's next siblings are asked of the
+    /// new instance). A plugin whose `execute` keeps something of its own between calls
+    /// (a counter in a field) should keep it in the state store instead, or return `None`.
+    fn concurrent_instance(&self) -> Option<Box<dyn AgentPlugin>> {
+        None
+    }
+
     /// The plugin as `&dyn Any`, to downcast a `dyn AgentPlugin` to its concrete type.
     fn as_any(&self) -> &dyn Any {
         AnyPlugin::any_ref(self)

@@ -130,6 +130,71 @@ impl PluginStateStore {
         Ok(())
     }
 
+    /// Stores `new` under `key` only if the key holds `expected` now (a missing key holds
+    /// `null`), in one step no other writer can come between: `Ok(true)` when it stored,
+    /// `Ok(false)` (the state unchanged) when the key held something else. Plugins serving
+    /// several messages at once (`PluginOptions::concurrency`) read, compute and write back
+    /// with it, and read again when it answers `false`: a plain `get` then `set` loses the
+    /// writes made in between.
+    ///
+    /// ```
+    /// use bilayer_plugins::PluginStateStore;
+    /// use serde_json::json;
+    ///
+    /// let store = PluginStateStore::new();
+    /// assert!(store.compare_and_set("count", &json!(null), json!(1))?);
+    /// assert!(!store.compare_and_set("count", &json!(0), json!(5))?);
+    /// assert_eq!(store.get("count"), Some(json!(1)));
+    /// # Ok::<(), bilayer_plugins::PluginError>(())
+    /// ```
+    pub fn compare_and_set(
+        &self,
+        key: impl Into<String>,
+        expected: &Value,
+        new: Value,
+    ) -> PluginResult<bool> {
+        let key = key.into();
+        let added = entry_bytes(&key, &new);
+        let max = self.max_bytes();
+        let mut entries = self.entries();
+        let current = entries.map.get(&key);
+        if current.unwrap_or(&Value::Null) != expected {
+            return Ok(false);
+        }
+        let replaced = current.map_or(0, |old| entry_bytes(&key, old));
+        let total = entries.bytes - replaced + added;
+        if total > max && total > entries.bytes {
+            return Err(over_limit(&key, total, max));
+        }
+        entries.bytes = total;
+        entries.map.insert(key, new);
+        Ok(true)
+    }
+
+    /// Replaces the value under `key` by what `update` makes of it (`None` when missing), in
+    /// one step no other writer can come between, and returns the value stored. `update` runs
+    /// with the store locked: it must not use the store itself. Refused like
+    /// [`set`](Self::set) past the limit.
+    pub fn update(
+        &self,
+        key: impl Into<String>,
+        update: impl FnOnce(Option<&Value>) -> Value,
+    ) -> PluginResult<Value> {
+        let key = key.into();
+        let max = self.max_bytes();
+        let mut entries = self.entries();
+        let current = entries.map.get(&key);
+        let new = update(current);
+        let replaced = current.map_or(0, |old| entry_bytes(&key, old));
+        let total = entries.bytes - replaced + entry_bytes(&key, &new);
+        if total > max && total > entries.bytes {
+            return Err(over_limit(&key, total, max));
+        }
+        entries.bytes = total;
+        entries.map.insert(key, new.clone());
+        Ok(new)
+    }
+
     /// Removes `key`, returning what it held.
     pub fn remove(&self, key: &str) -> Option<Value> {
         let mut entries = self.entries();

@@ -138,12 +138,23 @@ impl SystemDefinition {
                         let plugin = builtin_plugin(&name, &config).map_err(|message| {
                             PluginError::Config(format!("agent `{}`: {message}", agent.name))
                         })?;
-                        let options = self.state_limit_for(agent).config(config);
+                        let options = concurrency_options(
+                            self.state_limit_for(agent),
+                            agent
+                                .concurrency
+                                .or_else(|| pool_bound_concurrency(&name, &config)),
+                            agent.order_by.as_deref(),
+                        )
+                        .config(config);
                         builder = builder.agent_with(&agent.name, plugin, options);
                         continue;
                     }
                 };
-            let mut options = self.state_limit_for(agent);
+            let mut options = concurrency_options(
+                self.state_limit_for(agent),
+                agent.concurrency,
+                agent.order_by.as_deref(),
+            );
             if let Some(config) = &agent.config {
                 let config =
                     serde_json::to_value(config).map_err(|e| PluginError::Config(e.to_string()))?;
@@ -158,8 +169,47 @@ impl SystemDefinition {
                 .map_err(|message| PluginError::Config(format!("plugin `{id}`: {message}")))?;
             let plugin = builtin_plugin(&entry.builtin, &config)
                 .map_err(|message| PluginError::Config(format!("plugin `{id}`: {message}")))?;
-            builder = builder.plugin_with(plugin, PluginOptions::new().id(id).config(config));
+            let concurrency = entry
+                .max_concurrency
+                .or_else(|| pool_bound_concurrency(&entry.builtin, &config));
+            let options = concurrency_options(PluginOptions::new(), concurrency, None);
+            builder = builder.plugin_with(plugin, options.id(id).config(config));
         }
         builder.build().await
     }
+}
+
+/// `options` with an agent's `concurrency` and `order_by`, or a support plugin's
+/// `max_concurrency`, where the definition sets them.
+fn concurrency_options(
+    mut options: PluginOptions,
+    concurrency: Option<usize>,
+    order_by: Option<&str>,
+) -> PluginOptions {
+    if let Some(concurrency) = concurrency {
+        options = options.concurrency(concurrency);
+    }
+    if let Some(field) = order_by {
+        options = options.order_by(field);
+    }
+    options
+}
+
+/// A database built-in serves at most as many statements at once as its pool has connections,
+/// unless the definition says otherwise: calls past that wait in the host's queue, which never
+/// gives up on them, rather than in the pool's acquire, which does after `acquire_timeout_ms`.
+fn pool_bound_concurrency(builtin: &str, config: &serde_json::Value) -> Option<usize> {
+    if builtin != "database" {
+        return None;
+    }
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    let default = bilayer_plugins::builtin::DatabaseConfig::new("").max_connections;
+    // Without a database backend the built-in is refused before this is used.
+    #[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+    let default = 1;
+    let connections = config
+        .get("max_connections")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(u64::from(default));
+    usize::try_from(connections).ok().filter(|&n| n > 0)
 }

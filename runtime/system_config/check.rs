@@ -42,6 +42,7 @@ impl SystemDefinition {
                 "the system has no agents; add an [[agents]] table",
             ));
         }
+        problems.extend(self.concurrency_problems());
         // Each clash is told with the rest of its table's problems, in file order.
         let mut clashes = self.id_clashes().into_iter().peekable();
         let mut clash_at = |array: &str, index: usize| {
@@ -290,6 +291,9 @@ impl SystemDefinition {
                 self.problem_in_table(clash.array, clash.index, clash.key, &clash.message);
             return Err(PluginError::Config(problem.to_string()));
         }
+        if let Some(problem) = self.concurrency_problems().into_iter().next() {
+            return Err(PluginError::Config(problem.to_string()));
+        }
         for (index, agent) in self.raw.agents.iter().enumerate() {
             let source = self.source_of(agent).ok();
             if let Err(message) = self.capabilities_of(agent, source.as_ref()) {
@@ -305,6 +309,58 @@ impl SystemDefinition {
             }
         }
         Ok(())
+    }
+
+    /// Concurrency settings no plugin could serve by: `concurrency` or `max_concurrency` of 0,
+    /// an `order_by` naming no field.
+    fn concurrency_problems(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        for (index, agent) in self.raw.agents.iter().enumerate() {
+            if agent.concurrency == Some(0) {
+                problems.push(self.problem_in_table(
+                    "agents",
+                    index,
+                    "concurrency",
+                    &format!(
+                        "agent `{}`: `concurrency` must be at least 1 (1 serves one message at \
+                         a time, in order; leave it out for the default, {})",
+                        agent.name,
+                        bilayer_actors::DEFAULT_CONCURRENCY
+                    ),
+                ));
+            }
+            if agent
+                .order_by
+                .as_deref()
+                .is_some_and(|field| field.trim().is_empty())
+            {
+                problems.push(self.problem_in_table(
+                    "agents",
+                    index,
+                    "order_by",
+                    &format!(
+                        "agent `{}`: `order_by` must name a field of the agent's messages \
+                         (e.g. order_by = \"customer_id\")",
+                        agent.name
+                    ),
+                ));
+            }
+        }
+        for (index, entry) in self.raw.plugins.iter().enumerate() {
+            if entry.max_concurrency == Some(0) {
+                problems.push(self.problem_in_table(
+                    "plugins",
+                    index,
+                    "max_concurrency",
+                    &format!(
+                        "plugin `{}`: `max_concurrency` must be at least 1 (calls past it wait \
+                         their turn)",
+                        plugin_id(entry)
+                    ),
+                ));
+            }
+        }
+        problems
     }
 
     /// Agents defined twice, and support plugins whose id an agent or another plugin already

@@ -101,6 +101,10 @@ pub(super) struct AgentEntry {
     pub(super) limits: Option<Limits>,
     #[serde(default)]
     pub(super) capabilities: Vec<String>,
+    /// Messages the agent serves at once (`PluginOptions::concurrency`).
+    pub(super) concurrency: Option<usize>,
+    /// The field whose equal values are served one at a time (`PluginOptions::order_by`).
+    pub(super) order_by: Option<String>,
 }
 
 /// A support plugin: callable by agents, never routed to.
@@ -111,6 +115,8 @@ pub(super) struct PluginEntry {
     pub(super) id: Option<String>,
     pub(super) config: Option<toml::Value>,
     pub(super) init_sql_file: Option<PathBuf>,
+    /// Calls the plugin serves at once (`PluginOptions::concurrency`); beyond it calls queue.
+    pub(super) max_concurrency: Option<usize>,
 }
 
 /// The support plugin's id: its `id`, else the builtin's name.

@@ -2380,6 +2380,47 @@ fn check_and_run_refuse(system: &Path, needles: &[&str]) {
 }
 
 #[test]
+fn a_concurrency_of_zero_is_refused_naming_its_key() {
+    let scratch = Scratch::new("concurrency-zero");
+    scratch.write("a.rhai", "fn a(msg) { msg }\n\na\n");
+    let system = scratch.write(
+        "system.toml",
+        concat!(
+            "[[agents]]\n",
+            "name = \"a\"\n",
+            "script = \"a.rhai\"\n",
+            "concurrency = 0\n",
+            "\n",
+            "[[plugins]]\n",
+            "builtin = \"http\"\n",
+            "max_concurrency = 0\n",
+        ),
+    );
+    let check = run_cli(["check".as_ref(), system.as_os_str()], None, QUICK);
+    check.assert_failure();
+    assert_contains(
+        &check.stderr,
+        &format!(
+            "{}: agent `a`: `concurrency` must be at least 1",
+            at(&system, 4, 15)
+        ),
+        "check's stderr",
+    );
+    assert_contains(
+        &check.stderr,
+        "plugin `http`: `max_concurrency` must be at least 1",
+        "check's stderr",
+    );
+    check_and_run_refuse(&system, &["`concurrency` must be at least 1"]);
+    // A negative number is not a count at all.
+    let negative = scratch.write(
+        "negative.toml",
+        "[[agents]]\nname = \"a\"\nscript = \"a.rhai\"\nconcurrency = -4\n",
+    );
+    check_and_run_refuse(&negative, &["concurrency"]);
+}
+
+#[test]
 fn a_device_named_as_a_script_or_init_sql_file_is_refused_not_read() {
     let scratch = Scratch::new("dev-zero");
     let system = scratch.write(

@@ -13,6 +13,10 @@ use futures::FutureExt;
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
+use std::sync::Arc;
+use std::task::Poll;
+
+use super::overlap::{call_on_sibling, first_poll, QueuedCall};
 use super::replay::Held;
 use super::settle::RunEnd;
 use super::PluginActorState;
@@ -28,6 +32,15 @@ impl PluginActorState {
             let _ = reply.send(Err(self.refused("execute", "Running")));
             return;
         }
+        // A plugin that overlaps serves the call on a sibling, or queues it while every
+        // sibling is busy (overlap.rs).
+        if self.overlap.is_full() {
+            return self.overlap.queue_call(QueuedCall {
+                input,
+                chain,
+                reply,
+            });
+        }
         let span = tracing::debug_span!(
             "plugin.execute",
             plugin = %self.shared.id,
@@ -41,18 +54,31 @@ impl PluginActorState {
             .is_some()
             .then(|| (input.clone(), chain.clone()));
         let started = clock::now();
-        let run = AssertUnwindSafe(chain.scope(self.shared.id.clone(), self.plugin.execute(input)))
-            .catch_unwind()
-            .instrument(span.clone());
-        // Most plugins finish on their first poll (scripts, modules, pure functions): they need
-        // no watcher. A plugin still pending after it is raced against its caller: a caller that
-        // stopped waiting (its timeout fired) cancels the call, so an async plugin stuck on I/O
-        // does not hold the mailbox forever.
-        let caught = {
+        // When the plugin overlaps, the call runs on a sibling: polled once here, and moved to
+        // a task of its own if it waits (overlap.rs).
+        let caught = if let Some(sibling) = self.overlap.sibling(self.plugin.as_ref()) {
+            let id = Arc::clone(&self.shared.id);
+            let mut run = call_on_sibling(sibling, input, chain, id, span.clone());
+            match first_poll(&mut run).await {
+                Poll::Ready((sibling, caught)) => {
+                    self.overlap.put_back(sibling);
+                    Some(caught)
+                }
+                Poll::Pending => return self.spawn_call(run, reply, retry, started),
+            }
+        } else {
+            let run =
+                AssertUnwindSafe(chain.scope(self.shared.id.clone(), self.plugin.execute(input)))
+                    .catch_unwind()
+                    .instrument(span.clone());
+            // Most plugins finish on their first poll (scripts, modules, pure functions): they
+            // need no watcher. A plugin still pending after it is raced against its caller: a
+            // caller that stopped waiting (its timeout fired) cancels the call, so an async
+            // plugin stuck on I/O does not hold the mailbox forever.
             let mut run = std::pin::pin!(run);
             match futures::poll!(run.as_mut()) {
-                std::task::Poll::Ready(caught) => Some(caught),
-                std::task::Poll::Pending => tokio::select! {
+                Poll::Ready(caught) => Some(caught),
+                Poll::Pending => tokio::select! {
                     biased;
                     caught = run => Some(caught),
                     _ = reply.closed() => None,
@@ -94,7 +120,7 @@ impl PluginActorState {
 
     /// A call that failed with `error`: answered now, or, when it came in on probation
     /// (`retry` holds its input), returned to be held for a replay.
-    fn failed_call(
+    pub(super) fn failed_call(
         retry: Option<(String, CallChain)>,
         reply: CallReply,
         error: &CallError,

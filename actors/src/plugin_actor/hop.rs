@@ -12,12 +12,15 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use bilayer_plugins::{CallChain, PluginState};
+use bilayer_plugins::{AgentPlugin, CallChain, PluginState};
 use futures::FutureExt;
 use ractor::ActorRef;
 use serde_json::Value;
 use tracing::Instrument;
 
+use std::task::Poll;
+
+use super::overlap::{first_poll, hop_on_sibling, HopTask};
 use super::replay::Held;
 use super::settle::RunEnd;
 use super::{AgentMetrics, PluginActorState, PluginMsg};
@@ -37,14 +40,27 @@ impl PluginActorState {
             return self.dead_letter_all(&inbox, "stopped");
         };
         let mut served = 0;
-        while served < MAX_PER_TURN {
-            inbox.take(MAX_PER_TURN - served, &mut self.batch);
+        loop {
             if self.batch.is_empty() {
-                // The inbox is idle again; the next message schedules the next turn.
-                return;
+                if served >= MAX_PER_TURN {
+                    break;
+                }
+                inbox.take(MAX_PER_TURN - served, &mut self.batch);
+                if self.batch.is_empty() {
+                    // The inbox is idle again; the next message schedules the next turn.
+                    return;
+                }
+                served += self.batch.len();
             }
-            served += self.batch.len();
             while let Some(envelope) = self.batch.pop_front() {
+                if self.overlap.is_full() {
+                    // Every sibling is busy: the turn stops here, its rest stays in the batch,
+                    // and the next run to return resumes it (overlap.rs). The inbox stays
+                    // scheduled meanwhile, so no push sends a `Drain` that would find nothing
+                    // to do.
+                    self.batch.push_front(envelope);
+                    return;
+                }
                 self.deliver(envelope, &core).await;
             }
         }
@@ -62,6 +78,11 @@ impl PluginActorState {
         if let Some(inbox) = self.inbox.take() {
             if let Some(cut_short) = self.in_flight.take() {
                 self.batch.push_front(cut_short);
+            }
+            let (held, calls) = self.overlap.take_waiting();
+            self.batch.extend(held);
+            for call in calls {
+                let _ = call.reply.send(Err(self.refused("execute", "Running")));
             }
             self.dead_letter_all(&inbox, "stopped");
         }
@@ -94,14 +115,28 @@ impl PluginActorState {
     }
 
     /// Runs the plugin as an agent on one message and routes its output onward.
+    /// With `order_by`, a message whose key has a hop running waits behind it (overlap.rs).
     async fn deliver(&mut self, mut envelope: Envelope, core: &Arc<SystemCore>) {
+        let key = self.overlap.key_of(&envelope.payload);
+        if let Some(key) = &key {
+            match self.overlap.hold_if_busy(key, envelope) {
+                Some(free) => envelope = free,
+                None => return,
+            }
+        }
         envelope.hops.push(self.shared.id.clone());
-        self.serve_hop(envelope, core).await;
+        self.serve_hop(envelope, key, core).await;
     }
 
     /// [`deliver`](Self::deliver) once the hop is counted in the envelope (a replay serves
-    /// the same hop again).
-    pub(super) async fn serve_hop(&mut self, mut envelope: Envelope, core: &Arc<SystemCore>) {
+    /// the same hop again). `key` is the message's `order_by` key, taken while the hop runs
+    /// on a sibling.
+    pub(super) async fn serve_hop(
+        &mut self,
+        mut envelope: Envelope,
+        key: Option<String>,
+        core: &Arc<SystemCore>,
+    ) {
         if self.lifecycle != PluginState::Running {
             let reason = DeadLetterReason::not_running(
                 &self.shared.id,
@@ -130,6 +165,36 @@ impl PluginActorState {
         let end = match self.run_now(&mut envelope.payload, &span) {
             Some(end) => end,
             None => {
+                // When the plugin overlaps, the hop runs on a sibling: polled once here, and
+                // moved to a task of its own if it waits (overlap.rs).
+                if let Some(sibling) = self.overlap.sibling(self.plugin.as_ref()) {
+                    let mut run = hop_on_sibling(
+                        sibling,
+                        envelope,
+                        keep_payload,
+                        span,
+                        started,
+                        self.hop_timeout,
+                        Arc::clone(&self.shared.id),
+                    );
+                    let (sibling, answered, end) = match first_poll(&mut run).await {
+                        Poll::Ready(answered) => answered,
+                        Poll::Pending => {
+                            let task = HopTask {
+                                retry,
+                                keep_payload,
+                                key,
+                                started,
+                            };
+                            return self.spawn_hop(run, task, core);
+                        }
+                    };
+                    self.overlap.put_back(sibling);
+                    let elapsed = clock::since(started);
+                    return self
+                        .finish_hop(answered, end, elapsed, retry, keep_payload, core, true)
+                        .await;
+                }
                 // Awaiting, the hop can be cut short by a kill (only a sync hop cannot).
                 self.in_flight = Some(Envelope {
                     payload: Value::Null,
@@ -137,15 +202,40 @@ impl PluginActorState {
                     breadth: envelope.breadth,
                     ticket: Arc::clone(&envelope.ticket),
                 });
-                let end = self
-                    .run_async(&mut envelope.payload, keep_payload, span, started)
-                    .await;
+                let end = run_async(
+                    self.plugin.as_mut(),
+                    &mut envelope.payload,
+                    keep_payload,
+                    span,
+                    started,
+                    self.hop_timeout,
+                    Arc::clone(&self.shared.id),
+                )
+                .await;
                 self.in_flight = None;
                 end
             }
         };
-        let timed_out = matches!(end, RunEnd::TimedOut(_));
         let elapsed = clock::since(started);
+        self.finish_hop(envelope, end, elapsed, retry, keep_payload, core, true)
+            .await;
+    }
+
+    /// What follows a hop, wherever it ran: counted, then its output routed on, or the
+    /// message dead-lettered (a fault of the `current` version goes to its probation and its
+    /// supervisor first).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn finish_hop(
+        &mut self,
+        mut envelope: Envelope,
+        end: RunEnd<()>,
+        elapsed: std::time::Duration,
+        retry: Option<Value>,
+        keep_payload: bool,
+        core: &Arc<SystemCore>,
+        current: bool,
+    ) {
+        let timed_out = matches!(end, RunEnd::TimedOut(_));
         self.settle(&end, elapsed);
         let result = end.into_result(&self.shared.id);
         if !keep_payload && result.is_err() {
@@ -155,10 +245,7 @@ impl PluginActorState {
         if timed_out {
             self.shared.stats.record_timeout();
         }
-        let id = &self.shared.id;
-        let agent_metrics = self
-            .agent_metrics
-            .get_or_insert_with(|| AgentMetrics::new(id));
+        let agent_metrics = self.agent_metrics();
         agent_metrics.messages_in.increment(1);
         agent_metrics.latency.record(elapsed.as_secs_f64());
         let error = match result {
@@ -170,8 +257,8 @@ impl PluginActorState {
             Err(error) => error,
         };
         agent_metrics.failures.increment(1);
-        let agent = Arc::clone(id);
-        if error.is_plugin_fault() {
+        let agent = Arc::clone(&self.shared.id);
+        if current && error.is_plugin_fault() {
             let reason = DeadLetterReason::HopFailed {
                 agent,
                 error: error.clone(),
@@ -181,6 +268,13 @@ impl PluginActorState {
         } else {
             core.dead_letter(envelope, DeadLetterReason::HopFailed { agent, error });
         }
+    }
+
+    /// The agent's metrics, created on its first hop (plain plugins report none).
+    pub(super) fn agent_metrics(&mut self) -> &AgentMetrics {
+        let id = &self.shared.id;
+        self.agent_metrics
+            .get_or_insert_with(|| AgentMetrics::new(id))
     }
 
     /// A hop that failed: dead-lettered now, or, when it came in on probation (`retry` holds
@@ -214,60 +308,59 @@ impl PluginActorState {
             Err(panic) => Some(RunEnd::caught(Err(panic))),
         }
     }
+}
 
-    /// An agent hop through the plugin's async entry points, in the agent's call chain, bounded
-    /// by the hop timeout (counted from `started`, the start of the hop) once it has to wait.
-    /// A plugin whose work waits on another thread (a WASM call on a blocking thread) is
-    /// abandoned there when the timeout fires; plugins bound their own guest code by the same
-    /// timeout (`PluginContext::call_timeout`), so a running guest stops at it too. By default
-    /// the message stays in the envelope, lent to the plugin, which replaces it by its output,
-    /// so that a failure can put it in the dead-letter queue (as it was, or for a transforming
-    /// plugin as it was left); systems built with `dead_letter_payloads(false)` hand it over (a
-    /// plugin that only has `execute_json` then needs no copy). Either way, on success
-    /// `payload` is the output.
-    async fn run_async(
-        &mut self,
-        payload: &mut Value,
-        keep_payload: bool,
-        span: tracing::Span,
-        started: clock::Instant,
-    ) -> RunEnd<()> {
-        let plugin = &mut self.plugin;
-        let call = async move {
-            if keep_payload {
-                plugin.execute_json_in_place(payload).await
-            } else {
-                *payload = plugin.execute_json(std::mem::take(payload)).await?;
-                Ok(())
-            }
-        };
-        // A hop that finishes on its first poll needs no timer (arming one costs more than most
-        // hops); the timeout bounds hops that wait, counted from the start of the hop (the
-        // first poll may have run a speculative inline slice of a WASM call).
-        let hop_timeout = self.hop_timeout;
-        let id = self.shared.id.clone();
-        // Pinned where it is built: the wrappers below then hold a pointer to it, and moving
-        // them copies a few bytes rather than the whole call's state.
-        let scoped = std::pin::pin!(CallChain::default().scope(id, call));
-        // A disabled span would still cost an enter and an exit per poll: leave it out.
-        let run = if span.is_disabled() {
-            futures::future::Either::Left(scoped)
+/// An agent hop through the plugin's async entry points, in the agent's call chain, bounded
+/// by the hop timeout (counted from `started`, the start of the hop) once it has to wait.
+/// A plugin whose work waits on another thread (a WASM call on a blocking thread) is
+/// abandoned there when the timeout fires; plugins bound their own guest code by the same
+/// timeout (`PluginContext::call_timeout`), so a running guest stops at it too. By default
+/// the message stays in the envelope, lent to the plugin, which replaces it by its output,
+/// so that a failure can put it in the dead-letter queue (as it was, or for a transforming
+/// plugin as it was left); systems built with `dead_letter_payloads(false)` hand it over (a
+/// plugin that only has `execute_json` then needs no copy). Either way, on success
+/// `payload` is the output.
+pub(super) async fn run_async(
+    plugin: &mut dyn AgentPlugin,
+    payload: &mut Value,
+    keep_payload: bool,
+    span: tracing::Span,
+    started: clock::Instant,
+    hop_timeout: Option<std::time::Duration>,
+    id: Arc<str>,
+) -> RunEnd<()> {
+    let call = async move {
+        if keep_payload {
+            plugin.execute_json_in_place(payload).await
         } else {
-            futures::future::Either::Right(scoped.instrument(span))
-        };
-        let mut run = AssertUnwindSafe(run).catch_unwind();
-        match futures::poll!(&mut run) {
-            std::task::Poll::Ready(caught) => RunEnd::caught(caught),
-            std::task::Poll::Pending => match hop_timeout {
-                Some(limit) => {
-                    let left = limit.saturating_sub(clock::since(started));
-                    match tokio::time::timeout(left, run).await {
-                        Ok(caught) => RunEnd::caught(caught),
-                        Err(_) => RunEnd::TimedOut(limit),
-                    }
-                }
-                None => RunEnd::caught(run.await),
-            },
+            *payload = plugin.execute_json(std::mem::take(payload)).await?;
+            Ok(())
         }
+    };
+    // A hop that finishes on its first poll needs no timer (arming one costs more than most
+    // hops); the timeout bounds hops that wait, counted from the start of the hop (the
+    // first poll may have run a speculative inline slice of a WASM call).
+    // Pinned where it is built: the wrappers below then hold a pointer to it, and moving
+    // them copies a few bytes rather than the whole call's state.
+    let scoped = std::pin::pin!(CallChain::default().scope(id, call));
+    // A disabled span would still cost an enter and an exit per poll: leave it out.
+    let run = if span.is_disabled() {
+        futures::future::Either::Left(scoped)
+    } else {
+        futures::future::Either::Right(scoped.instrument(span))
+    };
+    let mut run = AssertUnwindSafe(run).catch_unwind();
+    match futures::poll!(&mut run) {
+        std::task::Poll::Ready(caught) => RunEnd::caught(caught),
+        std::task::Poll::Pending => match hop_timeout {
+            Some(limit) => {
+                let left = limit.saturating_sub(clock::since(started));
+                match tokio::time::timeout(left, run).await {
+                    Ok(caught) => RunEnd::caught(caught),
+                    Err(_) => RunEnd::TimedOut(limit),
+                }
+            }
+            None => RunEnd::caught(run.await),
+        },
     }
 }

@@ -207,7 +207,7 @@ impl PluginActorState {
                         ..
                     }) => {
                         envelope.payload = input;
-                        self.serve_hop(envelope, &core).await;
+                        self.serve_hop(envelope, None, &core).await;
                     }
                     Some(Failed::Call { .. }) | None => {}
                 }

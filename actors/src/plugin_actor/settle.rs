@@ -40,6 +40,34 @@ impl<T> RunEnd<T> {
         }
     }
 
+    /// The end without its output, and the output: a run on a sibling answers its caller
+    /// with the output and sends the actor the rest (`overlap.rs`).
+    pub(super) fn take_output(self) -> (RunEnd<()>, Option<T>) {
+        match self {
+            RunEnd::Done(output) => (RunEnd::Done(()), Some(output)),
+            RunEnd::Failed(error) => (RunEnd::Failed(error), None),
+            RunEnd::Panicked(message) => (RunEnd::Panicked(message), None),
+            RunEnd::TimedOut(after) => (RunEnd::TimedOut(after), None),
+        }
+    }
+
+    /// The call's error, as [`into_result`](Self::into_result) reports it, without consuming
+    /// the end; `None` when it answered.
+    pub(super) fn error(&self, id: &str) -> Option<CallError> {
+        match self {
+            RunEnd::Done(_) => None,
+            RunEnd::Failed(error) => Some(CallError::Plugin(error.clone())),
+            RunEnd::Panicked(message) => Some(CallError::Panicked {
+                id: id.to_string(),
+                message: message.clone(),
+            }),
+            RunEnd::TimedOut(after) => Some(CallError::Timeout {
+                id: id.to_string(),
+                after: *after,
+            }),
+        }
+    }
+
     /// The end as the host reports it: the output, or the call's error (the plugin's own
     /// error, a panic, a timeout) naming plugin `id`.
     pub(super) fn into_result(self, id: &str) -> Result<T, CallError> {

@@ -144,7 +144,17 @@ impl PluginActorState {
         let mut old_plugin = std::mem::replace(&mut self.plugin, plugin);
         let old_factory = self.factory.take();
         let old_metadata = self.shared.metadata();
-        tear_down(&id, old_plugin.as_mut(), self.lifecycle).await;
+        // Hops and calls of the old version still running on its siblings finish on it: what
+        // they share is released when the last returns, through a sibling of their own
+        // (overlap.rs), and the old instance is kept for a rollback as it is.
+        match old_plugin
+            .concurrent_instance()
+            .filter(|_| self.overlap.current_generation_running())
+        {
+            Some(handle) => self.overlap.retire(handle, self.lifecycle),
+            None => tear_down(&id, old_plugin.as_mut(), self.lifecycle).await,
+        }
+        self.overlap.renew();
         self.ctx = ctx;
         self.shared.set_store(store.clone());
         self.shared.set_metadata(metadata);
@@ -275,6 +285,10 @@ impl PluginActorState {
             restore,
         } = probation.known_good;
         tear_down(&id, self.plugin.as_mut(), self.lifecycle).await;
+        // The known-good version comes back and takes its resources again: a release still
+        // pending for siblings of it or of the failed one must not undo that (overlap.rs).
+        self.overlap.forget_retiring();
+        self.overlap.mark_rolled_back();
         if let Some(state) = restore {
             store.restore(state);
         }
@@ -359,7 +373,7 @@ async fn bring_up(
 
 /// Stops and unloads an instance going out of service, as far as its state calls for; its
 /// failures are logged, never passed on (the instance is leaving either way).
-async fn tear_down(id: &str, plugin: &mut dyn AgentPlugin, state: PluginState) {
+pub(super) async fn tear_down(id: &str, plugin: &mut dyn AgentPlugin, state: PluginState) {
     if state == PluginState::Running {
         if let Err(error) = guarded(id, plugin.stop()).await {
             tracing::warn!(plugin = %id, %error, "stopping the replaced version failed");

@@ -341,6 +341,18 @@ impl AgentPlugin for RhaiPlugin {
         Ok(())
     }
 
+    /// Another handle on the same compiled script: calls only read it (each runs in a scope
+    /// of its own), so siblings share the AST, the engine and the host link it was loaded
+    /// with, and cost a few reference counts.
+    fn concurrent_instance(&self) -> Option<Box<dyn AgentPlugin>> {
+        Some(Box::new(RhaiPlugin {
+            metadata: self.metadata.clone(),
+            state: self.state,
+            origin: self.origin.clone(),
+            script: Arc::clone(&self.script),
+        }))
+    }
+
     /// Runs a bounded call on this thread, any other through [`run_blocking`] (see
     /// [`RhaiPlugin::runs_inline`]).
     async fn execute(&mut self, input: String) -> PluginResult<String> {

@@ -14,6 +14,21 @@
 //! }
 //! ```
 //!
+//! An agent serving several messages at once (its `concurrency`, 32 by default, for scripts
+//! whose hops wait on `call_plugin` or loop) runs its hops side by side, and a read followed by
+//! a write (`state.count = state.count + 1`) can lose a write made in between. Each single
+//! read or write is atomic; for read-modify-write, `compare_and_set` stores a value only if the
+//! key still holds what was read, and the script retries when it answers `false`:
+//!
+//! ```rhai
+//! loop {
+//!     let seen = state.count;                 // () while missing
+//!     if state.compare_and_set("count", seen, (seen ?? 0) + 1) { break; }
+//! }
+//! ```
+//!
+//! (or give the agent `concurrency = 1`, or `order_by` the field the state is kept per).
+//!
 //! Values are stored as JSON in the store the host hands over in `PluginContext`, so they
 //! survive a restart or hot reload of the plugin (a new instance loaded with the same store
 //! sees them). Each read returns a copy, each write replaces the stored value; Rhai writes a
@@ -64,6 +79,30 @@ impl ScriptState {
             .unwrap_or(Ok(Dynamic::UNIT))
     }
 
+    /// `state.compare_and_set(key, expected, new)`: stores `new` only if `key` holds
+    /// `expected` (a missing key holds `()`); `true` when it stored.
+    fn compare_and_set(
+        &self,
+        key: &str,
+        expected: &Dynamic,
+        new: &Dynamic,
+        config: &RhaiConfig,
+    ) -> ScriptResult<bool> {
+        let to_json = |value: &Dynamic| {
+            json_within(value, config).map_err(|refused| match refused {
+                Refused::Limit(breach) => over_limit(key, breach),
+                Refused::Error(e) => {
+                    script_error(format!("state.{key} cannot hold this value: {e}"))
+                }
+            })
+        };
+        let expected = to_json(expected)?;
+        let new = to_json(new)?;
+        self.store()?
+            .compare_and_set(key, &expected, new)
+            .map_err(|e| script_error(e.to_string()))
+    }
+
     fn remove(&self, key: &str, max_depth: usize) -> ScriptResult<Dynamic> {
         self.store()?
             .remove(key)
@@ -111,6 +150,15 @@ pub(crate) fn register(engine: &mut Engine, config: &RhaiConfig) {
             engine,
             move |state: &mut ScriptState, key: &str, value: Dynamic| {
                 state.set(key, value, &limits)
+            },
+        );
+    let limits = config.clone();
+    FuncRegistration::new("compare_and_set")
+        .with_purity(true)
+        .register_into_engine(
+            engine,
+            move |state: &mut ScriptState, key: &str, expected: Dynamic, new: Dynamic| {
+                state.compare_and_set(key, &expected, &new, &limits)
             },
         );
     FuncRegistration::new("remove")

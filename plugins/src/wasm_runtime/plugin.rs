@@ -393,6 +393,28 @@ impl AgentPlugin for WasmPlugin {
         Ok(())
     }
 
+    /// Another handle on the same linked module: each call instantiates it afresh from the
+    /// shared pre-instantiated module (or, with [`InstanceMode::Reuse`], takes the one reused
+    /// instance in turn), so siblings share everything but the call in progress.
+    fn concurrent_instance(&self) -> Option<Box<dyn AgentPlugin>> {
+        let linked = OnceLock::new();
+        if let Some(current) = self.linked.get() {
+            let _ = linked.set(Arc::clone(current));
+        }
+        Some(Box::new(WasmPlugin {
+            metadata: self.metadata.clone(),
+            state: self.state,
+            path: self.path.clone(),
+            compiled: Arc::clone(&self.compiled),
+            guest: self.guest.clone(),
+            capabilities: self.capabilities.clone(),
+            limits: self.limits.clone(),
+            mode: self.mode,
+            ctx: self.ctx.clone(),
+            linked,
+        }))
+    }
+
     async fn execute(&mut self, input: String) -> PluginResult<String> {
         self.call(input).await
     }

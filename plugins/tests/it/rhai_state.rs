@@ -126,3 +126,57 @@ async fn state_values_must_be_json_data_within_limits() {
     let mut plugin = loaded(source, &PluginStateStore::new()).await;
     assert!(plugin.execute("null".to_string()).await.is_err());
 }
+
+/// Siblings of one script (the host runs them side by side when its hops wait) count without
+/// losing a write when they use `compare_and_set`; the plain `state.count = state.count + 1`
+/// is not promised to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_and_set_counts_every_call_of_concurrent_siblings() {
+    let source = r#"
+    fn count(input) {
+        loop {
+            let seen = state.count;
+            if state.compare_and_set("count", seen, (seen ?? 0) + 1) { break; }
+        }
+        state.count
+    }
+    count
+    "#;
+    let store = PluginStateStore::new();
+    let plugin = loaded(source, &store).await;
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let mut sibling = plugin
+            .concurrent_instance()
+            .expect("a Rhai plugin makes siblings");
+        tasks.push(tokio::spawn(async move {
+            for i in 0..250 {
+                sibling.execute(i.to_string()).await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(store.get("count"), Some(json!(2000)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_and_set_stores_only_over_the_expected_value() {
+    let source = r#"
+    fn run(input) {
+        let first = state.compare_and_set("k", (), 1);       // missing reads as ()
+        let stale = state.compare_and_set("k", 0, 5);        // holds 1, not 0
+        let next = state.compare_and_set("k", 1, #{ n: 2 }); // any JSON value
+        [first, stale, next, state.k.n]
+    }
+    run
+    "#;
+    let store = PluginStateStore::new();
+    let mut plugin = loaded(source, &store).await;
+    assert_eq!(
+        plugin.execute("null".to_string()).await.unwrap(),
+        "[true,false,true,2]"
+    );
+    assert_eq!(store.get("k"), Some(json!({"n": 2})));
+}

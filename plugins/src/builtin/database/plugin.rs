@@ -401,6 +401,19 @@ impl AgentPlugin for DatabasePlugin {
         Ok(())
     }
 
+    /// Another handle on the same connection pool: statements overlap up to the plugin's
+    /// concurrency, which a definition sets to the pool's `max_connections` unless
+    /// `max_concurrency` says otherwise, so calls queue in the host rather than time out
+    /// waiting for a connection. (A sibling never closes the pool: only the plugin's own
+    /// `unload` does.)
+    fn concurrent_instance(&self) -> Option<Box<dyn AgentPlugin>> {
+        Some(Box::new(DatabasePlugin {
+            metadata: self.metadata.clone(),
+            config: self.config.clone(),
+            pool: self.pool.clone(),
+        }))
+    }
+
     async fn execute(&mut self, input: String) -> PluginResult<String> {
         // Plain text that is not JSON is SQL (the seed sends bare statements).
         let input = serde_json::from_str(&input).unwrap_or(Value::String(input));

@@ -249,6 +249,16 @@ impl AgentPlugin for HttpPlugin {
         Ok(())
     }
 
+    /// Another handle on the same client (its connection pool): requests overlap up to the
+    /// plugin's concurrency (`max_concurrency` in a definition).
+    fn concurrent_instance(&self) -> Option<Box<dyn AgentPlugin>> {
+        Some(Box::new(HttpPlugin {
+            metadata: self.metadata.clone(),
+            config: self.config.clone(),
+            client: self.client.clone(),
+        }))
+    }
+
     async fn execute(&mut self, input: String) -> PluginResult<String> {
         // Plain text that is not JSON is a URL to GET.
         let input = serde_json::from_str(&input).unwrap_or(Value::String(input));

@@ -150,6 +150,20 @@ impl AgentPlugin for LLMPlugin {
         Ok(())
     }
 
+    /// Another handle on the same HTTP client (its connection pool) and tools: calls overlap
+    /// up to the plugin's concurrency (`max_concurrency` in a definition).
+    fn concurrent_instance(&self) -> Option<Box<dyn AgentPlugin>> {
+        Some(Box::new(LLMPlugin {
+            metadata: self.metadata.clone(),
+            config: self.config.clone(),
+            client: self.client.clone(),
+            #[cfg(feature = "rhai")]
+            tools: self.tools.clone(),
+            #[cfg(feature = "rhai")]
+            tool_rounds: self.tool_rounds,
+        }))
+    }
+
     async fn execute(&mut self, input: String) -> PluginResult<String> {
         // Plain text that is not JSON is a prompt.
         let input = serde_json::from_str(&input).unwrap_or(Value::String(input));
