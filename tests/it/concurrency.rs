@@ -22,7 +22,7 @@
 //!   one, and every input still ends exactly once;
 //! - the gauges `bilayer_agent_in_flight{agent}` and `bilayer_plugin_in_flight{manager,plugin}`
 //!   show what is in flight;
-//! - Rhai's `state_compare_and_set` and `PluginStateStore::compare_and_set` make a
+//! - Rhai's `state.compare_and_set` and `PluginStateStore::compare_and_set` make a
 //!   read-modify-write safe under overlap;
 //! - `bilayer check` and `bilayer run` refuse a bad `concurrency`, `order_by` or
 //!   `max_concurrency`, naming the key.
@@ -1172,8 +1172,17 @@ fn the_in_flight_gauges_show_an_agents_hops_and_a_plugins_calls() {
             value(agent()).value == 0.0 && value(plugin()).value == 0.0
         })
         .await;
-        assert_eq!(value(agent()).peak, 8.0);
-        assert_eq!(value(plugin()).peak, 8.0);
+        // Never more than there can be: 8 hops, each waiting on one call at a time.
+        assert_eq!(
+            value(agent()).peak,
+            8.0,
+            "the agent's gauge went past 8 hops"
+        );
+        assert_eq!(
+            value(plugin()).peak,
+            8.0,
+            "the plugin's gauge went past the 8 calls its 8 callers can make at once"
+        );
         assert_eq!(server.peak(), 8);
         system.shutdown().await.unwrap();
     });
@@ -1182,12 +1191,12 @@ fn the_in_flight_gauges_show_an_agents_hops_and_a_plugins_calls() {
 // ---------------------------------------------------------------------------------------------
 // State under overlap.
 
-/// A read-modify-write made safe by `state_compare_and_set`: each of 64 hops (16 at a time)
+/// A read-modify-write made safe by `state.compare_and_set`: each of 64 hops (16 at a time)
 /// reads the counter, waits on the model, then adds one with compare-and-set, re-reading when
 /// refused. The counter ends at 64, and some hops were refused at least once (they overlapped:
 /// a plain `state.count = seen + 1` would have lost their increments).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn state_compare_and_set_keeps_a_rhai_counter_exact_under_overlapping_hops() {
+async fn compare_and_set_keeps_a_rhai_counter_exact_under_overlapping_hops() {
     let server = model(|_| Duration::from_millis(30)).await;
     let script = r#"
 fn count(msg) {
@@ -1195,7 +1204,7 @@ fn count(msg) {
     call_plugin("llm", #{ prompt: `${msg.i}` });
     let expected = seen;
     let retried = false;
-    while !state_compare_and_set("count", expected, expected + 1) {
+    while !state.compare_and_set("count", expected, expected + 1) {
         expected = state.count;
         retried = true;
     }
@@ -1229,16 +1238,14 @@ count
 }
 
 /// `PluginStateStore::compare_and_set` sets a key only when it holds what the caller expects
-/// (`None`: absent), and 8 tasks adding one 200 times each with it, yielding between read and
+/// (`null`: missing), and 8 tasks adding one 200 times each with it, yielding between read and
 /// write, lose nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compare_and_set_on_the_state_store_loses_no_increment_between_tasks() {
     let store = PluginStateStore::new();
-    assert!(store.compare_and_set("n", None, json!(0)).unwrap());
-    assert!(!store.compare_and_set("n", None, json!(5)).unwrap());
-    assert!(!store
-        .compare_and_set("n", Some(&json!(1)), json!(5))
-        .unwrap());
+    assert!(store.compare_and_set("n", &Value::Null, json!(0)).unwrap());
+    assert!(!store.compare_and_set("n", &Value::Null, json!(5)).unwrap());
+    assert!(!store.compare_and_set("n", &json!(1), json!(5)).unwrap());
     assert_eq!(store.get("n"), Some(json!(0)));
 
     let tasks: Vec<_> = (0..8)
@@ -1250,7 +1257,7 @@ async fn compare_and_set_on_the_state_store_loses_no_increment_between_tasks() {
                         let seen = store.get("n").unwrap();
                         tokio::task::yield_now().await;
                         let next = json!(seen.as_u64().unwrap() + 1);
-                        if store.compare_and_set("n", Some(&seen), next).unwrap() {
+                        if store.compare_and_set("n", &seen, next).unwrap() {
                             break;
                         }
                     }
@@ -1336,7 +1343,7 @@ async fn bad_concurrency_order_by_and_max_concurrency_values_are_refused_naming_
         ("plugin", "max_concurrency = -4", "max_concurrency"),
         ("plugin", "max_concurrency = \"four\"", "max_concurrency"),
     ];
-    let dir = Scratch::new("concurrency-bad");
+    let dir = Scratch::new("overlap-bad-values");
     dir.write("worker.rhai", &worker_source(1));
     dir.write("inputs.jsonl", "{\"i\": 1}\n");
     let system = dir.file("system.toml");
@@ -1360,21 +1367,24 @@ async fn bad_concurrency_order_by_and_max_concurrency_values_are_refused_naming_
     let checked = bilayer(dir.path(), [OsStr::new("check"), system.as_os_str()]).await;
     assert!(checked.status.success(), "good values refused: {checked:?}");
 
+    // Every case is tried before failing, so that one run lists every message that falls short.
+    let mut wrong = Vec::new();
     for (table, line, key) in cases {
         match table {
             "agent" => write(line, ""),
             _ => write("", line),
         }
         let checked = bilayer(dir.path(), [OsStr::new("check"), system.as_os_str()]).await;
-        assert!(
-            !checked.status.success(),
-            "`{line}` passed bilayer check: {checked:?}"
-        );
-        let said = format!("{}{}", checked.stdout, checked.stderr);
-        assert!(
-            said.contains(key),
-            "bilayer check on `{line}` should name `{key}`: {said}"
-        );
+        // Without the file's path, which must not be what names the key.
+        let path = dir.path().display().to_string();
+        let said = format!("{}{}", checked.stdout, checked.stderr).replace(&path, "DIR");
+        if checked.status.success() {
+            wrong.push(format!("`{line}` passed bilayer check: {said}"));
+        } else if !said.contains(key) {
+            wrong.push(format!(
+                "bilayer check on `{line}` does not name `{key}`: {said}"
+            ));
+        }
 
         let run = bilayer(
             dir.path(),
@@ -1386,12 +1396,14 @@ async fn bad_concurrency_order_by_and_max_concurrency_values_are_refused_naming_
             ],
         )
         .await;
-        assert!(!run.status.success(), "`{line}` ran: {run:?}");
-        assert!(run.stdout.is_empty(), "`{line}` ran something: {run:?}");
-        assert!(
-            run.stderr.contains(key),
-            "bilayer run on `{line}` should name `{key}`: {}",
-            run.stderr
-        );
+        if run.status.success() || !run.stdout.is_empty() {
+            wrong.push(format!("`{line}` ran: {run:?}"));
+        } else if !run.stderr.replace(&path, "DIR").contains(key) {
+            wrong.push(format!(
+                "bilayer run on `{line}` does not name `{key}`: {}",
+                run.stderr
+            ));
+        }
     }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
