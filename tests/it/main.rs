@@ -34,6 +34,7 @@ mod builtin_http;
 mod builtin_llm;
 mod builtin_system;
 mod cli;
+mod concurrency;
 mod definition_fuzz;
 mod foundation_calls;
 mod foundation_lifecycle;

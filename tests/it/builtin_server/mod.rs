@@ -4,7 +4,10 @@
 //! and the server records what it received and how many connections it accepted, so a test can
 //! check what a client sent, and that a refused request never connected. Responses can be
 //! delayed (timeouts), streamed in chunks with pauses (server-sent events), or sent without a
-//! `Content-Length` (bodies whose size is only known by reading them).
+//! `Content-Length` (bodies whose size is only known by reading them), or held until the test
+//! opens a gate ([`Response::gated`]: a request known to be in flight while the test acts). It
+//! also records how many requests it holds at once, and the most it has held
+//! ([`TestServer::peak`]), for the tests of concurrent callers.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,6 +17,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 
 /// A request as the server received it.
 #[derive(Debug, Clone)]
@@ -48,6 +52,9 @@ pub struct Response {
     pub content_length: bool,
     /// A pause before anything is sent.
     pub delay: Duration,
+    /// When set, nothing is sent (and the delay does not start) before a permit of this gate
+    /// is taken; each answer uses up one.
+    pub gate: Option<Arc<Semaphore>>,
 }
 
 impl Response {
@@ -58,6 +65,7 @@ impl Response {
             chunks: vec![(Duration::ZERO, body.into())],
             content_length: true,
             delay: Duration::ZERO,
+            gate: None,
         }
     }
 
@@ -80,6 +88,7 @@ impl Response {
                 .collect(),
             content_length: false,
             delay: Duration::ZERO,
+            gate: None,
         }
     }
 
@@ -90,6 +99,12 @@ impl Response {
 
     pub fn delayed(mut self, delay: Duration) -> Self {
         self.delay = delay;
+        self
+    }
+
+    /// Held until `gate` gives a permit (`gate.add_permits(n)` lets n held answers go).
+    pub fn gated(mut self, gate: &Arc<Semaphore>) -> Self {
+        self.gate = Some(Arc::clone(gate));
         self
     }
 
@@ -107,6 +122,19 @@ pub struct TestServer {
     pub addr: SocketAddr,
     requests: Arc<Mutex<Vec<Request>>>,
     connections: Arc<AtomicUsize>,
+    /// Requests received and not yet answered.
+    in_flight: Arc<AtomicUsize>,
+    /// The most `in_flight` has been.
+    peak: Arc<AtomicUsize>,
+}
+
+/// Counts one request as held by the server until dropped.
+struct Held(Arc<AtomicUsize>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl TestServer {
@@ -121,6 +149,8 @@ impl TestServer {
             addr: listener.local_addr().unwrap(),
             requests: Arc::default(),
             connections: Arc::default(),
+            in_flight: Arc::default(),
+            peak: Arc::default(),
         };
         let handler: Arc<Handler> = Arc::new(handler);
         let state = server.clone();
@@ -150,6 +180,16 @@ impl TestServer {
         self.connections.load(Ordering::SeqCst)
     }
 
+    /// The most requests the server has held at once: received, and not yet answered.
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
+    }
+
+    /// Requests received and not yet answered, now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
     async fn serve(&self, mut stream: TcpStream, handler: &Handler) -> std::io::Result<()> {
         let Some(request) = read_request(&mut stream).await? else {
             return Ok(());
@@ -159,8 +199,22 @@ impl TestServer {
             requests.push(request.clone());
             requests.len() - 1
         };
+        let held = {
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.peak.fetch_max(now, Ordering::SeqCst);
+            Held(Arc::clone(&self.in_flight))
+        };
         let response = handler(&request, number);
+        if let Some(gate) = &response.gate {
+            gate.acquire()
+                .await
+                .expect("the test keeps its gate open")
+                .forget();
+        }
         tokio::time::sleep(response.delay).await;
+        // Released before the first byte of the answer: a client limited to N requests at once
+        // sends its next one only after reading an answer, so the count never shows N + 1.
+        drop(held);
         let mut head = format!(
             "HTTP/1.1 {} {}\r\n",
             response.status,

@@ -1,5 +1,6 @@
 //! Captures the metrics and spans of one test, for tests of what the runtime reports: every
-//! counter and histogram sample by `name{label=value,...}`, and every closed `plugin.execute` or
+//! counter and histogram sample by `name{label=value,...}`, each gauge's value and the highest
+//! it reached, and every closed `plugin.execute` or
 //! `agent.hop` span's fields as text (its name under `span`). Scoped to the test's own runtime
 //! ([`run`]), so the other tests of the binary, running at the same time, do not feed it.
 
@@ -8,7 +9,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use metrics::{
-    Counter, CounterFn, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
+    Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
     SharedString, Unit,
 };
 use tracing::dispatcher::Dispatch;
@@ -24,9 +25,39 @@ pub struct Captured {
     pub counters: Mutex<HashMap<String, u64>>,
     /// `name{label=value,...}` → every recorded sample.
     pub histograms: Mutex<HashMap<String, Vec<f64>>>,
+    /// `name{label=value,...}` → the gauge's value now and the highest it has been.
+    pub gauges: Mutex<HashMap<String, GaugeReading>>,
     /// Closed `plugin.execute` and `agent.hop` spans: their fields as text, the span's name
     /// under `span`.
     pub spans: Mutex<Vec<HashMap<String, String>>>,
+}
+
+/// A gauge as captured: its value now, and the highest value it has had.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct GaugeReading {
+    pub value: f64,
+    pub peak: f64,
+}
+
+impl Captured {
+    /// The readings of the gauges named `name` whose labels include every one of `labels`
+    /// (`"agent=worker"`), whatever other labels they carry.
+    pub fn gauges_matching(&self, name: &str, labels: &[&str]) -> Vec<(String, GaugeReading)> {
+        let prefix = format!("{name}{{");
+        self.gauges
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(key, _)| {
+                key.starts_with(&prefix) && {
+                    let inside = key[prefix.len()..].trim_end_matches('}');
+                    let present: Vec<&str> = inside.split(',').collect();
+                    labels.iter().all(|l| present.contains(l))
+                }
+            })
+            .map(|(key, reading)| (key.clone(), *reading))
+            .collect()
+    }
 }
 
 /// Runs `test` on a runtime of its own (see [`super::scoped`]) whose metrics and spans go to a
@@ -85,6 +116,27 @@ impl HistogramFn for Handle {
     }
 }
 
+impl Handle {
+    fn gauge(&self, change: impl FnOnce(f64) -> f64) {
+        let mut gauges = self.captured.gauges.lock().unwrap();
+        let reading = gauges.entry(self.key.clone()).or_default();
+        reading.value = change(reading.value);
+        reading.peak = reading.peak.max(reading.value);
+    }
+}
+
+impl GaugeFn for Handle {
+    fn increment(&self, value: f64) {
+        self.gauge(|now| now + value);
+    }
+    fn decrement(&self, value: f64) {
+        self.gauge(|now| now - value);
+    }
+    fn set(&self, value: f64) {
+        self.gauge(|_| value);
+    }
+}
+
 impl Recorder for CaptureRecorder {
     fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
     fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
@@ -95,8 +147,11 @@ impl Recorder for CaptureRecorder {
             captured: self.0.clone(),
         }))
     }
-    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
-        Gauge::noop()
+    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+        Gauge::from_arc(Arc::new(Handle {
+            key: render(key),
+            captured: self.0.clone(),
+        }))
     }
     fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
         Histogram::from_arc(Arc::new(Handle {

@@ -1,9 +1,10 @@
 //! Small helpers of the tests of plugin managers and agent systems: waiting for asynchronous
-//! outcomes without fixed sleeps, starting a set of test plugins, and (in `capture`) reading
-//! what the runtime reports to metrics and tracing. The test plugins themselves are in
-//! `test_plugins`.
+//! outcomes without fixed sleeps, starting a set of test plugins, (in `capture`) reading
+//! what the runtime reports to metrics and tracing, and (in `cpu_bound`) keeping timing tests
+//! apart. The test plugins themselves are in `test_plugins`.
 
 pub mod capture;
+pub mod cpu_bound;
 pub mod scoped;
 
 use std::time::{Duration, Instant};
