@@ -159,13 +159,13 @@ fn contains(outer: &Range<usize>, inner: &Range<usize>) -> bool {
 fn key_of_value(table: &DeTable<'_>, span: &Range<usize>) -> Option<String> {
     table.iter().find_map(|(key, value)| match value.get_ref() {
         DeValue::Table(inner) => key_of_value(inner, span),
-        DeValue::Array(array) => array
-            .iter()
-            .find_map(|item| match item.get_ref() {
+        // An array of tables spans its first header: a problem there is the table's.
+        DeValue::Array(array) if array.iter().any(|item| item.get_ref().is_table()) => {
+            array.iter().find_map(|item| match item.get_ref() {
                 DeValue::Table(inner) => key_of_value(inner, span),
                 _ => None,
             })
-            .or_else(|| (value.span() == *span).then(|| key.get_ref().to_string())),
+        }
         _ => (value.span() == *span).then(|| key.get_ref().to_string()),
     })
 }
