@@ -1407,3 +1407,70 @@ async fn bad_concurrency_order_by_and_max_concurrency_values_are_refused_naming_
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
+
+/// Hops that compute for a long time (a Rhai loop, on the blocking pool) hold threads of their
+/// own, not the async workers: another agent's waiting hops keep being served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_bound_hops_do_not_starve_another_agents_waiting_hops() {
+    let _cpu = cpu_bound::one_at_a_time().await;
+    // Spins ~1.5 s of wall clock per hop (a loop: an unbounded script, so an async-path hop).
+    let spinner = rhai_agent(
+        "spin",
+        r#"
+        fn spin(msg) {
+            let started = timestamp();
+            let n = 0;
+            while started.elapsed < 1.5 { n += 1; }
+            #{ spun: n > 0 }
+        }
+        spin
+        "#,
+    );
+    let served = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&served);
+    let waiter = FnPlugin::new("wait", PluginType::Tool, move |input: Value| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Ok(input)
+    });
+    let system = AgentSystem::builder()
+        .hop_timeout(Some(Duration::from_secs(10)))
+        .agent_with(
+            "spin",
+            Box::new(
+                spinner
+                    .with_config(RhaiConfig::default().timeout(Duration::from_secs(5)))
+                    .unwrap(),
+            ),
+            PluginOptions::new().concurrency(4),
+        )
+        .agent("wait", waiter)
+        .entry("spin")
+        .build()
+        .await
+        .unwrap();
+    let mut stream = system.outcome_stream().unwrap();
+    for i in 0..4 {
+        system.submit_numbered(i + 1, json!({"i": i})).await;
+    }
+    // Four spinning hops on two cores; the other agent answers 200 direct calls meanwhile.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = Instant::now();
+    for i in 0..200 {
+        let answer = system
+            .manager()
+            .execute("wait", json!({"n": i}).to_string())
+            .await
+            .unwrap();
+        assert_eq!(answer, json!({"n": i}).to_string());
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(1000),
+        "200 calls of another agent took {took:?} while four hops spun"
+    );
+    let outcomes = collect(&mut stream, 4).await;
+    assert_all_ok(&outcomes);
+    assert_eq!(served.load(Ordering::SeqCst), 200);
+    drop(stream);
+    system.shutdown().await.unwrap();
+}
