@@ -51,4 +51,5 @@ mod nats_transport;
 mod pipelines;
 mod routing_reload;
 mod triage;
+mod w2_example;
 mod worker_watch;
