@@ -1474,3 +1474,66 @@ async fn cpu_bound_hops_do_not_starve_another_agents_waiting_hops() {
     drop(stream);
     system.shutdown().await.unwrap();
 }
+
+/// A save that fails every hop after its model call, under concurrent load, is rolled back,
+/// and every hop it failed (those held by its probation and those still in flight on it when
+/// the rollback came) runs again on the version rolled back to: every input ends ok, on
+/// version 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_save_under_concurrent_load_is_rolled_back_and_loses_no_message() {
+    let server = model(|_| Duration::from_millis(40)).await;
+    let dir = Scratch::new("concurrency-rollback");
+    dir.write(
+        "system.toml",
+        &format!(
+            r#"
+[[agents]]
+name = "worker"
+script = "worker.rhai"
+concurrency = 16
+limits = {{ timeout_ms = 30000 }}
+
+[[plugins]]
+builtin = "llm"
+config = {{ base_url = "{base}", model = "test-model", max_retries = 0 }}
+"#,
+            base = server.url("/v1")
+        ),
+    );
+    dir.write("worker.rhai", &worker_source(1));
+    let definition = SystemDefinition::load(dir.file("system.toml")).unwrap();
+    let system = definition.build().await.unwrap();
+    let reloader = definition.hot_reload(&system);
+    let mut events = reloader.events();
+    reloader.start().await.unwrap();
+    let mut stream = system.outcome_stream().unwrap();
+    let n = 200;
+    let producer = submit_from(&system, 1, numbered(n));
+    wait_until("hops in flight", || server.in_flight() >= 8).await;
+
+    // Version 2 waits on the model like version 1, then fails every hop.
+    let broken = worker_source(2).replace(
+        "#{ i: msg.i, answer: answer.content, v: 2 }",
+        "throw `broken after the call ${msg.i}`",
+    );
+    assert!(broken.contains("throw"), "{broken}");
+    dir.write("worker.rhai", &broken);
+    let seen = until(&mut events, "the bad save to be rolled back", |e| {
+        matches!(e, ReloadEvent::RolledBack { .. })
+    })
+    .await;
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, ReloadEvent::RolledBack { .. })),
+        "{seen:#?}"
+    );
+    let outcomes = collect(&mut stream, n).await;
+    producer.await.unwrap();
+    assert_one_outcome_each(&outcomes, n);
+    assert_all_ok(&outcomes);
+    for outcome in &outcomes {
+        assert_eq!(field(outcome, "v"), json!(1), "{outcome:?}");
+    }
+    reloader.stop().await;
+    system.shutdown().await.unwrap();
+}
