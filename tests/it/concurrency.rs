@@ -1537,3 +1537,49 @@ config = {{ base_url = "{base}", model = "test-model", max_retries = 0 }}
     reloader.stop().await;
     system.shutdown().await.unwrap();
 }
+
+/// The hop timeout bounds each hop on a sibling as it bounds one on the agent's own instance:
+/// hops whose model call hangs are dead-lettered as timed out at it, and the hops beside them
+/// finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hops_in_flight_time_out_one_by_one_while_the_others_finish() {
+    // Inputs divisible by 4 hang for 10 s; the others answer in 20 ms.
+    let server = model(|request| {
+        if number_in(request) % 4 == 0 {
+            Duration::from_secs(10)
+        } else {
+            Duration::from_millis(20)
+        }
+    })
+    .await;
+    let system = AgentSystem::builder()
+        .hop_timeout(Some(Duration::from_millis(500)))
+        .agent_with(
+            "worker",
+            Box::new(worker(1)),
+            PluginOptions::new().concurrency(16),
+        )
+        .plugin(llm(&server))
+        .build()
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let (outcomes, _) = run_all(&system, numbered(32)).await;
+    let took = started.elapsed();
+    assert_one_outcome_each(&outcomes, 32);
+    for outcome in &outcomes {
+        if outcome.input % 4 == 0 {
+            assert_eq!(outcome.status, OutcomeStatus::DeadLetter, "{outcome:?}");
+            let reason = outcome.reason.as_deref().unwrap_or_default();
+            assert!(
+                reason.contains("timed out") || reason.contains("did not answer"),
+                "{reason}"
+            );
+        } else {
+            assert_eq!(outcome.status, OutcomeStatus::Ok, "{outcome:?}");
+        }
+    }
+    // Eight hangs of 10 s each, overlapped and cut at 0.5 s: the whole run is far from 80 s.
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    system.shutdown().await.unwrap();
+}
