@@ -1545,7 +1545,7 @@ config = {{ base_url = "{base}", model = "test-model", max_retries = 0 }}
 async fn hops_in_flight_time_out_one_by_one_while_the_others_finish() {
     // Inputs divisible by 4 hang for 10 s; the others answer in 20 ms.
     let server = model(|request| {
-        if number_in(request) % 4 == 0 {
+        if number_in(request).is_multiple_of(4) {
             Duration::from_secs(10)
         } else {
             Duration::from_millis(20)
@@ -1568,7 +1568,7 @@ async fn hops_in_flight_time_out_one_by_one_while_the_others_finish() {
     let took = started.elapsed();
     assert_one_outcome_each(&outcomes, 32);
     for outcome in &outcomes {
-        if outcome.input % 4 == 0 {
+        if outcome.input.is_multiple_of(4) {
             assert_eq!(outcome.status, OutcomeStatus::DeadLetter, "{outcome:?}");
             let reason = outcome.reason.as_deref().unwrap_or_default();
             assert!(
