@@ -214,7 +214,7 @@ fn pool_bound_concurrency(builtin: &str, config: &serde_json::Value) -> Option<u
     let default = bilayer_plugins::builtin::DatabaseConfig::new("").max_connections;
     // Without a database backend the built-in is refused before this is used.
     #[cfg(not(any(feature = "sqlite", feature = "postgres")))]
-    let default = 1;
+    let default: u32 = 1;
     let connections = config
         .get("max_connections")
         .and_then(serde_json::Value::as_u64)
