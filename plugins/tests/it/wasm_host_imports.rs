@@ -8,8 +8,11 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use bilayer_plugins::wasm_runtime::{Capability, WasmCapabilities, WasmPlugin, WasmRuntime};
+use bilayer_plugins::wasm_runtime::{
+    Capability, WasmCapabilities, WasmLimits, WasmPlugin, WasmRuntime,
+};
 use bilayer_plugins::{AgentPlugin, PluginCaller, PluginContext, PluginError, PluginStateStore};
 use serde_json::{json, Value};
 
@@ -296,7 +299,12 @@ async fn call_plugin_without_a_host_is_an_error_for_the_guest() {
 async fn call_plugin_from_execute_sync_on_an_async_worker_does_not_panic_the_host() {
     let host = Arc::new(FakeHost::default());
     let ctx = PluginContext::new("host_probe").with_caller(host as Arc<dyn PluginCaller>);
-    let plugin = loaded(ctx).await;
+    // Generous time: the refusal is a tokio panic caught in the host, and with RUST_BACKTRACE
+    // set its hook captures a backtrace of this large test binary, which on a loaded machine
+    // took longer than the default 1 s guest limit (seen twice with four builds running).
+    let mut plugin = probe().with_limits(WasmLimits::default().timeout(Duration::from_secs(30)));
+    plugin.load(&ctx).await.unwrap();
+    plugin.start().await.unwrap();
     // Blocking on the runtime from one of its workers is refused by tokio; the guest gets an error.
     let err = plugin.execute_sync("Pecho|x").unwrap_err();
     assert!(
