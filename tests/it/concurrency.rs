@@ -1579,3 +1579,81 @@ async fn hops_in_flight_time_out_one_by_one_while_the_others_finish() {
     assert!(took < Duration::from_secs(5), "took {took:?}");
     system.shutdown().await.unwrap();
 }
+
+/// Ctrl-C while hops wait on the model: `bilayer run` writes the outcomes already finished and
+/// its summary, and ends by the signal at once, without waiting for the hops in flight (their
+/// model calls hang for a minute).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_with_hops_in_flight_writes_what_finished_and_ends_at_once() {
+    use std::os::unix::process::ExitStatusExt;
+    // Odd inputs answer in 10 ms; even ones hang.
+    let server = model(|request| {
+        if number_in(request).is_multiple_of(2) {
+            Duration::from_secs(60)
+        } else {
+            Duration::from_millis(10)
+        }
+    })
+    .await;
+    let dir = Scratch::new("concurrency-sigint");
+    dir.write(
+        "system.toml",
+        &format!(
+            r#"
+[[agents]]
+name = "worker"
+script = "worker.rhai"
+limits = {{ timeout_ms = 120000 }}
+
+[[plugins]]
+builtin = "llm"
+config = {{ base_url = "{base}", model = "test-model", max_retries = 0, timeout_ms = 120000 }}
+"#,
+            base = server.url("/v1")
+        ),
+    );
+    dir.write("worker.rhai", &worker_source(1));
+    let lines: Vec<String> = numbered(20).iter().map(Value::to_string).collect();
+    dir.write("inputs.jsonl", &(lines.join("\n") + "\n"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bilayer"))
+        .args([
+            OsStr::new("run"),
+            dir.file("system.toml").as_os_str(),
+            OsStr::new("--input"),
+            dir.file("inputs.jsonl").as_os_str(),
+        ])
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the bilayer binary");
+    wait_until("ten hops wait on the model", || server.in_flight() == 10).await;
+    // Give the ten fast outcomes time to be written.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let interrupted = Instant::now();
+    let pid = child.id().to_string();
+    let killed = Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    assert!(killed.success());
+    let finished = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let took = interrupted.elapsed();
+    assert!(took < Duration::from_secs(5), "ended {took:?} after Ctrl-C");
+    assert_eq!(finished.status.signal(), Some(2), "{:?}", finished.status);
+    let stdout = String::from_utf8_lossy(&finished.stdout);
+    let stderr = String::from_utf8_lossy(&finished.stderr);
+    let outcomes: Vec<Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON outcome per line"))
+        .collect();
+    assert_eq!(outcomes.len(), 10, "{stdout}");
+    for outcome in &outcomes {
+        assert_eq!(outcome["status"], "ok", "{outcome}");
+        assert_eq!(outcome["input"].as_u64().unwrap() % 2, 1, "{outcome}");
+    }
+    assert!(
+        stderr.contains("interrupted by SIGINT: 10 inputs read had no outcome yet"),
+        "{stderr}"
+    );
+}
