@@ -1615,7 +1615,7 @@ config = {{ base_url = "{base}", model = "test-model", max_retries = 0, timeout_
     dir.write("worker.rhai", &worker_source(1));
     let lines: Vec<String> = numbered(20).iter().map(Value::to_string).collect();
     dir.write("inputs.jsonl", &(lines.join("\n") + "\n"));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bilayer"))
+    let child = Command::new(env!("CARGO_BIN_EXE_bilayer"))
         .args([
             OsStr::new("run"),
             dir.file("system.toml").as_os_str(),
