@@ -347,26 +347,7 @@ async fn bilayer_run_with_concurrency_16_overlaps_16_model_calls_and_prints_ever
     const DELAY: Duration = Duration::from_millis(100);
     let server = model(|_| DELAY).await;
     let dir = Scratch::new("concurrency-cli");
-    dir.write(
-        "system.toml",
-        &format!(
-            r#"
-name = "llm-bound"
-
-[[agents]]
-name = "worker"
-script = "worker.rhai"
-concurrency = 16
-limits = {{ timeout_ms = 30000 }}
-
-[[plugins]]
-builtin = "llm"
-config = {{ base_url = "{base}", model = "test-model", max_retries = 0 }}
-"#,
-            base = server.url("/v1")
-        ),
-    );
-    dir.write("worker.rhai", &worker_source(1));
+    write_worker_definition(&dir, &server, "concurrency = 16\n", "");
     let lines: Vec<String> = numbered(N).iter().map(Value::to_string).collect();
     dir.write("inputs.jsonl", &(lines.join("\n") + "\n"));
     let system = dir.file("system.toml");
@@ -554,25 +535,12 @@ async fn order_by_in_a_system_definition_keeps_each_keys_order() {
     })
     .await;
     let dir = Scratch::new("concurrency-order-by");
-    dir.write(
-        "system.toml",
-        &format!(
-            r#"
-[[agents]]
-name = "worker"
-script = "worker.rhai"
-concurrency = 8
-order_by = "customer"
-limits = {{ timeout_ms = 30000 }}
-
-[[plugins]]
-builtin = "llm"
-config = {{ base_url = "{base}", model = "test-model", max_retries = 0 }}
-"#,
-            base = server.url("/v1")
-        ),
+    write_worker_definition(
+        &dir,
+        &server,
+        "concurrency = 8\norder_by = \"customer\"\n",
+        "",
     );
-    dir.write("worker.rhai", &worker_source(1));
     let definition = SystemDefinition::load(dir.file("system.toml")).unwrap();
     assert_eq!(definition.check(), vec![], "the definition checks clean");
     let system = definition.build().await.unwrap();
@@ -833,25 +801,7 @@ async fn the_llm_plugins_max_concurrency_caps_what_the_model_sees_and_queues_the
 
     let server = model(|_| DELAY).await;
     let dir = Scratch::new("concurrency-max");
-    dir.write(
-        "system.toml",
-        &format!(
-            r#"
-[[agents]]
-name = "worker"
-script = "worker.rhai"
-concurrency = 32
-limits = {{ timeout_ms = 30000 }}
-
-[[plugins]]
-builtin = "llm"
-max_concurrency = 4
-config = {{ base_url = "{base}", model = "test-model", max_retries = 0 }}
-"#,
-            base = server.url("/v1")
-        ),
-    );
-    dir.write("worker.rhai", &worker_source(1));
+    write_worker_definition(&dir, &server, "concurrency = 32\n", "max_concurrency = 4\n");
     let definition = SystemDefinition::load(dir.file("system.toml")).unwrap();
     assert_eq!(definition.check(), vec![], "the definition checks clean");
     let system = definition.build().await.unwrap();
@@ -1013,6 +963,34 @@ async fn model_holding_until_swapped(
     .await
 }
 
+/// Writes `system.toml` and `worker.rhai` (version 1) in `dir`: agent `worker` with
+/// `agent_keys` (e.g. `"concurrency = 16\n"`) and a generous script timeout (its waits on the
+/// model count towards it), calling the `llm` support plugin on `server` with `plugin_keys`.
+fn write_worker_definition(
+    dir: &Scratch,
+    server: &TestServer,
+    agent_keys: &str,
+    plugin_keys: &str,
+) {
+    dir.write(
+        "system.toml",
+        &format!(
+            r#"
+[[agents]]
+name = "worker"
+script = "worker.rhai"
+{agent_keys}limits = {{ timeout_ms = 30000 }}
+
+[[plugins]]
+builtin = "llm"
+{plugin_keys}config = {{ base_url = "{base}", model = "test-model", max_retries = 0 }}
+"#,
+            base = server.url("/v1")
+        ),
+    );
+    dir.write("worker.rhai", &worker_source(1));
+}
+
 /// A system definition in `dir`: agent `worker` (worker.rhai, version 1, 16 at a time) calling
 /// the LLM plugin on `server`; built, and its files watched for reloads (started).
 async fn watched_worker_system(
@@ -1023,24 +1001,7 @@ async fn watched_worker_system(
     bilayer::hot_reload::HotReloadManager,
     bilayer::hot_reload::ReloadEvents,
 ) {
-    dir.write(
-        "system.toml",
-        &format!(
-            r#"
-[[agents]]
-name = "worker"
-script = "worker.rhai"
-concurrency = 16
-limits = {{ timeout_ms = 30000 }}
-
-[[plugins]]
-builtin = "llm"
-config = {{ base_url = "{base}", model = "test-model", max_retries = 0 }}
-"#,
-            base = server.url("/v1")
-        ),
-    );
-    dir.write("worker.rhai", &worker_source(1));
+    write_worker_definition(dir, server, "concurrency = 16\n", "");
     let definition = SystemDefinition::load(dir.file("system.toml")).unwrap();
     let system = definition.build().await.unwrap();
     let reloader = definition.hot_reload(&system);
@@ -1596,23 +1557,7 @@ async fn ctrl_c_with_hops_in_flight_writes_what_finished_and_ends_at_once() {
     })
     .await;
     let dir = Scratch::new("concurrency-sigint");
-    dir.write(
-        "system.toml",
-        &format!(
-            r#"
-[[agents]]
-name = "worker"
-script = "worker.rhai"
-limits = {{ timeout_ms = 120000 }}
-
-[[plugins]]
-builtin = "llm"
-config = {{ base_url = "{base}", model = "test-model", max_retries = 0, timeout_ms = 120000 }}
-"#,
-            base = server.url("/v1")
-        ),
-    );
-    dir.write("worker.rhai", &worker_source(1));
+    write_worker_definition(&dir, &server, "", "");
     let lines: Vec<String> = numbered(20).iter().map(Value::to_string).collect();
     dir.write("inputs.jsonl", &(lines.join("\n") + "\n"));
     let child = Command::new(env!("CARGO_BIN_EXE_bilayer"))
