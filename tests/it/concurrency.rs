@@ -103,6 +103,19 @@ async fn model(delay: impl Fn(&Request) -> Duration + Send + Sync + 'static) -> 
     .await
 }
 
+/// A loopback model that holds the answer for inputs divisible by `every` for `hang`, and
+/// answers the others after `fast`.
+async fn model_hanging_every(every: u64, hang: Duration, fast: Duration) -> TestServer {
+    model(move |request| {
+        if number_in(request).is_multiple_of(every) {
+            hang
+        } else {
+            fast
+        }
+    })
+    .await
+}
+
 /// A loopback model that holds the answer to every request `held` selects (by the input number
 /// in its prompt) until `gate` gives a permit, and answers the others at once.
 async fn gated_model(
@@ -1501,14 +1514,7 @@ async fn a_bad_save_under_concurrent_load_is_rolled_back_and_loses_no_message() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hops_in_flight_time_out_one_by_one_while_the_others_finish() {
     // Inputs divisible by 4 hang for 10 s; the others answer in 20 ms.
-    let server = model(|request| {
-        if number_in(request).is_multiple_of(4) {
-            Duration::from_secs(10)
-        } else {
-            Duration::from_millis(20)
-        }
-    })
-    .await;
+    let server = model_hanging_every(4, Duration::from_secs(10), Duration::from_millis(20)).await;
     let system = AgentSystem::builder()
         .hop_timeout(Some(Duration::from_millis(500)))
         .agent_with(
@@ -1548,14 +1554,7 @@ async fn hops_in_flight_time_out_one_by_one_while_the_others_finish() {
 async fn ctrl_c_with_hops_in_flight_writes_what_finished_and_ends_at_once() {
     use std::os::unix::process::ExitStatusExt;
     // Odd inputs answer in 10 ms; even ones hang.
-    let server = model(|request| {
-        if number_in(request).is_multiple_of(2) {
-            Duration::from_secs(60)
-        } else {
-            Duration::from_millis(10)
-        }
-    })
-    .await;
+    let server = model_hanging_every(2, Duration::from_secs(60), Duration::from_millis(10)).await;
     let dir = Scratch::new("concurrency-sigint");
     write_worker_definition(&dir, &server, "", "");
     let lines: Vec<String> = numbered(20).iter().map(Value::to_string).collect();
