@@ -12,7 +12,7 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use bilayer_plugins::{AgentPlugin, CallChain, PluginState};
+use bilayer_plugins::{AgentPlugin, CallChain, CallError, PluginState};
 use futures::FutureExt;
 use ractor::ActorRef;
 use serde_json::Value;
@@ -217,8 +217,11 @@ impl PluginActorState {
             }
         };
         let elapsed = clock::since(started);
-        self.finish_hop(envelope, end, elapsed, retry, keep_payload, core, true)
-            .await;
+        if let Some((envelope, error)) =
+            self.conclude_hop(envelope, end, elapsed, keep_payload, core)
+        {
+            self.hop_failed(envelope, error, retry, core, true).await;
+        }
     }
 
     /// What follows a hop, wherever it ran: counted, then its output routed on, or the
@@ -227,7 +230,7 @@ impl PluginActorState {
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn finish_hop(
         &mut self,
-        mut envelope: Envelope,
+        envelope: Envelope,
         end: RunEnd<()>,
         elapsed: std::time::Duration,
         retry: Option<Value>,
@@ -235,6 +238,25 @@ impl PluginActorState {
         core: &Arc<SystemCore>,
         current: bool,
     ) {
+        if let Some((envelope, error)) =
+            self.conclude_hop(envelope, end, elapsed, keep_payload, core)
+        {
+            self.hop_failed(envelope, error, retry, core, current).await;
+        }
+    }
+
+    /// The synchronous part of [`finish_hop`](Self::finish_hop), all a hop that answered
+    /// needs: counted, and its output routed on. A failed hop is counted and handed back with
+    /// its error. (Kept out of the async function so the hot path builds no future.)
+    #[inline]
+    fn conclude_hop(
+        &mut self,
+        mut envelope: Envelope,
+        end: RunEnd<()>,
+        elapsed: std::time::Duration,
+        keep_payload: bool,
+        core: &Arc<SystemCore>,
+    ) -> Option<(Envelope, CallError)> {
         let timed_out = matches!(end, RunEnd::TimedOut(_));
         self.settle(&end, elapsed);
         let result = end.into_result(&self.shared.id);
@@ -248,15 +270,30 @@ impl PluginActorState {
         let agent_metrics = self.agent_metrics();
         agent_metrics.messages_in.increment(1);
         agent_metrics.latency.record(elapsed.as_secs_f64());
-        let error = match result {
+        match result {
             Ok(()) => {
                 agent_metrics.messages_out.increment(1);
                 let output = std::mem::take(&mut envelope.payload);
-                return core.forward(envelope, output);
+                core.forward(envelope, output);
+                None
             }
-            Err(error) => error,
-        };
-        agent_metrics.failures.increment(1);
+            Err(error) => {
+                agent_metrics.failures.increment(1);
+                Some((envelope, error))
+            }
+        }
+    }
+
+    /// A hop that failed with `error`: dead-lettered, after a fault of the `current` version
+    /// went to its probation (which may hold it for a replay) and its supervisor.
+    async fn hop_failed(
+        &mut self,
+        envelope: Envelope,
+        error: CallError,
+        retry: Option<Value>,
+        core: &Arc<SystemCore>,
+        current: bool,
+    ) {
         let agent = Arc::clone(&self.shared.id);
         if current && error.is_plugin_fault() {
             let reason = DeadLetterReason::HopFailed {
