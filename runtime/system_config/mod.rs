@@ -45,12 +45,17 @@
 //! capabilities = ["log"]        # WASM only: host imports granted (log, config, state,
 //!                               # call_plugin, call_plugin:ID, wasi, wasi:dir=HOST::GUEST:rw,
 //!                               # wasi:env=KEY=VALUE, wasi:arg=A); none by default
+//! concurrency = 32              # messages whose hops wait served at once (default 32; 1 =
+//!                               # one at a time, in order)
+//! order_by = "customer_id"      # equal values of this field one at a time, in arrival order
 //!
 //! [[plugins]]                   # support plugins: agents call them with call_plugin(id, ...),
 //! builtin = "database"          # routing never delivers to them; llm, database or http
 //! id = "database"               # default: the builtin's name
 //! config = { url = "sqlite::memory:", read_only = true }
 //! init_sql_file = "seed.sql"    # database only: SQL run at load (schema, seed data)
+//! max_concurrency = 5           # calls served at once, past it they queue (default: llm and
+//!                               # http 128, database its max_connections)
 //! ```
 //!
 //! A built-in's `config` uses the keys of its config struct, unset keys keeping their
