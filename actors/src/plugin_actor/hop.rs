@@ -79,9 +79,9 @@ impl PluginActorState {
             if let Some(cut_short) = self.in_flight.take() {
                 self.batch.push_front(cut_short);
             }
-            let (held, calls) = self.overlap.take_waiting();
+            let held = self.overlap.take_held_hops();
             self.batch.extend(held);
-            for call in calls {
+            for call in self.overlap.take_queued_calls() {
                 let _ = call.reply.send(Err(self.refused("execute", "Running")));
             }
             self.dead_letter_all(&inbox, "stopped");
@@ -189,31 +189,31 @@ impl PluginActorState {
                             return self.spawn_hop(run, task, core);
                         }
                     };
+                    // Answered on that poll: it ends below, as a run of the primary does.
                     self.overlap.put_back(sibling);
-                    let elapsed = clock::since(started);
-                    return self
-                        .finish_hop(answered, end, elapsed, retry, keep_payload, core, true)
-                        .await;
+                    envelope = answered;
+                    end
+                } else {
+                    // Awaiting, the hop can be cut short by a kill (only a sync hop cannot).
+                    self.in_flight = Some(Envelope {
+                        payload: Value::Null,
+                        hops: envelope.hops.clone(),
+                        breadth: envelope.breadth,
+                        ticket: Arc::clone(&envelope.ticket),
+                    });
+                    let end = run_async(
+                        self.plugin.as_mut(),
+                        &mut envelope.payload,
+                        keep_payload,
+                        span,
+                        started,
+                        self.hop_timeout,
+                        Arc::clone(&self.shared.id),
+                    )
+                    .await;
+                    self.in_flight = None;
+                    end
                 }
-                // Awaiting, the hop can be cut short by a kill (only a sync hop cannot).
-                self.in_flight = Some(Envelope {
-                    payload: Value::Null,
-                    hops: envelope.hops.clone(),
-                    breadth: envelope.breadth,
-                    ticket: Arc::clone(&envelope.ticket),
-                });
-                let end = run_async(
-                    self.plugin.as_mut(),
-                    &mut envelope.payload,
-                    keep_payload,
-                    span,
-                    started,
-                    self.hop_timeout,
-                    Arc::clone(&self.shared.id),
-                )
-                .await;
-                self.in_flight = None;
-                end
             }
         };
         let elapsed = clock::since(started);
@@ -224,32 +224,11 @@ impl PluginActorState {
         }
     }
 
-    /// What follows a hop, wherever it ran: counted, then its output routed on, or the
-    /// message dead-lettered (a fault of the `current` version goes to its probation and its
-    /// supervisor first).
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn finish_hop(
-        &mut self,
-        envelope: Envelope,
-        end: RunEnd<()>,
-        elapsed: std::time::Duration,
-        retry: Option<Value>,
-        keep_payload: bool,
-        core: &Arc<SystemCore>,
-        current: bool,
-    ) {
-        if let Some((envelope, error)) =
-            self.conclude_hop(envelope, end, elapsed, keep_payload, core)
-        {
-            self.hop_failed(envelope, error, retry, core, current).await;
-        }
-    }
-
-    /// The synchronous part of [`finish_hop`](Self::finish_hop), all a hop that answered
-    /// needs: counted, and its output routed on. A failed hop is counted and handed back with
-    /// its error. (Kept out of the async function so the hot path builds no future.)
+    /// What follows a hop, wherever it ran, as far as a hop that answered needs: counted, and
+    /// its output routed on. A failed hop is counted and handed back with its error for
+    /// [`hop_failed`](Self::hop_failed). (Synchronous, so the hot path builds no future.)
     #[inline]
-    fn conclude_hop(
+    pub(super) fn conclude_hop(
         &mut self,
         mut envelope: Envelope,
         end: RunEnd<()>,
@@ -286,7 +265,7 @@ impl PluginActorState {
 
     /// A hop that failed with `error`: dead-lettered, after a fault of the `current` version
     /// went to its probation (which may hold it for a replay) and its supervisor.
-    async fn hop_failed(
+    pub(super) async fn hop_failed(
         &mut self,
         envelope: Envelope,
         error: CallError,

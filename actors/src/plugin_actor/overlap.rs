@@ -66,8 +66,6 @@ pub(super) struct Overlap {
     limit: usize,
     /// The top-level field whose equal values are served one at a time.
     order_by: Option<Arc<str>>,
-    /// Runs on siblings now.
-    running: usize,
     /// Runs on siblings now, per generation of the primary they were taken from.
     running_by_generation: Vec<(u64, usize)>,
     /// Siblings of the current generation, idle, kept for the next runs.
@@ -107,7 +105,6 @@ impl Overlap {
         Self {
             limit: limit.max(1),
             order_by,
-            running: 0,
             running_by_generation: Vec::new(),
             idle: Vec::new(),
             generation: 0,
@@ -122,7 +119,12 @@ impl Overlap {
     /// Whether every slot is taken: the next waiting run must wait for a return.
     #[inline]
     pub(super) fn is_full(&self) -> bool {
-        self.running >= self.limit
+        self.running() >= self.limit
+    }
+
+    /// Runs on siblings now (rarely more than one generation's: a short sum).
+    fn running(&self) -> usize {
+        self.running_by_generation.iter().map(|(_, n)| n).sum()
     }
 
     /// The key a message is ordered by, when the plugin overlaps and orders by a field: the
@@ -175,7 +177,6 @@ impl Overlap {
 
     /// Counts a run taken by a sibling (and its key as busy); the generation to return with.
     fn start(&mut self, key: Option<String>) -> u64 {
-        self.running += 1;
         match self
             .running_by_generation
             .iter_mut()
@@ -199,7 +200,6 @@ impl Overlap {
         sibling: Option<Box<dyn AgentPlugin>>,
         serving: bool,
     ) -> Option<(Box<dyn AgentPlugin>, PluginState)> {
-        self.running -= 1;
         if let Some(sibling) = sibling.filter(|_| generation == self.generation && serving) {
             self.put_back(sibling);
         }
@@ -289,11 +289,9 @@ impl Overlap {
         self.queued_calls.drain(..).collect()
     }
 
-    /// Everything waiting here, for an actor that stops: the held hops, and the queued calls.
-    pub(super) fn take_waiting(&mut self) -> (Vec<Envelope>, Vec<QueuedCall>) {
-        let hops = self.keys.drain().flat_map(|(_, waiting)| waiting).collect();
-        let calls = self.queued_calls.drain(..).collect();
-        (hops, calls)
+    /// The hops held behind `order_by` keys, for an actor that stops.
+    pub(super) fn take_held_hops(&mut self) -> Vec<Envelope> {
+        self.keys.drain().flat_map(|(_, waiting)| waiting).collect()
     }
 }
 
@@ -567,16 +565,13 @@ impl PluginActorState {
                     // answer for (no probation, no supervisor): it is counted and routed.
                     retry => {
                         let retry = if current { retry } else { None };
-                        self.finish_hop(
-                            envelope,
-                            end,
-                            run.elapsed,
-                            retry,
-                            keep_payload,
-                            &core,
-                            current,
-                        )
-                        .await;
+                        let elapsed = run.elapsed;
+                        if let Some((envelope, error)) =
+                            self.conclude_hop(envelope, end, elapsed, keep_payload, &core)
+                        {
+                            self.hop_failed(envelope, error, retry, &core, current)
+                                .await;
+                        }
                     }
                 }
             }
