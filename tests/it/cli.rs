@@ -894,9 +894,9 @@ fn check_accepts_the_bundled_order_system() {
     assert!(done.stderr.is_empty(), "stderr: {}", done.stderr);
 }
 
-#[test]
-fn check_reports_every_problem_with_its_position() {
-    let scratch = Scratch::new("check");
+/// Two scripts for the `check` tests, in `scratch`: start.rhai routes to `nowhere` (line 2,
+/// column 34) and broken.rhai does not compile (line 2, column 13).
+fn faulty_scripts(scratch: &Scratch) -> (PathBuf, PathBuf) {
     let start = scratch.write(
         "start.rhai",
         "fn start(msg) {\n    #{ status: \"ok\", next_agent: \"nowhere\" }\n}\n\nstart\n",
@@ -905,6 +905,13 @@ fn check_reports_every_problem_with_its_position() {
         "broken.rhai",
         "fn broken(msg) {\n    let x = ;\n}\n\nbroken\n",
     );
+    (start, broken)
+}
+
+#[test]
+fn check_reports_every_problem_with_its_position() {
+    let scratch = Scratch::new("check");
+    let (start, broken) = faulty_scripts(&scratch);
     let system = scratch.write(
         "system.toml",
         concat!(
@@ -1818,14 +1825,7 @@ fn run_system(system: &Path, input: &[u8]) -> (Finished, Vec<Value>) {
 #[test]
 fn check_reports_every_problem_of_the_toml_and_of_what_it_says() {
     let scratch = Scratch::new("check-all");
-    let start = scratch.write(
-        "start.rhai",
-        "fn start(msg) {\n    #{ status: \"ok\", next_agent: \"nowhere\" }\n}\n\nstart\n",
-    );
-    let broken = scratch.write(
-        "broken.rhai",
-        "fn broken(msg) {\n    let x = ;\n}\n\nbroken\n",
-    );
+    let (start, broken) = faulty_scripts(&scratch);
     let system = scratch.write(
         "system.toml",
         concat!(
