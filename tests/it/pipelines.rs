@@ -18,19 +18,10 @@ fn example(path: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_rhai_order_pipeline_gives_the_w1_reference_figures() {
-    let definition = SystemDefinition::load(example("orders/system.toml")).unwrap();
-    assert!(definition.check().is_empty(), "{:?}", definition.check());
-    let system = definition.build().await.unwrap();
+    let system = checked_example("orders/system.toml").await;
     let mut stream = system.outcome_stream().unwrap();
     let n = 2000;
-    let producer = {
-        let system = system.clone();
-        tokio::spawn(async move {
-            for i in 0..n {
-                system.submit(orders::order(i)).await;
-            }
-        })
-    };
+    let producer = submit_orders(&system, n);
     let (mut shipped, mut rejected, mut total) = (0, 0, 0.0);
     for _ in 0..n {
         let outcome = stream.recv().await.unwrap();
@@ -172,19 +163,10 @@ async fn a_system_built_without_a_routing_script_takes_one_at_run_time() {
 /// Issue 5's third pipeline: a native agent, a WASM agent and a Rhai agent in one system.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mixed_pipeline_runs_native_wasm_and_rhai_agents_in_order() {
-    let definition = SystemDefinition::load(example("mixed/system.toml")).unwrap();
-    assert!(definition.check().is_empty(), "{:?}", definition.check());
-    let system = definition.build().await.unwrap();
+    let system = checked_example("mixed/system.toml").await;
     let mut stream = system.outcome_stream().unwrap();
     let n = 2000;
-    let producer = {
-        let system = system.clone();
-        tokio::spawn(async move {
-            for i in 0..n {
-                system.submit(orders::order(i)).await;
-            }
-        })
-    };
+    let producer = submit_orders(&system, n);
     let (mut approved, mut rejected) = (0, 0);
     for _ in 0..n {
         let outcome = stream.recv().await.unwrap();
@@ -236,4 +218,21 @@ async fn a_wasm_plugin_is_hosted_by_the_plugin_manager() {
     assert_eq!(out["order"], json!({"x": 1}));
     assert_eq!(manager.state("wrap_for_review"), Some(PluginState::Running));
     manager.shutdown().await.unwrap();
+}
+
+/// The example system at `path` (under examples/), checked clean and built.
+async fn checked_example(path: &str) -> AgentSystem {
+    let definition = SystemDefinition::load(example(path)).unwrap();
+    assert!(definition.check().is_empty(), "{:?}", definition.check());
+    definition.build().await.unwrap()
+}
+
+/// Submits W1 orders 0..n from a task of their own.
+fn submit_orders(system: &AgentSystem, n: u64) -> tokio::task::JoinHandle<()> {
+    let system = system.clone();
+    tokio::spawn(async move {
+        for i in 0..n {
+            system.submit(orders::order(i)).await;
+        }
+    })
 }
