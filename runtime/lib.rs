@@ -137,7 +137,7 @@ pub use bilayer_actors::{
 pub use bilayer_actors::{
     PluginFactory, PluginInfo, PluginManager, PluginManagerBuilder, PluginOptions,
     PluginStatsSnapshot, RestartIntensity, SupervisionStrategy, SupervisorEvent,
-    DEFAULT_CONCURRENCY, DEFAULT_EXECUTE_TIMEOUT,
+    DEFAULT_CONCURRENCY, DEFAULT_EXECUTE_TIMEOUT, DEFAULT_SUPPORT_CONCURRENCY,
 };
 pub use bilayer_plugins::{
     async_trait, AgentPlugin, CallChain, CallError, ErrorDetail, FnPlugin, HandOffBlocking,

@@ -54,7 +54,7 @@ mod transport;
 pub use manager::{PluginManager, PluginManagerBuilder, PluginOptions, DEFAULT_EXECUTE_TIMEOUT};
 #[cfg(feature = "nats")]
 pub use nats::{NatsCredentials, NatsStorage, NatsTransport, TransportError, DEFAULT_NATS_URL};
-pub use plugin_actor::{PluginFactory, DEFAULT_CONCURRENCY};
+pub use plugin_actor::{PluginFactory, DEFAULT_CONCURRENCY, DEFAULT_SUPPORT_CONCURRENCY};
 pub use registry::{PluginInfo, PluginStatsSnapshot};
 pub use supervision::{RestartIntensity, SupervisionStrategy, SupervisorEvent};
 #[cfg(feature = "rhai")]

@@ -257,6 +257,12 @@ impl PluginOptions {
         self
     }
 
+    /// These options with `concurrency` unless they set one already.
+    pub(crate) fn concurrency_or(mut self, concurrency: usize) -> Self {
+        self.concurrency.get_or_insert(concurrency);
+        self
+    }
+
     /// For an agent that serves several messages at once: messages whose top-level `field`
     /// holds equal JSON values (e.g. the same customer) are served one at a time, in the order
     /// they arrived, while messages of other values overlap. A message without the field

@@ -29,7 +29,7 @@ use crate::supervisor::{RestartDecision, SupervisorMsg};
 use crate::system::{Envelope, Inbox};
 pub(crate) use call::CallReply;
 pub(crate) use overlap::Returned;
-pub use overlap::DEFAULT_CONCURRENCY;
+pub use overlap::{DEFAULT_CONCURRENCY, DEFAULT_SUPPORT_CONCURRENCY};
 pub(crate) use settle::panic_message;
 
 mod call;

@@ -171,21 +171,13 @@ impl SystemDefinition {
                 .map_err(|message| PluginError::Config(format!("plugin `{id}`: {message}")))?;
             let concurrency = entry
                 .max_concurrency
-                .or_else(|| pool_bound_concurrency(&entry.builtin, &config))
-                .or(Some(SUPPORT_PLUGIN_CONCURRENCY));
+                .or_else(|| pool_bound_concurrency(&entry.builtin, &config));
             let options = concurrency_options(PluginOptions::new(), concurrency, None);
             builder = builder.plugin_with(plugin, options.id(id).config(config));
         }
         builder.build().await
     }
 }
-
-/// Calls a support built-in of a definition (`[[plugins]]`: LLM, HTTP) serves at once unless
-/// `max_concurrency` says otherwise. Several agents call one such plugin, each up to its own
-/// concurrency (32 by default): a limit below their sum would queue their calls inside
-/// `call_plugin`, where the wait counts towards each script's `timeout_ms`. 128 covers four
-/// agents at the default; a model's rate limit is the reason to set it lower.
-const SUPPORT_PLUGIN_CONCURRENCY: usize = 128;
 
 /// `options` with an agent's `concurrency` and `order_by`, or a support plugin's
 /// `max_concurrency`, where the definition sets them.

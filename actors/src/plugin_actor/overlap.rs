@@ -60,6 +60,13 @@ use crate::system::{DeadLetterReason, Envelope, SystemCore};
 /// message at a time, in order.
 pub const DEFAULT_CONCURRENCY: usize = 32;
 
+/// Calls a support plugin of an agent system (`AgentSystemBuilder::plugin`, `[[plugins]]` in a
+/// definition) serves at once unless its options say otherwise. Several agents call one such
+/// plugin, each up to its own concurrency: a limit below their sum would queue their calls
+/// inside `call_plugin`, where a script's wait counts towards its `timeout_ms`. 128 covers four
+/// agents at [`DEFAULT_CONCURRENCY`]; a model's rate limit is the reason to set it lower.
+pub const DEFAULT_SUPPORT_CONCURRENCY: usize = 128;
+
 /// The actor's bookkeeping of the runs on siblings.
 pub(super) struct Overlap {
     /// Runs allowed on siblings at once; 1 turns overlapping off.

@@ -170,7 +170,8 @@ impl AgentSystemBuilder {
     }
 
     /// Adds a support plugin that agents can call through `call_plugin` but that receives no
-    /// routed messages.
+    /// routed messages. It serves up to [`DEFAULT_SUPPORT_CONCURRENCY`](crate::DEFAULT_SUPPORT_CONCURRENCY)
+    /// calls at once unless its options set `concurrency`.
     pub fn plugin<P: AgentPlugin>(mut self, plugin: P) -> Self {
         self.plugins.push((Box::new(plugin), PluginOptions::new()));
         self
@@ -345,6 +346,7 @@ impl AgentSystemBuilder {
             .execute_timeout(self.hop_timeout)
             .build();
         for (plugin, options) in self.plugins {
+            let options = options.concurrency_or(crate::DEFAULT_SUPPORT_CONCURRENCY);
             manager.register_with(plugin, options).await?;
         }
         let mut agent_names = Vec::with_capacity(self.agents.len());
