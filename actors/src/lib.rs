@@ -40,6 +40,8 @@
 
 mod clock;
 mod dependency;
+#[cfg(feature = "journal")]
+pub mod journal;
 mod manager;
 #[cfg(feature = "nats")]
 mod nats;
