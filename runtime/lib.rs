@@ -125,6 +125,13 @@ pub mod user_file {
     pub use bilayer_plugins::user_file::*;
 }
 
+/// Durable runs (features `sqlite`, `postgres`): the journal's store, its rows, and the
+/// [`RunJournal`](journal::RunJournal) an agent system records its runs in.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub mod journal {
+    pub use bilayer_actors::journal::*;
+}
+
 pub use bilayer_actors::Transport;
 pub use bilayer_actors::{
     AgentSystem, AgentSystemBuilder, DeadLetter, Outcome, OutcomeStatus, OutcomeStream,
@@ -140,9 +147,9 @@ pub use bilayer_actors::{
     DEFAULT_CONCURRENCY, DEFAULT_EXECUTE_TIMEOUT, DEFAULT_SUPPORT_CONCURRENCY,
 };
 pub use bilayer_plugins::{
-    async_trait, AgentPlugin, CallChain, CallError, ErrorDetail, FnPlugin, HandOffBlocking,
-    LimitSettings, PluginCaller, PluginContext, PluginError, PluginMetadata, PluginResult,
-    PluginState, PluginStateStore, PluginType,
+    async_trait, step, AgentPlugin, CallChain, CallError, ErrorDetail, FnPlugin, HandOffBlocking,
+    HopJournal, JournalKey, LimitSettings, PluginCaller, PluginContext, PluginError,
+    PluginMetadata, PluginResult, PluginState, PluginStateStore, PluginType,
 };
 
 /// Everything a plugin author or an application needs: `use bilayer::prelude::*;`.

@@ -32,8 +32,8 @@ use std::time::Duration;
 
 use bilayer_plugins::hot_reload::{Replacement, SwapReport};
 use bilayer_plugins::{
-    AgentPlugin, CallChain, CallError, PluginCaller, PluginContext, PluginError, PluginResult,
-    PluginState, PluginStateStore,
+    AgentPlugin, CallChain, CallError, JournalKey, PluginCaller, PluginContext, PluginError,
+    PluginResult, PluginState, PluginStateStore,
 };
 use dashmap::DashMap;
 use futures::future::BoxFuture;
@@ -822,10 +822,35 @@ impl PluginCaller for ManagerCaller {
             let inner = manager.ok_or_else(|| PluginError::Stopped(target.clone()))?;
             let manager = PluginManager { inner };
             let timeout = manager.inner.execute_timeout;
-            manager
-                .execute_in_chain(chain, &target, input, timeout)
+            // In a durable run's hop, the call is the unit the journal records: answered from
+            // it when the hop already made it, recorded when made now. The plugin called
+            // does not see the hop's journal (what it does inside is part of the call).
+            let Some(hop) = chain.hop().cloned() else {
+                return manager
+                    .execute_in_chain(chain, &target, input, timeout)
+                    .await
+                    .map_err(PluginError::from);
+            };
+            let key = hop.next_key(JournalKey::Call);
+            if let Some(recorded) = hop.recorded(&key, &target) {
+                return recorded.map_err(PluginError::execution);
+            }
+            let started = std::time::Instant::now();
+            let result = manager
+                .execute_in_chain(chain.without_hop(), &target, input, timeout)
                 .await
-                .map_err(PluginError::from)
+                .map_err(PluginError::from);
+            let outcome = match &result {
+                Ok(answer) => Ok(answer.as_str()),
+                Err(error) => Err(error.to_string()),
+            };
+            hop.record(
+                key,
+                &target,
+                outcome.as_ref().map(|a| *a).map_err(String::as_str),
+                started.elapsed(),
+            );
+            result
         })
     }
 }

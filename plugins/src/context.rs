@@ -23,6 +23,7 @@ use serde_json::Value;
 
 pub(crate) use crate::state_store::PluginStateStore;
 
+use crate::durable::HopJournal;
 use crate::{CallError, PluginError, PluginResult};
 
 tokio::task_local! {
@@ -33,12 +34,16 @@ thread_local! {
     static THREAD_CALL_CHAIN: RefCell<Option<CallChain>> = const { RefCell::new(None) };
 }
 
-/// The ids of the plugins on the current call path, outermost first.
+/// The ids of the plugins on the current call path, outermost first, and, in a durable run,
+/// the journal of the agent hop they serve ([`HopJournal`]).
 ///
 /// A linked list of shared links, so passing a chain along is a reference-count increment and a
 /// top-level call allocates nothing.
 #[derive(Debug, Clone, Default)]
-pub struct CallChain(Option<Arc<ChainLink>>);
+pub struct CallChain {
+    links: Option<Arc<ChainLink>>,
+    hop: Option<Arc<dyn HopJournal>>,
+}
 
 #[derive(Debug)]
 struct ChainLink {
@@ -64,19 +69,44 @@ impl CallChain {
             .unwrap_or_default()
     }
 
+    /// The chain of an agent hop of a durable run: empty, with the hop's journal, which
+    /// answers the calls the hop already made before a crash and records the ones it makes.
+    pub fn for_hop(hop: Arc<dyn HopJournal>) -> CallChain {
+        CallChain {
+            links: None,
+            hop: Some(hop),
+        }
+    }
+
+    /// The journal of the durable run's hop this chain serves, if any.
+    pub fn hop(&self) -> Option<&Arc<dyn HopJournal>> {
+        self.hop.as_ref()
+    }
+
+    /// This chain without its hop's journal: what a journaled call hands the plugin it calls,
+    /// since the call as a whole is the unit recorded (and answered on replay).
+    pub fn without_hop(mut self) -> CallChain {
+        self.hop = None;
+        self
+    }
+
     /// This chain with `id` appended.
     pub fn join(self, id: Arc<str>) -> CallChain {
-        CallChain(Some(Arc::new(ChainLink { id, parent: self })))
+        let hop = self.hop.clone();
+        CallChain {
+            links: Some(Arc::new(ChainLink { id, parent: self })),
+            hop,
+        }
     }
 
     /// Whether `id` is already on this chain.
     pub fn contains(&self, id: &str) -> bool {
-        let mut link = self.0.as_deref();
+        let mut link = self.links.as_deref();
         while let Some(l) = link {
             if &*l.id == id {
                 return true;
             }
-            link = l.parent.0.as_deref();
+            link = l.parent.links.as_deref();
         }
         false
     }
@@ -96,10 +126,10 @@ impl CallChain {
     /// The ids, outermost first.
     pub fn ids(&self) -> Vec<String> {
         let mut ids = Vec::new();
-        let mut link = self.0.as_deref();
+        let mut link = self.links.as_deref();
         while let Some(l) = link {
             ids.push(l.id.to_string());
-            link = l.parent.0.as_deref();
+            link = l.parent.links.as_deref();
         }
         ids.reverse();
         ids
@@ -107,7 +137,7 @@ impl CallChain {
 
     /// Whether the chain is empty (a call from outside any plugin).
     pub fn is_empty(&self) -> bool {
-        self.0.is_none()
+        self.links.is_none()
     }
 
     /// Runs `fut`, the execution of plugin `current` called from this chain, so that calls it

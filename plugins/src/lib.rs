@@ -15,6 +15,8 @@
 //! - `context`: [`PluginContext`] (what the host gives a plugin at load), [`CallChain`],
 //!   [`PluginCaller`], and [`run_blocking`] / [`run_detached`] for work that must leave the
 //!   async workers.
+//! - `durable`: exactly-once effects in durable runs: [`step`], and the [`HopJournal`] a host
+//!   puts in a hop's call chain to record (and on replay answer) the calls it makes.
 //! - `state_store`: [`PluginStateStore`], a plugin's host-owned JSON state, bounded by
 //!   `max_state_bytes`.
 //! - `limit_settings`: [`LimitSettings`], which setting a limit error tells its reader to raise.
@@ -68,6 +70,7 @@
 
 pub mod builtin;
 mod context;
+mod durable;
 mod error;
 mod function_plugin;
 pub mod hot_reload;
@@ -85,6 +88,7 @@ pub mod wasm_runtime;
 pub use context::{
     run_blocking, run_detached, CallChain, HandOffBlocking, PluginCaller, PluginContext,
 };
+pub use durable::{step, HopJournal, JournalKey};
 pub use error::{CallError, ErrorDetail, PluginError, PluginResult};
 pub use function_plugin::{FnPlugin, JsonFunction, Reading, Transforming};
 pub use limit_settings::LimitSettings;

@@ -1,6 +1,8 @@
 //! Argument parsing and dispatch for the `bilayer` binary; one file per subcommand.
 
 mod check;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod durable;
 mod exec;
 mod latency;
 mod run;
@@ -91,6 +93,20 @@ enum Command {
         /// outcome, and is skipped without being held in memory.
         #[arg(long, default_value_t = bilayer::jsonl::DEFAULT_MAX_LINE_BYTES)]
         max_line_bytes: usize,
+        /// Make every input a durable run journaled in this store (sqlite:PATH, created on
+        /// first use, or postgres://...), overriding the definition's [durability] store.
+        /// Each outcome line then carries its run_id.
+        #[arg(long, value_name = "URL")]
+        store: Option<String>,
+        /// Take up the store's latest batch: inputs whose outcome is recorded are not run
+        /// again (their lines are read back, "replayed": true), runs in flight continue from
+        /// their last recorded hop, the rest run.
+        #[arg(long)]
+        resume: bool,
+        /// With --resume: go on even though the definition's agents differ from those the
+        /// batch ran.
+        #[arg(long, requires = "resume")]
+        accept_changed_system: bool,
     },
     /// Serve some agents of a system over NATS until interrupted (Ctrl-C or SIGTERM).
     ///
@@ -248,6 +264,9 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>
             transport,
             nats_url,
             max_line_bytes,
+            store,
+            resume,
+            accept_changed_system,
         } => {
             let source = if input == "-" {
                 run::InputSource::Stdin
@@ -260,6 +279,9 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>
                 transport,
                 nats_url,
                 max_line_bytes,
+                store,
+                resume,
+                accept_changed_system,
             };
             run::run(&system, source, options).await
         }

@@ -115,7 +115,20 @@ pub(super) struct RunOptions {
     pub transport: Option<TransportKind>,
     pub nats_url: Option<String>,
     pub max_line_bytes: usize,
+    /// `--store`: the journal of durable runs.
+    pub store: Option<String>,
+    /// `--resume`: take up the store's latest batch.
+    pub resume: bool,
+    /// `--accept-changed-system`.
+    pub accept_changed_system: bool,
 }
+
+/// The runs of a resumed batch, by input number: read back or continued as their lines come.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+type Resumed = std::collections::HashMap<u64, bilayer::journal::RunRecord>;
+/// No journal in this build: nothing to resume.
+#[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+type Resumed = ();
 
 /// How the loop over a run's outcomes ended.
 enum Ended {
@@ -145,9 +158,38 @@ pub(super) async fn run(
         transport,
         nats_url,
         max_line_bytes,
+        store,
+        resume,
+        accept_changed_system,
     } = options;
     watch::check(watch)?;
     let definition = SystemDefinition::load(system_file)?;
+    // The store opens before any input is read: one that cannot costs nothing.
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    let mut durable = {
+        let source = match &input {
+            InputSource::File(path) => path.display().to_string(),
+            InputSource::Stdin => "-".to_string(),
+            InputSource::Orders(n) => format!("{n} W1 orders"),
+        };
+        let options = super::durable::DurableOptions {
+            store,
+            resume,
+            accept_changed_system,
+        };
+        super::durable::open(&definition, options, &source).await?
+    };
+    #[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+    {
+        let _ = accept_changed_system;
+        if store.is_some() || resume || definition.store_url().is_some() {
+            return Err(bilayer::features::missing(
+                "sqlite",
+                "durable runs (--store, --resume, [durability]) journal in SQLite or PostgreSQL",
+            )
+            .into());
+        }
+    }
     let over_nats = match transport {
         Some(kind) => kind == TransportKind::Nats,
         None => uses_nats(&definition)?,
@@ -163,20 +205,53 @@ pub(super) async fn run(
         }
         Deployment {
             transport: Some(Transport::InProcess),
-            serve: None,
+            ..Deployment::default()
         }
     };
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    if over_nats && durable.is_some() {
+        return Err("a durable run over NATS (--store with --transport nats) is not supported                     yet: run durable systems in process (--transport in-process)"
+            .into());
+    }
     if over_nats && watch {
         return Err("--watch reloads agents served by this process; with --transport nats the workers serve them: start them with `bilayer worker --watch`".into());
     }
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    let (deployment, resumed) = match &mut durable {
+        Some(durable) => (
+            Deployment {
+                journal: Some(Arc::clone(&durable.journal)),
+                ..deployment
+            },
+            std::mem::take(&mut durable.resumed),
+        ),
+        None => (deployment, Resumed::default()),
+    };
+    #[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+    let resumed = ();
     let system = definition.build_with(&deployment).await?;
     let reloader = if watch {
         Some(watch::start(&definition, &system).await?)
     } else {
         None
     };
-    let (mut summary, elapsed, ended) =
-        drive(&system, input, print_outcomes, max_line_bytes, &mut |_| {}).await?;
+    let (mut summary, elapsed, ended) = drive(
+        &system,
+        input,
+        resumed,
+        print_outcomes,
+        max_line_bytes,
+        &mut |_| {},
+    )
+    .await?;
+    // Every outcome written was committed first; what is left (rows of runs that ended in a
+    // refusal) is committed now.
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    if let Some(durable) = &durable {
+        if let Err(error) = durable.writer.flush().await {
+            eprintln!("bilayer run: the journal could not commit its last entries: {error}");
+        }
+    }
     let stderr = std::io::stderr();
     match ended {
         Ended::Completed | Ended::InputFailed(_) => {
@@ -243,6 +318,7 @@ fn submitting_over_nats(
     Ok(Deployment {
         transport: Some(Transport::Nats(nats)),
         serve: Some(Vec::new()),
+        ..Deployment::default()
     })
 }
 
@@ -278,6 +354,7 @@ pub(super) async fn default_pipeline() -> Result<ExitCode, Box<dyn std::error::E
     let (mut summary, elapsed, ended) = drive(
         &system,
         InputSource::Orders(n),
+        Resumed::default(),
         false,
         usize::MAX,
         &mut add_shipped,
@@ -325,6 +402,7 @@ fn bundled_orders_system() -> PathBuf {
 async fn drive(
     system: &AgentSystem,
     input: InputSource,
+    resumed: Resumed,
     print_outcomes: bool,
     max_line_bytes: usize,
     observe: &mut dyn FnMut(&Outcome),
@@ -346,7 +424,7 @@ async fn drive(
         let system = system.clone();
         let submitted = submitted.clone();
         tokio::spawn(async move {
-            let total = submit_all(&system, input, &submitted, max_line_bytes).await;
+            let total = submit_all(&system, input, resumed, &submitted, max_line_bytes).await;
             let _ = total_tx.send(total);
         })
     };
@@ -476,6 +554,7 @@ fn write_outcome(
 async fn submit_all(
     system: &AgentSystem,
     input: InputSource,
+    resumed: Resumed,
     submitted: &AtomicU64,
     max_line_bytes: usize,
 ) -> Result<u64, String> {
@@ -489,16 +568,27 @@ async fn submit_all(
         }
         InputSource::Stdin => {
             let stdin = tokio::io::BufReader::new(tokio::io::stdin());
-            submit_lines(system, JsonLines::new(stdin, max_line_bytes), submitted).await
+            submit_lines(
+                system,
+                JsonLines::new(stdin, max_line_bytes),
+                resumed,
+                submitted,
+            )
+            .await
         }
         InputSource::File(path) => {
             let file = tokio::fs::File::open(&path)
                 .await
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             let file = tokio::io::BufReader::new(file);
-            submit_lines(system, JsonLines::new(file, max_line_bytes), submitted)
-                .await
-                .map_err(|e| format!("{}: {e}", path.display()))
+            submit_lines(
+                system,
+                JsonLines::new(file, max_line_bytes),
+                resumed,
+                submitted,
+            )
+            .await
+            .map_err(|e| format!("{}: {e}", path.display()))
         }
     }
 }
@@ -506,6 +596,8 @@ async fn submit_all(
 async fn submit_lines<R: tokio::io::AsyncBufRead + Unpin>(
     system: &AgentSystem,
     mut lines: JsonLines<R>,
+    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(unused_mut))]
+    mut resumed: Resumed,
     submitted: &AtomicU64,
 ) -> Result<u64, String> {
     let mut inputs = 0;
@@ -518,7 +610,14 @@ async fn submit_lines<R: tokio::io::AsyncBufRead + Unpin>(
         inputs += 1;
         submitted.fetch_add(1, Ordering::Relaxed);
         match line {
-            JsonLine::Input { number, value } => system.submit_numbered(number, value).await,
+            JsonLine::Input { number, value } => {
+                #[cfg(any(feature = "sqlite", feature = "postgres"))]
+                if let Some(record) = resumed.remove(&number) {
+                    system.resume_run(record, value).await;
+                    continue;
+                }
+                system.submit_numbered(number, value).await
+            }
             JsonLine::Refused { number, reason } => system.submit_refused(number, reason).await,
         }
     }

@@ -44,6 +44,7 @@ pub(super) async fn run(
         .build_with(&Deployment {
             transport: Some(Transport::Nats(nats)),
             serve: Some(serve.clone()),
+            ..Deployment::default()
         })
         .await?;
     let reloader = if watch {

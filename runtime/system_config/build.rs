@@ -3,7 +3,7 @@
 //! plugins, handed to the [`AgentSystem`] builder. It refuses first what `check` would report
 //! in the definition's terms, so a build never fails with advice meant for Rust callers.
 
-#[cfg(feature = "rhai")]
+#[cfg(any(feature = "rhai", feature = "sqlite", feature = "postgres"))]
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +30,9 @@ pub struct Deployment {
     pub transport: Option<Transport>,
     /// The agents served by this process (`None`: all of them).
     pub serve: Option<Vec<String>>,
+    /// The journal of durable runs (`None`: nothing is journaled).
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    pub journal: Option<Arc<bilayer_actors::journal::RunJournal>>,
 }
 
 impl SystemDefinition {
@@ -67,6 +70,10 @@ impl SystemDefinition {
         let mut builder = AgentSystem::builder()
             .name(self.name())
             .transport(transport);
+        #[cfg(any(feature = "sqlite", feature = "postgres"))]
+        if let Some(journal) = &deployment.journal {
+            builder = builder.journal(Arc::clone(journal));
+        }
         if let Some(entry) = &self.raw.entry {
             builder = builder.entry(entry);
         }

@@ -37,6 +37,11 @@
 //! max_ack_pending = 4096
 //! storage = "file"              # or "memory"
 //!
+//! [durability]                  # durable runs: every input a run journaled in a store
+//! store = "sqlite:runs.db"      # or "postgres://user@host/db"; relative to this file;
+//!                               # `bilayer run --store URL` overrides it
+//! power_loss_safe = false       # true: SQLite fsyncs every commit (PostgreSQL always does)
+//!
 //! [[agents]]
 //! name = "intake"
 //! script = "intake.rhai"        # or: wasm = "intake.wasm" (or .wat), or: native = "order_intake",
@@ -232,6 +237,64 @@ impl SystemDefinition {
     /// The agents' names, in file order.
     pub fn agent_names(&self) -> Vec<&str> {
         self.raw.agents.iter().map(|a| a.name.as_str()).collect()
+    }
+
+    /// The store of durable runs the definition names (`[durability] store`), a relative
+    /// SQLite path resolved against the definition's directory; `None` when it names none.
+    pub fn store_url(&self) -> Option<String> {
+        let store = self.raw.durability.as_ref()?.store.as_deref()?;
+        let path = store
+            .strip_prefix("sqlite://")
+            .or_else(|| store.strip_prefix("sqlite:"));
+        Some(match path {
+            Some(path) if !path.starts_with(':') && Path::new(path).is_relative() => {
+                format!("sqlite:{}", self.dir.join(path).display())
+            }
+            _ => store.to_string(),
+        })
+    }
+
+    /// Whether every commit of the journal must survive a power loss (`[durability]
+    /// power_loss_safe`, default `false`: a killed process loses nothing, a power cut may
+    /// lose the last commits of an SQLite store).
+    pub fn power_loss_safe(&self) -> bool {
+        self.raw
+            .durability
+            .as_ref()
+            .and_then(|d| d.power_loss_safe)
+            .unwrap_or(false)
+    }
+
+    /// What a journal records of the system, to refuse resuming a batch with different
+    /// agents: the entry agent and each agent with what serves it, as JSON text.
+    pub fn journal_summary(&self) -> String {
+        let agents: serde_json::Map<String, serde_json::Value> = self
+            .raw
+            .agents
+            .iter()
+            .map(|agent| {
+                let source = [
+                    (
+                        "script",
+                        agent.script.as_ref().map(|p| p.display().to_string()),
+                    ),
+                    ("wasm", agent.wasm.as_ref().map(|p| p.display().to_string())),
+                    ("native", agent.native.clone()),
+                    ("builtin", agent.builtin.clone()),
+                ]
+                .into_iter()
+                .find_map(|(kind, name)| name.map(|name| format!("{kind}:{name}")))
+                .unwrap_or_default();
+                (agent.name.clone(), serde_json::Value::from(source))
+            })
+            .collect();
+        let entry = self
+            .raw
+            .entry
+            .clone()
+            .or_else(|| self.raw.agents.first().map(|a| a.name.clone()))
+            .unwrap_or_default();
+        serde_json::json!({ "entry": entry, "agents": agents }).to_string()
     }
 
     /// Directories to watch for hot reload (resolved).

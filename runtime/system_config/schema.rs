@@ -27,6 +27,7 @@ pub(super) struct SystemFile {
     #[serde(default)]
     pub(super) hot_reload: HotReload,
     pub(super) transport: Option<TransportEntry>,
+    pub(super) durability: Option<Durability>,
     #[serde(default)]
     pub(super) agents: Vec<AgentEntry>,
     #[serde(default)]
@@ -85,6 +86,14 @@ pub(super) struct TransportEntry {
     pub(super) storage: Option<String>,
     pub(super) duplicate_window_ms: Option<u64>,
     pub(super) results_max_age_ms: Option<u64>,
+}
+
+/// The `[durability]` table: where durable runs are journaled.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Durability {
+    pub(super) store: Option<String>,
+    pub(super) power_loss_safe: Option<bool>,
 }
 
 /// An `[[agents]]` table: an agent and the plugin behind it.

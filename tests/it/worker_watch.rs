@@ -148,6 +148,7 @@ script = "right.rhai"
         .build_with(&Deployment {
             transport: None,
             serve: Some(Vec::new()),
+            ..Deployment::default()
         })
         .await
         .unwrap();

@@ -167,7 +167,9 @@ impl NatsLink {
                     trace_id: ticket.trace_id_hex(),
                     error: None,
                     reason: branch.reason,
+                    run_id: None,
                     branches: Vec::new(),
+                    replayed: false,
                     latency: Default::default(),
                 },
             );

@@ -152,6 +152,7 @@ fn accept(
         hops: wire.hops.into_iter().map(Arc::from).collect(),
         breadth,
         ticket,
+        branch: None,
     };
     let attempts = link.config.max_deliver;
     if delivered > i64::from(attempts) {

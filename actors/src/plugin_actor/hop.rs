@@ -158,11 +158,14 @@ impl PluginActorState {
             tracing::Span::none()
         };
         let keep_payload = core.keeps_failed_payloads();
+        // In a durable run, the hop's journal rides in its call chain (calls recorded, and
+        // answered from the journal when the hop runs again).
+        let chain = hop_chain(&envelope, core);
         // On probation the message is kept as it came in, to run it again should the version
         // be rolled back.
         let retry = self.probation.is_some().then(|| envelope.payload.clone());
         let started = clock::now();
-        let end = match self.run_now(&mut envelope.payload, &span) {
+        let end = match self.run_now(&mut envelope.payload, &span, &chain) {
             Some(end) => end,
             None => {
                 // When the plugin overlaps, the hop runs on a sibling: polled once here, and
@@ -172,6 +175,7 @@ impl PluginActorState {
                         sibling,
                         envelope,
                         keep_payload,
+                        chain,
                         span,
                         started,
                         self.hop_timeout,
@@ -200,11 +204,13 @@ impl PluginActorState {
                         hops: envelope.hops.clone(),
                         breadth: envelope.breadth,
                         ticket: Arc::clone(&envelope.ticket),
+                        branch: envelope.branch.clone(),
                     });
                     let end = run_async(
                         self.plugin.as_mut(),
                         &mut envelope.payload,
                         keep_payload,
+                        chain,
                         span,
                         started,
                         self.hop_timeout,
@@ -253,6 +259,11 @@ impl PluginActorState {
             Ok(()) => {
                 agent_metrics.messages_out.increment(1);
                 let output = std::mem::take(&mut envelope.payload);
+                #[cfg(feature = "journal")]
+                if let Some(journal) = core.journal() {
+                    journal.hop_done(core, envelope, output, &self.version, elapsed);
+                    return None;
+                }
                 core.forward(envelope, output);
                 None
             }
@@ -279,10 +290,12 @@ impl PluginActorState {
                 agent,
                 error: error.clone(),
             };
-            let failed = Self::failed_hop(retry, envelope, core, reason);
+            let failed = Self::failed_hop(retry, envelope, core, reason, &self.version);
             self.after_fault(failed, &error).await;
         } else {
-            core.dead_letter(envelope, DeadLetterReason::HopFailed { agent, error });
+            let reason = DeadLetterReason::HopFailed { agent, error };
+            record_failed_hop(core, &envelope, &reason, &self.version);
+            core.dead_letter(envelope, reason);
         }
     }
 
@@ -300,10 +313,13 @@ impl PluginActorState {
         envelope: Envelope,
         core: &Arc<SystemCore>,
         reason: DeadLetterReason,
+        version: &str,
     ) -> Option<Held> {
         match retry {
+            // Not journaled: the hop may still run again, on the version rolled back to.
             Some(input) => Some(Held::hop(envelope, input, Arc::clone(core), reason)),
             None => {
+                record_failed_hop(core, &envelope, &reason, version);
                 core.dead_letter(envelope, reason);
                 None
             }
@@ -313,12 +329,25 @@ impl PluginActorState {
     /// An agent hop answered at once, by a plugin that can (a native function): no boxed
     /// future, no task-local call frame, no poll. Such a plugin calls no other plugin, so it
     /// needs no call chain. `None` when the plugin needs the async path.
-    fn run_now(&mut self, payload: &mut Value, span: &tracing::Span) -> Option<RunEnd<()>> {
+    fn run_now(
+        &mut self,
+        payload: &mut Value,
+        span: &tracing::Span,
+        chain: &CallChain,
+    ) -> Option<RunEnd<()>> {
         let _entered = span.enter();
         let plugin = &mut self.plugin;
-        match std::panic::catch_unwind(AssertUnwindSafe(|| {
-            plugin.execute_json_in_place_now(payload)
-        })) {
+        let run = || {
+            if chain.hop().is_some() {
+                // A durable hop: a native function's steps see the hop's journal.
+                chain
+                    .clone()
+                    .scope_blocking(|| plugin.execute_json_in_place_now(payload))
+            } else {
+                plugin.execute_json_in_place_now(payload)
+            }
+        };
+        match std::panic::catch_unwind(AssertUnwindSafe(run)) {
             Ok(None) => None,
             Ok(Some(result)) => Some(RunEnd::caught(Ok(result))),
             Err(panic) => Some(RunEnd::caught(Err(panic))),
@@ -340,6 +369,7 @@ pub(super) async fn run_async(
     plugin: &mut dyn AgentPlugin,
     payload: &mut Value,
     keep_payload: bool,
+    chain: CallChain,
     span: tracing::Span,
     started: clock::Instant,
     hop_timeout: Option<std::time::Duration>,
@@ -358,7 +388,7 @@ pub(super) async fn run_async(
     // first poll may have run a speculative inline slice of a WASM call).
     // Pinned where it is built: the wrappers below then hold a pointer to it, and moving
     // them copies a few bytes rather than the whole call's state.
-    let scoped = std::pin::pin!(CallChain::default().scope(id, call));
+    let scoped = std::pin::pin!(chain.scope(id, call));
     // A disabled span would still cost an enter and an exit per poll: leave it out.
     let run = if span.is_disabled() {
         futures::future::Either::Left(scoped)
@@ -379,4 +409,34 @@ pub(super) async fn run_async(
             None => RunEnd::caught(run.await),
         },
     }
+}
+
+/// The call chain of the hop about to be made on `envelope`: empty, or in a durable run, with
+/// the hop's journal.
+#[inline]
+fn hop_chain(envelope: &Envelope, core: &SystemCore) -> CallChain {
+    #[cfg(feature = "journal")]
+    if let Some(journal) = core.journal() {
+        if let Some(recorder) = journal.hop_recorder(envelope) {
+            return CallChain::for_hop(recorder);
+        }
+    }
+    let _ = (envelope, core);
+    CallChain::default()
+}
+
+/// In a durable run, journals a hop that failed for good (its branch is dead-lettered next):
+/// a resume then reads its failure back instead of running it, and its calls, again.
+#[inline]
+fn record_failed_hop(
+    core: &SystemCore,
+    envelope: &Envelope,
+    reason: &DeadLetterReason,
+    version: &str,
+) {
+    #[cfg(feature = "journal")]
+    if let Some(journal) = core.journal() {
+        journal.hop_failed(envelope, reason, version);
+    }
+    let _ = (core, envelope, reason, version);
 }

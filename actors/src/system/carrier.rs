@@ -49,6 +49,7 @@ impl Carrier {
                     hops: Vec::with_capacity(4),
                     breadth: 1,
                     ticket,
+                    branch: None,
                 };
                 core.deliver(envelope, entry);
             }

@@ -45,7 +45,10 @@ pub(crate) struct SystemCore {
     pub(super) dead_letters: DeadLetterQueue,
     pub(super) totals: Totals,
     /// Where the outcomes of `submit` go: the system's `OutcomeStream`.
-    pub(super) outcomes: mpsc::UnboundedSender<(Outcome, OwnedSemaphorePermit)>,
+    pub(crate) outcomes: mpsc::UnboundedSender<(Outcome, OwnedSemaphorePermit)>,
+    /// The journal of a durable system: every input is a run recorded there.
+    #[cfg(feature = "journal")]
+    pub(super) journal: Option<Arc<crate::journal::RunJournal>>,
 }
 
 #[derive(Default)]
@@ -56,6 +59,13 @@ pub(crate) struct Totals {
 }
 
 impl SystemCore {
+    /// The journal of a durable system (`None`: nothing is journaled).
+    #[cfg(feature = "journal")]
+    #[inline]
+    pub(crate) fn journal(&self) -> Option<&Arc<crate::journal::RunJournal>> {
+        self.journal.as_ref()
+    }
+
     /// Whether a failed agent's dead letter carries the message it received
     /// (`AgentSystemBuilder::dead_letter_payloads`).
     pub(crate) fn keeps_failed_payloads(&self) -> bool {
@@ -193,7 +203,9 @@ impl SystemCore {
                         trace_id: ticket.trace_id_hex(),
                         error: None,
                         reason: None,
+                        run_id: None,
                         branches: Vec::new(),
+                        replayed: false,
                         latency: Default::default(),
                     },
                 );
@@ -219,12 +231,15 @@ impl SystemCore {
                     }
                 };
                 envelope.ticket.add_branches(targets.len() - 1);
-                for target in &targets {
+                let durable = envelope.ticket.run.is_some();
+                for (index, target) in targets.iter().enumerate() {
                     let copy = Envelope {
                         payload: output.clone(),
                         hops: envelope.hops.clone(),
                         breadth,
                         ticket: envelope.ticket.clone(),
+                        branch: durable
+                            .then(|| branch_of_fanout(envelope.branch.as_deref(), index)),
                     };
                     self.deliver(copy, target);
                 }
@@ -258,7 +273,9 @@ impl SystemCore {
                 trace_id: ticket.trace_id_hex(),
                 error: None,
                 reason: Some(reason),
+                run_id: None,
                 branches: Vec::new(),
+                replayed: false,
                 latency: Default::default(),
             },
         );
@@ -277,6 +294,15 @@ impl SystemCore {
             OutcomeStatus::DeadLetter => &self.totals.dead_letter,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The branch `index` of a fan-out made on `branch` (`None`: the run's first branch), as the
+/// journal of a durable run names branches: "0", "1"... then "0.2" inside branch 0.
+pub(crate) fn branch_of_fanout(branch: Option<&str>, index: usize) -> Arc<str> {
+    match branch {
+        None | Some("") => Arc::from(index.to_string()),
+        Some(parent) => Arc::from(format!("{parent}.{index}")),
     }
 }
 

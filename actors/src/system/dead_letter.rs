@@ -33,6 +33,10 @@ pub(crate) enum DeadLetterReason {
     Routing(String),
     /// The agent's hop failed: its plugin's error, a panic, or the hop timeout.
     HopFailed { agent: Arc<str>, error: CallError },
+    /// The journal of a durable run could not record the hop (the store failed), so its
+    /// output was not released.
+    #[cfg(feature = "journal")]
+    Journal(String),
     /// A NATS message delivered `attempts` times without ever being acknowledged.
     #[cfg(feature = "nats")]
     Undelivered { agent: Arc<str>, attempts: u32 },
@@ -68,6 +72,11 @@ impl fmt::Display for DeadLetterReason {
                  branches (max_branches; raise it, or fan out less)"
             ),
             DeadLetterReason::Routing(reason) => f.write_str(reason),
+            #[cfg(feature = "journal")]
+            DeadLetterReason::Journal(cause) => write!(
+                f,
+                "the journal could not record this hop ({cause}); its output was not passed on"
+            ),
             DeadLetterReason::HopFailed { agent, error } => match error {
                 CallError::Plugin(error) => write!(f, "agent `{agent}` failed: {error}"),
                 CallError::Panicked { message, .. } => {

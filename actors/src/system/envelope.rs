@@ -45,6 +45,9 @@ pub(crate) struct Ticket {
     /// input allocates a ticket without one.
     #[cfg(feature = "nats")]
     pub remote: Option<Box<RemoteHop>>,
+    /// In a durable system (one with a journal): the run's id; its hops, calls and outcome are
+    /// journaled under it. `None` otherwise, and nothing is journaled.
+    pub run: Option<Arc<str>>,
 }
 
 impl Ticket {
@@ -85,7 +88,32 @@ impl Ticket {
             sink: Mutex::new(sink),
             #[cfg(feature = "nats")]
             remote,
+            run: None,
         })
+    }
+
+    /// This ticket as one of the durable run `run_id` (set before the ticket is shared).
+    pub(crate) fn with_run(mut self: Arc<Ticket>, run_id: Arc<str>) -> Arc<Ticket> {
+        if let Some(ticket) = Arc::get_mut(&mut self) {
+            ticket.run = Some(run_id);
+        }
+        self
+    }
+
+    /// This ticket as one of a resumed run whose `finished` branches ended before the crash
+    /// and whose `remaining` branches are on their way again (set before it is shared).
+    pub(crate) fn resumed(
+        mut self: Arc<Ticket>,
+        remaining: usize,
+        fanned_out: bool,
+        finished: Vec<Outcome>,
+    ) -> Arc<Ticket> {
+        if let Some(ticket) = Arc::get_mut(&mut self) {
+            ticket.remaining = AtomicUsize::new(remaining);
+            ticket.fanned_out = AtomicBool::new(fanned_out);
+            ticket.finished = Mutex::new(finished);
+        }
+        self
     }
 
     pub(crate) fn trace_id_hex(&self) -> String {
@@ -123,21 +151,63 @@ impl Ticket {
         );
     }
 
-    /// Hands the input's one outcome to whoever waits for it.
+    /// Completes a resumed run whose every branch had ended before the crash (its outcome
+    /// had not been recorded).
+    #[cfg(feature = "journal")]
+    pub(crate) fn finish_resumed(&self, core: &SystemCore) {
+        let mut branches =
+            std::mem::take(&mut *self.finished.lock().unwrap_or_else(|p| p.into_inner()));
+        if branches.is_empty() {
+            // Not from a journal the hop path wrote (every run ends in a branch): say so.
+            let error = "the journal of this run holds no branch that ended".to_string();
+            let refused = Outcome::refused(self.input, self.trace_id_hex(), error);
+            return self.complete(core, refused);
+        }
+        branches.sort_by(|a, b| a.hops.cmp(&b.hops));
+        let outcome = Outcome::join(self.input, self.trace_id_hex(), branches);
+        self.complete(
+            core,
+            Outcome {
+                latency: clock::since(self.admitted),
+                ..outcome
+            },
+        );
+    }
+
+    /// Hands the input's one outcome to whoever waits for it (in a durable run, once the
+    /// journal holds it).
     fn complete(&self, core: &SystemCore, outcome: Outcome) {
         core.record_outcome(&outcome);
         let taken = self.sink.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some((sink, permit)) = taken {
-            match sink {
-                OutcomeSink::Reply(reply) => {
-                    // A caller that stopped waiting has given the outcome up; it is still
-                    // counted in the system's totals above.
-                    let _ = reply.send(outcome);
-                    drop(permit);
-                }
-                OutcomeSink::Stream => {
-                    let _ = core.outcomes.send((outcome, permit));
-                }
+        #[cfg(feature = "journal")]
+        if let (Some(run_id), Some(journal)) = (&self.run, core.journal()) {
+            let outcome = Outcome {
+                run_id: Some(String::from(&**run_id)),
+                ..outcome
+            };
+            return journal.record_outcome(outcome, taken, core.outcomes.clone());
+        }
+        deliver_outcome(taken, outcome, &core.outcomes);
+    }
+}
+
+/// Hands an input's one outcome to whoever waits for it: its `send` caller, or the outcome
+/// stream (with the input's admission permit).
+pub(crate) fn deliver_outcome(
+    sink: Option<(OutcomeSink, OwnedSemaphorePermit)>,
+    outcome: Outcome,
+    stream: &tokio::sync::mpsc::UnboundedSender<(Outcome, OwnedSemaphorePermit)>,
+) {
+    if let Some((sink, permit)) = sink {
+        match sink {
+            OutcomeSink::Reply(reply) => {
+                // A caller that stopped waiting has given the outcome up; it is still
+                // counted in the system's totals.
+                let _ = reply.send(outcome);
+                drop(permit);
+            }
+            OutcomeSink::Stream => {
+                let _ = stream.send((outcome, permit));
             }
         }
     }
@@ -152,6 +222,10 @@ pub(crate) struct Envelope {
     /// by `max_branches` (`SystemCore::widen`).
     pub(crate) breadth: u32,
     pub(crate) ticket: Arc<Ticket>,
+    /// In a durable run, the branch this message travels on, as the journal names it: `None`
+    /// for the run's first branch (""), "0", "1"... after a fan-out, "0.2" for a fan-out
+    /// inside branch 0. Always `None` outside a durable run.
+    pub(crate) branch: Option<Arc<str>>,
 }
 
 /// A trace id as 16 lowercase hex digits (what `format!("{:016x}")` prints, without the

@@ -65,14 +65,16 @@ use bilayer_plugins::{AgentPlugin, PluginError, PluginResult};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
+#[cfg(feature = "journal")]
+pub(crate) use self::core::branch_of_fanout;
 pub use dead_letter::DeadLetter;
 pub(crate) use dead_letter::DeadLetterReason;
-pub(crate) use envelope::{Envelope, Ticket};
+pub(crate) use envelope::{deliver_outcome, Envelope, OutcomeSink, Ticket};
 pub(crate) use inbox::{Inbox, MAX_PER_TURN};
 pub use outcome::{Outcome, OutcomeStatus};
 #[cfg(feature = "rhai")]
 pub use rhai_routing::RhaiRoutingPolicy;
-#[cfg(feature = "nats")]
+#[cfg(any(feature = "nats", feature = "journal"))]
 pub(crate) use routing::Next;
 pub use routing::RoutingPolicy;
 
@@ -80,7 +82,6 @@ use self::carrier::Carrier;
 pub(crate) use self::core::SystemCore;
 use self::core::Totals;
 use self::dead_letter::DeadLetterQueue;
-use self::envelope::OutcomeSink;
 use self::routing::RoutingSlot;
 #[cfg(feature = "nats")]
 use crate::nats::NatsLink;
@@ -113,6 +114,8 @@ pub struct AgentSystemBuilder {
     dead_letter_payloads: bool,
     transport: Transport,
     remote_agents: Vec<String>,
+    #[cfg(feature = "journal")]
+    journal: Option<Arc<crate::journal::RunJournal>>,
 }
 
 /// The settings and the agents' names; plugins and the routing policy show as names or
@@ -266,6 +269,17 @@ impl AgentSystemBuilder {
         self
     }
 
+    /// Makes every input a durable run journaled in `journal`'s store (feature `journal`,
+    /// through `sqlite` or `postgres`): each hop's output goes on only once the journal holds
+    /// it, the calls hops make are recorded (and answered from the journal when a hop runs
+    /// again), and each outcome carries its `run_id`. Without one, nothing is journaled and
+    /// nothing slows down.
+    #[cfg(feature = "journal")]
+    pub fn journal(mut self, journal: impl Into<Arc<crate::journal::RunJournal>>) -> Self {
+        self.journal = Some(journal.into());
+        self
+    }
+
     /// Declares an agent served by another process (NATS transport only): messages routed
     /// to it are published to its subject instead of being dead-lettered as unknown. Without
     /// the `nats` feature, `build` refuses a system that declares one.
@@ -385,6 +399,8 @@ impl AgentSystemBuilder {
             keep_failed_payloads: self.dead_letter_payloads,
             dead_letters: DeadLetterQueue::new(self.dead_letter_capacity),
             totals: Totals::default(),
+            #[cfg(feature = "journal")]
+            journal: self.journal,
         });
         for (name, address) in &core.agents {
             // Each actor then owns the messages left in its inbox should it ever stop: they
@@ -527,6 +543,8 @@ impl AgentSystem {
             dead_letter_payloads: true,
             transport: Transport::InProcess,
             remote_agents: Vec::new(),
+            #[cfg(feature = "journal")]
+            journal: None,
         }
     }
 
@@ -651,11 +669,80 @@ impl AgentSystem {
         self.inner.manager.shutdown().await
     }
 
+    /// Goes on with a run of an earlier process, from the journal (this system's journal,
+    /// resumed): `record` is the run as the store holds it, `input` the input it is for now
+    /// (the same line of the same file). Its outcome arrives on the outcome stream, as a
+    /// submitted input's does: read back (`replayed`) if the run had ended; otherwise the run
+    /// continues from its last recorded hop (the calls of a hop that was running are answered
+    /// from the journal when it runs again). A journal that cannot be read, or an input that
+    /// is not the one journaled, is that run's `error` outcome.
+    #[cfg(feature = "journal")]
+    pub async fn resume_run(&self, record: crate::journal::RunRecord, input: Value) {
+        use crate::journal::resume::{plan, Resume};
+        let number = record.run.input_no;
+        let core = &self.inner.core;
+        let Some(journal) = core.journal() else {
+            return self.submit_numbered(number, input).await;
+        };
+        let run_id = Arc::clone(&record.run.run_id);
+        let trace_id = self.trace_id(number);
+        match plan(record, &input, &envelope::trace_id_hex(trace_id)) {
+            Err(reason) => self.report_refusal(self.refusal(number, reason)).await,
+            Ok(Resume::Ended(outcome)) => self.report_refusal(outcome).await,
+            Ok(Resume::Fresh(input, calls)) => {
+                journal.expect_replay(calls);
+                if let Err(refused) = self
+                    .admit_run(number, input, |_| OutcomeSink::Stream, Some(run_id))
+                    .await
+                {
+                    self.report_refusal(refused).await;
+                }
+            }
+            Ok(Resume::Continue(plan)) => {
+                let Ok(permit) = self.inner.admission.clone().acquire_owned().await else {
+                    let refused = self.refusal(number, "the system is shut down".into());
+                    return self.report_refusal(refused).await;
+                };
+                journal.expect_replay(plan.interrupted_calls);
+                let remaining = plan.frontier.len();
+                let ticket = Ticket::new(number, trace_id, OutcomeSink::Stream, permit)
+                    .with_run(run_id)
+                    .resumed(remaining, plan.fanned_out, plan.finished);
+                if remaining == 0 {
+                    // Every branch had ended; only the outcome was not recorded yet.
+                    return ticket.finish_resumed(core);
+                }
+                for resumed in plan.frontier {
+                    let envelope = Envelope {
+                        payload: resumed.payload,
+                        hops: resumed.hops,
+                        breadth: resumed.breadth,
+                        ticket: Arc::clone(&ticket),
+                        branch: resumed.branch,
+                    };
+                    core.deliver(envelope, &resumed.target);
+                }
+            }
+        }
+    }
+
     async fn admit(
         &self,
         number: u64,
         input: Value,
         sink: impl FnOnce(u64) -> OutcomeSink,
+    ) -> Result<(), Outcome> {
+        self.admit_run(number, input, sink, None).await
+    }
+
+    /// Admits an input; `resumed` is the id of its run when the journal already holds the
+    /// run (it is not recorded again).
+    async fn admit_run(
+        &self,
+        number: u64,
+        input: Value,
+        sink: impl FnOnce(u64) -> OutcomeSink,
+        resumed: Option<Arc<str>>,
     ) -> Result<(), Outcome> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(self.refusal(number, "the system is shutting down".into()));
@@ -672,12 +759,26 @@ impl AgentSystem {
             .map_err(|_| self.refusal(number, "the system is shut down".into()))?;
         let ticket = Ticket::new(number, self.trace_id(number), sink(number), permit);
         let core = &self.inner.core;
+        #[cfg(feature = "journal")]
+        let ticket = match (core.journal(), resumed) {
+            (Some(_), Some(run_id)) => ticket.with_run(run_id),
+            (Some(journal), None) => {
+                let run_id = journal.run_id(number);
+                journal.record_run(&run_id, number, &input);
+                ticket.with_run(run_id)
+            }
+            (None, _) => ticket,
+        };
+        #[cfg(not(feature = "journal"))]
+        let _ = resumed;
         core.carrier
             .admit(core, &self.inner.entry, ticket, input)
             .await;
         Ok(())
     }
 
+    /// Reports an outcome that no agent produces now (a refusal, or one read back from the
+    /// journal) on the outcome stream.
     async fn report_refusal(&self, refused: Outcome) {
         self.inner.core.record_outcome(&refused);
         // Refusals hold a slot like any outcome, so the stream stays bounded.
@@ -687,7 +788,17 @@ impl AgentSystem {
     }
 
     fn refusal(&self, number: u64, error: String) -> Outcome {
-        Outcome::refused(number, format!("{:016x}", self.trace_id(number)), error)
+        let refused = Outcome::refused(number, format!("{:016x}", self.trace_id(number)), error);
+        #[cfg(feature = "journal")]
+        if let Some(journal) = self.inner.core.journal() {
+            // A refused input is a run too, with nothing to journal: it is refused again on
+            // a resume.
+            return Outcome {
+                run_id: Some(journal.run_id(number).to_string()),
+                ..refused
+            };
+        }
+        refused
     }
 
     fn trace_id(&self, number: u64) -> u64 {

@@ -1,7 +1,8 @@
 //! How one input to an agent system ended: exactly one [`Outcome`] per input.
 //!
 //! The serialised form is the line `bilayer run` prints: `input`, `status`, `agent`, `hops`,
-//! `output`, `trace_id`, and `error` or `reason` where they apply.
+//! `output`, `trace_id`, and `error` or `reason` where they apply; in a durable run also
+//! `run_id`, and `replayed` for an outcome read back from the journal on resume.
 
 use std::time::Duration;
 
@@ -33,7 +34,10 @@ impl OutcomeStatus {
 }
 
 /// The end of one input's journey through the agents.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+///
+/// It reads back from its own line (`Deserialize`): the journal of a durable run keeps it as
+/// that text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
     /// 1-based number of the input (its line in `bilayer run`).
     pub input: u64,
@@ -43,9 +47,10 @@ pub struct Outcome {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
     /// The agents visited, in order.
+    #[serde(default)]
     pub hops: Vec<String>,
     /// The terminal agent's output (for a fan-out: every branch's output, in branch order).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<Value>,
     /// The trace id the input carried through every hop (in logs and spans).
     pub trace_id: String,
@@ -55,10 +60,18 @@ pub struct Outcome {
     /// For `dead_letter`: why the message went to the dead-letter queue.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// In a durable run (a system with a journal): the run's id, `<batch>-<input>`, the key
+    /// of its journal (`bilayer runs show RUN_ID`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
     /// For a fan-out (`next_agent` given as a list): the outcome of every branch.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub branches: Vec<Outcome>,
-    /// Time from admission to this outcome.
+    /// Whether this outcome was read back from the journal (a resumed run's input that had
+    /// finished before the crash) rather than produced now.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replayed: bool,
+    /// Time from admission to this outcome (zero for a replayed one).
     #[serde(skip)]
     pub latency: Duration,
 }
@@ -76,7 +89,9 @@ impl Outcome {
             trace_id,
             error: Some(error),
             reason: None,
+            run_id: None,
             branches: Vec::new(),
+            replayed: false,
             latency: Duration::ZERO,
         }
     }
@@ -120,7 +135,9 @@ impl Outcome {
             trace_id,
             error,
             reason,
+            run_id: None,
             branches,
+            replayed: false,
             latency,
         }
     }
