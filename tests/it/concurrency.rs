@@ -1270,15 +1270,26 @@ pub(crate) struct Finished {
     pub(crate) stderr: String,
 }
 
-/// Runs the binary with `args` in `dir`, killing it if it runs past a generous deadline.
-pub(crate) async fn bilayer<'a>(dir: &Path, args: impl IntoIterator<Item = &'a OsStr>) -> Finished {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bilayer"))
+/// The binary with `args` in `dir`, quiet logs, no stdin, stdout and stderr piped.
+pub(crate) fn bilayer_command<I, S>(dir: &Path, args: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut command = Command::new(env!("CARGO_BIN_EXE_bilayer"));
+    command
         .args(args)
         .current_dir(dir)
         .env("RUST_LOG", "error")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Runs the binary with `args` in `dir`, killing it if it runs past a generous deadline.
+pub(crate) async fn bilayer<'a>(dir: &Path, args: impl IntoIterator<Item = &'a OsStr>) -> Finished {
+    let mut child = bilayer_command(dir, args)
         .spawn()
         .expect("spawn the bilayer binary");
     // Waited for off the async workers: the test's loopback model runs on them meanwhile.

@@ -38,7 +38,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -50,7 +50,7 @@ use tokio::sync::Semaphore;
 use crate::builtin_database::{loaded, sql};
 use crate::builtin_server::{Response, TestServer};
 use crate::common::cpu_bound;
-use crate::concurrency::{bilayer, completion, number_in, Finished};
+use crate::concurrency::{bilayer, bilayer_command, completion, number_in, Finished};
 use crate::hot_reload_support::Scratch;
 
 /// How long one `bilayer run` of a kill test may take before the test gives up on it: far
@@ -482,13 +482,7 @@ impl Life {
 fn live(dir: &Path, args: &[OsString], mut kill_when: impl FnMut(usize) -> bool) -> Life {
     let started = Instant::now();
     let mut child = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_bilayer"))
-            .args(args)
-            .current_dir(dir)
-            .env("RUST_LOG", "error")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+        bilayer_command(dir, args)
             .spawn()
             .expect("spawn the bilayer binary"),
     );
@@ -577,25 +571,41 @@ async fn live_async(
         .expect("the process driver")
 }
 
-/// Starts `bilayer run ... --store store` on `dir`'s system and inputs and kills it with
-/// SIGKILL once every input but `held` has its outcome recorded and the model holds a call
-/// of each of `held` (whose runs are then in flight, their hops before `ask` recorded).
-/// `reader` is the store's URL for the test (`store` may be relative to `dir`).
-async fn kill_with_runs_in_flight(
-    dir: &Scratch,
-    server: &TestServer,
-    store: &str,
-    reader: &str,
+/// A SQLite store left by a run killed with runs in flight, the model that served it (no
+/// longer holding anything), and the scratch directory with the system, the inputs and the
+/// store (`runs.db`).
+struct InFlight {
+    server: TestServer,
+    dir: Scratch,
+    /// `sqlite:DIR/runs.db`: the store as the test reads it.
+    store: String,
+}
+
+/// Runs `n` inputs (those `fails` selects dead-lettered) with `--store cli_store` (default
+/// `sqlite:DIR/runs.db`; a relative one is relative to DIR) and kills the run with SIGKILL
+/// once every input but `held` has its outcome recorded and the model holds the call of each
+/// of `held`: their runs are in flight, their hop before `ask` recorded (`ask` received it).
+async fn in_flight(
+    label: &str,
     n: u64,
     held: &[u64],
-) -> Life {
+    fails: impl Fn(u64) -> bool,
+    cli_store: Option<&str>,
+) -> InFlight {
+    let hold = Hold::on(held);
+    let server = model(&hold).await;
+    let dir = Scratch::new(label);
+    let store = format!("sqlite:{}", dir.file("runs.db").display());
+    write_system(&dir, &server, &Spec::default());
+    write_inputs(&dir, n, fails);
     let handle = tokio::runtime::Handle::current();
     let finished: BTreeSet<u64> = (1..=n).filter(|i| !held.contains(i)).collect();
     let life = {
-        let (server, reader, held) = (server.clone(), reader.to_string(), held.to_vec());
+        let (server, reader, held) = (server.clone(), store.clone(), held.to_vec());
         let finished = finished.clone();
         let started = Instant::now();
-        live_async(dir, run_args(dir, &["--store", store]), move |_| {
+        let args = run_args(&dir, &["--store", cli_store.unwrap_or(&store)]);
+        live_async(&dir, args, move |_| {
             // Past its patience the test kills the run anyway, and says below what was missing.
             if started.elapsed() > STORE_PATIENCE {
                 return true;
@@ -620,13 +630,31 @@ async fn kill_with_runs_in_flight(
         life.describe()
     );
     assert_eq!(
-        recorded(reader).await.outcomes,
+        recorded(&store).await.outcomes,
         finished,
         "within {STORE_PATIENCE:?} the store did not hold the outcome of every input but \
          {held:?}: {}",
         life.describe()
     );
-    life
+    hold.release();
+    InFlight { server, dir, store }
+}
+
+/// Checks that every input of `lines` but `except` ended ok with its output, read back from
+/// the journal (`"replayed": true`) unless it is one of `in_flight` (run on at the resume).
+fn assert_ok_but(lines: &BTreeMap<u64, Value>, except: &[u64], in_flight: &[u64]) {
+    for (input, line) in lines {
+        if except.contains(input) {
+            continue;
+        }
+        assert_eq!(line["status"], "ok", "{line}");
+        assert_eq!(line["output"], expected_output(*input), "{line}");
+        assert_eq!(
+            is_replayed(line),
+            !in_flight.contains(input),
+            "replayed if and only if it had ended before the resume: {line}"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1169,13 +1197,8 @@ async fn the_definitions_store_is_relative_to_its_file_and_store_overrides_it() 
 /// run in flight finishes normally and the finished ones are replayed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_truncated_hop_row_fails_its_run_alone_on_resume_naming_run_table_and_parse_error() {
-    let hold = Hold::on(&[3, 5]);
-    let server = model(&hold).await;
-    let dir = Scratch::new("durable-corrupt-hop");
-    let store = format!("sqlite:{}", dir.file("runs.db").display());
-    write_system(&dir, &server, &Spec::default());
-    write_inputs(&dir, 8, |_| false);
-    kill_with_runs_in_flight(&dir, &server, &store, &store, 8, &[3, 5]).await;
+    let InFlight { dir, store, .. } =
+        in_flight("durable-corrupt-hop", 8, &[3, 5], |_| false, None).await;
 
     let run_id = run_id_of(&store, 3).await;
     let corrupted = store_rows(
@@ -1192,32 +1215,39 @@ async fn a_truncated_hop_row_fails_its_run_alone_on_resume_naming_run_table_and_
         vec![json!({ "rows_affected": 1 })],
         "input 3's first hop (prepare) was recorded before its ask called the model"
     );
-    hold.release();
 
-    let resumed = cli(&dir, &run_args(&dir, &["--store", &store, "--resume"])).await;
+    resume_with_one_corrupt_run(&dir, &store, 8, (3, &run_id, "bilayer_hops"), &[5]).await;
+}
+
+/// Resumes the run of `dir` on `store` (`n` inputs) and checks that the corrupt run
+/// (`input`, `run_id`, `table`) alone failed, with an error outcome naming the run, the table
+/// and the parse error, and that every other input ended ok (`in_flight` run on, the others
+/// read back).
+async fn resume_with_one_corrupt_run(
+    dir: &Scratch,
+    store: &str,
+    n: u64,
+    (input, run_id, table): (u64, &str, &str),
+    in_flight: &[u64],
+) {
+    let resumed = cli(dir, &run_args(dir, &["--store", store, "--resume"])).await;
     assert!(resumed.status.success(), "{resumed:?}");
-    let lines = one_per_input(&outcome_lines(&resumed), 8);
-    let failed = &lines[&3];
+    let lines = one_per_input(&outcome_lines(&resumed), n);
+    let failed = &lines[&input];
     assert_eq!(failed["status"], "error", "{failed}");
     let error = failed["error"].as_str().unwrap_or_default();
-    for needle in [run_id.as_str(), "bilayer_hops"] {
+    for needle in [run_id, table] {
         assert!(
             error.contains(needle),
             "the error does not name `{needle}`: {failed}"
         );
     }
+    // serde_json's words for '{"trunc'; any parser's message says it could not parse.
     assert!(
         error.contains("EOF while parsing") || error.to_lowercase().contains("pars"),
         "the error does not name the parse error: {failed}"
     );
-    for (input, line) in &lines {
-        if *input == 3 {
-            continue;
-        }
-        assert_eq!(line["status"], "ok", "{line}");
-        assert_eq!(line["output"], expected_output(*input), "{line}");
-        assert_eq!(is_replayed(line), *input != 5, "{line}");
-    }
+    assert_ok_but(&lines, &[input], in_flight);
 }
 
 /// A truncated outcome row of a finished run fails that run alone on `--resume` (an error
@@ -1225,13 +1255,8 @@ async fn a_truncated_hop_row_fails_its_run_alone_on_resume_naming_run_table_and_
 /// its outcome.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_truncated_outcome_row_fails_its_run_alone_on_resume() {
-    let hold = Hold::on(&[4]);
-    let server = model(&hold).await;
-    let dir = Scratch::new("durable-corrupt-outcome");
-    let store = format!("sqlite:{}", dir.file("runs.db").display());
-    write_system(&dir, &server, &Spec::default());
-    write_inputs(&dir, 6, |_| false);
-    kill_with_runs_in_flight(&dir, &server, &store, &store, 6, &[4]).await;
+    let InFlight { dir, store, .. } =
+        in_flight("durable-corrupt-outcome", 6, &[4], |_| false, None).await;
 
     let run_id = run_id_of(&store, 2).await;
     let corrupted = store_rows(
@@ -1241,26 +1266,8 @@ async fn a_truncated_outcome_row_fails_its_run_alone_on_resume() {
     .await
     .expect("corrupt the outcome row");
     assert_eq!(corrupted, vec![json!({ "rows_affected": 1 })]);
-    hold.release();
 
-    let resumed = cli(&dir, &run_args(&dir, &["--store", &store, "--resume"])).await;
-    assert!(resumed.status.success(), "{resumed:?}");
-    let lines = one_per_input(&outcome_lines(&resumed), 6);
-    let failed = &lines[&2];
-    assert_eq!(failed["status"], "error", "{failed}");
-    let error = failed["error"].as_str().unwrap_or_default();
-    for needle in [run_id.as_str(), "bilayer_outcomes"] {
-        assert!(
-            error.contains(needle),
-            "the error does not name `{needle}`: {failed}"
-        );
-    }
-    for (input, line) in &lines {
-        if *input != 2 {
-            assert_eq!(line["status"], "ok", "{line}");
-            assert_eq!(line["output"], expected_output(*input), "{line}");
-        }
-    }
+    resume_with_one_corrupt_run(&dir, &store, 6, (2, &run_id, "bilayer_outcomes"), &[4]).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1271,14 +1278,8 @@ async fn a_truncated_outcome_row_fails_its_run_alone_on_resume() {
 /// resume proceeds: every input gets one outcome, the run in flight finishes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_refuses_a_changed_definition_naming_the_difference_unless_accepted() {
-    let hold = Hold::on(&[2]);
-    let server = model(&hold).await;
-    let dir = Scratch::new("durable-changed-system");
-    let store = format!("sqlite:{}", dir.file("runs.db").display());
-    write_system(&dir, &server, &Spec::default());
-    write_inputs(&dir, 4, |_| false);
-    kill_with_runs_in_flight(&dir, &server, &store, &store, 4, &[2]).await;
-    hold.release();
+    let InFlight { server, dir, store } =
+        in_flight("durable-changed-system", 4, &[2], |_| false, None).await;
     let asked_before = server.requests().len();
 
     let renamed = Spec {
@@ -1333,12 +1334,7 @@ async fn resume_refuses_a_changed_definition_naming_the_difference_unless_accept
     )
     .await;
     assert!(accepted.status.success(), "{accepted:?}");
-    let lines = one_per_input(&outcome_lines(&accepted), 4);
-    for (input, line) in &lines {
-        assert_eq!(line["status"], "ok", "{line}");
-        assert_eq!(line["output"], expected_output(*input), "{line}");
-        assert_eq!(is_replayed(line), *input != 2, "{line}");
-    }
+    assert_ok_but(&one_per_input(&outcome_lines(&accepted), 4), &[], &[2]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1350,16 +1346,11 @@ async fn resume_refuses_a_changed_definition_naming_the_difference_unless_accept
 /// removing finished runs and never the running one, and an unknown run id refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_list_show_and_prune_read_and_trim_the_journal() {
-    let hold = Hold::on(&[6]);
-    let server = model(&hold).await;
-    let dir = Scratch::new("durable-runs-cli");
     // The sqlite:// form, relative to the working directory (the scratch directory).
     let store = "sqlite://runs.db";
-    let reader = format!("sqlite:{}", dir.file("runs.db").display());
-    write_system(&dir, &server, &Spec::default());
-    write_inputs(&dir, 6, |i| i == 4);
-    kill_with_runs_in_flight(&dir, &server, store, &reader, 6, &[6]).await;
-    hold.release();
+    let InFlight {
+        dir, store: reader, ..
+    } = in_flight("durable-runs-cli", 6, &[6], |i| i == 4, Some(store)).await;
 
     let list = |more: &'static [&'static str]| {
         let dir = &dir;

@@ -66,7 +66,7 @@ pub(crate) fn start_worker_with(system: &Path, extra: &[&OsStr]) -> Worker {
     });
     ready_rx
         .recv_timeout(Duration::from_secs(60))
-        .expect("worker reports that it serves");
+        .expect("worker reports that it serves (what it said is above, as [worker] lines)");
     Worker {
         child,
         metrics_port,
