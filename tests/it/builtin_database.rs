@@ -12,14 +12,14 @@ use serde_json::{json, Value};
 
 const POSTGRES_ENV: &str = "BILAYER_TEST_POSTGRES_URL";
 
-async fn loaded(plugin: DatabasePlugin) -> DatabasePlugin {
+pub(crate) async fn loaded(plugin: DatabasePlugin) -> DatabasePlugin {
     let mut plugin = plugin;
     plugin.load(&PluginContext::new("database")).await.unwrap();
     plugin.start().await.unwrap();
     plugin
 }
 
-async fn sql(plugin: &DatabasePlugin, sql: &str, params: Value) -> PluginResult<Value> {
+pub(crate) async fn sql(plugin: &DatabasePlugin, sql: &str, params: Value) -> PluginResult<Value> {
     let params = params.as_array().cloned().unwrap_or_default();
     plugin.query(&DbRequest::new(sql).with_params(params)).await
 }

@@ -62,7 +62,7 @@ const PATIENCE: Duration = Duration::from_secs(60);
 // ---------------------------------------------------------------------------------------------
 // The model, the agents, and running inputs through a system.
 
-fn completion(content: &str) -> Value {
+pub(crate) fn completion(content: &str) -> Value {
     json!({
         "id": "chatcmpl-1",
         "object": "chat.completion",
@@ -77,7 +77,7 @@ fn completion(content: &str) -> Value {
 }
 
 /// The text of a chat request's last message: the worker's prompt.
-fn prompt(request: &Request) -> String {
+pub(crate) fn prompt(request: &Request) -> String {
     let body = request.json();
     body["messages"]
         .as_array()
@@ -88,7 +88,7 @@ fn prompt(request: &Request) -> String {
 }
 
 /// The input number `i` a worker puts in its prompt.
-fn number_in(request: &Request) -> u64 {
+pub(crate) fn number_in(request: &Request) -> u64 {
     let text = prompt(request);
     text.parse()
         .unwrap_or_else(|_| panic!("the prompt should be a message number, got `{text}`"))
@@ -1264,21 +1264,32 @@ async fn compare_and_set_on_the_state_store_loses_no_increment_between_tasks() {
 
 /// What a finished `bilayer` process left.
 #[derive(Debug)]
-struct Finished {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Finished {
+    pub(crate) status: ExitStatus,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
-/// Runs the binary with `args` in `dir`, killing it if it runs past a generous deadline.
-async fn bilayer<'a>(dir: &Path, args: impl IntoIterator<Item = &'a OsStr>) -> Finished {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bilayer"))
+/// The binary with `args` in `dir`, quiet logs, no stdin, stdout and stderr piped.
+pub(crate) fn bilayer_command<I, S>(dir: &Path, args: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut command = Command::new(env!("CARGO_BIN_EXE_bilayer"));
+    command
         .args(args)
         .current_dir(dir)
         .env("RUST_LOG", "error")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Runs the binary with `args` in `dir`, killing it if it runs past a generous deadline.
+pub(crate) async fn bilayer<'a>(dir: &Path, args: impl IntoIterator<Item = &'a OsStr>) -> Finished {
+    let mut child = bilayer_command(dir, args)
         .spawn()
         .expect("spawn the bilayer binary");
     // Waited for off the async workers: the test's loopback model runs on them meanwhile.

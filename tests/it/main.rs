@@ -36,6 +36,7 @@ mod builtin_system;
 mod cli;
 mod concurrency;
 mod definition_fuzz;
+mod durable_runs;
 mod foundation_calls;
 mod foundation_lifecycle;
 mod foundation_supervision;

@@ -5,6 +5,7 @@
 //! results stream must hold exactly one result per order. Needs NATS (tests/it/nats_support).
 
 use std::collections::HashSet;
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -19,8 +20,8 @@ use crate::orders;
 
 const ORDERS: u64 = 100_000;
 
-struct Worker {
-    child: Child,
+pub(crate) struct Worker {
+    pub(crate) child: Child,
     metrics_port: u16,
 }
 
@@ -34,6 +35,12 @@ fn free_port() -> u16 {
 
 /// Starts `bilayer worker` for every agent and waits until it serves.
 fn start_worker(system: &Path) -> Worker {
+    start_worker_with(system, &[])
+}
+
+/// Starts `bilayer worker SYSTEM` followed by `extra` (e.g. `--store URL`) for every agent and
+/// waits until it serves.
+pub(crate) fn start_worker_with(system: &Path, extra: &[&OsStr]) -> Worker {
     let metrics_port = free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_bilayer"))
         .args([
@@ -42,6 +49,7 @@ fn start_worker(system: &Path) -> Worker {
             "worker",
         ])
         .arg(system)
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -58,7 +66,7 @@ fn start_worker(system: &Path) -> Worker {
     });
     ready_rx
         .recv_timeout(Duration::from_secs(60))
-        .expect("worker reports that it serves");
+        .expect("worker reports that it serves (what it said is above, as [worker] lines)");
     Worker {
         child,
         metrics_port,
