@@ -101,12 +101,31 @@ pub(super) async fn open(
             (batch.batch_id, HashMap::new())
         }
     };
-    let writer = store.writer();
+    let journal = RunJournal::new(&store, batch_id);
     Ok(Some(Durable {
-        journal: Arc::new(RunJournal::new(writer.clone(), batch_id)),
-        writer,
+        writer: journal.writer().clone(),
+        journal: Arc::new(journal),
         resumed,
     }))
+}
+
+/// The journal of `bilayer worker --store URL` (or the definition's store): the hops it
+/// serves are journaled under the runs their messages carry; it admits no run of its own.
+pub(super) async fn open_for_worker(
+    definition: &SystemDefinition,
+    store: Option<String>,
+) -> Result<Option<Arc<RunJournal>>, String> {
+    let Some(url) = store.or_else(|| definition.store_url()) else {
+        return Ok(None);
+    };
+    let options = StoreOptions {
+        power_loss_safe: definition.power_loss_safe(),
+        ..StoreOptions::default()
+    };
+    let store = JournalStore::open(&url, options)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Some(Arc::new(RunJournal::new(&store, ""))))
 }
 
 /// A new batch id: 12 hex digits, random per process and time.

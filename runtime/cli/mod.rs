@@ -126,6 +126,10 @@ enum Command {
         /// serving (watches the definition's [hot_reload] dirs, or its own directory).
         #[arg(long)]
         watch: bool,
+        /// Journal the hops served in this store (the one `bilayer run --store` names;
+        /// postgres://... for workers on several machines), overriding [durability] store.
+        #[arg(long, value_name = "URL")]
+        store: Option<String>,
     },
     /// Validate a system definition: every script compiles, every plugin exists, every
     /// literal next_agent names an agent. Reports all problems with file positions.
@@ -291,7 +295,8 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>
             agents,
             nats_url,
             watch,
-        } => worker::run(&system, agents, nats_url, watch).await,
+            store,
+        } => worker::run(&system, agents, nats_url, watch, store).await,
         #[cfg(not(feature = "nats"))]
         Command::Worker { .. } => Err(worker_without_nats().into()),
         Command::Check { system } => check::run(&system),

@@ -209,9 +209,14 @@ pub(super) async fn run(
         }
     };
     #[cfg(any(feature = "sqlite", feature = "postgres"))]
-    if over_nats && durable.is_some() {
-        return Err("a durable run over NATS (--store with --transport nats) is not supported                     yet: run durable systems in process (--transport in-process)"
-            .into());
+    if over_nats && resume {
+        return Err(
+            "--resume over NATS is not supported yet: resume the batch in process \
+                    (--transport in-process, same --store), or start a new batch without \
+                    --resume; workers with --store already repeat no recorded call when one of \
+                    them dies"
+                .into(),
+        );
     }
     if over_nats && watch {
         return Err("--watch reloads agents served by this process; with --transport nats the workers serve them: start them with `bilayer worker --watch`".into());

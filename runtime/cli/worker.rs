@@ -8,6 +8,11 @@
 //! --watch` does; each worker watches for itself, so a fleet picks up a change file by file as
 //! each worker sees it (share the directory, or deploy it to every worker).
 //!
+//! With `--store URL` (or the definition's `[durability] store`) the hops it serves are
+//! journaled there, and a message redelivered after a worker died is answered from the
+//! journal: a hop it holds goes on without running again, a hop it does not runs with the
+//! calls it had made answered from the journal.
+//!
 //! Built with the `nats` feature; without it the subcommand is still there and says so
 //! (cli/mod.rs).
 
@@ -22,9 +27,22 @@ pub(super) async fn run(
     agents: Option<Vec<String>>,
     nats_url: Option<String>,
     watch: bool,
+    store: Option<String>,
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
     super::watch::check(watch)?;
     let definition = SystemDefinition::load(system_file)?;
+    // The journal the served hops are recorded in: the store `bilayer run --store` uses
+    // (PostgreSQL, for processes on several machines), opened before serving anything.
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    let journal = super::durable::open_for_worker(&definition, store).await?;
+    #[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+    if store.is_some() || definition.store_url().is_some() {
+        return Err(bilayer::features::missing(
+            "postgres",
+            "durable runs (--store, [durability]) journal in SQLite or PostgreSQL",
+        )
+        .into());
+    }
     let mut nats = definition.nats_transport()?;
     if let Some(url) = nats_url {
         nats = nats.with_url(url);
@@ -44,7 +62,8 @@ pub(super) async fn run(
         .build_with(&Deployment {
             transport: Some(Transport::Nats(nats)),
             serve: Some(serve.clone()),
-            ..Deployment::default()
+            #[cfg(any(feature = "sqlite", feature = "postgres"))]
+            journal,
         })
         .await?;
     let reloader = if watch {

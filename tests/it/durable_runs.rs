@@ -126,6 +126,8 @@ struct Spec {
     terminal: &'static str,
     /// One more agent, `audit`, that no message reaches (the changed-system test).
     audit: bool,
+    /// The hop timeout (below the NATS test's `ack_wait_ms`, which a worker requires).
+    hop_timeout_ms: u64,
 }
 
 impl Default for Spec {
@@ -135,6 +137,7 @@ impl Default for Spec {
             tables: String::new(),
             terminal: "finish",
             audit: false,
+            hop_timeout_ms: 60_000,
         }
     }
 }
@@ -148,6 +151,7 @@ fn write_system(dir: &Scratch, server: &TestServer, spec: &Spec) {
         tables,
         terminal,
         audit,
+        hop_timeout_ms,
     } = spec;
     let audit_agent = if *audit {
         "[[agents]]\nname = \"audit\"\nscript = \"audit.rhai\"\n"
@@ -159,7 +163,7 @@ fn write_system(dir: &Scratch, server: &TestServer, spec: &Spec) {
         &format!(
             r#"name = "{name}"
 entry = "prepare"
-hop_timeout_ms = 60000
+hop_timeout_ms = {hop_timeout_ms}
 
 {tables}
 
@@ -1589,6 +1593,7 @@ async fn a_nats_worker_killed_mid_stream_loses_nothing_and_repeats_no_recorded_c
                 "[transport]\nkind = \"nats\"\nurl = \"{}\"\nack_wait_ms = 5000\n",
                 nats_url()
             ),
+            hop_timeout_ms: 4_000,
             ..Spec::default()
         },
     );

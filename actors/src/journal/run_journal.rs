@@ -23,6 +23,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use super::rows::{CallRow, Entry, HopRow, OutcomeRow, RunRow};
+use super::store::JournalStore;
 use super::writer::JournalWriter;
 use crate::system::{Envelope, Next, Outcome, OutcomeSink, OutcomeStatus, SystemCore};
 
@@ -30,6 +31,7 @@ use crate::system::{Envelope, Next, Outcome, OutcomeSink, OutcomeStatus, SystemC
 /// [`AgentSystemBuilder::journal`](crate::AgentSystemBuilder::journal) and every input becomes a
 /// durable run of the batch `batch_id`.
 pub struct RunJournal {
+    store: JournalStore,
     writer: JournalWriter,
     batch_id: Arc<str>,
     /// The calls recorded by hops that were running when an earlier process died, by run,
@@ -49,10 +51,12 @@ impl std::fmt::Debug for RunJournal {
 }
 
 impl RunJournal {
-    /// The journal of batch `batch_id` (begun in the store, or resumed), written by `writer`.
-    pub fn new(writer: JournalWriter, batch_id: impl Into<Arc<str>>) -> RunJournal {
+    /// The journal of batch `batch_id` (begun in `store`, or resumed; a NATS worker, which
+    /// admits no run, names none: ""). Starts the store's writer.
+    pub fn new(store: &JournalStore, batch_id: impl Into<Arc<str>>) -> RunJournal {
         RunJournal {
-            writer,
+            store: store.clone(),
+            writer: store.writer(),
             batch_id: batch_id.into(),
             replay: Mutex::new(FxHashMap::default()),
             replaying: AtomicBool::new(false),
@@ -62,6 +66,11 @@ impl RunJournal {
     /// The batch every run of this system belongs to.
     pub fn batch_id(&self) -> &str {
         &self.batch_id
+    }
+
+    /// The store.
+    pub fn store(&self) -> &JournalStore {
+        &self.store
     }
 
     /// What appends to the store.

@@ -44,6 +44,7 @@ impl NatsLink {
             path: Vec::new(),
             hops: Vec::new(),
             payload,
+            run_id: ticket.run.as_deref().map(str::to_string),
         };
         let publication = Publication {
             subject: self.names.agent_subject(entry),

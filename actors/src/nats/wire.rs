@@ -35,6 +35,10 @@ pub(crate) struct WireMessage {
     #[serde(default)]
     pub hops: Vec<String>,
     pub payload: Value,
+    /// In a durable system, the id of the input's run: the workers journal its hops under
+    /// it (its branch is `path`'s indices, as the journal names branches).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

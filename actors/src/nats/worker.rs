@@ -137,6 +137,14 @@ fn accept(
         .path
         .iter()
         .fold(1u32, |breadth, &(_, width)| breadth.saturating_mul(width));
+    // In a durable system the run's hops are journaled under its id, on its branch.
+    #[cfg(feature = "journal")]
+    let (run_id, branch) = match (core.journal(), wire.run_id) {
+        (Some(_), Some(run_id)) => (Some(Arc::<str>::from(run_id)), branch_of(&wire.path)),
+        _ => (None, None),
+    };
+    #[cfg(not(feature = "journal"))]
+    let (run_id, branch): (Option<Arc<str>>, Option<Arc<str>>) = (None, None);
     let ticket = Ticket::remote(
         wire.input,
         wire.trace,
@@ -147,12 +155,16 @@ fn accept(
             taken: Mutex::new(Some((message, slot))),
         },
     );
+    let ticket = match run_id {
+        Some(run_id) => ticket.with_run(run_id),
+        None => ticket,
+    };
     let envelope = Envelope {
         payload: wire.payload,
         hops: wire.hops.into_iter().map(Arc::from).collect(),
         breadth,
         ticket,
-        branch: None,
+        branch,
     };
     let attempts = link.config.max_deliver;
     if delivered > i64::from(attempts) {
@@ -162,7 +174,80 @@ fn accept(
         };
         return dead_letter(core, link, envelope, reason);
     }
+    #[cfg(feature = "journal")]
+    if delivered > 1 && envelope.ticket.run.is_some() {
+        // A worker died with this hop: the journal says whether it ran (then its recorded
+        // output goes on) and which calls it made (answered from the journal when it runs).
+        let (core, agent) = (Arc::clone(core), Arc::clone(agent));
+        tokio::spawn(async move { redelivered(core, agent, envelope).await });
+        return;
+    }
     core.deliver(envelope, agent);
+}
+
+/// The journal's branch name of a fan-out `path` ("0.2": branch 2 of a fan-out in branch 0;
+/// `None` for the run's first branch).
+#[cfg(feature = "journal")]
+fn branch_of(path: &[Fork]) -> Option<Arc<str>> {
+    if path.is_empty() {
+        return None;
+    }
+    let names: Vec<String> = path.iter().map(|(index, _)| index.to_string()).collect();
+    Some(Arc::from(names.join(".")))
+}
+
+/// A durable hop delivered again (its worker died before acknowledging it): if the journal
+/// holds the hop, what it recorded goes on without running it again; otherwise it runs, the
+/// calls it had made answered from the journal.
+#[cfg(feature = "journal")]
+async fn redelivered(core: Arc<SystemCore>, agent: Arc<str>, mut envelope: Envelope) {
+    let Some(journal) = core.journal().cloned() else {
+        return core.deliver(envelope, &agent);
+    };
+    let Some(run_id) = envelope.ticket.run.clone() else {
+        return core.deliver(envelope, &agent);
+    };
+    let branch = envelope.branch.as_deref().unwrap_or("").to_string();
+    let hop_no = u32::try_from(envelope.hops.len()).unwrap_or(u32::MAX);
+    let store = journal.store();
+    match store.hop(&run_id, &branch, hop_no).await {
+        Ok(Some(recorded)) => {
+            envelope.hops.push(Arc::clone(&agent));
+            let output = recorded
+                .output
+                .as_deref()
+                .map(serde_json::from_str::<Value>);
+            match (output, recorded.error) {
+                (Some(Ok(output)), _) => core.forward(envelope, output),
+                (_, Some(reason)) => core.dead_letter(envelope, DeadLetterReason::Routing(reason)),
+                (Some(Err(e)), None) => core.dead_letter(
+                    envelope,
+                    DeadLetterReason::Routing(format!(
+                        "the journal of run {run_id} is corrupt: bilayer_hops, output of hop {hop_no}: {e}"
+                    )),
+                ),
+                (None, None) => core.dead_letter(
+                    envelope,
+                    DeadLetterReason::Routing(format!(
+                        "the journal of run {run_id} holds hop {hop_no} with neither an output nor an error"
+                    )),
+                ),
+            }
+        }
+        Ok(None) => {
+            match store.recorded_calls(&run_id, &branch, hop_no).await {
+                Ok(calls) => journal.expect_replay(calls),
+                Err(e) => tracing::warn!(run_id = %run_id, error = %e,
+                    "cannot read a redelivered hop's calls from the journal; it makes them again"),
+            }
+            core.deliver(envelope, &agent);
+        }
+        Err(e) => {
+            tracing::warn!(run_id = %run_id, error = %e,
+                "cannot read a redelivered hop from the journal; it runs again");
+            core.deliver(envelope, &agent);
+        }
+    }
 }
 
 fn stream_sequence(message: &jetstream::Message) -> u64 {
@@ -323,6 +408,7 @@ fn route(
         path,
         hops,
         payload,
+        run_id: envelope.ticket.run.as_deref().map(str::to_string),
     };
     publications.push(Publication {
         subject: link.names.agent_subject(target),
