@@ -37,6 +37,7 @@ mod cli;
 mod concurrency;
 mod definition_fuzz;
 mod durable_runs;
+mod durable_steps;
 mod foundation_calls;
 mod foundation_lifecycle;
 mod foundation_supervision;
