@@ -7,7 +7,11 @@
 //!   releases.
 
 mod rows;
+mod store;
+mod writer;
 
 pub use rows::{
     BatchRow, CallRow, Entry, HopRow, OutcomeRow, RunRecord, RunRow, RunStatus, RunSummary,
 };
+pub use store::{JournalError, JournalStore, StoreOptions, SCHEMA_VERSION};
+pub use writer::{JournalWriter, Then};
