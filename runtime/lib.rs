@@ -54,6 +54,8 @@
 //!   library uses its native agents (a system definition's `native = "order_intake"`), and the
 //!   binary, benches, tests and the W1 example compile the same file for the workload's orders
 //!   and expected answer (see docs/ARCHITECTURE.md).
+//! - `journal` (with `sqlite` or `postgres`): durable runs, the journal of every run's hops,
+//!   calls and outcome in a SQL store (`bilayer_actors::journal`, re-exported).
 //! - [`features`]: the error a definition or a subcommand gives when it needs a Cargo
 //!   feature this build lacks.
 //! - [`builtin`], [`hot_reload`], [`rhai_runtime`], [`wasm_runtime`], [`user_file`]: the
@@ -75,8 +77,8 @@
 //! | `hot-reload` | watching plugin files: `HotReloadManager`, `run --watch`, `worker --watch` | notify |
 //! | `llm` | the `llm` built-in plugin (OpenAI-compatible) | reqwest |
 //! | `http` | the `http` built-in plugin | reqwest |
-//! | `sqlite` | the `database` built-in plugin on SQLite | sqlx (sqlite, bundled) |
-//! | `postgres` | the `database` built-in plugin on PostgreSQL | sqlx (postgres) |
+//! | `sqlite` | the `database` built-in plugin on SQLite; journal stores (durable runs, `bilayer runs`) in SQLite | sqlx (sqlite, bundled) |
+//! | `postgres` | the `database` built-in plugin on PostgreSQL; journal stores in PostgreSQL | sqlx (postgres) |
 //! | `nats` | the NATS JetStream transport: `[transport] kind = "nats"`, `run --transport nats`, `bilayer worker` | async-nats |
 //!
 //! The `bilayer` binary (runtime/main.rs, runtime/cli/: one file per subcommand) is not part
@@ -125,13 +127,10 @@ pub mod user_file {
     pub use bilayer_plugins::user_file::*;
 }
 
-/// Durable runs (features `sqlite`, `postgres`): the journal's store, its rows, and the
-/// [`RunJournal`](journal::RunJournal) an agent system records its runs in.
+/// Durable runs: the journal of every run's hops, calls and outcome in a SQL store (SQLite or
+/// PostgreSQL), read back to resume a run and by `bilayer runs`.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub mod journal {
-    pub use bilayer_actors::journal::*;
-}
-
+pub use bilayer_actors::journal;
 pub use bilayer_actors::Transport;
 pub use bilayer_actors::{
     AgentSystem, AgentSystemBuilder, DeadLetter, Outcome, OutcomeStatus, OutcomeStream,

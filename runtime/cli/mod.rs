@@ -6,6 +6,7 @@ mod durable;
 mod exec;
 mod latency;
 mod run;
+mod runs;
 mod tools;
 mod watch;
 #[cfg(feature = "nats")]
@@ -136,6 +137,12 @@ enum Command {
     Check {
         /// The system definition (TOML).
         system: PathBuf,
+    },
+    /// Inspect the journal of durable runs (a store written by `bilayer run --store`): list
+    /// runs, show one, prune or compact finished ones.
+    Runs {
+        #[command(subcommand)]
+        command: runs::RunsCommand,
     },
     /// Print the tool definitions of a tool script or a directory of them.
     Tools {
@@ -317,6 +324,7 @@ pub(crate) async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>
             exec::run(&file, &input, &limits, &grants, config.as_deref()).await
         }
         Command::Tools { path, format } => tools::run(&path, format).await,
+        Command::Runs { command } => runs::run(command).await,
     }
 }
 

@@ -249,7 +249,7 @@ fn help_lists_every_subcommand() {
         .collect();
     assert_eq!(
         commands,
-        ["exec", "run", "worker", "check", "tools", "help"],
+        ["exec", "run", "worker", "check", "runs", "tools", "help"],
         "--help's command list:\n{}",
         done.stdout
     );

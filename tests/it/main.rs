@@ -46,6 +46,7 @@ mod hot_reload_example;
 mod hot_reload_load;
 mod hot_reload_metrics;
 mod hot_reload_rollback;
+mod journal_cli;
 mod native_plugin_example;
 mod nats_auth;
 mod nats_scale_out;
