@@ -27,6 +27,9 @@ use super::store::JournalStore;
 use super::writer::JournalWriter;
 use crate::system::{Envelope, Next, Outcome, OutcomeSink, OutcomeStatus, SystemCore};
 
+/// A hop as the journal keys it: run, branch, hop number.
+type HopKey = (Arc<str>, Arc<str>, u32);
+
 /// The journal of an agent system's runs: hand one to
 /// [`AgentSystemBuilder::journal`](crate::AgentSystemBuilder::journal) and every input becomes a
 /// durable run of the batch `batch_id`.
@@ -36,7 +39,7 @@ pub struct RunJournal {
     batch_id: Arc<str>,
     /// The calls recorded by hops that were running when an earlier process died, by run,
     /// branch and hop: answered from here when those hops run again.
-    replay: Mutex<FxHashMap<(Arc<str>, Arc<str>, u32), Vec<CallRow>>>,
+    replay: Mutex<FxHashMap<HopKey, Vec<CallRow>>>,
     /// Whether `replay` holds anything (read on every hop; the lock only when it does).
     replaying: AtomicBool,
 }

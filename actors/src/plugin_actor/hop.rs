@@ -171,16 +171,14 @@ impl PluginActorState {
                 // When the plugin overlaps, the hop runs on a sibling: polled once here, and
                 // moved to a task of its own if it waits (overlap.rs).
                 if let Some(sibling) = self.overlap.sibling(self.plugin.as_ref()) {
-                    let mut run = hop_on_sibling(
-                        sibling,
-                        envelope,
-                        keep_payload,
+                    let frame = HopFrame {
                         chain,
                         span,
                         started,
-                        self.hop_timeout,
-                        Arc::clone(&self.shared.id),
-                    );
+                        hop_timeout: self.hop_timeout,
+                        id: Arc::clone(&self.shared.id),
+                    };
+                    let mut run = hop_on_sibling(sibling, envelope, keep_payload, frame);
                     let (sibling, answered, end) = match first_poll(&mut run).await {
                         Poll::Ready(answered) => answered,
                         Poll::Pending => {
@@ -206,15 +204,18 @@ impl PluginActorState {
                         ticket: Arc::clone(&envelope.ticket),
                         branch: envelope.branch.clone(),
                     });
+                    let frame = HopFrame {
+                        chain,
+                        span,
+                        started,
+                        hop_timeout: self.hop_timeout,
+                        id: Arc::clone(&self.shared.id),
+                    };
                     let end = run_async(
                         self.plugin.as_mut(),
                         &mut envelope.payload,
                         keep_payload,
-                        chain,
-                        span,
-                        started,
-                        self.hop_timeout,
-                        Arc::clone(&self.shared.id),
+                        frame,
                     )
                     .await;
                     self.in_flight = None;
@@ -355,6 +356,17 @@ impl PluginActorState {
     }
 }
 
+/// What a hop runs in, wherever it runs (the actor's own plugin or a sibling): its call chain
+/// (in a durable run, with the hop's journal), its span, when it started, its timeout and its
+/// agent.
+pub(super) struct HopFrame {
+    pub(super) chain: CallChain,
+    pub(super) span: tracing::Span,
+    pub(super) started: clock::Instant,
+    pub(super) hop_timeout: Option<std::time::Duration>,
+    pub(super) id: Arc<str>,
+}
+
 /// An agent hop through the plugin's async entry points, in the agent's call chain, bounded
 /// by the hop timeout (counted from `started`, the start of the hop) once it has to wait.
 /// A plugin whose work waits on another thread (a WASM call on a blocking thread) is
@@ -369,12 +381,15 @@ pub(super) async fn run_async(
     plugin: &mut dyn AgentPlugin,
     payload: &mut Value,
     keep_payload: bool,
-    chain: CallChain,
-    span: tracing::Span,
-    started: clock::Instant,
-    hop_timeout: Option<std::time::Duration>,
-    id: Arc<str>,
+    frame: HopFrame,
 ) -> RunEnd<()> {
+    let HopFrame {
+        chain,
+        span,
+        started,
+        hop_timeout,
+        id,
+    } = frame;
     let call = async move {
         if keep_payload {
             plugin.execute_json_in_place(payload).await

@@ -48,6 +48,7 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use super::call::CallReply;
+use super::hop::HopFrame;
 use super::settle::RunEnd;
 use super::{PluginActorState, PluginMsg};
 use crate::clock;
@@ -378,24 +379,12 @@ pub(super) fn hop_on_sibling(
     mut sibling: Box<dyn AgentPlugin>,
     mut envelope: Envelope,
     keep_payload: bool,
-    chain: CallChain,
-    span: tracing::Span,
-    started: clock::Instant,
-    hop_timeout: Option<Duration>,
-    id: Arc<str>,
+    frame: HopFrame,
 ) -> HopRun {
     Box::pin(async move {
-        let end = super::hop::run_async(
-            sibling.as_mut(),
-            &mut envelope.payload,
-            keep_payload,
-            chain,
-            span,
-            started,
-            hop_timeout,
-            id,
-        )
-        .await;
+        let end =
+            super::hop::run_async(sibling.as_mut(), &mut envelope.payload, keep_payload, frame)
+                .await;
         (sibling, envelope, end)
     })
 }
