@@ -3,8 +3,9 @@
 //! as the writer takes them, then flushed, with `synchronous=NORMAL` (durable against a killed
 //! process) and `FULL` (`power_loss_safe`, durable against a power loss).
 //!
-//! `cargo bench --bench journal` (throughput in runs; × 6 for rows); figures in
-//! docs/benchmarks.md.
+//! `cargo bench --bench journal` (throughput in runs/s; × 6 for rows/s). The writer's
+//! throughput without criterion, plus a bulk load: the ignored test
+//! `journal_writer_throughput` of bilayer-actors (actors/src/journal/store/tests.rs).
 
 // A bench is not API: `criterion_group!` makes an undocumented `pub fn`.
 #![allow(missing_docs)]

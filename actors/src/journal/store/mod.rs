@@ -5,9 +5,9 @@
 //! are written once for both backends: every statement uses `$N` placeholders, which
 //! PostgreSQL reads natively and sqlx's SQLite driver reads as numbered parameters, and the
 //! [`on_pool!`] macro expands a body once per backend, so each expansion is ordinary, fully
-//! typed sqlx code. (The writer's many-parameter inserts are the exception: they use `?` on
-//! SQLite, insert.rs says why.) Only what truly differs is per backend: how a file or a server is opened,
-//! and how a transaction that must not interleave begins.
+//! typed sqlx code. Only what truly differs is per backend: how a file or a server is opened,
+//! how a transaction that must not interleave begins, and how the writer inserts a batch
+//! (insert.rs says why).
 //!
 //! - error.rs: [`JournalError`], URL redaction, sqlx errors in words;
 //! - schema.rs: creating the tables, checking the schema version;
@@ -36,6 +36,7 @@ pub use error::JournalError;
 pub(crate) use error::{describe, redact};
 pub(crate) use insert::Tables;
 
+#[cfg(feature = "sqlite")]
 use insert::InsertSql;
 
 /// The schema version this build writes and reads (the `schema_version` row of
@@ -91,6 +92,8 @@ pub(crate) struct Core {
     /// The URL as given, password redacted: every message names the store by it.
     pub(crate) url: String,
     pub(crate) pool: Pool,
+    /// SQLite's insert statements (PostgreSQL's are fixed: insert.rs).
+    #[cfg(feature = "sqlite")]
     pub(crate) insert: InsertSql,
 }
 
@@ -208,7 +211,8 @@ impl JournalStore {
         let core = Core {
             url: shown,
             pool,
-            insert: InsertSql::new(backend),
+            #[cfg(feature = "sqlite")]
+            insert: InsertSql::new(),
         };
         schema::ensure(&core, options.create_if_missing).await?;
         Ok(JournalStore {

@@ -556,11 +556,16 @@ impl JournalStore {
             Some(RunStatus::Done) => "WHERE o.status = 'ok'",
             Some(RunStatus::Failed) => "WHERE o.status <> 'ok'",
         };
+        // The newest `limit` runs first, then their hop counts: counting inside the sorted
+        // query would count the hops of every run in the store.
+        let order = "ORDER BY x.started_at DESC, x.batch_id DESC, x.input_no DESC";
         let sql = format!(
-            "SELECT r.run_id, r.batch_id, r.input_no, r.started_at, o.status, o.finished_at, \
-             (SELECT COUNT(*) FROM bilayer_hops h WHERE h.run_id = r.run_id) \
-             FROM bilayer_runs r LEFT JOIN bilayer_outcomes o ON o.run_id = r.run_id {filter} \
-             ORDER BY r.started_at DESC, r.batch_id DESC, r.input_no DESC LIMIT $1"
+            "SELECT x.run_id, x.batch_id, x.input_no, x.started_at, x.status, x.finished_at, \
+             (SELECT COUNT(*) FROM bilayer_hops h WHERE h.run_id = x.run_id) \
+             FROM (SELECT r.run_id, r.batch_id, r.input_no, r.started_at, o.status, \
+             o.finished_at FROM bilayer_runs r LEFT JOIN bilayer_outcomes o \
+             ON o.run_id = r.run_id {filter} {} LIMIT $1) x {order}",
+            order.replace("x.", "r.")
         );
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         on_pool!(&core.pool, |pool, _backend| {

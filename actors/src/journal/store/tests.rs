@@ -575,8 +575,32 @@ async fn writing_a_row_again_keeps_the_first() {
                 _ => {}
             }
         }
-        write(&writer, changed).await;
+        write(&writer, changed.clone()).await;
         assert_eq!(store.run("b-1").await.unwrap(), Some(record));
+        // The same rows twice in one batch (one statement): the first stands there too.
+        let (record, entries) = full_run("b", 2, Some("ok"));
+        let twice = changed.into_iter().map(|entry| match entry {
+            Entry::Run(mut run) => {
+                run.run_id = record.run.run_id.clone();
+                Entry::Run(run)
+            }
+            Entry::Hop(mut hop) => {
+                hop.run_id = record.run.run_id.clone();
+                Entry::Hop(hop)
+            }
+            Entry::Call(mut call) => {
+                call.run_id = record.run.run_id.clone();
+                Entry::Call(call)
+            }
+            Entry::Outcome(mut outcome) => {
+                outcome.run_id = record.run.run_id.clone();
+                Entry::Outcome(outcome)
+            }
+        });
+        // Appended without yielding (the test's runtime has one thread, the writer's task
+        // waits for the flush): one batch.
+        write(&writer, entries.into_iter().chain(twice).collect()).await;
+        assert_eq!(store.run("b-2").await.unwrap(), Some(record));
         writer.close().await.unwrap();
         test.finish().await;
     }
@@ -826,6 +850,7 @@ async fn journal_writer_throughput() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(200_000);
     let runs = rows / 6;
+    let mut configurations = Vec::new();
     for power_loss_safe in [false, true] {
         let scratch = Scratch::new("throughput");
         let options = StoreOptions {
@@ -835,6 +860,16 @@ async fn journal_writer_throughput() {
         let store = JournalStore::open(&scratch.url("runs.db"), options)
             .await
             .unwrap();
+        let label = format!("SQLite, power_loss_safe={power_loss_safe}");
+        configurations.push((label, store, Some(scratch), None));
+    }
+    if let Some((url, schema, with_path)) = postgres_url("throughput").await {
+        let store = JournalStore::open(&with_path, StoreOptions::default())
+            .await
+            .unwrap();
+        configurations.push(("PostgreSQL".to_string(), store, None, Some((url, schema))));
+    }
+    for (label, store, scratch, schema) in configurations {
         let writer = store.writer();
         let agents: [Arc<str>; 4] = ["intake", "manager", "fulfillment", "audit"].map(Arc::from);
         let batch: Arc<str> = Arc::from("7f3a9c21e0b44d1a");
@@ -891,19 +926,40 @@ async fn journal_writer_throughput() {
         assert_eq!(released.load(Ordering::Relaxed) as u64, runs * 4);
         let bytes: u64 = ["runs.db", "runs.db-wal"]
             .iter()
-            .filter_map(|file| std::fs::metadata(scratch.path().join(file)).ok())
+            .filter_map(|file| std::fs::metadata(scratch.as_ref()?.path().join(file)).ok())
             .map(|m| m.len())
             .sum();
         let seconds = elapsed.as_secs_f64();
         println!(
-            "journal writer, SQLite, power_loss_safe={power_loss_safe}: {} rows ({runs} runs) in \
-             {elapsed:?}: {:.0} rows/s, {:.0} runs/s; {bytes} bytes on disk ({:.0} per row)",
+            "journal writer, {label}: {} rows ({runs} runs) in {elapsed:?}: {:.0} rows/s, \
+             {:.0} runs/s; {bytes} bytes in the SQLite files ({:.0} per row)",
             runs * 6,
             (runs * 6) as f64 / seconds,
             runs as f64 / seconds,
             bytes as f64 / (runs * 6) as f64
         );
+        // Reading back: a resume's bulk load of the whole batch, a listing.
+        let started = std::time::Instant::now();
+        let loaded = store.load_runs(&batch).await.unwrap();
+        let load = started.elapsed();
+        assert_eq!(loaded.len() as u64, runs);
+        assert!(loaded
+            .iter()
+            .all(|r| r.hops.len() == 4 && r.outcome.is_some()));
+        let started = std::time::Instant::now();
+        assert_eq!(store.list_runs(None, 50).await.unwrap().len(), 50);
+        println!(
+            "  load_runs of {runs} runs ({} rows): {load:?}; list_runs 50: {:?}",
+            runs * 6,
+            started.elapsed()
+        );
         writer.close().await.unwrap();
-        store.close().await;
+        TestStore {
+            store,
+            _scratch: scratch,
+            schema,
+        }
+        .finish()
+        .await;
     }
 }
