@@ -32,6 +32,11 @@
 //!   or a [`RoutingPolicy`] (a Rhai script: `RhaiRoutingPolicy`, Cargo feature `rhai`), dead
 //!   letters, one [`Outcome`] per input; the carrier, the one seam where messages leave for
 //!   another transport.
+//! - `journal` (features `sqlite`, `postgres`): durable runs: the journal store and its
+//!   group-commit writer, [`journal::RunJournal`] (hand it to
+//!   [`AgentSystemBuilder::journal`]: every input becomes a run whose hops, calls and outcome
+//!   are journaled, each effect released once committed), and resuming a run from it
+//!   ([`AgentSystem::resume_run`]).
 //! - `nats`: the NATS JetStream transport that spreads one system over processes
 //!   (`Transport::Nats`); Cargo feature `nats` (default).
 //! - `reload_target`: the manager as the target of hot reload (`bilayer_plugins::hot_reload`).

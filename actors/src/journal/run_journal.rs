@@ -166,14 +166,15 @@ impl RunJournal {
             .last()
             .cloned()
             .unwrap_or_else(|| Arc::from(""));
+        // Written out rather than built as a `Value` and printed: this runs on every hop.
         let decision = match core.decide(&agent, &output) {
-            Ok(Next::Terminal) => Value::from("terminal"),
-            Ok(Next::One(target)) => serde_json::json!({ "next": &*target }),
+            Ok(Next::Terminal) => String::from(r#""terminal""#),
+            Ok(Next::One(target)) => format!(r#"{{"next":{}}}"#, json_text(&target)),
             Ok(Next::Many(targets)) => {
-                let targets: Vec<&str> = targets.iter().map(|t| &**t).collect();
-                serde_json::json!({ "fanout": targets })
+                let targets: Vec<String> = targets.iter().map(|t| json_text(t)).collect();
+                format!(r#"{{"fanout":[{}]}}"#, targets.join(","))
             }
-            Err(reason) => serde_json::json!({ "dead_letter": reason.to_string() }),
+            Err(reason) => format!(r#"{{"dead_letter":{}}}"#, json_text(&reason.to_string())),
         };
         let now = SystemTime::now();
         let row = HopRow {
@@ -184,7 +185,7 @@ impl RunJournal {
             version: version.to_string(),
             output: Some(output.to_string()),
             error: None,
-            decision: decision.to_string(),
+            decision,
             started_at: unix_ms(now.checked_sub(elapsed).unwrap_or(now)),
             elapsed_us: i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX),
         };
@@ -283,6 +284,11 @@ fn journal_failed(outcome: Outcome, cause: &str) -> Outcome {
         )),
         ..outcome
     }
+}
+
+/// `text` as a JSON string literal.
+fn json_text(text: &str) -> String {
+    Value::from(text).to_string()
 }
 
 /// The branch of a run's first message: "".

@@ -146,9 +146,12 @@ async fn write_loop(
     mut queue: mpsc::UnboundedReceiver<Command>,
     max_batch: usize,
 ) {
+    // The callbacks run on a task of their own, in commit order: while they release one
+    // batch's effects (routing, inbox pushes, outcomes), the next batch is already being
+    // written. Inline, the two took turns and left a core idle.
+    let (release, released) = mpsc::unbounded_channel();
+    tokio::spawn(release_loop(released));
     let mut batch = Batch::default();
-    // The first failure since the last flush, which that flush reports.
-    let mut failed: Option<JournalError> = None;
     while let Some(first) = queue.recv().await {
         let mut closing = batch.take(first);
         while closing.is_none() && batch.entries < max_batch {
@@ -166,24 +169,66 @@ async fn write_loop(
         };
         if let Err(e) = &result {
             tracing::error!("{e}");
-            failed.get_or_insert_with(|| e.clone());
         }
         batch.entries = 0;
-        for waiter in batch.waiters.drain(..) {
-            match waiter {
-                Waiter::Then(then) => call(then, result.clone()),
-                Waiter::Flush(done) => {
-                    let _ = done.send(failed.take().map_or(Ok(()), Err));
-                }
-            }
+        let waiters = std::mem::take(&mut batch.waiters);
+        if let Err(mpsc::error::SendError(Release::Batch(waiters, result))) =
+            release.send(Release::Batch(waiters, result))
+        {
+            // The releaser is gone only if a runtime is shutting down: release here.
+            release_batch(waiters, result, &mut None);
         }
         if let Some(done) = closing {
-            let _ = done.send(failed.take().map_or(Ok(()), Err));
             queue.close();
             while let Ok(command) = queue.try_recv() {
                 refuse(command, &core.url);
             }
+            if let Err(mpsc::error::SendError(Release::Closed(done))) =
+                release.send(Release::Closed(done))
+            {
+                let _ = done.send(Ok(()));
+            }
             return;
+        }
+    }
+}
+
+/// What the writer hands its releaser: a committed (or failed) batch's waiters, or the close
+/// to answer once everything before it is released.
+enum Release {
+    Batch(Vec<Waiter>, Result<(), JournalError>),
+    Closed(oneshot::Sender<Result<(), JournalError>>),
+}
+
+/// Runs the callbacks and answers the flushes of each batch, in commit order.
+async fn release_loop(mut released: mpsc::UnboundedReceiver<Release>) {
+    // The first failure since the last flush, which that flush reports.
+    let mut failed: Option<JournalError> = None;
+    while let Some(release) = released.recv().await {
+        match release {
+            Release::Batch(waiters, result) => release_batch(waiters, result, &mut failed),
+            Release::Closed(done) => {
+                let _ = done.send(failed.take().map_or(Ok(()), Err));
+                return;
+            }
+        }
+    }
+}
+
+fn release_batch(
+    waiters: Vec<Waiter>,
+    result: Result<(), JournalError>,
+    failed: &mut Option<JournalError>,
+) {
+    if let Err(e) = &result {
+        failed.get_or_insert_with(|| e.clone());
+    }
+    for waiter in waiters {
+        match waiter {
+            Waiter::Then(then) => call(then, result.clone()),
+            Waiter::Flush(done) => {
+                let _ = done.send(failed.take().map_or(Ok(()), Err));
+            }
         }
     }
 }

@@ -9,8 +9,10 @@
 //! - `Carrier::Nats` (cargo feature `nats`): JetStream subjects, so that the agents of one
 //!   system can be spread over processes (see the `nats` module).
 //!
-//! A durable journal is meant to be one more carrier. Every place that used to ask "is this
-//! system on NATS?" asks its carrier instead, so a new one is one variant and its arms.
+//! Every place that used to ask "is this system on NATS?" asks its carrier instead, so a new
+//! one is one variant and its arms. The journal of durable runs is not a carrier but a layer
+//! over either (journal/run_journal.rs): a hop's output reaches the carrier once its entry is
+//! committed.
 
 use std::sync::Arc;
 
