@@ -49,6 +49,7 @@ pub(super) async fn open(
         }
         return Ok(None);
     };
+    refuse_memory(&url)?;
     let store = JournalStore::open(
         &url,
         StoreOptions {
@@ -61,7 +62,10 @@ pub(super) async fn open(
     let summary = definition.journal_summary();
     let digest = format!("{:016x}", fnv1a(summary.as_bytes()));
     let latest = if options.resume {
-        store.latest_batch().await.map_err(|e| e.to_string())?
+        store
+            .latest_batch_from(source)
+            .await
+            .map_err(|e| e.to_string())?
     } else {
         None
     };
@@ -88,7 +92,10 @@ pub(super) async fn open(
         }
         None => {
             if options.resume {
-                eprintln!("bilayer run: nothing to resume in the store; starting a new batch");
+                eprintln!(
+                    "bilayer run: the store holds no batch over {source} to resume; starting a \
+                     new batch"
+                );
             }
             let batch = BatchRow {
                 batch_id: new_batch_id(),
@@ -118,6 +125,7 @@ pub(super) async fn open_for_worker(
     let Some(url) = store.or_else(|| definition.store_url()) else {
         return Ok(None);
     };
+    refuse_memory(&url)?;
     let options = StoreOptions {
         power_loss_safe: definition.power_loss_safe(),
         ..StoreOptions::default()
@@ -126,6 +134,18 @@ pub(super) async fn open_for_worker(
         .await
         .map_err(|e| e.to_string())?;
     Ok(Some(Arc::new(RunJournal::new(&store, ""))))
+}
+
+/// An in-memory SQLite store survives nothing, so a command that journals runs in it would
+/// promise what it cannot keep.
+fn refuse_memory(url: &str) -> Result<(), String> {
+    if url.starts_with("sqlite:") && (url.contains(":memory:") || url.contains("mode=memory")) {
+        return Err(format!(
+            "the journal store {url} is in memory and survives nothing: give a file \
+             (--store sqlite:runs.db) or a PostgreSQL URL"
+        ));
+    }
+    Ok(())
 }
 
 /// A new batch id: 12 hex digits, random per process and time.

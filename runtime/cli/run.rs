@@ -253,8 +253,17 @@ pub(super) async fn run(
     // refusal) is committed now.
     #[cfg(any(feature = "sqlite", feature = "postgres"))]
     if let Some(durable) = &durable {
-        if let Err(error) = durable.writer.flush().await {
-            eprintln!("bilayer run: the journal could not commit its last entries: {error}");
+        // Bounded: a store that stalls (a PostgreSQL server gone quiet) must not hold an
+        // interrupted run's exit.
+        match tokio::time::timeout(Duration::from_secs(10), durable.writer.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                eprintln!("bilayer run: the journal could not commit its last entries: {error}")
+            }
+            Err(_) => eprintln!(
+                "bilayer run: the journal did not commit its last entries within 10 s; they \
+                 are lost (their runs resume from their last recorded hop)"
+            ),
         }
     }
     let stderr = std::io::stderr();

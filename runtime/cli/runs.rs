@@ -78,7 +78,12 @@ fn parse_age(text: &str) -> Result<Duration, String> {
         )
     };
     let text = text.trim();
-    let unit_at = text.len().checked_sub(1).ok_or_else(refuse)?;
+    // The unit is the last character, whatever its width (`7µ` is refused, not a panic).
+    let unit_at = text
+        .char_indices()
+        .last()
+        .map(|(at, _)| at)
+        .ok_or_else(refuse)?;
     let (number, unit) = text.split_at(unit_at);
     let seconds_per_unit = match unit {
         "s" => 1,
@@ -487,7 +492,17 @@ mod tests {
         assert_eq!(parse_age("12h"), Ok(Duration::from_secs(12 * 3_600)));
         assert_eq!(parse_age("30m"), Ok(Duration::from_secs(1_800)));
         assert_eq!(parse_age("0s"), Ok(Duration::ZERO));
-        for bad in ["7", "d", "7w", "-1d", "1.5h", "", "99999999999999999999d"] {
+        for bad in [
+            "7",
+            "d",
+            "7w",
+            "-1d",
+            "1.5h",
+            "",
+            "99999999999999999999d",
+            "7µ",
+            "µ",
+        ] {
             let error = parse_age(bad).unwrap_err();
             assert!(
                 error.contains("s (seconds), m (minutes), h (hours) or d (days)"),

@@ -80,7 +80,7 @@ pub(crate) fn plan(record: RunRecord, input: &Value, trace_id: &str) -> Result<R
         ));
     }
     if let Some(outcome) = record.outcome {
-        let mut outcome: Outcome = serde_json::from_str(&outcome.outcome)
+        let mut outcome: Outcome = read_json(&outcome.outcome)
             .map_err(|e| corrupt(&run_id, "bilayer_outcomes", "outcome", &e))?;
         outcome.replayed = true;
         outcome.run_id = Some(run_id.to_string());
@@ -248,7 +248,56 @@ fn read_output(run_id: &str, hop: &HopRow) -> Result<Value, String> {
         .output
         .as_deref()
         .ok_or_else(|| corrupt(run_id, "bilayer_hops", &where_, &"it is NULL"))?;
-    serde_json::from_str(text).map_err(|e| corrupt(run_id, "bilayer_hops", &where_, &e))
+    read_json(text).map_err(|e| corrupt(run_id, "bilayer_hops", &where_, &e))
+}
+
+/// How deep a journaled value may nest and still be read back: far past what plugins make
+/// (a script's JSON is bounded at 128 levels by default), shallow enough that reading it
+/// needs well under a thread's default stack. A row past it is refused, not parsed.
+const MAX_READ_DEPTH: usize = 1024;
+
+/// Reads journaled JSON text back. serde_json's own bound (128 levels) would refuse values
+/// the journal wrote itself (an outcome wraps a 128-deep output in two more levels), so it
+/// is lifted, and [`MAX_READ_DEPTH`] checked first instead: a tampered row cannot exhaust
+/// the stack.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    let depth = nesting_depth(text);
+    if depth > MAX_READ_DEPTH {
+        return Err(format!(
+            "it nests {depth} levels deep, past the {MAX_READ_DEPTH} the journal reads back"
+        ));
+    }
+    let mut reader = serde_json::Deserializer::from_str(text);
+    reader.disable_recursion_limit();
+    let value = T::deserialize(&mut reader).map_err(|e| e.to_string())?;
+    reader.end().map_err(|e| e.to_string())?;
+    Ok(value)
+}
+
+/// The deepest nesting of arrays and objects in JSON text (strings skipped).
+fn nesting_depth(text: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for byte in text.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 fn corrupt(run_id: &str, table: &str, what: &str, cause: &dyn std::fmt::Display) -> String {
@@ -407,6 +456,16 @@ mod tests {
         let orphan = record(vec![hop("", 3, "a", "1", r#"{"next":"b"}"#)]);
         let error = plan(orphan, &json!({"id": 1}), "t").unwrap_err();
         assert!(error.contains("truncated"), "{error}");
+        // Deeper than serde_json's own 128 levels reads back; a tampered row past the bound
+        // is refused without being parsed.
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let deep_run = record(vec![hop("", 0, "a", &deep, r#"{"next":"b"}"#)]);
+        let plan_of_deep = continued(plan(deep_run, &json!({"id": 1}), "t").unwrap());
+        assert_eq!(plan_of_deep.frontier.len(), 1);
+        let bomb = "[".repeat(1_000_000);
+        let too_deep = record(vec![hop("", 0, "a", &bomb, r#"{"next":"b"}"#)]);
+        let error = plan(too_deep, &json!({"id": 1}), "t").unwrap_err();
+        assert!(error.contains("nests 1000000 levels deep"), "{error}");
         let other_input = record(Vec::new());
         let error = plan(other_input, &json!({"id": 2}), "t").unwrap_err();
         assert!(error.contains("not the input journaled"), "{error}");

@@ -170,10 +170,17 @@ impl RunJournal {
         let decision = match core.decide(&agent, &output) {
             Ok(Next::Terminal) => String::from(r#""terminal""#),
             Ok(Next::One(target)) => format!(r#"{{"next":{}}}"#, json_text(&target)),
-            Ok(Next::Many(targets)) => {
-                let targets: Vec<String> = targets.iter().map(|t| json_text(t)).collect();
-                format!(r#"{{"fanout":[{}]}}"#, targets.join(","))
-            }
+            // A fan-out past `max_branches` is dead-lettered by the carrier: journaled as such,
+            // so that a resume does not make it.
+            Ok(Next::Many(targets)) => match core.widen(envelope.breadth, targets.len()) {
+                Ok(_) => {
+                    let targets: Vec<String> = targets.iter().map(|t| json_text(t)).collect();
+                    format!(r#"{{"fanout":[{}]}}"#, targets.join(","))
+                }
+                Err(reason) => {
+                    format!(r#"{{"dead_letter":{}}}"#, json_text(&reason.to_string()))
+                }
+            },
             Err(reason) => format!(r#"{{"dead_letter":{}}}"#, json_text(&reason.to_string())),
         };
         let now = SystemTime::now();
@@ -227,7 +234,7 @@ impl RunJournal {
                 .unwrap_or_else(|| Arc::from("")),
             version: version.to_string(),
             output: None,
-            error: Some(reason),
+            error: Some(storable(reason)),
             decision,
             started_at: unix_ms(SystemTime::now()),
             elapsed_us: 0,
@@ -279,10 +286,21 @@ fn journal_failed(outcome: Outcome, cause: &str) -> Outcome {
     Outcome {
         status: OutcomeStatus::Error,
         error: Some(format!(
-            "the journal could not record this run's outcome ({cause}); a resume runs the \
-             input again"
+            "the journal could not record this run's outcome ({cause}); a resume finishes \
+             the run again from its recorded hops"
         )),
         ..outcome
+    }
+}
+
+/// `text` as a column can hold it: PostgreSQL's text refuses NUL (and would fail the whole
+/// batch), so a plugin's answer or error carrying one is journaled with U+FFFD in its place.
+/// JSON texts never carry one (serde_json writes `\u0000`).
+fn storable(text: String) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "\u{FFFD}")
+    } else {
+        text
     }
 }
 
@@ -293,7 +311,8 @@ fn json_text(text: &str) -> String {
 
 /// The branch of a run's first message: "".
 fn root_branch() -> Arc<str> {
-    Arc::from("")
+    static ROOT: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+    Arc::clone(ROOT.get_or_init(|| Arc::from("")))
 }
 
 /// The number of the hop being made on `envelope` (its agent already counted): 0-based.
@@ -363,16 +382,16 @@ impl HopJournal for HopRecorder {
 
     fn record(&self, key: String, target: &str, result: Result<&str, &str>, elapsed: Duration) {
         let (result, error) = match result {
-            Ok(text) => (Some(text.to_string()), None),
-            Err(error) => (None, Some(error.to_string())),
+            Ok(text) => (Some(storable(text.to_string())), None),
+            Err(error) => (None, Some(storable(error.to_string()))),
         };
         self.writer.append(
             Entry::Call(CallRow {
                 run_id: Arc::clone(&self.run_id),
                 branch: Arc::clone(&self.branch),
                 hop_no: self.hop_no,
-                call_key: key,
-                target: target.to_string(),
+                call_key: storable(key),
+                target: storable(target.to_string()),
                 result,
                 error,
                 elapsed_us: i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX),

@@ -216,7 +216,7 @@ async fn redelivered(core: Arc<SystemCore>, agent: Arc<str>, mut envelope: Envel
             let output = recorded
                 .output
                 .as_deref()
-                .map(serde_json::from_str::<Value>);
+                .map(crate::journal::resume::read_json::<Value>);
             match (output, recorded.error) {
                 (Some(Ok(output)), _) => core.forward(envelope, output),
                 (_, Some(reason)) => core.dead_letter(envelope, DeadLetterReason::Routing(reason)),

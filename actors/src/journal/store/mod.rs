@@ -316,6 +316,14 @@ async fn open_sqlite(url: &str, shown: &str, options: &StoreOptions) -> Result<P
         )
     })?;
     let memory = url.contains(":memory:") || url.contains("mode=memory");
+    if !memory && parsed.get_filename().as_os_str().is_empty() {
+        // sqlx would open a private temporary database per connection: nothing durable.
+        return Err(open_error(
+            shown,
+            "the URL names no file".to_string(),
+            "write the URL as sqlite:PATH, e.g. sqlite:runs.db",
+        ));
+    }
     if !memory {
         check_sqlite_path(parsed.get_filename(), shown, options.create_if_missing)?;
     }

@@ -362,18 +362,37 @@ impl RunRecord {
 }
 
 impl JournalStore {
-    /// The batch most recently begun in this store (what `--resume` resumes), if any.
+    /// The batch most recently begun in this store, if any.
     pub async fn latest_batch(&self) -> Result<Option<BatchRow>, JournalError> {
+        self.latest_batch_of(None).await
+    }
+
+    /// The batch most recently begun in this store over inputs from `source` (what
+    /// `--resume` resumes: another input file's batch in the same store is not this one's).
+    pub async fn latest_batch_from(&self, source: &str) -> Result<Option<BatchRow>, JournalError> {
+        self.latest_batch_of(Some(source)).await
+    }
+
+    async fn latest_batch_of(
+        &self,
+        source: Option<&str>,
+    ) -> Result<Option<BatchRow>, JournalError> {
         let core = self.core();
+        let filter = if source.is_some() {
+            "WHERE source = $1 "
+        } else {
+            ""
+        };
         let sql = format!(
-            "SELECT {BATCH_COLUMNS} FROM bilayer_batches ORDER BY started_at DESC, batch_id DESC \
-             LIMIT 1"
+            "SELECT {BATCH_COLUMNS} FROM bilayer_batches {filter}ORDER BY started_at DESC, \
+             batch_id DESC LIMIT 1"
         );
         let row: Option<Result<BatchRow, String>> = on_pool!(&core.pool, |pool, _backend| {
-            match sqlx::query(sqlx::AssertSqlSafe(sql))
-                .fetch_optional(pool)
-                .await
-            {
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.clone()));
+            if let Some(source) = source {
+                query = query.bind(source);
+            }
+            match query.fetch_optional(pool).await {
                 Ok(Some(row)) => Some(decode_batch(&row)),
                 Ok(None) => None,
                 Err(e) => return Err(core.query_error("reading the latest batch", &e)),
