@@ -118,6 +118,7 @@ pub(super) async fn open(
 
 /// The journal of `bilayer worker --store URL` (or the definition's store): the hops it
 /// serves are journaled under the runs their messages carry; it admits no run of its own.
+#[cfg(feature = "nats")]
 pub(super) async fn open_for_worker(
     definition: &SystemDefinition,
     store: Option<String>,

@@ -610,7 +610,10 @@ async fn submit_all(
 async fn submit_lines<R: tokio::io::AsyncBufRead + Unpin>(
     system: &AgentSystem,
     mut lines: JsonLines<R>,
-    #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(unused_mut))]
+    #[cfg_attr(
+        not(any(feature = "sqlite", feature = "postgres")),
+        allow(unused_mut, unused_variables)
+    )]
     mut resumed: Resumed,
     submitted: &AtomicU64,
 ) -> Result<u64, String> {

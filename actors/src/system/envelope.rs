@@ -93,6 +93,7 @@ impl Ticket {
     }
 
     /// This ticket as one of the durable run `run_id` (set before the ticket is shared).
+    #[cfg(any(feature = "journal", feature = "nats"))]
     pub(crate) fn with_run(mut self: Arc<Ticket>, run_id: Arc<str>) -> Arc<Ticket> {
         if let Some(ticket) = Arc::get_mut(&mut self) {
             ticket.run = Some(run_id);
@@ -102,6 +103,7 @@ impl Ticket {
 
     /// This ticket as one of a resumed run whose `finished` branches ended before the crash
     /// and whose `remaining` branches are on their way again (set before it is shared).
+    #[cfg(feature = "journal")]
     pub(crate) fn resumed(
         mut self: Arc<Ticket>,
         remaining: usize,

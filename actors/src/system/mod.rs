@@ -69,7 +69,9 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 pub(crate) use self::core::branch_of_fanout;
 pub use dead_letter::DeadLetter;
 pub(crate) use dead_letter::DeadLetterReason;
-pub(crate) use envelope::{deliver_outcome, Envelope, OutcomeSink, Ticket};
+#[cfg(feature = "journal")]
+pub(crate) use envelope::deliver_outcome;
+pub(crate) use envelope::{Envelope, OutcomeSink, Ticket};
 pub(crate) use inbox::{Inbox, MAX_PER_TURN};
 pub use outcome::{Outcome, OutcomeStatus};
 #[cfg(feature = "rhai")]
