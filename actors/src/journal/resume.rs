@@ -145,34 +145,24 @@ pub(crate) fn plan(record: RunRecord, input: &Value, trace_id: &str) -> Result<R
         let output = || read_output(&run_id, hop);
         let branch = (!hop.branch.is_empty()).then(|| Arc::clone(&hop.branch));
         match &decisions[at] {
-            Decision::Terminal => finished.push(Outcome {
-                input: input_no,
-                status: OutcomeStatus::Ok,
-                agent: Some(hop.agent.to_string()),
-                hops: path.iter().map(|a| a.to_string()).collect(),
-                output: Some(output()?),
-                trace_id: trace_id.to_string(),
-                error: None,
-                reason: None,
-                run_id: None,
-                branches: Vec::new(),
-                replayed: false,
-                latency: Default::default(),
-            }),
-            Decision::DeadLetter(reason) => finished.push(Outcome {
-                input: input_no,
-                status: OutcomeStatus::DeadLetter,
-                agent: Some(hop.agent.to_string()),
-                hops: path.iter().map(|a| a.to_string()).collect(),
-                output: None,
-                trace_id: trace_id.to_string(),
-                error: None,
-                reason: Some(reason.clone()),
-                run_id: None,
-                branches: Vec::new(),
-                replayed: false,
-                latency: Default::default(),
-            }),
+            Decision::Terminal => finished.push(Outcome::branch_end(
+                input_no,
+                trace_id.to_string(),
+                OutcomeStatus::Ok,
+                Some(hop.agent.to_string()),
+                path.iter().map(|a| a.to_string()).collect(),
+                Some(output()?),
+                None,
+            )),
+            Decision::DeadLetter(reason) => finished.push(Outcome::branch_end(
+                input_no,
+                trace_id.to_string(),
+                OutcomeStatus::DeadLetter,
+                Some(hop.agent.to_string()),
+                path.iter().map(|a| a.to_string()).collect(),
+                None,
+                Some(reason.clone()),
+            )),
             Decision::Next(target) => {
                 if !next_held(&hop.branch) {
                     frontier.push(Resumed {

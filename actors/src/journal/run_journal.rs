@@ -209,24 +209,27 @@ impl RunJournal {
         );
     }
 
-    /// A hop failed for good (`reason`, which dead-letters its branch right after): its row is
-    /// appended with the error and that decision. Nothing waits for its commit: the branch's
-    /// only effect is the run's outcome, appended (and committed) after it.
+    /// A hop failed for good: its row is appended with the error and the decision
+    /// `{"dead_letter": reason}`, and its branch is dead-lettered once the row is committed (as
+    /// an answered hop's output goes on only then: over NATS the dead letter is a publication
+    /// and an acknowledgement, which must not come before the journal holds the hop and its
+    /// calls).
     pub(crate) fn hop_failed(
         &self,
-        envelope: &Envelope,
-        reason: &crate::system::DeadLetterReason,
+        core: &Arc<SystemCore>,
+        envelope: Envelope,
+        reason: crate::system::DeadLetterReason,
         version: &str,
     ) {
         let Some(run_id) = envelope.ticket.run.clone() else {
-            return;
+            return core.dead_letter(envelope, reason);
         };
-        let reason = reason.to_string();
-        let decision = serde_json::json!({ "dead_letter": &reason }).to_string();
+        let text = reason.to_string();
+        let decision = format!(r#"{{"dead_letter":{}}}"#, json_text(&text));
         let row = HopRow {
             run_id,
             branch: envelope.branch.clone().unwrap_or_else(root_branch),
-            hop_no: hop_no(envelope),
+            hop_no: hop_no(&envelope),
             agent: envelope
                 .hops
                 .last()
@@ -234,12 +237,22 @@ impl RunJournal {
                 .unwrap_or_else(|| Arc::from("")),
             version: version.to_string(),
             output: None,
-            error: Some(storable(reason)),
+            error: Some(storable(text)),
             decision,
             started_at: unix_ms(SystemTime::now()),
             elapsed_us: 0,
         };
-        self.writer.append(Entry::Hop(row), None);
+        let core = Arc::clone(core);
+        self.writer.append(
+            Entry::Hop(row),
+            Some(Box::new(move |committed| {
+                let reason = match committed {
+                    Ok(()) => reason,
+                    Err(error) => crate::system::DeadLetterReason::Journal(error.to_string()),
+                };
+                core.dead_letter(envelope, reason)
+            })),
+        );
     }
 
     /// A run ended: its outcome is appended and handed to `sink` once committed (or, if the

@@ -157,23 +157,16 @@ impl NatsLink {
         };
         ticket.add_branches(ended.len() - 1);
         for branch in ended {
-            ticket.finish_branch(
-                &core,
-                Outcome {
-                    input: ticket.input,
-                    status: branch.status,
-                    agent: branch.agent,
-                    hops: branch.hops,
-                    output: branch.output,
-                    trace_id: ticket.trace_id_hex(),
-                    error: None,
-                    reason: branch.reason,
-                    run_id: None,
-                    branches: Vec::new(),
-                    replayed: false,
-                    latency: Default::default(),
-                },
+            let outcome = Outcome::branch_end(
+                ticket.input,
+                ticket.trace_id_hex(),
+                branch.status,
+                branch.agent,
+                branch.hops,
+                branch.output,
+                branch.reason,
             );
+            ticket.finish_branch(&core, outcome);
         }
     }
 }

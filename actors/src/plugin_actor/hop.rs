@@ -168,16 +168,16 @@ impl PluginActorState {
         let end = match self.run_now(&mut envelope.payload, &span, &chain) {
             Some(end) => end,
             None => {
+                let frame = HopFrame {
+                    chain,
+                    span,
+                    started,
+                    hop_timeout: self.hop_timeout,
+                    id: Arc::clone(&self.shared.id),
+                };
                 // When the plugin overlaps, the hop runs on a sibling: polled once here, and
                 // moved to a task of its own if it waits (overlap.rs).
                 if let Some(sibling) = self.overlap.sibling(self.plugin.as_ref()) {
-                    let frame = HopFrame {
-                        chain,
-                        span,
-                        started,
-                        hop_timeout: self.hop_timeout,
-                        id: Arc::clone(&self.shared.id),
-                    };
                     let mut run = hop_on_sibling(sibling, envelope, keep_payload, frame);
                     let (sibling, answered, end) = match first_poll(&mut run).await {
                         Poll::Ready(answered) => answered,
@@ -204,13 +204,6 @@ impl PluginActorState {
                         ticket: Arc::clone(&envelope.ticket),
                         branch: envelope.branch.clone(),
                     });
-                    let frame = HopFrame {
-                        chain,
-                        span,
-                        started,
-                        hop_timeout: self.hop_timeout,
-                        id: Arc::clone(&self.shared.id),
-                    };
                     let end = run_async(
                         self.plugin.as_mut(),
                         &mut envelope.payload,
@@ -295,8 +288,7 @@ impl PluginActorState {
             self.after_fault(failed, &error).await;
         } else {
             let reason = DeadLetterReason::HopFailed { agent, error };
-            record_failed_hop(core, &envelope, &reason, &self.version);
-            core.dead_letter(envelope, reason);
+            end_failed_hop(core, envelope, reason, &self.version);
         }
     }
 
@@ -320,8 +312,7 @@ impl PluginActorState {
             // Not journaled: the hop may still run again, on the version rolled back to.
             Some(input) => Some(Held::hop(envelope, input, Arc::clone(core), reason)),
             None => {
-                record_failed_hop(core, &envelope, &reason, version);
-                core.dead_letter(envelope, reason);
+                end_failed_hop(core, envelope, reason, version);
                 None
             }
         }
@@ -440,18 +431,19 @@ fn hop_chain(envelope: &Envelope, core: &SystemCore) -> CallChain {
     CallChain::default()
 }
 
-/// In a durable run, journals a hop that failed for good (its branch is dead-lettered next):
-/// a resume then reads its failure back instead of running it, and its calls, again.
+/// Dead-letters a hop that failed for good; in a durable run once the journal holds it, so
+/// that a resume reads its failure back instead of running it, and its calls, again.
 #[inline]
-fn record_failed_hop(
-    core: &SystemCore,
-    envelope: &Envelope,
-    reason: &DeadLetterReason,
+fn end_failed_hop(
+    core: &Arc<SystemCore>,
+    envelope: Envelope,
+    reason: DeadLetterReason,
     version: &str,
 ) {
     #[cfg(feature = "journal")]
     if let Some(journal) = core.journal() {
-        journal.hop_failed(envelope, reason, version);
+        return journal.hop_failed(core, envelope, reason, version);
     }
-    let _ = (core, envelope, reason, version);
+    let _ = version;
+    core.dead_letter(envelope, reason);
 }

@@ -189,26 +189,17 @@ impl SystemCore {
         match next {
             Next::Terminal => {
                 let Envelope { hops, ticket, .. } = envelope;
-                ticket.finish_branch(
-                    self,
-                    Outcome {
-                        input: ticket.input,
-                        status: OutcomeStatus::Ok,
-                        agent: Some(
-                            hops.last()
-                                .map_or_else(String::new, |name| String::from(&**name)),
-                        ),
-                        hops: hop_names(&hops),
-                        output: Some(output),
-                        trace_id: ticket.trace_id_hex(),
-                        error: None,
-                        reason: None,
-                        run_id: None,
-                        branches: Vec::new(),
-                        replayed: false,
-                        latency: Default::default(),
-                    },
+                let agent = hops.last().map(|name| String::from(&**name));
+                let outcome = Outcome::branch_end(
+                    ticket.input,
+                    ticket.trace_id_hex(),
+                    OutcomeStatus::Ok,
+                    Some(agent.unwrap_or_default()),
+                    hop_names(&hops),
+                    Some(output),
+                    None,
                 );
+                ticket.finish_branch(self, outcome);
             }
             Next::One(target) => {
                 // Decided while the name still borrows the output, which then travels on.
@@ -262,23 +253,16 @@ impl SystemCore {
             reason: reason.clone(),
             payload: envelope.payload,
         });
-        ticket.finish_branch(
-            self,
-            Outcome {
-                input: ticket.input,
-                status: OutcomeStatus::DeadLetter,
-                agent,
-                hops,
-                output: None,
-                trace_id: ticket.trace_id_hex(),
-                error: None,
-                reason: Some(reason),
-                run_id: None,
-                branches: Vec::new(),
-                replayed: false,
-                latency: Default::default(),
-            },
+        let outcome = Outcome::branch_end(
+            ticket.input,
+            ticket.trace_id_hex(),
+            OutcomeStatus::DeadLetter,
+            agent,
+            hops,
+            None,
+            Some(reason),
         );
+        ticket.finish_branch(self, outcome);
     }
 
     /// Keeps `letter` in the system's dead-letter queue (its outcome is the caller's to

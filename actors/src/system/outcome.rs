@@ -96,6 +96,33 @@ impl Outcome {
         }
     }
 
+    /// How one branch of an input ended, as its ticket collects it: a terminal agent's
+    /// `output` (`Ok`), or a dead letter's `reason`.
+    pub(crate) fn branch_end(
+        input: u64,
+        trace_id: String,
+        status: OutcomeStatus,
+        agent: Option<String>,
+        hops: Vec<String>,
+        output: Option<Value>,
+        reason: Option<String>,
+    ) -> Outcome {
+        Outcome {
+            input,
+            status,
+            agent,
+            hops,
+            output,
+            trace_id,
+            error: None,
+            reason,
+            run_id: None,
+            branches: Vec::new(),
+            replayed: false,
+            latency: Duration::ZERO,
+        }
+    }
+
     /// Whether a terminal agent produced the output.
     pub fn is_ok(&self) -> bool {
         self.status == OutcomeStatus::Ok
