@@ -24,19 +24,11 @@
 # `cargo build --profile dist` (BILAYER_BIN=path skips the build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PEERS=$(cd "${PEERS_DIR:-../shared/peers}" 2>/dev/null && pwd) \
-  || { echo "durable_compare: no peers at ${PEERS_DIR:-../shared/peers}: set PEERS_DIR" >&2; exit 1; }
+. benches/support/w1.sh
 PY=${PEERS_PY:-}
 N=${DURABLE_N:-100000}
 LG_N=${LANGGRAPH_N:-2000}
 PG=${BILAYER_BENCH_POSTGRES_URL:-}
-TARGET=${CARGO_TARGET_DIR:-target}
-if [ -n "${BILAYER_BIN:-}" ]; then
-  BIN=$BILAYER_BIN
-else
-  cargo build --profile dist >/dev/null 2>&1 || { echo "durable_compare: cargo build --profile dist failed" >&2; exit 1; }
-  BIN=$TARGET/dist/bilayer
-fi
 tmp=$(mktemp -d)
 pg_dbs=()
 cleanup() {
@@ -46,18 +38,9 @@ cleanup() {
   rm -rf "$tmp"
 }
 trap cleanup EXIT
-fail() { echo "durable_compare: $*" >&2; exit 1; }
 
-# The orders, as examples/orders/orders.jsonl writes them, and the expected answer.
-python3 - "$PEERS" "$N" > "$tmp/orders.jsonl" <<'PY'
-import json, sys
-sys.path.insert(0, sys.argv[1])
-from w1_common import order_fields
-for i in range(int(sys.argv[2])):
-    oid, q, p = order_fields(i)
-    print(json.dumps({"order_id": oid, "quantity": q, "price": p}))
-PY
-read -r SHIPPED REJECTED < <(python3 -c "import sys; sys.path.insert(0, '$PEERS'); from w1_common import expected; e = expected($N); print(e[0], e[1])")
+w1_orders "$N" "$tmp/orders.jsonl"
+read -r SHIPPED REJECTED < <(w1_expected "$N")
 
 # A copy of the example whose definition asks for fsync per commit.
 cp -r examples/orders "$tmp/orders-fsync"
@@ -117,17 +100,12 @@ if [ -n "$PG" ]; then
   bilayer_run postgres examples/orders/system.toml "$PG/$db"
   echo "RATIO system=bilayer-postgres vs=bilayer-none ratio=$(echo "scale=3; $LAST_RATE / $BASE" | bc)"
 fi
-peer() { # label args...: a peer's RESULT line, or its error and status 1
-  local label=$1; shift
-  (cd "$PEERS" && "$PY" "$@") > "$tmp/peer.txt" 2>&1 || { cat "$tmp/peer.txt" >&2; fail "$label failed"; }
-  grep '^RESULT' "$tmp/peer.txt" || fail "$label printed no RESULT line"
-}
 if [ -n "$PY" ]; then
-  peer langgraph-sqlite w1_langgraph_durable.py --mode throughput --n "$LG_N" --saver sqlite --db "$tmp/lg.db"
+  peer langgraph-sqlite "$PY" w1_langgraph_durable.py --mode throughput --n "$LG_N" --saver sqlite --db "$tmp/lg.db"
   if [ -n "$PG" ]; then
     db=bilayer_bench_lg_$$
     pg_dbs+=("$db")
     psql "$PG/postgres" -qAtc "CREATE DATABASE $db" >/dev/null || fail "cannot create database $db on $PG"
-    peer langgraph-postgres w1_langgraph_durable.py --mode throughput --n "$LG_N" --saver postgres --pg-url "$PG/$db"
+    peer langgraph-postgres "$PY" w1_langgraph_durable.py --mode throughput --n "$LG_N" --saver postgres --pg-url "$PG/$db"
   fi
 fi

@@ -22,35 +22,16 @@
 # bilayer is built with `cargo build --profile dist` (BILAYER_BIN=path skips the build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PEERS=$(cd "${PEERS_DIR:-../shared/peers}" 2>/dev/null && pwd) \
-  || { echo "w1_run_compare: no peers at ${PEERS_DIR:-../shared/peers}: set PEERS_DIR" >&2; exit 1; }
+. benches/support/w1.sh
 PY=${PEERS_PY:-}
 N=${W1_N:-100000}
 PEER_N=${W1_PEER_N:-10000} # autogen-core and LangGraph: ~3-5 k orders/s, 10 000 is enough
 LAT_N=${W1_LATENCY_N:-2000}
-TARGET=${CARGO_TARGET_DIR:-target}
-if [ -n "${BILAYER_BIN:-}" ]; then
-  BIN=$BILAYER_BIN
-else
-  cargo build --profile dist >/dev/null 2>&1 || { echo "w1_run_compare: cargo build --profile dist failed" >&2; exit 1; }
-  BIN=$TARGET/dist/bilayer
-fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-fail() { echo "w1_run_compare: $*" >&2; exit 1; }
 
-orders() { # n file
-  python3 - "$PEERS" "$1" > "$2" <<'PY'
-import json, sys
-sys.path.insert(0, sys.argv[1])
-from w1_common import order_fields
-for i in range(int(sys.argv[2])):
-    oid, q, p = order_fields(i)
-    print(json.dumps({"order_id": oid, "quantity": q, "price": p}))
-PY
-}
-orders "$N" "$tmp/orders.jsonl"
-orders "$LAT_N" "$tmp/latency.jsonl"
+w1_orders "$N" "$tmp/orders.jsonl"
+w1_orders "$LAT_N" "$tmp/latency.jsonl"
 
 # The definitions: Rhai (the example, copied), native (the same agents by name), and each with
 # max_in_flight = 1 for the latency runs.
@@ -68,7 +49,7 @@ for kind, body in (("rhai", text), ("native", native)):
     one = body.replace("max_hops = 8", "max_hops = 8\nmax_in_flight = 1", 1)
     open(f"{out}/{kind}/one_at_a_time.toml", "w").write(one)
 PY
-read -r SHIPPED REJECTED < <(python3 -c "import sys; sys.path.insert(0, '$PEERS'); from w1_common import expected; e = expected($N); print(e[0], e[1])")
+read -r SHIPPED REJECTED < <(w1_expected "$N")
 
 declare -A RATE
 bilayer_run() { # kind
@@ -96,11 +77,6 @@ bilayer_latency() { # kind
   local p50 p99
   read -r p50 p99 < <(sed -n 's/^latency: p50 \([0-9.]*\) µs, p99 \([0-9.]*\) µs.*$/\1 \2/p' "$tmp/err.txt")
   echo "RESULT system=bilayer-run-$kind mode=latency n=$LAT_N p50_us=$p50 p99_us=$p99"
-}
-peer() { # label python args...
-  local label=$1 py=$2; shift 2
-  (cd "$PEERS" && "$py" "$@") > "$tmp/peer.txt" 2>&1 || { cat "$tmp/peer.txt" >&2; fail "$label failed"; }
-  grep '^RESULT' "$tmp/peer.txt" || fail "$label printed no RESULT line"
 }
 rate_of() { sed -n 's/.*orders_per_s=\([0-9.]*\).*/\1/p' <<<"$1"; }
 

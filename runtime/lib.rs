@@ -146,9 +146,9 @@ pub use bilayer_actors::{
     DEFAULT_CONCURRENCY, DEFAULT_EXECUTE_TIMEOUT, DEFAULT_SUPPORT_CONCURRENCY,
 };
 pub use bilayer_plugins::{
-    async_trait, step, AgentPlugin, CallChain, CallError, ErrorDetail, FnPlugin, HandOffBlocking,
-    HopJournal, JournalKey, LimitSettings, PluginCaller, PluginContext, PluginError,
-    PluginMetadata, PluginResult, PluginState, PluginStateStore, PluginType,
+    async_trait, content_hash, step, AgentPlugin, CallChain, CallError, ErrorDetail, FnPlugin,
+    HandOffBlocking, HopJournal, JournalKey, LimitSettings, PluginCaller, PluginContext,
+    PluginError, PluginMetadata, PluginResult, PluginState, PluginStateStore, PluginType,
 };
 
 /// Everything a plugin author or an application needs: `use bilayer::prelude::*;`.

@@ -15,6 +15,7 @@
 //! - `context`: [`PluginContext`] (what the host gives a plugin at load), [`CallChain`],
 //!   [`PluginCaller`], and [`run_blocking`] / [`run_detached`] for work that must leave the
 //!   async workers.
+//! - `content_hash`: [`content_hash`], the digest versions and watched contents are named by.
 //! - `durable`: exactly-once effects in durable runs: [`step`], and the [`HopJournal`] a host
 //!   puts in a hop's call chain to record (and on replay answer) the calls it makes.
 //! - `state_store`: [`PluginStateStore`], a plugin's host-owned JSON state, bounded by
@@ -69,6 +70,7 @@
 //! ```
 
 pub mod builtin;
+mod content_hash;
 mod context;
 mod durable;
 mod error;
@@ -85,6 +87,7 @@ pub mod user_file;
 #[cfg(feature = "wasm")]
 pub mod wasm_runtime;
 
+pub use content_hash::content_hash;
 pub use context::{
     run_blocking, run_detached, CallChain, HandOffBlocking, PluginCaller, PluginContext,
 };

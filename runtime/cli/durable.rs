@@ -12,7 +12,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
 use bilayer::journal::{
-    BatchRow, JournalStore, JournalWriter, RunJournal, RunRecord, StoreOptions,
+    unix_ms, BatchRow, JournalStore, JournalWriter, RunJournal, RunRecord, StoreOptions,
 };
 use bilayer::system_config::SystemDefinition;
 use serde_json::Value;
@@ -60,7 +60,7 @@ pub(super) async fn open(
     .await
     .map_err(|e| e.to_string())?;
     let summary = definition.journal_summary();
-    let digest = format!("{:016x}", fnv1a(summary.as_bytes()));
+    let digest = format!("{:016x}", bilayer::content_hash(summary.as_bytes()));
     let latest = if options.resume {
         store
             .latest_batch_from(source)
@@ -102,7 +102,7 @@ pub(super) async fn open(
                 system_digest: digest,
                 system_summary: summary,
                 source: source.to_string(),
-                started_at: unix_ms_now(),
+                started_at: unix_ms(std::time::SystemTime::now()),
             };
             store.begin_batch(&batch).await.map_err(|e| e.to_string())?;
             (batch.batch_id, HashMap::new())
@@ -160,20 +160,6 @@ fn new_batch_id() -> String {
     );
     hasher.write_u32(std::process::id());
     format!("{:012x}", hasher.finish() & 0xffff_ffff_ffff)
-}
-
-fn unix_ms_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-/// FNV-1a, 64 bits: a digest stable across Rust versions (std's hashers are not).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }
 
 /// How the system a batch ran (`before`) differs from this one (`now`), in words.

@@ -6,9 +6,8 @@
 //! Scratch stores live in unique directories under `std::env::temp_dir()`, removed on drop;
 //! every child runs under a deadline.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
+use std::process::Output;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,35 +16,16 @@ use bilayer::journal::{
 };
 use serde_json::{json, Value};
 
+use crate::concurrency::bilayer_command;
+use crate::hot_reload_support::Scratch;
+
 const DEADLINE: Duration = Duration::from_secs(60);
 const STARTED: i64 = 1_765_000_000_000;
 const DAY_MS: i64 = 86_400_000;
 
-/// A scratch directory holding `runs.db`, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(label: &str) -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "bilayer-journal-cli-{}-{}-{label}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create the scratch directory");
-        Scratch(dir)
-    }
-
-    fn store(&self) -> String {
-        format!("sqlite:{}", self.0.join("runs.db").display())
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// The URL of the SQLite store in `scratch`.
+fn store_in(scratch: &Scratch) -> String {
+    format!("sqlite:{}", scratch.file("runs.db").display())
 }
 
 struct Done {
@@ -56,12 +36,7 @@ struct Done {
 
 /// Runs the binary with `args` under the deadline (killed if it overruns).
 fn bilayer(args: &[&str]) -> Done {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bilayer"))
-        .args(args)
-        .env("RUST_LOG", "error")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+    let mut child = bilayer_command(Path::new(env!("CARGO_MANIFEST_DIR")), args)
         .spawn()
         .expect("spawn the bilayer binary");
     let started = Instant::now();
@@ -221,7 +196,7 @@ async fn fill(url: &str, finished_ago: i64) {
 
 fn filled(label: &str, finished_ago: i64) -> (Scratch, String) {
     let scratch = Scratch::new(label);
-    let url = scratch.store();
+    let url = store_in(&scratch);
     tokio::runtime::Runtime::new()
         .expect("a runtime")
         .block_on(fill(&url, finished_ago));
@@ -408,7 +383,7 @@ fn a_bad_age_or_a_missing_store_says_what_to_do() {
         done.stderr
     );
 
-    let missing = scratch.0.join("missing.db");
+    let missing = scratch.file("missing.db");
     let missing_url = format!("sqlite:{}", missing.display());
     let done = bilayer(&["runs", "list", "--store", &missing_url]);
     assert_eq!(done.code, Some(1));

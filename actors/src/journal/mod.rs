@@ -18,6 +18,6 @@ mod writer;
 pub use rows::{
     BatchRow, CallRow, Entry, HopRow, OutcomeRow, RunRecord, RunRow, RunStatus, RunSummary,
 };
-pub use run_journal::RunJournal;
+pub use run_journal::{unix_ms, RunJournal};
 pub use store::{JournalError, JournalStore, StoreOptions, SCHEMA_VERSION};
 pub use writer::{JournalWriter, Then};

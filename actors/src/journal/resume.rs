@@ -192,11 +192,10 @@ pub(crate) fn plan(record: RunRecord, input: &Value, trace_id: &str) -> Result<R
             }
         }
     }
-    let recorded: std::collections::HashSet<(&str, u32)> = held.keys().copied().collect();
     let interrupted_calls = record
         .calls
         .into_iter()
-        .filter(|call| !recorded.contains(&(&*call.branch, call.hop_no)))
+        .filter(|call| !held.contains_key(&(&*call.branch, call.hop_no)))
         .collect();
     Ok(Resume::Continue(Plan {
         finished,

@@ -333,8 +333,8 @@ fn hop_no(envelope: &Envelope) -> u32 {
     u32::try_from(envelope.hops.len().saturating_sub(1)).unwrap_or(u32::MAX)
 }
 
-/// Unix milliseconds.
-pub(crate) fn unix_ms(at: SystemTime) -> i64 {
+/// `at` in Unix milliseconds, as the journal's rows hold times (0 before 1970).
+pub fn unix_ms(at: SystemTime) -> i64 {
     at.duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)

@@ -154,11 +154,8 @@ fn accept(
             path: wire.path,
             taken: Mutex::new(Some((message, slot))),
         },
+        run_id,
     );
-    let ticket = match run_id {
-        Some(run_id) => ticket.with_run(run_id),
-        None => ticket,
-    };
     let envelope = Envelope {
         payload: wire.payload,
         hops: wire.hops.into_iter().map(Arc::from).collect(),

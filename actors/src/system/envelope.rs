@@ -56,20 +56,55 @@ impl Ticket {
         trace_id: u64,
         sink: OutcomeSink,
         permit: OwnedSemaphorePermit,
+        run: Option<Arc<str>>,
     ) -> Arc<Ticket> {
-        Self::build(
+        Arc::new(Self::build(
             input,
             trace_id,
             Some((sink, permit)),
             #[cfg(feature = "nats")]
             None,
-        )
+            run,
+        ))
     }
 
     /// The ticket of one message taken from NATS by a worker (no local caller waits on it).
     #[cfg(feature = "nats")]
-    pub(crate) fn remote(input: u64, trace_id: u64, hop: RemoteHop) -> Arc<Ticket> {
-        Self::build(input, trace_id, None, Some(Box::new(hop)))
+    pub(crate) fn remote(
+        input: u64,
+        trace_id: u64,
+        hop: RemoteHop,
+        run: Option<Arc<str>>,
+    ) -> Arc<Ticket> {
+        Arc::new(Self::build(input, trace_id, None, Some(Box::new(hop)), run))
+    }
+
+    /// The ticket of the durable run `run` taken up from its journal: its `finished` branches
+    /// ended before the crash, its `remaining` branches are on their way again.
+    #[cfg(feature = "journal")]
+    pub(crate) fn resumed(
+        input: u64,
+        trace_id: u64,
+        permit: OwnedSemaphorePermit,
+        run: Arc<str>,
+        remaining: usize,
+        fanned_out: bool,
+        finished: Vec<Outcome>,
+    ) -> Arc<Ticket> {
+        let sink = Some((OutcomeSink::Stream, permit));
+        Arc::new(Ticket {
+            remaining: AtomicUsize::new(remaining),
+            fanned_out: AtomicBool::new(fanned_out),
+            finished: Mutex::new(finished),
+            ..Self::build(
+                input,
+                trace_id,
+                sink,
+                #[cfg(feature = "nats")]
+                None,
+                Some(run),
+            )
+        })
     }
 
     fn build(
@@ -77,8 +112,9 @@ impl Ticket {
         trace_id: u64,
         sink: Option<(OutcomeSink, OwnedSemaphorePermit)>,
         #[cfg(feature = "nats")] remote: Option<Box<RemoteHop>>,
-    ) -> Arc<Ticket> {
-        Arc::new(Ticket {
+        run: Option<Arc<str>>,
+    ) -> Ticket {
+        Ticket {
             input,
             trace_id,
             admitted: clock::now(),
@@ -88,34 +124,8 @@ impl Ticket {
             sink: Mutex::new(sink),
             #[cfg(feature = "nats")]
             remote,
-            run: None,
-        })
-    }
-
-    /// This ticket as one of the durable run `run_id` (set before the ticket is shared).
-    #[cfg(any(feature = "journal", feature = "nats"))]
-    pub(crate) fn with_run(mut self: Arc<Ticket>, run_id: Arc<str>) -> Arc<Ticket> {
-        if let Some(ticket) = Arc::get_mut(&mut self) {
-            ticket.run = Some(run_id);
+            run,
         }
-        self
-    }
-
-    /// This ticket as one of a resumed run whose `finished` branches ended before the crash
-    /// and whose `remaining` branches are on their way again (set before it is shared).
-    #[cfg(feature = "journal")]
-    pub(crate) fn resumed(
-        mut self: Arc<Ticket>,
-        remaining: usize,
-        fanned_out: bool,
-        finished: Vec<Outcome>,
-    ) -> Arc<Ticket> {
-        if let Some(ticket) = Arc::get_mut(&mut self) {
-            ticket.remaining = AtomicUsize::new(remaining);
-            ticket.fanned_out = AtomicBool::new(fanned_out);
-            ticket.finished = Mutex::new(finished);
-        }
-        self
     }
 
     pub(crate) fn trace_id_hex(&self) -> String {

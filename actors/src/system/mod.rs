@@ -707,9 +707,15 @@ impl AgentSystem {
                 };
                 journal.expect_replay(plan.interrupted_calls);
                 let remaining = plan.frontier.len();
-                let ticket = Ticket::new(number, trace_id, OutcomeSink::Stream, permit)
-                    .with_run(run_id)
-                    .resumed(remaining, plan.fanned_out, plan.finished);
+                let ticket = Ticket::resumed(
+                    number,
+                    trace_id,
+                    permit,
+                    run_id,
+                    remaining,
+                    plan.fanned_out,
+                    plan.finished,
+                );
                 if remaining == 0 {
                     // Every branch had ended; only the outcome was not recorded yet.
                     return ticket.finish_resumed(core);
@@ -759,20 +765,23 @@ impl AgentSystem {
             .acquire_owned()
             .await
             .map_err(|_| self.refusal(number, "the system is shut down".into()))?;
-        let ticket = Ticket::new(number, self.trace_id(number), sink(number), permit);
         let core = &self.inner.core;
         #[cfg(feature = "journal")]
-        let ticket = match (core.journal(), resumed) {
-            (Some(_), Some(run_id)) => ticket.with_run(run_id),
+        let run = match (core.journal(), resumed) {
+            (Some(_), Some(run_id)) => Some(run_id),
             (Some(journal), None) => {
                 let run_id = journal.run_id(number);
                 journal.record_run(&run_id, number, &input);
-                ticket.with_run(run_id)
+                Some(run_id)
             }
-            (None, _) => ticket,
+            (None, _) => None,
         };
         #[cfg(not(feature = "journal"))]
-        let _ = resumed;
+        let run: Option<Arc<str>> = {
+            let _ = resumed;
+            None
+        };
+        let ticket = Ticket::new(number, self.trace_id(number), sink(number), permit, run);
         core.carrier
             .admit(core, &self.inner.entry, ticket, input)
             .await;

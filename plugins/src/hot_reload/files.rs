@@ -66,15 +66,7 @@ pub(crate) fn is_candidate(path: &Path, extensions: &[String]) -> bool {
         .is_some_and(|e| extensions.iter().any(|known| known == e))
 }
 
-/// FNV-1a, 64 bit: stable across runs, cheap, and only compared with itself.
-pub(crate) fn content_hash(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in bytes {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash
-}
+pub(crate) use crate::content_hash::content_hash;
 
 /// `path` made absolute with its directory resolved (symlinks, `..`), the way the watcher
 /// reports paths. The file itself may be missing (deleted).

@@ -525,13 +525,8 @@ impl CompiledScript {
     }
 }
 
-/// FNV-1a, 64 bit: stable across runs and platforms, so a version names the same source
-/// everywhere (std's `DefaultHasher` may change between Rust releases).
+/// A script's version: its source's [`content_hash`](crate::content_hash), in hex, so a
+/// version names the same source everywhere.
 fn content_hash(source: &str) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in source.as_bytes() {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{hash:016x}")
+    format!("{:016x}", crate::content_hash(source.as_bytes()))
 }

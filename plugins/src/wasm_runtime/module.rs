@@ -166,12 +166,4 @@ fn compile_error(origin: &str, err: &wasmtime::Error) -> PluginError {
     PluginError::Compile { location, message }
 }
 
-/// FNV-1a, 64 bit, as for Rhai scripts: stable across runs and platforms.
-pub(crate) fn content_hash(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in bytes {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    hash
-}
+pub(crate) use crate::content_hash::content_hash;

@@ -454,9 +454,5 @@ async fn open_postgres(
 
 /// Unix milliseconds now (0 if the clock is before 1970).
 pub(crate) fn unix_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| {
-            i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
-        })
+    super::unix_ms(std::time::SystemTime::now())
 }
